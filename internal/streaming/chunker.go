@@ -1,0 +1,196 @@
+package streaming
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"io"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+)
+
+// chunkWriter receives the uncompressed tar stream in order (write), is told
+// where to cut it into chunks (cut), compresses chunks in parallel and writes
+// the frames to the output in order. It also hashes the uncompressed stream
+// (DiffID) and the output (blob digest).
+//
+// Memory is bounded: pending holds at most hardMax bytes, and at most
+// 2*workers chunks are in flight.
+type chunkWriter struct {
+	ctx     context.Context
+	pending []byte
+	start   int64 // uncompressed offset of pending[0]
+	hardMax int
+
+	jobs    chan *chunkJob // to the compressors
+	ordered chan *chunkJob // to the writer, in stream order
+	wg      sync.WaitGroup // compressors
+	done    chan struct{}  // closed when the writer has finished
+	bufs    sync.Pool
+
+	// Owned by the writer goroutine until done is closed.
+	out     io.Writer
+	outN    int64
+	blob    hash.Hash
+	diff    hash.Hash
+	chunks  []Chunk
+	err     error
+	errOnce sync.Once
+	failed  chan struct{} // closed on the first error
+}
+
+type chunkJob struct {
+	uoff  int64
+	data  []byte
+	frame []byte
+	sum   [sha256.Size]byte
+	ready chan struct{}
+}
+
+func newChunkWriter(ctx context.Context, out io.Writer, workers int, level zstd.EncoderLevel, hardMax int) (*chunkWriter, error) {
+	cw := &chunkWriter{
+		ctx: ctx, out: out, hardMax: hardMax,
+		jobs:    make(chan *chunkJob, workers),
+		ordered: make(chan *chunkJob, 2*workers),
+		done:    make(chan struct{}),
+		failed:  make(chan struct{}),
+		blob:    sha256.New(), diff: sha256.New(),
+	}
+	for range workers {
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1),
+			zstd.WithEncoderCRC(true), zstd.WithLowerEncoderMem(true))
+		if err != nil {
+			return nil, err
+		}
+		cw.wg.Add(1)
+		go cw.compress(enc)
+	}
+	go cw.writeFrames()
+	return cw, nil
+}
+
+func (cw *chunkWriter) compress(enc *zstd.Encoder) {
+	defer cw.wg.Done()
+	defer enc.Close()
+	for j := range cw.jobs {
+		j.sum = sha256.Sum256(j.data)
+		j.frame = enc.EncodeAll(j.data, cw.getBuf()[:0])
+		close(j.ready)
+	}
+}
+
+func (cw *chunkWriter) writeFrames() {
+	defer close(cw.done)
+	for j := range cw.ordered {
+		<-j.ready
+		if cw.firstErr() == nil {
+			cw.writeFrame(j)
+		}
+		cw.putBuf(j.data)
+		cw.putBuf(j.frame)
+	}
+}
+
+func (cw *chunkWriter) writeFrame(j *chunkJob) {
+	if err := cw.ctx.Err(); err != nil {
+		cw.fail(err)
+		return
+	}
+	if _, err := cw.out.Write(j.frame); err != nil {
+		cw.fail(fmt.Errorf("writing converted layer: %w", err))
+		return
+	}
+	cw.blob.Write(j.frame)
+	cw.diff.Write(j.data)
+	cw.chunks = append(cw.chunks, Chunk{
+		Offset: cw.outN, Size: int64(len(j.frame)),
+		UncompressedOffset: j.uoff, UncompressedSize: int64(len(j.data)),
+		Digest: digest.NewDigestFromBytes(digest.SHA256, j.sum[:]),
+	})
+	cw.outN += int64(len(j.frame))
+}
+
+func (cw *chunkWriter) fail(err error) {
+	cw.errOnce.Do(func() { cw.err = err; close(cw.failed) })
+}
+
+func (cw *chunkWriter) firstErr() error {
+	select {
+	case <-cw.failed:
+		return cw.err
+	default:
+		return nil
+	}
+}
+
+func (cw *chunkWriter) getBuf() []byte {
+	if b, ok := cw.bufs.Get().(*[]byte); ok {
+		return *b
+	}
+	return nil
+}
+
+func (cw *chunkWriter) putBuf(b []byte) {
+	if cap(b) > 0 {
+		cw.bufs.Put(&b)
+	}
+}
+
+// pos is the uncompressed offset of the next byte written.
+func (cw *chunkWriter) pos() int64 { return cw.start + int64(len(cw.pending)) }
+
+// write appends uncompressed bytes, cutting where pending would exceed
+// hardMax (only pathological input gets there: huge headers or sparse data).
+func (cw *chunkWriter) write(p []byte) error {
+	for len(p) > 0 {
+		n := min(len(p), cw.hardMax-len(cw.pending))
+		cw.pending = append(cw.pending, p[:n]...)
+		p = p[n:]
+		if len(cw.pending) >= cw.hardMax {
+			if err := cw.cut(cw.pos()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// cut ends the current chunk at uncompressed offset at, which must lie in
+// the pending bytes; bytes after it start the next chunk.
+func (cw *chunkWriter) cut(at int64) error {
+	n := int(at - cw.start)
+	if n <= 0 {
+		return nil
+	}
+	if n > len(cw.pending) {
+		return fmt.Errorf("internal error: cut at %d beyond written %d", at, cw.pos())
+	}
+	data := append(cw.getBuf()[:0], cw.pending[:n]...)
+	rest := copy(cw.pending, cw.pending[n:])
+	cw.pending = cw.pending[:rest]
+	j := &chunkJob{uoff: cw.start, data: data, ready: make(chan struct{})}
+	cw.start = at
+	select {
+	case cw.ordered <- j:
+	case <-cw.failed:
+		return cw.err
+	}
+	cw.jobs <- j // never blocks for long: compressors always drain
+	return nil
+}
+
+// close flushes the last chunk and waits for every frame to be written.
+func (cw *chunkWriter) close() error {
+	err := cw.cut(cw.pos())
+	close(cw.jobs)
+	close(cw.ordered)
+	cw.wg.Wait()
+	<-cw.done
+	if err != nil {
+		return err
+	}
+	return cw.firstErr()
+}

@@ -1,0 +1,169 @@
+package streaming
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"runtime"
+	"strconv"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Default chunking parameters; doc.go explains how they were chosen.
+const (
+	DefaultChunkSize     = 512 << 10
+	DefaultFileChunkSize = 1 << 20
+	DefaultLevel         = 3
+)
+
+// Options tune a conversion. The zero value converts with the defaults.
+type Options struct {
+	// ChunkSize: a chunk ends at the first tar entry boundary once it holds
+	// at least this many uncompressed bytes.
+	ChunkSize int64
+	// FileChunkSize: a file larger than this starts a new chunk at its data
+	// and is cut every FileChunkSize bytes from its start.
+	FileChunkSize int64
+	// Level is the zstd level (1..22, mapped onto the encoder's speeds).
+	Level int
+	// Concurrency is the number of parallel compressors (default GOMAXPROCS).
+	Concurrency int
+	// Progress, when set, is called with the number of source bytes
+	// consumed so far, at most once per MiB and once at the end.
+	Progress func(consumed int64)
+	// Limits bound the input (decompression bombs, entry counts).
+	Limits Limits
+}
+
+func (o Options) withDefaults() Options {
+	if o.ChunkSize <= 0 {
+		o.ChunkSize = DefaultChunkSize
+	}
+	if o.FileChunkSize <= 0 {
+		o.FileChunkSize = DefaultFileChunkSize
+	}
+	if o.Level <= 0 {
+		o.Level = DefaultLevel
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = runtime.GOMAXPROCS(0)
+	}
+	o.Limits = o.Limits.withDefaults()
+	return o
+}
+
+// Result describes a converted layer.
+type Result struct {
+	// Digest and Size of the converted blob.
+	Digest digest.Digest
+	Size   int64
+	// DiffID and size of the uncompressed tar (the same as the source's).
+	DiffID           digest.Digest
+	UncompressedSize int64
+	// SourceDigest, SourceSize and SourceCompression describe the input.
+	SourceDigest      digest.Digest
+	SourceSize        int64
+	SourceCompression Compression
+	// TOCDigest, TOCOffset and TOCSize locate the TOC frame in the blob.
+	TOCDigest digest.Digest
+	TOCOffset int64
+	TOCSize   int64
+	// Chunks and Entries count the data frames and the TOC entries.
+	Chunks  int
+	Entries int
+	// UnsafeNames lists (up to 100) entry names that are absolute or
+	// contain "..": kept in the layer, flagged in the TOC.
+	UnsafeNames []string
+}
+
+// Annotations returns the annotations of the converted layer's descriptor.
+func (r *Result) Annotations() map[string]string {
+	return map[string]string{
+		AnnotationTOCDigest:    r.TOCDigest.String(),
+		AnnotationTOCOffset:    strconv.FormatInt(r.TOCOffset, 10),
+		AnnotationTOCSize:      strconv.FormatInt(r.TOCSize, 10),
+		AnnotationSourceDigest: r.SourceDigest.String(),
+	}
+}
+
+// Descriptor returns the OCI descriptor of the converted layer.
+func (r *Result) Descriptor() ocispec.Descriptor {
+	return ocispec.Descriptor{MediaType: MediaTypeLayer, Digest: r.Digest, Size: r.Size, Annotations: r.Annotations()}
+}
+
+// Convert reads a layer (tar, tar+gzip or tar+zstd, detected by magic
+// bytes) from src and writes its seekable-zstd form to dst, in one pass with
+// bounded memory. It stops promptly when ctx is cancelled; dst then holds a
+// partial blob the caller must discard.
+func Convert(ctx context.Context, src io.Reader, dst io.Writer, opts Options) (*Result, error) {
+	o := opts.withDefaults()
+	source, tarStream, comp, closeSource, err := openSource(ctx, src, o.Progress, o.Limits)
+	if err != nil {
+		return nil, err
+	}
+	defer closeSource()
+	hardMax := int(min(o.Limits.MaxChunkSize, 4*(o.ChunkSize+o.FileChunkSize)))
+	cw, err := newChunkWriter(ctx, dst, o.Concurrency, zstd.EncoderLevelFromZstd(o.Level), hardMax)
+	if err != nil {
+		return nil, err
+	}
+	sc := &scanner{opts: o, cw: cw, tee: &teeReader{r: tarStream, cw: cw}}
+	scanErr := sc.run()
+	if closeErr := cw.close(); scanErr == nil {
+		scanErr = closeErr
+	}
+	if scanErr != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("conversion cancelled: %w", ctx.Err())
+		}
+		return nil, scanErr
+	}
+	res := &Result{
+		DiffID:            digest.NewDigestFromBytes(digest.SHA256, cw.diff.Sum(nil)),
+		UncompressedSize:  cw.pos(),
+		SourceDigest:      digest.NewDigestFromBytes(digest.SHA256, source.sum.Sum(nil)),
+		SourceSize:        source.n,
+		SourceCompression: comp,
+		Chunks:            len(cw.chunks),
+		Entries:           len(sc.entries),
+		UnsafeNames:       sc.unsafeNames,
+	}
+	if err := writeTrailer(cw, sc.entries, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// writeTrailer writes the TOC frame and the footer after the data frames.
+func writeTrailer(cw *chunkWriter, entries []Entry, res *Result) error {
+	toc := &TOC{Version: formatMajor, DiffID: res.DiffID, UncompressedSize: res.UncompressedSize,
+		Chunks: cw.chunks, Entries: entries}
+	if toc.Chunks == nil {
+		toc.Chunks = []Chunk{}
+	}
+	if toc.Entries == nil {
+		toc.Entries = []Entry{}
+	}
+	frame, jsonSize, err := encodeTOC(toc)
+	if err != nil {
+		return err
+	}
+	f := Footer{TOCOffset: cw.outN, TOCSize: int64(len(frame)), TOCUncompressedSize: jsonSize,
+		TOCDigest: sha256.Sum256(frame), Major: formatMajor, Minor: formatMinor}
+	footer, _ := f.MarshalBinary()
+	for _, b := range [][]byte{frame, footer} {
+		if _, err := cw.out.Write(b); err != nil {
+			return fmt.Errorf("writing converted layer: %w", err)
+		}
+		cw.blob.Write(b)
+	}
+	res.TOCDigest = digest.NewDigestFromBytes(digest.SHA256, f.TOCDigest[:])
+	res.TOCOffset, res.TOCSize = f.TOCOffset, f.TOCSize
+	res.Size = cw.outN + int64(len(frame)) + FooterSize
+	res.Digest = digest.NewDigestFromBytes(digest.SHA256, cw.blob.Sum(nil))
+	return nil
+}

@@ -1,0 +1,191 @@
+package streaming
+
+import (
+	"encoding/hex"
+	"fmt"
+	"sort"
+)
+
+// Limits bound what the converter accepts and what the reader trusts, so
+// that hostile input fails with ErrLimitExceeded instead of exhausting memory
+// or disk. Zero fields take the defaults below.
+type Limits struct {
+	// MaxTOCSize bounds the TOC frame as stored (default 64 MiB).
+	MaxTOCSize int64
+	// MaxTOCUncompressedSize bounds the TOC's JSON (default 512 MiB).
+	MaxTOCUncompressedSize int64
+	// MaxEntries bounds the number of tar entries (default 1,048,576).
+	MaxEntries int
+	// MaxUncompressedSize bounds the uncompressed tar (default 64 GiB).
+	MaxUncompressedSize int64
+	// MaxRatio bounds uncompressed/compressed bytes of the source, checked
+	// once RatioGrace uncompressed bytes have been produced (default 2000,
+	// above gzip's maximum of about 1030).
+	MaxRatio int64
+	// RatioGrace is the uncompressed size below which the ratio is not
+	// checked (default 256 MiB).
+	RatioGrace int64
+	// MaxChunkSize bounds one chunk's uncompressed size (default 64 MiB).
+	MaxChunkSize int64
+}
+
+// DefaultLimits are the limits used for zero fields.
+var DefaultLimits = Limits{
+	MaxTOCSize:             64 << 20,
+	MaxTOCUncompressedSize: 512 << 20,
+	MaxEntries:             1 << 20,
+	MaxUncompressedSize:    64 << 30,
+	MaxRatio:               2000,
+	RatioGrace:             256 << 20,
+	MaxChunkSize:           64 << 20,
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.MaxTOCSize > 0 {
+		d.MaxTOCSize = l.MaxTOCSize
+	}
+	if l.MaxTOCUncompressedSize > 0 {
+		d.MaxTOCUncompressedSize = l.MaxTOCUncompressedSize
+	}
+	if l.MaxEntries > 0 {
+		d.MaxEntries = l.MaxEntries
+	}
+	if l.MaxUncompressedSize > 0 {
+		d.MaxUncompressedSize = l.MaxUncompressedSize
+	}
+	if l.MaxRatio > 0 {
+		d.MaxRatio = l.MaxRatio
+	}
+	if l.RatioGrace > 0 {
+		d.RatioGrace = l.RatioGrace
+	}
+	if l.MaxChunkSize > 0 {
+		d.MaxChunkSize = l.MaxChunkSize
+	}
+	return d
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: TOC: "+format, append([]any{ErrInvalidFormat}, args...)...)
+}
+
+// validate checks the TOC against itself, the limits and the size of the
+// data section, and fills the entries' derived fields.
+func (t *TOC) validate(dataSize int64, lim Limits) error {
+	if t.Version != formatMajor {
+		return fmt.Errorf("%w: TOC version %d", ErrUnsupportedVersion, t.Version)
+	}
+	if err := t.DiffID.Validate(); err != nil {
+		return invalid("diffID %q: %v", t.DiffID, err)
+	}
+	if t.UncompressedSize < 0 || t.UncompressedSize > lim.MaxUncompressedSize {
+		return fmt.Errorf("%w: uncompressed size %d, limit %d", ErrLimitExceeded, t.UncompressedSize, lim.MaxUncompressedSize)
+	}
+	if len(t.Entries) > lim.MaxEntries {
+		return fmt.Errorf("%w: %d entries, limit %d", ErrLimitExceeded, len(t.Entries), lim.MaxEntries)
+	}
+	if err := t.validateChunks(dataSize, lim); err != nil {
+		return err
+	}
+	return t.validateEntries()
+}
+
+func (t *TOC) validateChunks(dataSize int64, lim Limits) error {
+	var off, uoff int64
+	for i := range t.Chunks {
+		c := &t.Chunks[i]
+		switch {
+		case c.Offset != off:
+			return invalid("chunk %d at compressed offset %d, want %d (chunks must be contiguous)", i, c.Offset, off)
+		case c.UncompressedOffset != uoff:
+			return invalid("chunk %d at uncompressed offset %d, want %d", i, c.UncompressedOffset, uoff)
+		case c.Size <= 0 || c.Size > dataSize-off:
+			return invalid("chunk %d size %d does not fit the %d-byte data section", i, c.Size, dataSize)
+		case c.UncompressedSize <= 0 || c.UncompressedSize > lim.MaxChunkSize:
+			return invalid("chunk %d uncompressed size %d outside 1..%d", i, c.UncompressedSize, lim.MaxChunkSize)
+		case c.Digest.Algorithm() != "sha256" || c.Digest.Validate() != nil:
+			return invalid("chunk %d digest %q is not a sha256 digest", i, c.Digest)
+		}
+		if _, err := hex.Decode(c.sum[:], []byte(c.Digest.Encoded())); err != nil {
+			return invalid("chunk %d digest %q: %v", i, c.Digest, err)
+		}
+		off += c.Size
+		uoff += c.UncompressedSize
+	}
+	if off != dataSize {
+		return invalid("chunks cover %d compressed bytes, data section has %d", off, dataSize)
+	}
+	if uoff != t.UncompressedSize {
+		return invalid("chunks cover %d uncompressed bytes, TOC says %d", uoff, t.UncompressedSize)
+	}
+	return nil
+}
+
+func (t *TOC) validateEntries() error {
+	byName := make(map[string]int, len(t.Entries))
+	for i := range t.Entries {
+		e := &t.Entries[i]
+		e.index, e.target, e.nlink = i, i, 0
+		if err := t.validateEntry(e); err != nil {
+			return fmt.Errorf("%w (entry %d %q)", err, i, e.Name)
+		}
+		if e.Type == TypeHardlink {
+			j, ok := byName[cleanPath(e.LinkName)]
+			if !ok {
+				return invalid("hard link %q (entry %d) points to %q, which no earlier entry has", e.Name, i, e.LinkName)
+			}
+			e.target = t.Entries[j].target
+			if t.Entries[e.target].Type != TypeReg {
+				return invalid("hard link %q (entry %d) points to %q, which is a %s, not a regular file", e.Name, i, e.LinkName, t.Entries[e.target].Type)
+			}
+			t.Entries[e.target].nlink = max(t.Entries[e.target].nlink, 1) + 1
+		}
+		byName[e.Path()] = i
+	}
+	return nil
+}
+
+func (t *TOC) validateEntry(e *Entry) error {
+	switch e.Type {
+	case TypeReg, TypeDir, TypeSymlink, TypeHardlink, TypeChar, TypeBlock, TypeFIFO:
+	default:
+		return invalid("unknown entry type %q", e.Type)
+	}
+	unsafe := unsafeName(e.Name) || (e.Type == TypeHardlink && unsafeName(e.LinkName))
+	switch {
+	case e.Name == "":
+		return invalid("entry with an empty name")
+	case unsafe && !e.Unsafe:
+		return invalid("name %q escapes the layer root but is not flagged unsafe", e.Name)
+	case e.Mode < 0 || e.Mode > 07777:
+		return invalid("mode %#o has bits outside 07777", e.Mode)
+	case e.ModTimeNsec < 0 || e.ModTimeNsec >= 1e9:
+		return invalid("mtime nanoseconds %d outside 0..999999999", e.ModTimeNsec)
+	case e.Size < 0 || e.Offset < 0:
+		return invalid("negative size %d or offset %d", e.Size, e.Offset)
+	case e.Type != TypeReg && (e.Size != 0 || e.Sparse != nil):
+		return invalid("a %s entry with data", e.Type)
+	case (e.Type == TypeSymlink || e.Type == TypeHardlink) && e.LinkName == "":
+		return invalid("a %s without a target", e.Type)
+	}
+	if err := validateSparse(e); err != nil {
+		return err
+	}
+	if n := e.physicalSize(); n > 0 && (e.Offset > t.UncompressedSize || n > t.UncompressedSize-e.Offset) {
+		return invalid("data at offset %d size %d beyond the %d-byte tar", e.Offset, n, t.UncompressedSize)
+	}
+	return nil
+}
+
+func validateSparse(e *Entry) error {
+	var end int64
+	ok := sort.SliceIsSorted(e.Sparse, func(i, j int) bool { return e.Sparse[i].Offset < e.Sparse[j].Offset })
+	for _, f := range e.Sparse {
+		if !ok || f.Offset < end || f.Length <= 0 || f.Offset > e.Size || f.Length > e.Size-f.Offset {
+			return invalid("sparse fragment [%d,+%d) is unordered, overlapping or outside the %d-byte file", f.Offset, f.Length, e.Size)
+		}
+		end = f.Offset + f.Length
+	}
+	return nil
+}

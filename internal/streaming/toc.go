@@ -1,0 +1,228 @@
+package streaming
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+)
+
+// EntryType is the kind of a TOC entry.
+type EntryType string
+
+// Entry types (docs/format.md, "Entries").
+const (
+	TypeReg      EntryType = "reg"
+	TypeDir      EntryType = "dir"
+	TypeSymlink  EntryType = "symlink"
+	TypeHardlink EntryType = "hardlink"
+	TypeChar     EntryType = "char"
+	TypeBlock    EntryType = "block"
+	TypeFIFO     EntryType = "fifo"
+)
+
+// TOC is the table of contents of a seekable-zstd layer: every tar entry and
+// the chunk table. It is stored as JSON (docs/format.md, "TOC").
+type TOC struct {
+	Version int `json:"version"`
+	// DiffID is the sha256 of the whole uncompressed tar stream.
+	DiffID digest.Digest `json:"diffID"`
+	// UncompressedSize is the size of the uncompressed tar stream.
+	UncompressedSize int64   `json:"uncompressedSize"`
+	Chunks           []Chunk `json:"chunks"`
+	Entries          []Entry `json:"entries"`
+}
+
+// Chunk is one independent zstd frame of the data section.
+type Chunk struct {
+	// Offset and Size locate the compressed frame in the blob.
+	Offset int64 `json:"offset"`
+	Size   int64 `json:"size"`
+	// UncompressedOffset and UncompressedSize locate its bytes in the tar.
+	UncompressedOffset int64 `json:"uncompressedOffset"`
+	UncompressedSize   int64 `json:"uncompressedSize"`
+	// Digest is the sha256 of the uncompressed bytes.
+	Digest digest.Digest `json:"digest"`
+
+	sum [sha256.Size]byte // Digest, decoded when the TOC is validated
+}
+
+// Fragment is a run of data in a sparse file: Length bytes at logical
+// Offset. Everything outside the fragments reads as zeros.
+type Fragment struct {
+	Offset int64 `json:"offset"`
+	Length int64 `json:"length"`
+}
+
+// Entry is one file of the layer, as its tar header describes it.
+type Entry struct {
+	// Name is the tar name exactly (PAX and GNU long names resolved).
+	Name string    `json:"name"`
+	Type EntryType `json:"type"`
+	// Mode holds the permission bits and setuid, setgid and sticky (07777).
+	Mode  int64  `json:"mode"`
+	UID   int    `json:"uid"`
+	GID   int    `json:"gid"`
+	Uname string `json:"uname,omitempty"`
+	Gname string `json:"gname,omitempty"`
+	// Size is the logical size of a regular file.
+	Size int64 `json:"size,omitempty"`
+	// ModTime is seconds since the Unix epoch (may be negative);
+	// ModTimeNsec the nanoseconds when the tar records them.
+	ModTime     int64  `json:"mtime"`
+	ModTimeNsec int64  `json:"mtimeNsec,omitempty"`
+	LinkName    string `json:"linkName,omitempty"`
+	DevMajor    int64  `json:"devMajor,omitempty"`
+	DevMinor    int64  `json:"devMinor,omitempty"`
+	// Xattrs maps an extended attribute name to its raw value (base64 in
+	// JSON).
+	Xattrs map[string][]byte `json:"xattrs,omitempty"`
+	// Offset is where the file's data starts in the uncompressed tar.
+	Offset int64 `json:"offset,omitempty"`
+	// Sparse lists the data fragments of a sparse file, stored back to back
+	// from Offset; nil for an ordinary file.
+	Sparse []Fragment `json:"sparse,omitzero"`
+	// Unsafe is set when Name (or a hard link's LinkName) is absolute or
+	// has a ".." element: consumers must not create it outside their root.
+	Unsafe bool `json:"unsafe,omitempty"`
+
+	index  int // position in TOC.Entries
+	target int // for a hard link, index of the entry holding the data
+	nlink  int // for a regular file, 1 + hard links to it
+}
+
+// Path is the entry's name relative to the layer root: cleaned, without a
+// leading "./" or "/" or a trailing "/"; "." for the root itself. Names that
+// would escape the root are clamped to it (and flagged Unsafe).
+func (e *Entry) Path() string { return cleanPath(e.Name) }
+
+// Index is the entry's position in the TOC.
+func (e *Entry) Index() int { return e.index }
+
+// NumLink is the number of names a regular file has (1 + hard links to it).
+func (e *Entry) NumLink() int {
+	if e.nlink == 0 {
+		return 1
+	}
+	return e.nlink
+}
+
+// physicalSize is the number of data bytes the entry has in the tar.
+func (e *Entry) physicalSize() int64 {
+	if e.Sparse == nil {
+		return e.Size
+	}
+	var n int64
+	for _, f := range e.Sparse {
+		n += f.Length
+	}
+	return n
+}
+
+// Whiteout kinds, for overlay-style layers (AUFS whiteouts in the tar).
+const (
+	WhiteoutNone   = iota
+	WhiteoutFile   // ".wh.NAME": NAME is deleted
+	WhiteoutOpaque // ".wh..wh..opq": the directory hides lower layers
+)
+
+// Whiteout reports whether the entry is an AUFS whiteout and, for a file
+// whiteout, the path it deletes.
+func (e *Entry) Whiteout() (kind int, deleted string) {
+	p := e.Path()
+	dir, base := path.Split(p)
+	switch {
+	case base == ".wh..wh..opq":
+		return WhiteoutOpaque, ""
+	case strings.HasPrefix(base, ".wh.") && len(base) > len(".wh."):
+		return WhiteoutFile, path.Join(dir, strings.TrimPrefix(base, ".wh."))
+	}
+	return WhiteoutNone, ""
+}
+
+func cleanPath(name string) string {
+	p := path.Clean("/" + name)
+	if p == "/" {
+		return "."
+	}
+	return p[1:]
+}
+
+// unsafeName reports whether a tar name is absolute or has a ".." element.
+func unsafeName(name string) bool {
+	if strings.HasPrefix(name, "/") {
+		return true
+	}
+	for _, el := range strings.Split(name, "/") {
+		if el == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// encodeTOC returns the TOC frame (skippable-frame header and zstd-compressed
+// JSON) and the size of the JSON.
+func encodeTOC(toc *TOC) (frame []byte, jsonSize int64, err error) {
+	js, err := json.Marshal(toc)
+	if err != nil {
+		return nil, 0, fmt.Errorf("encoding TOC: %w", err)
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer enc.Close()
+	return skippableFrame(skippableTOCMagic, enc.EncodeAll(js, nil)), int64(len(js)), nil
+}
+
+// DecodeTOC parses a TOC frame (the bytes at toc.offset, toc.size) and checks
+// it against the limits and against itself: chunks contiguous and inside
+// dataSize compressed bytes, entries' data inside the tar, hard links
+// resolvable. It does not check the frame's digest; callers do that first.
+func DecodeTOC(frame []byte, dataSize int64, lim Limits) (*TOC, error) {
+	lim = lim.withDefaults()
+	if int64(len(frame)) > lim.MaxTOCSize {
+		return nil, fmt.Errorf("%w: TOC frame is %d bytes, limit %d", ErrLimitExceeded, len(frame), lim.MaxTOCSize)
+	}
+	payload, err := skippablePayload(skippableTOCMagic, frame)
+	if err != nil {
+		return nil, fmt.Errorf("TOC: %w", err)
+	}
+	js, err := decompressBounded(payload, lim.MaxTOCUncompressedSize)
+	if err != nil {
+		return nil, fmt.Errorf("TOC: %w", err)
+	}
+	toc := new(TOC)
+	dec := json.NewDecoder(bytes.NewReader(js))
+	if err := dec.Decode(toc); err != nil {
+		return nil, fmt.Errorf("%w: TOC JSON: %v", ErrInvalidFormat, err)
+	}
+	if err := toc.validate(dataSize, lim); err != nil {
+		return nil, err
+	}
+	return toc, nil
+}
+
+// decompressBounded decodes a zstd payload refusing more than max bytes.
+func decompressBounded(payload []byte, max int64) ([]byte, error) {
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxMemory(uint64(max)), zstd.WithDecoderMaxWindow(uint64(min(max, 1<<27))))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	out, err := dec.DecodeAll(payload, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: zstd: %v", ErrInvalidFormat, err)
+	}
+	if int64(len(out)) > max {
+		return nil, fmt.Errorf("%w: decompresses to more than %d bytes", ErrLimitExceeded, max)
+	}
+	return out, nil
+}
