@@ -1,0 +1,117 @@
+// Command sluiced is the Sluice registry: the OCI Distribution API on
+// embedded storage (SQLite and a local directory by default).
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/server"
+)
+
+func main() {
+	if err := newRootCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "sluiced:", err)
+		os.Exit(1)
+	}
+}
+
+// serveFlags are the command-line settings; each overrides the config file
+// and the environment when given.
+type serveFlags struct {
+	configFile string
+	listen     string
+	data       string
+}
+
+func newRootCommand() *cobra.Command {
+	var f serveFlags
+	serve := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the registry (the default command)",
+		Example: `  # Serve on 127.0.0.1:5000 with data in ./data
+  sluiced serve
+
+  # Serve on all interfaces with data in /var/lib/sluice
+  sluiced serve --listen :5000 --data /var/lib/sluice
+
+  # Settings from a file; SLUICE_* variables override it
+  SLUICE_LOG_LEVEL=debug sluiced serve --config /etc/sluice/sluiced.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd, &f) },
+	}
+	addServeFlags(serve, &f)
+
+	root := &cobra.Command{
+		Use:           "sluiced",
+		Short:         "Sluice registry: OCI distribution with artifact streaming",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return runServe(cmd, &f) },
+	}
+	addServeFlags(root, &f)
+	root.AddCommand(serve)
+	return root
+}
+
+func addServeFlags(cmd *cobra.Command, f *serveFlags) {
+	def := config.Default()
+	cmd.Flags().StringVar(&f.configFile, "config", "", "YAML configuration file")
+	cmd.Flags().StringVar(&f.listen, "listen", def.Listen, "address to serve on (SLUICE_LISTEN)")
+	cmd.Flags().StringVar(&f.data, "data", def.Data, "data directory for the embedded stores (SLUICE_DATA)")
+}
+
+func loadConfig(cmd *cobra.Command, f *serveFlags) (config.Config, error) {
+	cfg, err := config.Load(f.configFile, os.Environ())
+	if err != nil {
+		return cfg, err
+	}
+	if cmd.Flags().Changed("listen") {
+		cfg.Listen = f.listen
+	}
+	if cmd.Flags().Changed("data") {
+		cfg.Data = f.data
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg config.Config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func runServe(cmd *cobra.Command, f *serveFlags) error {
+	cfg, err := loadConfig(cmd, f)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg)
+	slog.SetDefault(log)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	return srv.Serve(ctx, ln)
+}

@@ -1,0 +1,18 @@
+//go:build tools
+
+// Package hack pins modules that packages under construction will import,
+// so that concurrent work does not race on go.mod. Remove once all are used.
+package hack
+
+import (
+	_ "github.com/containerd/stargz-snapshotter/estargz"
+	_ "github.com/google/uuid"
+	_ "github.com/klauspost/compress/zstd"
+	_ "github.com/opencontainers/go-digest"
+	_ "github.com/opencontainers/image-spec/specs-go/v1"
+	_ "github.com/prometheus/client_golang/prometheus"
+	_ "github.com/spf13/cobra"
+	_ "go.yaml.in/yaml/v3"
+	_ "gocloud.dev/blob/fileblob"
+	_ "modernc.org/sqlite"
+)

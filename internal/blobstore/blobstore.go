@@ -1,0 +1,201 @@
+// Package blobstore keeps content-addressed blobs and upload parts in a
+// gocloud.dev/blob bucket: a local directory by default, or any bucket URL
+// gocloud can open.
+//
+// A blob is written under its digest's key only through a Writer that checks
+// the digest before the object becomes visible; a mismatch leaves nothing
+// behind. The store does not decide who may see a blob: that is the
+// metadata's links, kept by the registry service.
+package blobstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"gocloud.dev/blob"
+	"gocloud.dev/blob/fileblob"
+	"gocloud.dev/gcerrors"
+)
+
+var (
+	// ErrNotFound is returned for a blob or part that is not stored.
+	ErrNotFound = errors.New("not found in blob store")
+	// ErrDigestMismatch is returned when written bytes do not hash to the
+	// digest they were written for.
+	ErrDigestMismatch = errors.New("content does not match digest")
+)
+
+// Store is a content-addressed blob store over a gocloud bucket.
+type Store struct {
+	bucket *blob.Bucket
+	// root is the bucket's directory when it is the local file driver,
+	// which enables renames and sendfile; empty otherwise.
+	root string
+}
+
+// OpenDir opens (creating) a store in a local directory. Temporary files are
+// written next to their final names so that the rename that publishes them
+// never crosses file systems.
+func OpenDir(dir string) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	b, err := fileblob.OpenBucket(abs, &fileblob.Options{
+		CreateDir: true,
+		NoTempDir: true,
+		Metadata:  fileblob.MetadataDontWrite,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open blob directory %s: %w", abs, err)
+	}
+	return &Store{bucket: b, root: abs}, nil
+}
+
+// OpenURL opens a store from a gocloud bucket URL; file:// URLs get the
+// local optimisations of OpenDir.
+func OpenURL(ctx context.Context, rawURL string) (*Store, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("blob store URL %q: %w", rawURL, err)
+	}
+	if u.Scheme == "file" || u.Scheme == "" {
+		return OpenDir(u.Path)
+	}
+	b, err := blob.OpenBucket(ctx, rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("open blob store %s: %w", u.Redacted(), err)
+	}
+	return &Store{bucket: b}, nil
+}
+
+// Close releases the bucket.
+func (s *Store) Close() error { return s.bucket.Close() }
+
+// BlobKey is where the content of dgst lives: blobs/<algorithm>/<first two
+// hex digits>/<hex>, so that no directory grows too large.
+func BlobKey(dgst digest.Digest) string {
+	enc := dgst.Encoded()
+	return "blobs/" + string(dgst.Algorithm()) + "/" + enc[:2] + "/" + enc
+}
+
+// PartKey is where part n of an upload lives.
+func PartKey(uploadID string, n int, nonce string) string {
+	return fmt.Sprintf("uploads/%s/%06d-%s", uploadID, n, nonce)
+}
+
+// Exists reports whether the blob's object is stored.
+func (s *Store) Exists(ctx context.Context, dgst digest.Digest) (bool, error) {
+	return s.bucket.Exists(ctx, BlobKey(dgst))
+}
+
+// Content is an open blob. When the store is a local directory, Seeker is
+// an *os.File so that HTTP responses can use sendfile.
+type Content struct {
+	io.ReadSeeker
+	io.Closer
+	Size    int64
+	ModTime time.Time
+}
+
+// Open opens a blob for reading and seeking.
+func (s *Store) Open(ctx context.Context, dgst digest.Digest) (*Content, error) {
+	return s.openKey(ctx, BlobKey(dgst))
+}
+
+func (s *Store) openKey(ctx context.Context, key string) (*Content, error) {
+	var file *os.File
+	r, err := s.bucket.NewReader(ctx, key, &blob.ReaderOptions{BeforeRead: func(as func(any) bool) error {
+		as(&file)
+		return nil
+	}})
+	if err != nil {
+		return nil, mapErr(key, err)
+	}
+	c := &Content{ReadSeeker: r, Closer: r, Size: r.Size(), ModTime: r.ModTime()}
+	if file != nil {
+		c.ReadSeeker = file
+	}
+	return c, nil
+}
+
+// OpenRange opens length bytes of a blob from offset (length < 0: to the end).
+func (s *Store) OpenRange(ctx context.Context, dgst digest.Digest, offset, length int64) (io.ReadCloser, error) {
+	r, err := s.bucket.NewRangeReader(ctx, BlobKey(dgst), offset, length, nil)
+	if err != nil {
+		return nil, mapErr(BlobKey(dgst), err)
+	}
+	return r, nil
+}
+
+// Delete removes a blob's object. Deleting what is not there is not an error.
+func (s *Store) Delete(ctx context.Context, dgst digest.Digest) error {
+	return s.DeleteKey(ctx, BlobKey(dgst))
+}
+
+// DeleteKey removes an object by key; a missing object is not an error.
+func (s *Store) DeleteKey(ctx context.Context, key string) error {
+	err := s.bucket.Delete(ctx, key)
+	if err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// WritePart stores r under key (an upload part) and returns its length.
+// On error nothing is left under key.
+func (s *Store) WritePart(ctx context.Context, key string, r io.Reader) (int64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := s.bucket.NewWriter(ctx, key, &blob.WriterOptions{ContentType: "application/octet-stream"})
+	if err != nil {
+		return 0, fmt.Errorf("write %s: %w", key, err)
+	}
+	n, err := io.Copy(w, r)
+	if err != nil {
+		cancel()
+		_ = w.Close()
+		return n, err
+	}
+	if err := w.Close(); err != nil {
+		return n, fmt.Errorf("write %s: %w", key, err)
+	}
+	return n, nil
+}
+
+// SweepTemporary removes, in a local store, temporary files older than
+// maxAge that a crash left behind. They were never visible as objects.
+func (s *Store) SweepTemporary(maxAge time.Duration) (int, error) {
+	if s.root == "" {
+		return 0, nil
+	}
+	cutoff := time.Now().Add(-maxAge)
+	removed := 0
+	err := filepath.WalkDir(s.root, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".tmp") {
+			return nil
+		}
+		if info, err := d.Info(); err == nil && info.ModTime().Before(cutoff) {
+			if os.Remove(path) == nil {
+				removed++
+			}
+		}
+		return nil
+	})
+	return removed, err
+}
+
+func mapErr(key string, err error) error {
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	return fmt.Errorf("%s: %w", key, err)
+}

@@ -1,0 +1,235 @@
+// Package config is the configuration of sluiced: one plain struct with
+// its defaults in one place, read from an optional YAML file and then from
+// SLUICE_* environment variables, which win.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is every setting of sluiced. The YAML key of a field is its tag;
+// its environment variable is SLUICE_ followed by the path of keys in upper
+// snake case: gc.gracePeriod is SLUICE_GC_GRACE_PERIOD.
+type Config struct {
+	// Listen is the address the registry serves on.
+	Listen string `yaml:"listen"`
+	// Data is the directory of the embedded stores.
+	Data     string   `yaml:"data"`
+	Storage  Storage  `yaml:"storage"`
+	Database Database `yaml:"database"`
+	GC       GC       `yaml:"gc"`
+	Log      Log      `yaml:"log"`
+}
+
+// Storage selects where blobs live.
+type Storage struct {
+	// URL is a gocloud.dev/blob bucket URL; empty means the directory
+	// blobs/ inside Data.
+	URL string `yaml:"url"`
+}
+
+// Database selects the metadata database.
+type Database struct {
+	// Driver is "sqlite" (embedded, the default).
+	Driver string `yaml:"driver"`
+	// DSN is the SQLite file; empty means sluice.db inside Data.
+	DSN string `yaml:"dsn"`
+}
+
+// GC tunes online garbage collection.
+type GC struct {
+	Interval    Duration `yaml:"interval"`
+	GracePeriod Duration `yaml:"gracePeriod"`
+	UploadTTL   Duration `yaml:"uploadTTL"`
+}
+
+// Log tunes logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+	// Access logs one line per HTTP request.
+	Access bool `yaml:"access"`
+}
+
+// Default returns the settings used when nothing is configured.
+func Default() Config {
+	return Config{
+		Listen:   "127.0.0.1:5000",
+		Data:     "./data",
+		Database: Database{Driver: "sqlite"},
+		GC: GC{
+			Interval:    Duration(time.Hour),
+			GracePeriod: Duration(24 * time.Hour),
+			UploadTTL:   Duration(24 * time.Hour),
+		},
+		Log: Log{Level: "info", Format: "text", Access: true},
+	}
+}
+
+// Load reads the defaults, then file (if not empty), then the environment.
+func Load(file string, environ []string) (Config, error) {
+	c := Default()
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return c, fmt.Errorf("read config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+			return c, fmt.Errorf("config %s: %w", file, err)
+		}
+	}
+	if err := applyEnv(reflect.ValueOf(&c).Elem(), "SLUICE", envMap(environ)); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Validate checks settings that have a fixed set of values.
+func (c *Config) Validate() error {
+	if c.Database.Driver != "sqlite" {
+		return fmt.Errorf("database.driver %q: only sqlite is supported", c.Database.Driver)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level %q: use debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return fmt.Errorf("log.format %q: use text or json", c.Log.Format)
+	}
+	if c.GC.GracePeriod < 0 || c.GC.Interval < 0 || c.GC.UploadTTL <= 0 {
+		return errors.New("gc durations must not be negative, and gc.uploadTTL must be positive")
+	}
+	return nil
+}
+
+// BlobURL is the blob store's URL, defaulting to a directory in Data.
+func (c *Config) BlobURL() string {
+	if c.Storage.URL != "" {
+		return c.Storage.URL
+	}
+	return "file://" + filepath.ToSlash(filepath.Join(c.Data, "blobs"))
+}
+
+// DatabaseFile is the SQLite file, defaulting to one in Data.
+func (c *Config) DatabaseFile() string {
+	if c.Database.DSN != "" {
+		return c.Database.DSN
+	}
+	return filepath.Join(c.Data, "sluice.db")
+}
+
+func envMap(environ []string) map[string]string {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// applyEnv sets every field whose variable is present, walking nested
+// structs.
+func applyEnv(v reflect.Value, prefix string, env map[string]string) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		key := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		name := prefix + "_" + upperSnake(key)
+		fv := v.Field(i)
+		if f.Type.Kind() == reflect.Struct {
+			if err := applyEnv(fv, name, env); err != nil {
+				return err
+			}
+			continue
+		}
+		val, ok := env[name]
+		if !ok {
+			continue
+		}
+		if err := setFromString(fv, val); err != nil {
+			return fmt.Errorf("%s=%q: %w", name, val, err)
+		}
+	}
+	return nil
+}
+
+func setFromString(fv reflect.Value, s string) error {
+	if fv.Type() == reflect.TypeOf(Duration(0)) {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		fv.SetInt(int64(d))
+		return nil
+	}
+	switch fv.Kind() {
+	case reflect.String:
+		fv.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		fv.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return err
+		}
+		fv.SetInt(n)
+	default:
+		return fmt.Errorf("unsupported setting type %s", fv.Type())
+	}
+	return nil
+}
+
+// upperSnake turns gracePeriod into GRACE_PERIOD and uploadTTL into
+// UPLOAD_TTL.
+func upperSnake(s string) string {
+	var b strings.Builder
+	r := []rune(s)
+	for i, c := range r {
+		if i > 0 && unicode.IsUpper(c) && (unicode.IsLower(r[i-1]) || (i+1 < len(r) && unicode.IsLower(r[i+1]))) {
+			b.WriteByte('_')
+		}
+		b.WriteRune(unicode.ToUpper(c))
+	}
+	return b.String()
+}
+
+// Duration is a time.Duration written as "90s" or "24h" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes a Go duration string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Std returns the time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }

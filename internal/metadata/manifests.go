@@ -1,0 +1,273 @@
+package metadata
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// BlobRef is a blob a manifest references, with the size its descriptor
+// claims.
+type BlobRef struct {
+	Digest string
+	Size   int64
+}
+
+// Manifest is a stored manifest and what the registry indexed of it.
+type Manifest struct {
+	Repository   string
+	Digest       string
+	MediaType    string
+	ArtifactType string
+	Size         int64
+	Payload      []byte // nil when read without payload
+	Subject      string
+	Annotations  map[string]string
+	CreatedAt    time.Time
+
+	// Written only: what the manifest references.
+	Blobs    []BlobRef
+	Children []string
+}
+
+// PutManifest stores a manifest and points tags at it, in one transaction
+// that first checks every blob it references is linked in the repository
+// with the size its descriptor claims (ErrMissingBlob, ErrSizeMismatch) and
+// every child manifest is present (ErrMissingManifest). Storing a manifest
+// that is already present only moves the tags.
+func (s *Store) PutManifest(ctx context.Context, m *Manifest, tags []string) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		id, err := s.ensureRepository(ctx, tx, m.Repository)
+		if err != nil {
+			return err
+		}
+		if err := checkReferences(ctx, tx, id, m); err != nil {
+			return err
+		}
+		var annotations any
+		if len(m.Annotations) > 0 {
+			b, err := json.Marshal(m.Annotations)
+			if err != nil {
+				return err
+			}
+			annotations = string(b)
+		}
+		var subject any
+		if m.Subject != "" {
+			subject = m.Subject
+		}
+		now := s.nowNano()
+		res, err := tx.ExecContext(ctx, `INSERT INTO manifests(repository_id, digest, media_type, artifact_type, size, payload, subject, annotations, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(repository_id, digest) DO NOTHING`,
+			id, m.Digest, m.MediaType, m.ArtifactType, len(m.Payload), m.Payload, subject, annotations, now)
+		if err != nil {
+			return fmt.Errorf("insert manifest: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			if err := insertReferences(ctx, tx, id, m); err != nil {
+				return err
+			}
+		}
+		for _, tag := range tags {
+			_, err := tx.ExecContext(ctx, `INSERT INTO tags(repository_id, name, digest, updated_at) VALUES (?, ?, ?, ?)
+				ON CONFLICT(repository_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at`,
+				id, tag, m.Digest, now)
+			if err != nil {
+				return fmt.Errorf("set tag %s: %w", tag, err)
+			}
+		}
+		return nil
+	})
+}
+
+func checkReferences(ctx context.Context, tx *sql.Tx, repoID int64, m *Manifest) error {
+	for _, b := range m.Blobs {
+		var size int64
+		err := tx.QueryRowContext(ctx, `SELECT b.size FROM repository_blobs l JOIN blobs b ON b.digest = l.digest
+			WHERE l.repository_id = ? AND l.digest = ? AND b.state = 0`, repoID, b.Digest).Scan(&size)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: %s", ErrMissingBlob, b.Digest)
+		}
+		if err != nil {
+			return err
+		}
+		if size != b.Size {
+			return fmt.Errorf("%w: %s is %d bytes, the descriptor says %d", ErrSizeMismatch, b.Digest, size, b.Size)
+		}
+	}
+	for _, c := range m.Children {
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?`, repoID, c).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: %s", ErrMissingManifest, c)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func insertReferences(ctx context.Context, tx *sql.Tx, repoID int64, m *Manifest) error {
+	const q = `INSERT INTO manifest_references(repository_id, manifest_digest, child_digest, kind) VALUES (?, ?, ?, ?)
+		ON CONFLICT DO NOTHING`
+	for _, b := range m.Blobs {
+		if _, err := tx.ExecContext(ctx, q, repoID, m.Digest, b.Digest, 0); err != nil {
+			return err
+		}
+	}
+	for _, c := range m.Children {
+		if _, err := tx.ExecContext(ctx, q, repoID, m.Digest, c, 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// GetManifest reads a manifest by tag or by digest (exactly one of them set).
+// Without withPayload it skips the payload, for HEAD requests.
+func (s *Store) GetManifest(ctx context.Context, repo, tag, dgst string, withPayload bool) (*Manifest, error) {
+	payload := "NULL"
+	if withPayload {
+		payload = "m.payload"
+	}
+	var row *sql.Row
+	if tag != "" {
+		row = s.read.QueryRowContext(ctx, `SELECT m.digest, m.media_type, m.size, `+payload+` FROM repositories r
+			JOIN tags t ON t.repository_id = r.id
+			JOIN manifests m ON m.repository_id = r.id AND m.digest = t.digest
+			WHERE r.name = ? AND t.name = ?`, repo, tag)
+	} else {
+		row = s.read.QueryRowContext(ctx, `SELECT m.digest, m.media_type, m.size, `+payload+` FROM repositories r
+			JOIN manifests m ON m.repository_id = r.id
+			WHERE r.name = ? AND m.digest = ?`, repo, dgst)
+	}
+	m := &Manifest{Repository: repo}
+	err := row.Scan(&m.Digest, &m.MediaType, &m.Size, &m.Payload)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("manifest %s%s in %s: %w", tag, dgst, repo, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// DeleteManifest removes a manifest, the tags that point at it and its
+// references. The blobs stay linked until garbage collection.
+func (s *Store) DeleteManifest(ctx context.Context, repo, dgst string) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM manifests
+			WHERE repository_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ?`, repo, dgst)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("manifest %s in %s: %w", dgst, repo, ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// DeleteTag removes a tag, leaving the manifest it pointed at.
+func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM tags
+			WHERE repository_id = (SELECT id FROM repositories WHERE name = ?) AND name = ?`, repo, tag)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("tag %s in %s: %w", tag, repo, ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// ListTags returns up to n tags of repo in lexical order after last, and
+// whether more follow. n < 0 means no limit. ErrNotFound means the
+// repository does not exist.
+func (s *Store) ListTags(ctx context.Context, repo, last string, n int) ([]string, bool, error) {
+	id, err := repositoryID(ctx, s.read, repo)
+	if err != nil {
+		return nil, false, err
+	}
+	return listNames(ctx, s.read, `SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name`, n, id, last)
+}
+
+// ListRepositories returns up to n repository names in lexical order after
+// last, and whether more follow. n < 0 means no limit.
+func (s *Store) ListRepositories(ctx context.Context, last string, n int) ([]string, bool, error) {
+	return listNames(ctx, s.read, `SELECT name FROM repositories WHERE name > ? ORDER BY name`, n, last)
+}
+
+// listNames runs a name query for one page of n names (all when n < 0),
+// asking for one row more to learn whether another page follows.
+func listNames(ctx context.Context, q queryer, query string, n int, args ...any) ([]string, bool, error) {
+	limit := n + 1
+	if n < 0 {
+		limit = -1
+	}
+	names, err := listColumn(ctx, q, query+` LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, false, err
+	}
+	if n >= 0 && len(names) > n {
+		return names[:n], true, nil
+	}
+	return names, false, nil
+}
+
+// listColumn runs a query of one string column.
+func listColumn(ctx context.Context, q queryer, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// Referrers lists the manifests of repo whose subject is dgst, optionally
+// only those of one artifact type, in digest order.
+func (s *Store) Referrers(ctx context.Context, repo, dgst, artifactType string) ([]Manifest, error) {
+	query := `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.annotations FROM repositories r
+		JOIN manifests m ON m.repository_id = r.id
+		WHERE r.name = ? AND m.subject = ?`
+	args := []any{repo, dgst}
+	if artifactType != "" {
+		query += ` AND m.artifact_type = ?`
+		args = append(args, artifactType)
+	}
+	rows, err := s.read.QueryContext(ctx, query+` ORDER BY m.digest`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Manifest
+	for rows.Next() {
+		m := Manifest{Repository: repo, Subject: dgst}
+		var annotations sql.NullString
+		if err := rows.Scan(&m.Digest, &m.MediaType, &m.ArtifactType, &m.Size, &annotations); err != nil {
+			return nil, err
+		}
+		if annotations.Valid {
+			if err := json.Unmarshal([]byte(annotations.String), &m.Annotations); err != nil {
+				return nil, fmt.Errorf("annotations of %s: %w", m.Digest, err)
+			}
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,177 @@
+// Package metadata keeps the registry's metadata in SQL: repositories, blob
+// records and links, manifests, tags, the referrers index and upload
+// sessions. SQLite in the data directory is the embedded default.
+//
+// The store persists and enforces referential integrity inside its
+// transactions; deciding what is allowed is the registry service's job. It
+// never imports net/http.
+package metadata
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// Sentinel errors. Callers wrap or map them; they carry no HTTP meaning.
+var (
+	ErrNotFound        = errors.New("not found")
+	ErrBlobDeleting    = errors.New("blob is being garbage collected")
+	ErrUploadConflict  = errors.New("upload changed concurrently")
+	ErrMissingBlob     = errors.New("referenced blob not in repository")
+	ErrMissingManifest = errors.New("referenced manifest not in repository")
+	ErrSizeMismatch    = errors.New("descriptor size does not match stored blob")
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Store is the metadata database. Reads go through a pool of connections;
+// writes go through a single connection so SQLite never has to arbitrate
+// between writers (it serialises them anyway) and write transactions start
+// with the write lock held.
+type Store struct {
+	read  *sql.DB
+	write *sql.DB
+	now   func() time.Time
+}
+
+// OpenSQLite opens (creating if needed) the SQLite database at file and
+// brings its schema up to date.
+func OpenSQLite(ctx context.Context, file string) (*Store, error) {
+	pragmas := []string{"journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(1)", "busy_timeout(10000)"}
+	q := url.Values{}
+	for _, p := range pragmas {
+		q.Add("_pragma", p)
+	}
+	dsn := "file:" + file + "?" + q.Encode()
+	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open metadata database %s: %w", file, err)
+	}
+	write.SetMaxOpenConns(1)
+	write.SetConnMaxIdleTime(0)
+	s := &Store{write: write, now: time.Now}
+	if err := s.migrate(ctx, "sqlite"); err != nil {
+		write.Close()
+		return nil, err
+	}
+	read, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
+	if err != nil {
+		write.Close()
+		return nil, fmt.Errorf("open metadata database %s: %w", file, err)
+	}
+	read.SetMaxOpenConns(16)
+	read.SetMaxIdleConns(16)
+	s.read = read
+	return s, nil
+}
+
+// Close releases the database connections.
+func (s *Store) Close() error {
+	return errors.Join(s.read.Close(), s.write.Close())
+}
+
+// SetClock replaces the store's clock; tests use it to age records.
+func (s *Store) SetClock(now func() time.Time) { s.now = now }
+
+func (s *Store) nowNano() int64 { return s.now().UnixNano() }
+
+// migrate applies, in order and each in its own transaction, the embedded
+// migrations newer than the database's recorded version.
+func (s *Store) migrate(ctx context.Context, dialect string) error {
+	dir := path.Join("migrations", dialect)
+	entries, err := fs.ReadDir(migrations, dir)
+	if err != nil {
+		return fmt.Errorf("read migrations: %w", err)
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".sql") {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	if _, err := s.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	var current int
+	if err := s.write.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	for _, name := range names {
+		version, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: name must start with a number", name)
+		}
+		if version <= current {
+			continue
+		}
+		body, err := migrations.ReadFile(path.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		err = s.inTx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)`, version, s.nowNano())
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("apply migration %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// inTx runs fn in a write transaction, committing if it returns nil.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// ensureRepository returns the id of the named repository, creating it.
+func (s *Store) ensureRepository(ctx context.Context, tx *sql.Tx, name string) (int64, error) {
+	now := s.nowNano()
+	var id int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO repositories(name, created_at, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET updated_at = excluded.updated_at RETURNING id`, name, now, now).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("ensure repository %s: %w", name, err)
+	}
+	return id, nil
+}
+
+// repositoryID looks up a repository without creating it.
+func repositoryID(ctx context.Context, q queryer, name string) (int64, error) {
+	var id int64
+	err := q.QueryRowContext(ctx, `SELECT id FROM repositories WHERE name = ?`, name).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("repository %s: %w", name, ErrNotFound)
+	}
+	return id, err
+}
+
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}

@@ -1,0 +1,139 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/sluicehq/sluice/internal/blobstore"
+	"github.com/sluicehq/sluice/internal/metadata"
+	"github.com/sluicehq/sluice/internal/oci"
+)
+
+// StatBlob returns the size of a blob linked in repo.
+func (r *Registry) StatBlob(ctx context.Context, repo string, dgst digest.Digest) (int64, error) {
+	size, err := r.meta.BlobSize(ctx, repo, dgst.String())
+	if errors.Is(err, metadata.ErrNotFound) {
+		return 0, fmt.Errorf("%w: %s", ErrBlobUnknown, dgst)
+	}
+	return size, err
+}
+
+// OpenBlob opens a blob linked in repo.
+func (r *Registry) OpenBlob(ctx context.Context, repo string, dgst digest.Digest) (*blobstore.Content, error) {
+	if _, err := r.StatBlob(ctx, repo, dgst); err != nil {
+		return nil, err
+	}
+	c, err := r.blobs.Open(ctx, dgst)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		r.log.Error("blob linked but missing from the blob store", "repository", repo, "digest", dgst)
+		return nil, fmt.Errorf("%w: %s", ErrBlobUnknown, dgst)
+	}
+	return c, err
+}
+
+// DeleteBlob unlinks a blob from repo; garbage collection reclaims its
+// storage once no repository links it.
+func (r *Registry) DeleteBlob(ctx context.Context, repo string, dgst digest.Digest) error {
+	err := r.meta.UnlinkBlob(ctx, repo, dgst.String())
+	if errors.Is(err, metadata.ErrNotFound) {
+		return fmt.Errorf("%w: %s", ErrBlobUnknown, dgst)
+	}
+	return err
+}
+
+// MountBlob links into repo a blob that repository from holds. It returns
+// ErrBlobUnknown when from does not hold it; the caller then starts an
+// ordinary upload.
+func (r *Registry) MountBlob(ctx context.Context, repo, from string, dgst digest.Digest) (int64, error) {
+	if err := oci.ValidateName(from); err != nil {
+		return 0, err
+	}
+	size, err := r.meta.MountBlob(ctx, repo, from, dgst.String())
+	if errors.Is(err, metadata.ErrNotFound) {
+		return 0, fmt.Errorf("%w: %s in %s", ErrBlobUnknown, dgst, from)
+	}
+	return size, err
+}
+
+// MountBlobFromAny links into repo a blob held by any repository that
+// mayRead allows, for a mount request that names no source. It returns
+// ErrBlobUnknown when there is none.
+func (r *Registry) MountBlobFromAny(ctx context.Context, repo string, dgst digest.Digest, mayRead func(repo string) bool) (int64, error) {
+	if size, err := r.StatBlob(ctx, repo, dgst); err == nil {
+		return size, nil
+	}
+	holders, err := r.meta.RepositoriesWithBlob(ctx, dgst.String(), 100)
+	if err != nil {
+		return 0, err
+	}
+	for _, from := range holders {
+		if !mayRead(from) {
+			continue
+		}
+		size, err := r.MountBlob(ctx, repo, from, dgst)
+		if !errors.Is(err, ErrBlobUnknown) {
+			return size, err
+		}
+	}
+	return 0, fmt.Errorf("%w: %s", ErrBlobUnknown, dgst)
+}
+
+// PutBlob stores body as the blob dgst in repo, in one request. The bytes
+// are hashed as they arrive; a mismatch stores nothing.
+func (r *Registry) PutBlob(ctx context.Context, repo string, dgst digest.Digest, body io.Reader) (int64, error) {
+	if err := r.touchBlob(ctx, dgst); err != nil {
+		return 0, err
+	}
+	size, err := r.writeVerified(ctx, dgst, body)
+	if err != nil {
+		return 0, err
+	}
+	return size, r.link(ctx, repo, dgst, size)
+}
+
+// writeVerified consumes body and makes sure the object dgst holds it. When
+// the object already exists the body is only hashed, never trusted: a
+// client must send the bytes to claim a blob.
+func (r *Registry) writeVerified(ctx context.Context, dgst digest.Digest, body io.Reader) (int64, error) {
+	exists, err := r.blobs.Exists(ctx, dgst)
+	if err != nil {
+		return 0, err
+	}
+	if exists {
+		v := dgst.Verifier()
+		n, err := io.Copy(v, body)
+		if err != nil {
+			return n, fmt.Errorf("%w: reading body: %v", ErrUploadInvalid, err)
+		}
+		if !v.Verified() {
+			return n, fmt.Errorf("%w: content does not match %s", oci.ErrDigestInvalid, dgst)
+		}
+		return n, nil
+	}
+	w, err := r.blobs.NewWriter(ctx, dgst)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := io.Copy(w, body); err != nil {
+		w.Abort()
+		return w.Size(), fmt.Errorf("%w: reading body: %v", ErrUploadInvalid, err)
+	}
+	if err := w.Commit(); err != nil {
+		if errors.Is(err, blobstore.ErrDigestMismatch) {
+			return w.Size(), fmt.Errorf("%w: %v", oci.ErrDigestInvalid, err)
+		}
+		return w.Size(), err
+	}
+	return w.Size(), nil
+}
+
+func (r *Registry) link(ctx context.Context, repo string, dgst digest.Digest, size int64) error {
+	if err := r.meta.LinkBlob(ctx, repo, dgst.String(), size); err != nil {
+		return fmt.Errorf("link %s into %s: %w", dgst, repo, err)
+	}
+	return nil
+}

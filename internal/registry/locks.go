@@ -1,0 +1,41 @@
+package registry
+
+import "sync"
+
+// keyedMutex hands out one mutex per key (a repository, an upload), so
+// writers to different keys never wait for each other. Entries are freed
+// when their last holder unlocks.
+type keyedMutex struct {
+	mu      sync.Mutex
+	entries map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// Lock locks key and returns the function that unlocks it.
+func (k *keyedMutex) Lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.entries == nil {
+		k.entries = make(map[string]*keyedEntry)
+	}
+	e := k.entries[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.entries[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(k.entries, key)
+		}
+		k.mu.Unlock()
+	}
+}

@@ -1,0 +1,151 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/sluicehq/sluice/internal/metadata"
+	"github.com/sluicehq/sluice/internal/oci"
+)
+
+// Manifest is a stored manifest as the API serves it.
+type Manifest struct {
+	Digest    digest.Digest
+	MediaType string
+	Size      int64
+	Payload   []byte
+}
+
+// PutResult says what a manifest push stored.
+type PutResult struct {
+	Digest digest.Digest
+	// Subject is the manifest's subject digest, empty when it has none.
+	Subject digest.Digest
+}
+
+// PutManifest validates and stores a manifest under ref (a tag, or the
+// digest the payload must have), also pointing extraTags at it.
+func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Reference, contentType string, payload []byte, extraTags []string) (*PutResult, error) {
+	m, err := oci.ParseManifest(contentType, payload)
+	if err != nil {
+		return nil, err
+	}
+	dgst := digest.Canonical.FromBytes(payload)
+	var tags []string
+	if ref.IsDigest() {
+		want := digest.Digest(ref.Digest)
+		if dgst = want.Algorithm().FromBytes(payload); dgst != want {
+			return nil, fmt.Errorf("%w: manifest content is %s, not %s", oci.ErrDigestInvalid, dgst, want)
+		}
+	} else {
+		tags = append(tags, ref.Tag)
+	}
+	for _, t := range extraTags {
+		if err := oci.ValidateTag(t); err != nil {
+			return nil, err
+		}
+		tags = append(tags, t)
+	}
+	rec := &metadata.Manifest{
+		Repository:   repo,
+		Digest:       dgst.String(),
+		MediaType:    m.MediaType,
+		ArtifactType: m.ArtifactType,
+		Payload:      payload,
+		Annotations:  m.Annotations,
+	}
+	if m.Subject != nil {
+		rec.Subject = m.Subject.Digest.String()
+	}
+	for _, b := range m.RequiredBlobs() {
+		rec.Blobs = append(rec.Blobs, metadata.BlobRef{Digest: b.Digest.String(), Size: b.Size})
+	}
+	for _, c := range m.Manifests {
+		rec.Children = append(rec.Children, c.Digest.String())
+	}
+	unlock := r.repoLocks.Lock(repo)
+	err = r.meta.PutManifest(ctx, rec, tags)
+	unlock()
+	switch {
+	case errors.Is(err, metadata.ErrMissingBlob), errors.Is(err, metadata.ErrMissingManifest):
+		return nil, fmt.Errorf("%w: %v", ErrManifestBlobUnknown, err)
+	case errors.Is(err, metadata.ErrSizeMismatch):
+		return nil, fmt.Errorf("%w: %v", oci.ErrManifestInvalid, err)
+	case err != nil:
+		return nil, err
+	}
+	res := &PutResult{Digest: dgst}
+	if m.Subject != nil {
+		res.Subject = m.Subject.Digest
+	}
+	return res, nil
+}
+
+// GetManifest reads a manifest by tag or digest; without withPayload only
+// its description (for HEAD).
+func (r *Registry) GetManifest(ctx context.Context, repo string, ref oci.Reference, withPayload bool) (*Manifest, error) {
+	rec, err := r.meta.GetManifest(ctx, repo, ref.Tag, ref.Digest, withPayload)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s in %s", ErrManifestUnknown, ref, repo)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Manifest{Digest: digest.Digest(rec.Digest), MediaType: rec.MediaType, Size: rec.Size, Payload: rec.Payload}, nil
+}
+
+// DeleteManifest deletes a tag, or a manifest by digest with every tag
+// pointing at it.
+func (r *Registry) DeleteManifest(ctx context.Context, repo string, ref oci.Reference) error {
+	defer r.repoLocks.Lock(repo)()
+	var err error
+	if ref.IsDigest() {
+		err = r.meta.DeleteManifest(ctx, repo, ref.Digest)
+	} else {
+		err = r.meta.DeleteTag(ctx, repo, ref.Tag)
+	}
+	if errors.Is(err, metadata.ErrNotFound) {
+		return fmt.Errorf("%w: %s in %s", ErrManifestUnknown, ref, repo)
+	}
+	return err
+}
+
+// Tags lists up to n tags of repo after last (n < 0: all), and whether more
+// follow.
+func (r *Registry) Tags(ctx context.Context, repo, last string, n int) ([]string, bool, error) {
+	tags, more, err := r.meta.ListTags(ctx, repo, last, n)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil, false, fmt.Errorf("%w: %s", ErrNameUnknown, repo)
+	}
+	return tags, more, err
+}
+
+// Repositories lists up to n repositories after last (n < 0: all), and
+// whether more follow.
+func (r *Registry) Repositories(ctx context.Context, last string, n int) ([]string, bool, error) {
+	return r.meta.ListRepositories(ctx, last, n)
+}
+
+// Referrers lists the descriptors of the manifests in repo whose subject is
+// dgst, optionally of one artifact type. The subject need not exist.
+func (r *Registry) Referrers(ctx context.Context, repo string, dgst digest.Digest, artifactType string) ([]ocispec.Descriptor, error) {
+	recs, err := r.meta.Referrers(ctx, repo, dgst.String(), artifactType)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ocispec.Descriptor, 0, len(recs))
+	for _, m := range recs {
+		out = append(out, ocispec.Descriptor{
+			MediaType:    m.MediaType,
+			Digest:       digest.Digest(m.Digest),
+			Size:         m.Size,
+			ArtifactType: m.ArtifactType,
+			Annotations:  m.Annotations,
+		})
+	}
+	return out, nil
+}

@@ -1,0 +1,91 @@
+// Package registry is the registry service: repositories, blobs, uploads,
+// manifests, tags, the referrers index, deletes and garbage collection. Every
+// writer goes through it (pushes over /v2, and later imports and conversion
+// workers), so the rules live in one place: a blob becomes visible only after
+// its digest is verified, a manifest only once everything it references is
+// present in its repository.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/sluicehq/sluice/internal/blobstore"
+	"github.com/sluicehq/sluice/internal/metadata"
+)
+
+// Options tune garbage collection and upload expiry.
+type Options struct {
+	// GCInterval is how often garbage collection runs; zero disables it.
+	GCInterval time.Duration
+	// GCGracePeriod protects blobs written or linked recently from
+	// collection, so a push in flight (layers first, manifest last) never
+	// loses a blob it is about to reference.
+	GCGracePeriod time.Duration
+	// UploadTTL is how long an upload may sit idle before it is purged.
+	UploadTTL time.Duration
+}
+
+// DefaultOptions are the settings used when none are given.
+func DefaultOptions() Options {
+	return Options{GCInterval: time.Hour, GCGracePeriod: 24 * time.Hour, UploadTTL: 24 * time.Hour}
+}
+
+// staleMark is how long a collection mark may stand before another process
+// assumes its collector died and finishes the deletion itself. A collector
+// gives up on a blob well before this (collectTimeout).
+const (
+	staleMark      = 10 * time.Minute
+	collectTimeout = time.Minute
+)
+
+// Registry is the registry service.
+type Registry struct {
+	meta  *metadata.Store
+	blobs *blobstore.Store
+	opts  Options
+	log   *slog.Logger
+
+	repoLocks   keyedMutex
+	uploadLocks keyedMutex
+}
+
+// New returns a registry service over the given stores.
+func New(meta *metadata.Store, blobs *blobstore.Store, opts Options, log *slog.Logger) *Registry {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Registry{meta: meta, blobs: blobs, opts: opts, log: log}
+}
+
+// touchBlob protects dgst from collection before its object is written or
+// linked. If a collection of it is under way it waits for that to finish,
+// or finishes it when the collector's mark is stale.
+func (r *Registry) touchBlob(ctx context.Context, dgst digest.Digest) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		markedAt, err := r.meta.TouchBlob(ctx, dgst.String())
+		if !errors.Is(err, metadata.ErrBlobDeleting) {
+			return err
+		}
+		if time.Since(markedAt) > staleMark {
+			if err := r.collectBlob(ctx, dgst.String()); err != nil {
+				return err
+			}
+			continue
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %w", dgst, ErrBusy)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,141 @@
+// Package server assembles sluiced: it opens the stores named by the
+// configuration, builds the services, and serves the HTTP edge (/v2/,
+// /healthz, /metrics) with request metrics and access logs.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluicehq/sluice/internal/api/dist"
+	"github.com/sluicehq/sluice/internal/blobstore"
+	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/metadata"
+	"github.com/sluicehq/sluice/internal/registry"
+)
+
+// Server is a configured sluiced.
+type Server struct {
+	cfg      config.Config
+	log      *slog.Logger
+	meta     *metadata.Store
+	blobs    *blobstore.Store
+	Registry *registry.Registry
+	handler  http.Handler
+}
+
+// New opens the stores and builds the services and handlers.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	meta, err := metadata.OpenSQLite(ctx, cfg.DatabaseFile())
+	if err != nil {
+		return nil, err
+	}
+	blobs, err := blobstore.OpenURL(ctx, cfg.BlobURL())
+	if err != nil {
+		meta.Close()
+		return nil, err
+	}
+	reg := registry.New(meta, blobs, registry.Options{
+		GCInterval:    cfg.GC.Interval.Std(),
+		GCGracePeriod: cfg.GC.GracePeriod.Std(),
+		UploadTTL:     cfg.GC.UploadTTL.Std(),
+	}, log)
+	s := &Server{cfg: cfg, log: log, meta: meta, blobs: blobs, Registry: reg}
+	s.handler = s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() http.Handler {
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := newHTTPMetrics(promReg)
+
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", dist.New(s.Registry, s.log))
+	mux.Handle("/v2", dist.New(s.Registry, s.log))
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+	return instrument(mux, metrics, s.log, s.cfg.Log.Access, routeName)
+}
+
+func routeName(r *http.Request) string {
+	p := r.URL.Path
+	switch {
+	case p == "/v2" || strings.HasPrefix(p, "/v2/"):
+		return dist.RouteName(p)
+	case p == "/healthz" || p == "/metrics":
+		return p[1:]
+	}
+	return "other"
+}
+
+// healthz answers 200 when the metadata database answers.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if _, _, err := s.meta.ListRepositories(ctx, "", 0); err != nil {
+		http.Error(w, "metadata database unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// Handler is the whole HTTP edge, for tests that serve it themselves.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve serves on ln and runs garbage collection until ctx ends, then shuts
+// down gracefully.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	var wg sync.WaitGroup
+	gcCtx, stopGC := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.Registry.RunGC(gcCtx)
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("sluiced serving", "address", ln.Addr().String(), "data", s.cfg.Data)
+
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = srv.Shutdown(shutdownCtx)
+		cancel()
+	}
+	stopGC()
+	wg.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Close releases the stores.
+func (s *Server) Close() error {
+	return errors.Join(s.blobs.Close(), s.meta.Close())
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, idempotently: Debian packages through
+# apt-get (only those missing, so a warm machine stays fast) and Go tools
+# through `go install` into $(go env GOPATH)/bin.
+set -euo pipefail
+
+apt_packages=(zstd skopeo containerd runc debootstrap docker-registry)
+go_tools=(
+	"oras.land/oras/cmd/oras@v1.3.6"
+	"github.com/google/go-containerregistry/cmd/crane@v0.22.1"
+)
+
+missing=()
+for p in "${apt_packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+	echo "installing Debian packages: ${missing[*]}"
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# Debian's docker-registry starts a service on :5000 when installed; the
+	# tests and benchmarks start their own instance on a port of their choice.
+	if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
+		$SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
+	fi
+	pkill -x docker-registry 2>/dev/null || true
+fi
+
+gobin="$(go env GOPATH)/bin"
+for t in "${go_tools[@]}"; do
+	name="${t%@*}"; name="${name##*/}"
+	if [ ! -x "$gobin/$name" ]; then
+		echo "installing $t"
+		go install "$t"
+	fi
+done
