@@ -11,10 +11,9 @@ import (
 
 // GCStats says what one garbage collection pass reclaimed.
 type GCStats struct {
-	UnlinkedBlobs  int64
-	DeletedBlobs   int
-	PurgedUploads  int
-	TemporaryFiles int
+	UnlinkedBlobs int64
+	DeletedBlobs  int
+	PurgedUploads int
 }
 
 // CollectGarbage runs one pass of online garbage collection:
@@ -28,7 +27,7 @@ type GCStats struct {
 // out of steps 1 and 2 for the grace period.
 func (r *Registry) CollectGarbage(ctx context.Context) (GCStats, error) {
 	var st GCStats
-	now := time.Now()
+	now := r.opts.Now()
 	cutoff := now.Add(-r.opts.GCGracePeriod)
 	n, err := r.meta.UnlinkUnreferencedBlobs(ctx, cutoff)
 	if err != nil {

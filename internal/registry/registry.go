@@ -29,6 +29,8 @@ type Options struct {
 	GCGracePeriod time.Duration
 	// UploadTTL is how long an upload may sit idle before it is purged.
 	UploadTTL time.Duration
+	// Now is the clock; nil means time.Now. Tests age records with it.
+	Now func() time.Time
 }
 
 // DefaultOptions are the settings used when none are given.
@@ -60,6 +62,9 @@ func New(meta *metadata.Store, blobs *blobstore.Store, opts Options, log *slog.L
 	if log == nil {
 		log = slog.Default()
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	return &Registry{meta: meta, blobs: blobs, opts: opts, log: log}
 }
 
@@ -73,7 +78,7 @@ func (r *Registry) touchBlob(ctx context.Context, dgst digest.Digest) error {
 		if !errors.Is(err, metadata.ErrBlobDeleting) {
 			return err
 		}
-		if time.Since(markedAt) > staleMark {
+		if r.opts.Now().Sub(markedAt) > staleMark {
 			if err := r.collectBlob(ctx, dgst.String()); err != nil {
 				return err
 			}

@@ -1,0 +1,74 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "sluiced.yaml")
+	if err := os.WriteFile(file, []byte("listen: 0.0.0.0:6000\ndata: /srv/sluice\ngc:\n  gracePeriod: 2h\nlog:\n  format: json\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(file, []string{"SLUICE_DATA=/env/data", "SLUICE_GC_UPLOAD_TTL=90m", "SLUICE_LOG_ACCESS=false", "OTHER=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "0.0.0.0:6000" || c.Data != "/env/data" || c.GC.GracePeriod.Std() != 2*time.Hour ||
+		c.GC.UploadTTL.Std() != 90*time.Minute || c.GC.Interval.Std() != time.Hour || c.Log.Format != "json" || c.Log.Access {
+		t.Fatalf("loaded %+v", c)
+	}
+	if c.BlobURL() != "file:///env/data/blobs" || c.DatabaseFile() != "/env/data/sluice.db" {
+		t.Fatalf("derived paths %s %s", c.BlobURL(), c.DatabaseFile())
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	n := 0
+	write := func(body string) string {
+		n++
+		f := filepath.Join(dir, fmt.Sprintf("c%d.yaml", n))
+		if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	tests := []struct {
+		name, file string
+		env        []string
+		want       string
+	}{
+		{"missing file", filepath.Join(dir, "nope.yaml"), nil, "read config"},
+		{"unknown key", write("lisen: x\n"), nil, "lisen"},
+		{"bad duration", write("gc:\n  interval: soon\n"), nil, "soon"},
+		{"bad env duration", "", []string{"SLUICE_GC_INTERVAL=soon"}, "SLUICE_GC_INTERVAL"},
+		{"bad env bool", "", []string{"SLUICE_LOG_ACCESS=maybe"}, "SLUICE_LOG_ACCESS"},
+		{"bad level", "", []string{"SLUICE_LOG_LEVEL=loud"}, "log.level"},
+		{"bad driver", write("database:\n  driver: oracle\n"), nil, "database.driver"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(tc.file, tc.env)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := Load(write(""), nil); err != nil {
+		t.Fatalf("empty file: %v", err)
+	}
+}
+
+func TestUpperSnake(t *testing.T) {
+	for in, want := range map[string]string{"gracePeriod": "GRACE_PERIOD", "uploadTTL": "UPLOAD_TTL", "url": "URL", "dsn": "DSN", "listen": "LISTEN"} {
+		if got := upperSnake(in); got != want {
+			t.Errorf("upperSnake(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
