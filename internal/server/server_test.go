@@ -1,0 +1,67 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/sluicehq/sluice/internal/config"
+)
+
+func TestHealthAndMetrics(t *testing.T) {
+	cfg := config.Default()
+	cfg.Data = t.TempDir()
+	var logs bytes.Buffer
+	srv, err := New(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+
+	get := func(path string) (int, string) {
+		resp, err := http.Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Fatalf("healthz: %d %q", code, body)
+	}
+	resp, err := http.Post(ts.URL+"/v2/app/blobs/uploads/?digest=sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824", "application/octet-stream", strings.NewReader("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	get("/v2/app/manifests/missing")
+	code, body := get("/metrics")
+	if code != 200 {
+		t.Fatalf("metrics: %d", code)
+	}
+	for _, want := range []string{
+		`sluice_http_requests_total{code="201",method="POST",route="v2_uploads"} 1`,
+		`sluice_http_requests_total{code="404",method="GET",route="v2_manifest"} 1`,
+		`sluice_http_request_bytes_total{route="v2_uploads"} 5`,
+		`sluice_http_request_duration_seconds_bucket{code="200",method="GET",le="+Inf",route="healthz"} 1`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if !strings.Contains(logs.String(), "path=/v2/app/manifests/missing status=404") {
+		t.Errorf("no access log line: %s", logs.String())
+	}
+	if code, _ := get("/nothing"); code != 404 {
+		t.Errorf("unknown path: %d", code)
+	}
+}
