@@ -90,4 +90,3 @@ func FuzzParseContentRange(f *testing.F) {
 		}
 	})
 }
-

@@ -51,7 +51,7 @@ func TestHealthAndMetrics(t *testing.T) {
 		`sluice_http_requests_total{code="201",method="POST",route="v2_uploads"} 1`,
 		`sluice_http_requests_total{code="404",method="GET",route="v2_manifest"} 1`,
 		`sluice_http_request_bytes_total{route="v2_uploads"} 5`,
-		`sluice_http_request_duration_seconds_bucket{code="200",method="GET",le="+Inf",route="healthz"} 1`,
+		`sluice_http_request_duration_seconds_bucket{code="200",method="GET",route="healthz",le="+Inf"} 1`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(body, want) {

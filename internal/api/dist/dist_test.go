@@ -290,4 +290,3 @@ func readAll(t *testing.T, resp *http.Response) string {
 	}
 	return string(b)
 }
-
