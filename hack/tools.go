@@ -15,4 +15,5 @@ import (
 	_ "go.yaml.in/yaml/v3"
 	_ "gocloud.dev/blob/fileblob"
 	_ "modernc.org/sqlite"
+	_ "oras.land/oras-go/v2"
 )

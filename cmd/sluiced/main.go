@@ -59,7 +59,20 @@ func newRootCommand() *cobra.Command {
 		RunE:          func(cmd *cobra.Command, _ []string) error { return runServe(cmd, &f) },
 	}
 	addServeFlags(root, &f)
-	root.AddCommand(serve)
+	var wf serveFlags
+	worker := &cobra.Command{
+		Use:   "worker",
+		Short: "Run only conversion and import workers, sharing the registry's stores",
+		Long: `Run only the workers that take artifact streaming conversions and imports
+from the queue in the metadata store. Start several, on this machine or others
+sharing the same stores, to convert more images at once.`,
+		Example: `  # Two more workers beside a sluiced serving ./data
+  SLUICE_STREAMING_WORKERS=2 sluiced worker --data ./data`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runWorker(cmd, &wf) },
+	}
+	addServeFlags(worker, &wf)
+	root.AddCommand(serve, worker)
 	return root
 }
 
@@ -114,4 +127,22 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	return srv.Serve(ctx, ln)
+}
+
+func runWorker(cmd *cobra.Command, f *serveFlags) error {
+	cfg, err := loadConfig(cmd, f)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg)
+	slog.SetDefault(log)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	srv.RunWorkers(ctx)
+	return nil
 }

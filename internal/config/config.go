@@ -26,11 +26,46 @@ type Config struct {
 	// Listen is the address the registry serves on.
 	Listen string `yaml:"listen"`
 	// Data is the directory of the embedded stores.
-	Data     string   `yaml:"data"`
-	Storage  Storage  `yaml:"storage"`
-	Database Database `yaml:"database"`
-	GC       GC       `yaml:"gc"`
-	Log      Log      `yaml:"log"`
+	Data       string     `yaml:"data"`
+	Storage    Storage    `yaml:"storage"`
+	Database   Database   `yaml:"database"`
+	GC         GC         `yaml:"gc"`
+	Log        Log        `yaml:"log"`
+	Streaming  Streaming  `yaml:"streaming"`
+	SoftDelete SoftDelete `yaml:"softDelete"`
+	Usage      Usage      `yaml:"usage"`
+}
+
+// Streaming tunes artifact streaming conversions.
+type Streaming struct {
+	// Workers is how many conversions (and imports) one process runs at
+	// once.
+	Workers int `yaml:"workers"`
+	// Lease is how long a worker holds an operation without a heartbeat:
+	// after a crash, its operations resume once their lease runs out.
+	Lease Duration `yaml:"lease"`
+}
+
+// SoftDelete keeps deleted manifests and tags restorable.
+type SoftDelete struct {
+	Enabled bool `yaml:"enabled"`
+	// RetentionDays is how long deleted content stays restorable (1-90).
+	RetentionDays int `yaml:"retentionDays"`
+}
+
+// Retention is the soft delete retention, zero when soft delete is off.
+func (s SoftDelete) Retention() time.Duration {
+	if !s.Enabled {
+		return 0
+	}
+	return time.Duration(s.RetentionDays) * 24 * time.Hour
+}
+
+// Usage sets what the usage API reports.
+type Usage struct {
+	// IncludedStorage is the storage, in bytes, the usage API reports as
+	// the limit.
+	IncludedStorage int64 `yaml:"includedStorage"`
 }
 
 // Storage selects where blobs live.
@@ -76,7 +111,10 @@ func Default() Config {
 			GracePeriod: Duration(24 * time.Hour),
 			UploadTTL:   Duration(24 * time.Hour),
 		},
-		Log: Log{Level: "info", Format: "text", Access: true},
+		Log:        Log{Level: "info", Format: "text", Access: true},
+		Streaming:  Streaming{Workers: 1, Lease: Duration(30 * time.Second)},
+		SoftDelete: SoftDelete{RetentionDays: 7},
+		Usage:      Usage{IncludedStorage: 500 << 30},
 	}
 }
 
@@ -112,6 +150,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		return fmt.Errorf("log.format %q: use text or json", c.Log.Format)
+	}
+	if c.Streaming.Lease < Duration(2*time.Second) {
+		return fmt.Errorf("streaming.lease %s: at least 2s", c.Streaming.Lease.Std())
+	}
+	if c.Streaming.Workers < 1 {
+		return fmt.Errorf("streaming.workers %d: at least 1", c.Streaming.Workers)
+	}
+	if c.SoftDelete.RetentionDays < 1 || c.SoftDelete.RetentionDays > 90 {
+		return fmt.Errorf("softDelete.retentionDays %d: between 1 and 90", c.SoftDelete.RetentionDays)
 	}
 	if c.GC.GracePeriod < 0 || c.GC.Interval < 0 || c.GC.UploadTTL <= 0 {
 		return errors.New("gc durations must not be negative, and gc.uploadTTL must be positive")

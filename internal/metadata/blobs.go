@@ -61,6 +61,13 @@ func (s *Store) insertLink(ctx context.Context, tx *sql.Tx, repo, dgst string) e
 	if err != nil {
 		return err
 	}
+	var writable bool
+	if err := tx.QueryRowContext(ctx, `SELECT write_enabled FROM repositories WHERE id = ?`, id).Scan(&writable); err != nil {
+		return err
+	}
+	if err := denyUnless("repository "+repo, writable, "writeEnabled"); err != nil {
+		return err
+	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO repository_blobs(repository_id, digest, created_at) VALUES (?, ?, ?)
 		ON CONFLICT(repository_id, digest) DO UPDATE SET created_at = excluded.created_at`, id, dgst, s.nowNano())
 	return err
@@ -73,7 +80,7 @@ func (s *Store) MountBlob(ctx context.Context, repo, from, dgst string) (size in
 		err := tx.QueryRowContext(ctx, `SELECT b.size FROM repository_blobs l
 			JOIN repositories r ON r.id = l.repository_id
 			JOIN blobs b ON b.digest = l.digest
-			WHERE r.name = ? AND l.digest = ? AND b.state = 0`, from, dgst).Scan(&size)
+			WHERE r.name = ? AND l.digest = ? AND b.state = 0 AND r.read_enabled = 1`, from, dgst).Scan(&size)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("blob %s in %s: %w", dgst, from, ErrNotFound)
 		}
@@ -88,25 +95,28 @@ func (s *Store) MountBlob(ctx context.Context, repo, from, dgst string) (size in
 	return size, err
 }
 
-// BlobSize returns the size of a blob linked in repo, or ErrNotFound.
-func (s *Store) BlobSize(ctx context.Context, repo, dgst string) (int64, error) {
-	var size int64
-	err := s.read.QueryRowContext(ctx, `SELECT b.size FROM repository_blobs l
+// BlobSize returns the size of a blob linked in repo, or ErrNotFound, and
+// whether the repository is readable.
+func (s *Store) BlobSize(ctx context.Context, repo, dgst string) (size int64, readable bool, err error) {
+	err = s.read.QueryRowContext(ctx, `SELECT b.size, r.read_enabled FROM repository_blobs l
 		JOIN repositories r ON r.id = l.repository_id
 		JOIN blobs b ON b.digest = l.digest
-		WHERE r.name = ? AND l.digest = ? AND b.state = 0`, repo, dgst).Scan(&size)
+		WHERE r.name = ? AND l.digest = ? AND b.state = 0`, repo, dgst).Scan(&size, &readable)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("blob %s in %s: %w", dgst, repo, ErrNotFound)
+		return 0, false, fmt.Errorf("blob %s in %s: %w", dgst, repo, ErrNotFound)
 	}
-	return size, err
+	return size, readable, err
 }
 
 // UnlinkBlob removes a blob from a repository. The object stays until
 // garbage collection finds it linked nowhere.
 func (s *Store) UnlinkBlob(ctx context.Context, repo, dgst string) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM repository_blobs
-			WHERE repository_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ?`, repo, dgst)
+		id, err := checkRepositoryDelete(ctx, tx, repo)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ?`, id, dgst)
 		if err != nil {
 			return err
 		}
@@ -121,4 +131,23 @@ func (s *Store) UnlinkBlob(ctx context.Context, repo, dgst string) error {
 func (s *Store) RepositoriesWithBlob(ctx context.Context, dgst string, limit int) ([]string, error) {
 	return listColumn(ctx, s.read, `SELECT r.name FROM repository_blobs l JOIN repositories r ON r.id = l.repository_id
 		WHERE l.digest = ? ORDER BY r.name LIMIT ?`, dgst, limit)
+}
+
+// UnlinkUnreferencedBlob removes a blob's link in repo unless a manifest of
+// repo references it.
+func (s *Store) UnlinkUnreferencedBlob(ctx context.Context, repo, dgst string) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM repository_blobs
+			WHERE repository_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ?
+			AND NOT EXISTS (SELECT 1 FROM manifest_references r WHERE r.repository_id = repository_blobs.repository_id
+				AND r.child_digest = repository_blobs.digest AND r.kind = 0)`, repo, dgst)
+		return err
+	})
+}
+
+// ListLinkedBlobs lists the digests linked in a repository.
+func (s *Store) ListLinkedBlobs(ctx context.Context, repo string, out *[]string) error {
+	var err error
+	*out, err = listColumn(ctx, s.read, `SELECT l.digest FROM repository_blobs l JOIN repositories r ON r.id = l.repository_id WHERE r.name = ? ORDER BY l.digest`, repo)
+	return err
 }

@@ -27,6 +27,13 @@ type Manifest struct {
 	Subject      string
 	Annotations  map[string]string
 	CreatedAt    time.Time
+	// Platform and config type of an image manifest ("" otherwise).
+	OS              string
+	Architecture    string
+	ConfigMediaType string
+	// Readable is false when the repository, the manifest or the tag it
+	// was read by has readEnabled: false (read only).
+	Readable bool
 
 	// Written only: what the manifest references.
 	Blobs    []BlobRef
@@ -34,13 +41,20 @@ type Manifest struct {
 }
 
 // PutManifest stores a manifest and points tags at it, in one transaction
-// that first checks every blob it references is linked in the repository
-// with the size its descriptor claims (ErrMissingBlob, ErrSizeMismatch) and
-// every child manifest is present (ErrMissingManifest). Storing a manifest
-// that is already present only moves the tags.
-func (s *Store) PutManifest(ctx context.Context, m *Manifest, tags []string) error {
+// that first checks that the changeable attributes allow it (ErrDenied), that
+// it is not soft-deleted (ErrManifestDeleted), that every blob it references
+// is linked in the repository with the size its descriptor claims
+// (ErrMissingBlob, ErrSizeMismatch) and that every child manifest is present
+// (ErrMissingManifest). Storing a manifest that is already present only moves
+// the tags. If enqueue is set and the repository streams, the operation is
+// recorded in the same transaction, unless one is already active.
+func (s *Store) PutManifest(ctx context.Context, m *Manifest, tags []string, enqueue *Operation) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
 		id, err := s.ensureRepository(ctx, tx, m.Repository)
+		if err != nil {
+			return err
+		}
+		streaming, err := checkManifestWrite(ctx, tx, id, m, tags)
 		if err != nil {
 			return err
 		}
@@ -60,9 +74,11 @@ func (s *Store) PutManifest(ctx context.Context, m *Manifest, tags []string) err
 			subject = m.Subject
 		}
 		now := s.nowNano()
-		res, err := tx.ExecContext(ctx, `INSERT INTO manifests(repository_id, digest, media_type, artifact_type, size, payload, subject, annotations, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(repository_id, digest) DO NOTHING`,
-			id, m.Digest, m.MediaType, m.ArtifactType, len(m.Payload), m.Payload, subject, annotations, now)
+		res, err := tx.ExecContext(ctx, `INSERT INTO manifests(repository_id, digest, media_type, artifact_type, size, payload, subject, annotations,
+				os, architecture, config_media_type, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(repository_id, digest) DO NOTHING`,
+			id, m.Digest, m.MediaType, m.ArtifactType, len(m.Payload), m.Payload, subject, annotations,
+			m.OS, m.Architecture, m.ConfigMediaType, now, now)
 		if err != nil {
 			return fmt.Errorf("insert manifest: %w", err)
 		}
@@ -72,15 +88,55 @@ func (s *Store) PutManifest(ctx context.Context, m *Manifest, tags []string) err
 			}
 		}
 		for _, tag := range tags {
-			_, err := tx.ExecContext(ctx, `INSERT INTO tags(repository_id, name, digest, updated_at) VALUES (?, ?, ?, ?)
+			_, err := tx.ExecContext(ctx, `INSERT INTO tags(repository_id, name, digest, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
 				ON CONFLICT(repository_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at`,
-				id, tag, m.Digest, now)
+				id, tag, m.Digest, now, now)
 			if err != nil {
 				return fmt.Errorf("set tag %s: %w", tag, err)
 			}
 		}
+		if enqueue != nil && streaming {
+			return s.insertOperation(ctx, tx, enqueue)
+		}
 		return nil
 	})
+}
+
+// checkManifestWrite enforces the changeable attributes on a push and
+// refuses a soft-deleted digest. It returns whether the repository streams.
+func checkManifestWrite(ctx context.Context, tx *sql.Tx, repoID int64, m *Manifest, tags []string) (streaming bool, err error) {
+	var writable bool
+	if err := tx.QueryRowContext(ctx, `SELECT write_enabled, streaming FROM repositories WHERE id = ?`, repoID).Scan(&writable, &streaming); err != nil {
+		return false, err
+	}
+	if err := denyUnless("repository "+m.Repository, writable, "writeEnabled"); err != nil {
+		return false, err
+	}
+	var deletedAt sql.NullInt64
+	err = tx.QueryRowContext(ctx, `SELECT deleted_at FROM manifests WHERE repository_id = ? AND digest = ?`, repoID, m.Digest).Scan(&deletedAt)
+	if err == nil && deletedAt.Valid {
+		return false, fmt.Errorf("%w: %s; restore it instead of pushing it again", ErrManifestDeleted, m.Digest)
+	}
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return false, err
+	}
+	for _, tag := range tags {
+		var current string
+		var tagWritable bool
+		err := tx.QueryRowContext(ctx, `SELECT digest, write_enabled FROM tags WHERE repository_id = ? AND name = ?`, repoID, tag).Scan(&current, &tagWritable)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if current != m.Digest {
+			if err := denyUnless("tag "+tag, tagWritable, "writeEnabled"); err != nil {
+				return false, err
+			}
+		}
+	}
+	return streaming, nil
 }
 
 func checkReferences(ctx context.Context, tx *sql.Tx, repoID int64, m *Manifest) error {
@@ -127,64 +183,36 @@ func insertReferences(ctx context.Context, tx *sql.Tx, repoID int64, m *Manifest
 	return nil
 }
 
-// GetManifest reads a manifest by tag or by digest (exactly one of them set).
-// Without withPayload it skips the payload, for HEAD requests.
+// GetManifest reads a live manifest by tag or by digest (exactly one of them
+// set). Without withPayload it skips the payload, for HEAD requests.
 func (s *Store) GetManifest(ctx context.Context, repo, tag, dgst string, withPayload bool) (*Manifest, error) {
 	payload := "NULL"
 	if withPayload {
 		payload = "m.payload"
 	}
+	const cols = `m.digest, m.media_type, m.artifact_type, m.size, COALESCE(m.subject, ''), m.os, m.architecture, m.config_media_type, m.created_at, `
 	var row *sql.Row
 	if tag != "" {
-		row = s.read.QueryRowContext(ctx, `SELECT m.digest, m.media_type, m.size, `+payload+` FROM repositories r
+		row = s.read.QueryRowContext(ctx, `SELECT `+cols+`r.read_enabled AND m.read_enabled AND t.read_enabled, `+payload+` FROM repositories r
 			JOIN tags t ON t.repository_id = r.id
 			JOIN manifests m ON m.repository_id = r.id AND m.digest = t.digest
-			WHERE r.name = ? AND t.name = ?`, repo, tag)
+			WHERE r.name = ? AND t.name = ? AND m.deleted_at IS NULL`, repo, tag)
 	} else {
-		row = s.read.QueryRowContext(ctx, `SELECT m.digest, m.media_type, m.size, `+payload+` FROM repositories r
+		row = s.read.QueryRowContext(ctx, `SELECT `+cols+`r.read_enabled AND m.read_enabled, `+payload+` FROM repositories r
 			JOIN manifests m ON m.repository_id = r.id
-			WHERE r.name = ? AND m.digest = ?`, repo, dgst)
+			WHERE r.name = ? AND m.digest = ? AND m.deleted_at IS NULL`, repo, dgst)
 	}
 	m := &Manifest{Repository: repo}
-	err := row.Scan(&m.Digest, &m.MediaType, &m.Size, &m.Payload)
+	var created int64
+	err := row.Scan(&m.Digest, &m.MediaType, &m.ArtifactType, &m.Size, &m.Subject, &m.OS, &m.Architecture, &m.ConfigMediaType, &created, &m.Readable, &m.Payload)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("manifest %s%s in %s: %w", tag, dgst, repo, ErrNotFound)
 	}
 	if err != nil {
 		return nil, err
 	}
+	m.CreatedAt = time.Unix(0, created)
 	return m, nil
-}
-
-// DeleteManifest removes a manifest, the tags that point at it and its
-// references. The blobs stay linked until garbage collection.
-func (s *Store) DeleteManifest(ctx context.Context, repo, dgst string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM manifests
-			WHERE repository_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ?`, repo, dgst)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("manifest %s in %s: %w", dgst, repo, ErrNotFound)
-		}
-		return nil
-	})
-}
-
-// DeleteTag removes a tag, leaving the manifest it pointed at.
-func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM tags
-			WHERE repository_id = (SELECT id FROM repositories WHERE name = ?) AND name = ?`, repo, tag)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("tag %s in %s: %w", tag, repo, ErrNotFound)
-		}
-		return nil
-	})
 }
 
 // ListTags returns up to n tags of repo in lexical order after last, and
@@ -195,13 +223,7 @@ func (s *Store) ListTags(ctx context.Context, repo, last string, n int) ([]strin
 	if err != nil {
 		return nil, false, err
 	}
-	return listNames(ctx, s.read, `SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name`, n, id, last)
-}
-
-// ListRepositories returns up to n repository names in lexical order after
-// last, and whether more follow. n < 0 means no limit.
-func (s *Store) ListRepositories(ctx context.Context, last string, n int) ([]string, bool, error) {
-	return listNames(ctx, s.read, `SELECT name FROM repositories WHERE name > ? ORDER BY name`, n, last)
+	return listNames(ctx, s.read, `SELECT name FROM tags WHERE repository_id = ? AND name > ? AND list_enabled = 1 ORDER BY name`, n, id, last)
 }
 
 // listNames runs a name query for one page of n names (all when n < 0),
@@ -244,7 +266,7 @@ func listColumn(ctx context.Context, q queryer, query string, args ...any) ([]st
 func (s *Store) Referrers(ctx context.Context, repo, dgst, artifactType string) ([]Manifest, error) {
 	query := `SELECT m.digest, m.media_type, m.artifact_type, m.size, m.annotations FROM repositories r
 		JOIN manifests m ON m.repository_id = r.id
-		WHERE r.name = ? AND m.subject = ?`
+		WHERE r.name = ? AND m.subject = ? AND m.deleted_at IS NULL`
 	args := []any{repo, dgst}
 	if artifactType != "" {
 		query += ` AND m.artifact_type = ?`
@@ -270,4 +292,17 @@ func (s *Store) Referrers(ctx context.Context, repo, dgst, artifactType string) 
 		out = append(out, m)
 	}
 	return out, rows.Err()
+}
+
+// ManifestPayload reads a manifest's media type and bytes whether it is
+// live or soft-deleted.
+func (s *Store) ManifestPayload(ctx context.Context, repo, dgst string) (string, []byte, error) {
+	var mediaType string
+	var payload []byte
+	err := s.read.QueryRowContext(ctx, `SELECT m.media_type, m.payload FROM manifests m JOIN repositories r ON r.id = m.repository_id
+		WHERE r.name = ? AND m.digest = ?`, repo, dgst).Scan(&mediaType, &payload)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil, fmt.Errorf("manifest %s in %s: %w", dgst, repo, ErrNotFound)
+	}
+	return mediaType, payload, err
 }

@@ -15,9 +15,12 @@ import (
 
 // StatBlob returns the size of a blob linked in repo.
 func (r *Registry) StatBlob(ctx context.Context, repo string, dgst digest.Digest) (int64, error) {
-	size, err := r.meta.BlobSize(ctx, repo, dgst.String())
+	size, readable, err := r.meta.BlobSize(ctx, repo, dgst.String())
 	if errors.Is(err, metadata.ErrNotFound) {
 		return 0, fmt.Errorf("%w: %s", ErrBlobUnknown, dgst)
+	}
+	if err == nil && !readable {
+		return 0, fmt.Errorf("%w: repository %s has readEnabled: false", ErrDenied, repo)
 	}
 	return size, err
 }
@@ -42,7 +45,26 @@ func (r *Registry) DeleteBlob(ctx context.Context, repo string, dgst digest.Dige
 	if errors.Is(err, metadata.ErrNotFound) {
 		return fmt.Errorf("%w: %s", ErrBlobUnknown, dgst)
 	}
-	return err
+	return mapMetadataErr(err)
+}
+
+// UnlinkUnreferenced removes a blob from repo unless a manifest there still
+// references it: conversion uses it to take back the layers of a canceled
+// operation.
+func (r *Registry) UnlinkUnreferenced(ctx context.Context, repo string, dgst digest.Digest) error {
+	return r.meta.UnlinkUnreferencedBlob(ctx, repo, dgst.String())
+}
+
+// LinkStoredBlob links into repo a blob stored for another repository,
+// without the bytes: only for blobs the registry itself produced, such as
+// layers converted once and shared by images. ErrBlobUnknown means it is
+// gone.
+func (r *Registry) LinkStoredBlob(ctx context.Context, repo string, dgst digest.Digest) error {
+	err := r.meta.LinkStoredBlob(ctx, repo, dgst.String())
+	if errors.Is(err, metadata.ErrNotFound) {
+		return fmt.Errorf("%w: %s", ErrBlobUnknown, dgst)
+	}
+	return mapMetadataErr(err)
 }
 
 // MountBlob links into repo a blob that repository from holds. It returns
@@ -56,7 +78,7 @@ func (r *Registry) MountBlob(ctx context.Context, repo, from string, dgst digest
 	if errors.Is(err, metadata.ErrNotFound) {
 		return 0, fmt.Errorf("%w: %s in %s", ErrBlobUnknown, dgst, from)
 	}
-	return size, err
+	return size, mapMetadataErr(err)
 }
 
 // MountBlobFromAny links into repo a blob held by any repository that
@@ -85,6 +107,9 @@ func (r *Registry) MountBlobFromAny(ctx context.Context, repo string, dgst diges
 // PutBlob stores body as the blob dgst in repo, in one request. The bytes
 // are hashed as they arrive; a mismatch stores nothing.
 func (r *Registry) PutBlob(ctx context.Context, repo string, dgst digest.Digest, body io.Reader) (int64, error) {
+	if err := r.meta.CheckWritable(ctx, repo); err != nil {
+		return 0, mapMetadataErr(err)
+	}
 	if err := r.touchBlob(ctx, dgst); err != nil {
 		return 0, err
 	}
@@ -133,7 +158,7 @@ func (r *Registry) writeVerified(ctx context.Context, dgst digest.Digest, body i
 
 func (r *Registry) link(ctx context.Context, repo string, dgst digest.Digest, size int64) error {
 	if err := r.meta.LinkBlob(ctx, repo, dgst.String(), size); err != nil {
-		return fmt.Errorf("link %s into %s: %w", dgst, repo, err)
+		return fmt.Errorf("link %s into %s: %w", dgst, repo, mapMetadataErr(err))
 	}
 	return nil
 }

@@ -11,12 +11,14 @@ import (
 
 // GCStats says what one garbage collection pass reclaimed.
 type GCStats struct {
-	UnlinkedBlobs int64
-	DeletedBlobs  int
-	PurgedUploads int
+	PurgedManifests int64
+	UnlinkedBlobs   int64
+	DeletedBlobs    int
+	PurgedUploads   int
 }
 
 // CollectGarbage runs one pass of online garbage collection:
+//  0. what was soft-deleted longer ago than the retention is purged;
 //  1. links older than the grace period to blobs no manifest of their
 //     repository references are removed;
 //  2. blobs linked nowhere and untouched for the grace period are marked,
@@ -29,6 +31,11 @@ func (r *Registry) CollectGarbage(ctx context.Context) (GCStats, error) {
 	var st GCStats
 	now := r.opts.Now()
 	cutoff := now.Add(-r.opts.GCGracePeriod)
+	purged, err := r.meta.PurgeDeleted(ctx, now.Add(-r.opts.SoftDelete))
+	if err != nil {
+		return st, fmt.Errorf("purge soft-deleted manifests: %w", err)
+	}
+	st.PurgedManifests = purged
 	n, err := r.meta.UnlinkUnreferencedBlobs(ctx, cutoff)
 	if err != nil {
 		return st, fmt.Errorf("unlink unreferenced blobs: %w", err)
@@ -100,7 +107,7 @@ func (r *Registry) RunGC(ctx context.Context) {
 			r.log.Error("garbage collection", "err", err)
 			continue
 		}
-		r.log.Info("garbage collection", "unlinked_blobs", st.UnlinkedBlobs, "deleted_blobs", st.DeletedBlobs,
+		r.log.Info("garbage collection", "purged_manifests", st.PurgedManifests, "unlinked_blobs", st.UnlinkedBlobs, "deleted_blobs", st.DeletedBlobs,
 			"purged_uploads", st.PurgedUploads, "duration", time.Since(start))
 	}
 }

@@ -2,8 +2,10 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -14,10 +16,14 @@ import (
 
 // Manifest is a stored manifest as the API serves it.
 type Manifest struct {
-	Digest    digest.Digest
-	MediaType string
-	Size      int64
-	Payload   []byte
+	Digest       digest.Digest
+	MediaType    string
+	ArtifactType string
+	Size         int64
+	Payload      []byte
+	Subject      digest.Digest
+	OS           string
+	Architecture string
 }
 
 // PutResult says what a manifest push stored.
@@ -28,7 +34,8 @@ type PutResult struct {
 }
 
 // PutManifest validates and stores a manifest under ref (a tag, or the
-// digest the payload must have), also pointing extraTags at it.
+// digest the payload must have), also pointing extraTags at it. In a
+// streaming repository its conversion is enqueued in the same transaction.
 func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Reference, contentType string, payload []byte, extraTags []string) (*PutResult, error) {
 	m, err := oci.ParseManifest(contentType, payload)
 	if err != nil {
@@ -67,8 +74,16 @@ func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Referen
 	for _, c := range m.Manifests {
 		rec.Children = append(rec.Children, c.Digest.String())
 	}
+	if m.Config != nil {
+		rec.ConfigMediaType = m.Config.MediaType
+		rec.OS, rec.Architecture = r.platformOf(ctx, repo, m.Config)
+	}
+	var enqueue *metadata.Operation
+	if r.hooks != nil {
+		enqueue = r.hooks.OperationFor(repo, dgst, m)
+	}
 	unlock := r.repoLocks.Lock(repo)
-	err = r.meta.PutManifest(ctx, rec, tags)
+	err = r.meta.PutManifest(ctx, rec, tags, enqueue)
 	unlock()
 	switch {
 	case errors.Is(err, metadata.ErrMissingBlob), errors.Is(err, metadata.ErrMissingManifest):
@@ -76,13 +91,46 @@ func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Referen
 	case errors.Is(err, metadata.ErrSizeMismatch):
 		return nil, fmt.Errorf("%w: %v", oci.ErrManifestInvalid, err)
 	case err != nil:
-		return nil, err
+		return nil, mapMetadataErr(err)
+	}
+	if enqueue != nil {
+		r.hooks.Enqueued()
 	}
 	res := &PutResult{Digest: dgst}
 	if m.Subject != nil {
 		res.Subject = m.Subject.Digest
 	}
 	return res, nil
+}
+
+// maxConfigSize bounds how much of an image config is read to learn the
+// image's platform.
+const maxConfigSize = 1 << 20
+
+// platformOf reads the os and architecture of an image config, best effort:
+// a config that is not an image config, or unreadable, has none.
+func (r *Registry) platformOf(ctx context.Context, repo string, config *ocispec.Descriptor) (os, arch string) {
+	if config.MediaType != oci.MediaTypeImageConfig && config.MediaType != oci.MediaTypeDockerImageConfig {
+		return "", ""
+	}
+	if config.Size > maxConfigSize {
+		return "", ""
+	}
+	var p ocispec.Platform
+	if err := r.ReadJSONBlob(ctx, repo, config.Digest, maxConfigSize, &p); err != nil {
+		return "", ""
+	}
+	return p.OS, p.Architecture
+}
+
+// ReadJSONBlob decodes a small JSON blob of repo into v.
+func (r *Registry) ReadJSONBlob(ctx context.Context, repo string, dgst digest.Digest, limit int64, v any) error {
+	c, err := r.OpenBlob(ctx, repo, dgst)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return json.NewDecoder(io.LimitReader(c, limit)).Decode(v)
 }
 
 // GetManifest reads a manifest by tag or digest; without withPayload only
@@ -95,23 +143,53 @@ func (r *Registry) GetManifest(ctx context.Context, repo string, ref oci.Referen
 	if err != nil {
 		return nil, err
 	}
-	return &Manifest{Digest: digest.Digest(rec.Digest), MediaType: rec.MediaType, Size: rec.Size, Payload: rec.Payload}, nil
+	if !rec.Readable {
+		return nil, fmt.Errorf("%w: %s in %s has readEnabled: false", ErrDenied, ref, repo)
+	}
+	return &Manifest{
+		Digest: digest.Digest(rec.Digest), MediaType: rec.MediaType, ArtifactType: rec.ArtifactType, Size: rec.Size,
+		Payload: rec.Payload, Subject: digest.Digest(rec.Subject), OS: rec.OS, Architecture: rec.Architecture,
+	}, nil
 }
 
 // DeleteManifest deletes a tag, or a manifest by digest with every tag
-// pointing at it.
+// pointing at it and its streaming artifacts. With soft delete on, what is
+// deleted stays restorable for the retention period.
 func (r *Registry) DeleteManifest(ctx context.Context, repo string, ref oci.Reference) error {
 	defer r.repoLocks.Lock(repo)()
+	soft := r.opts.SoftDelete > 0
 	var err error
+	var deleted []string
 	if ref.IsDigest() {
-		err = r.meta.DeleteManifest(ctx, repo, ref.Digest)
+		deleted, err = r.meta.DeleteManifest(ctx, repo, ref.Digest, soft)
 	} else {
-		err = r.meta.DeleteTag(ctx, repo, ref.Tag)
+		err = r.meta.DeleteTag(ctx, repo, ref.Tag, soft)
 	}
 	if errors.Is(err, metadata.ErrNotFound) {
 		return fmt.Errorf("%w: %s in %s", ErrManifestUnknown, ref, repo)
 	}
-	return err
+	if err != nil {
+		return mapMetadataErr(err)
+	}
+	r.notifyDeleted(ctx, repo, deleted)
+	return nil
+}
+
+func (r *Registry) notifyDeleted(ctx context.Context, repo string, digests []string) {
+	if r.hooks != nil && len(digests) > 0 {
+		r.hooks.Deleted(context.WithoutCancel(ctx), repo, digests)
+	}
+}
+
+// DeleteArtifact deletes a manifest for good, whatever the soft delete
+// setting: conversion uses it to take back what a canceled operation made.
+func (r *Registry) DeleteArtifact(ctx context.Context, repo string, dgst digest.Digest) error {
+	defer r.repoLocks.Lock(repo)()
+	_, err := r.meta.DeleteManifest(ctx, repo, dgst.String(), false)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil
+	}
+	return mapMetadataErr(err)
 }
 
 // Tags lists up to n tags of repo after last (n < 0: all), and whether more

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/blobstore"
 	"github.com/sluicehq/sluice/internal/metadata"
+	"github.com/sluicehq/sluice/internal/oci"
 )
 
 // Options tune garbage collection and upload expiry.
@@ -29,8 +30,26 @@ type Options struct {
 	GCGracePeriod time.Duration
 	// UploadTTL is how long an upload may sit idle before it is purged.
 	UploadTTL time.Duration
+	// SoftDelete keeps deleted manifests and tags restorable for this long;
+	// zero deletes at once.
+	SoftDelete time.Duration
 	// Now is the clock; nil means time.Now. Tests age records with it.
 	Now func() time.Time
+}
+
+// StreamingHooks connect the registry to artifact streaming without the
+// registry knowing how conversion works.
+type StreamingHooks interface {
+	// OperationFor returns the conversion to enqueue when a manifest is
+	// pushed to (or restored in) a streaming repository, or nil when the
+	// manifest is not something to convert.
+	OperationFor(repo string, dgst digest.Digest, m *oci.Manifest) *metadata.Operation
+	// Enqueued is told that a push or restore committed, possibly with an
+	// operation, so that idle workers look at the queue now.
+	Enqueued()
+	// Deleted is told which manifests were deleted, so that conversions of
+	// them stop.
+	Deleted(ctx context.Context, repo string, digests []string)
 }
 
 // DefaultOptions are the settings used when none are given.
@@ -55,7 +74,11 @@ type Registry struct {
 
 	repoLocks   keyedMutex
 	uploadLocks keyedMutex
+	hooks       StreamingHooks
 }
+
+// SetStreamingHooks installs the conversion service's hooks.
+func (r *Registry) SetStreamingHooks(h StreamingHooks) { r.hooks = h }
 
 // New returns a registry service over the given stores.
 func New(meta *metadata.Store, blobs *blobstore.Store, opts Options, log *slog.Logger) *Registry {
@@ -66,6 +89,18 @@ func New(meta *metadata.Store, blobs *blobstore.Store, opts Options, log *slog.L
 		opts.Now = time.Now
 	}
 	return &Registry{meta: meta, blobs: blobs, opts: opts, log: log}
+}
+
+// mapMetadataErr turns the metadata's attribute and state errors into the
+// registry's.
+func mapMetadataErr(err error) error {
+	switch {
+	case errors.Is(err, metadata.ErrDenied):
+		return fmt.Errorf("%w: %v", ErrDenied, err)
+	case errors.Is(err, metadata.ErrManifestDeleted), errors.Is(err, metadata.ErrRestoreRefused):
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	return err
 }
 
 // touchBlob protects dgst from collection before its object is written or

@@ -35,6 +35,9 @@ func (r *Registry) StartUpload(ctx context.Context, repo string, algorithm diges
 	if err := oci.CheckAlgorithm(algorithm); err != nil {
 		return nil, err
 	}
+	if err := r.meta.CheckWritable(ctx, repo); err != nil {
+		return nil, mapMetadataErr(err)
+	}
 	state, err := marshalHash(algorithm.Hash())
 	if err != nil {
 		return nil, err

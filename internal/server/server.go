@@ -20,8 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluicehq/sluice/internal/api/dist"
+	"github.com/sluicehq/sluice/internal/api/mgmt"
 	"github.com/sluicehq/sluice/internal/blobstore"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/conversion"
 	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/registry"
 )
@@ -32,8 +34,9 @@ type Server struct {
 	log      *slog.Logger
 	meta     *metadata.Store
 	blobs    *blobstore.Store
-	Registry *registry.Registry
-	handler  http.Handler
+	Registry   *registry.Registry
+	Conversion *conversion.Service
+	handler    http.Handler
 }
 
 // New opens the stores and builds the services and handlers.
@@ -54,8 +57,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		GCInterval:    cfg.GC.Interval.Std(),
 		GCGracePeriod: cfg.GC.GracePeriod.Std(),
 		UploadTTL:     cfg.GC.UploadTTL.Std(),
+		SoftDelete:    cfg.SoftDelete.Retention(),
 	}, log)
-	s := &Server{cfg: cfg, log: log, meta: meta, blobs: blobs, Registry: reg}
+	conv := conversion.New(reg, conversion.Options{Workers: cfg.Streaming.Workers, Lease: cfg.Streaming.Lease.Std()}, log)
+	s := &Server{cfg: cfg, log: log, meta: meta, blobs: blobs, Registry: reg, Conversion: conv}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -68,6 +73,9 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/v2/", dist.New(s.Registry, s.log))
 	mux.Handle("/v2", dist.New(s.Registry, s.log))
+	management := mgmt.New(s.Registry, s.Conversion, mgmt.Options{IncludedStorage: s.cfg.Usage.IncludedStorage}, s.log)
+	mux.Handle("/acr/v1/", management)
+	mux.Handle("/mount/v1/", management)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
 	return instrument(mux, metrics, s.log, s.cfg.Log.Access, routeName)
@@ -78,6 +86,8 @@ func routeName(r *http.Request) string {
 	switch {
 	case p == "/v2" || strings.HasPrefix(p, "/v2/"):
 		return dist.RouteName(p)
+	case strings.HasPrefix(p, "/acr/v1/") || strings.HasPrefix(p, "/mount/v1/"):
+		return mgmt.RouteName(p)
 	case p == "/healthz" || p == "/metrics":
 		return p[1:]
 	}
@@ -109,11 +119,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	var wg sync.WaitGroup
-	gcCtx, stopGC := context.WithCancel(ctx)
-	wg.Add(1)
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		s.Registry.RunGC(gcCtx)
+		s.Registry.RunGC(bgCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.Conversion.Run(bgCtx)
 	}()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -127,12 +141,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		err = srv.Shutdown(shutdownCtx)
 		cancel()
 	}
-	stopGC()
+	stopBackground()
 	wg.Wait()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
 	return err
+}
+
+// RunWorkers runs only the conversion workers until ctx ends: the body of
+// `sluiced worker`, for scaling conversions out.
+func (s *Server) RunWorkers(ctx context.Context) {
+	s.log.Info("sluiced worker running", "workers", s.cfg.Streaming.Workers, "data", s.cfg.Data)
+	s.Conversion.Run(ctx)
 }
 
 // Close releases the stores.

@@ -128,6 +128,9 @@ func newFixture(t *testing.T, ts *httptest.Server) *fixture {
 		m.Annotations = map[string]string{"org.example": "yes"}
 	})
 	f.sbom = pushManifest(t, ts, "test/repo", digest.FromBytes(sbom).String(), ocispec.MediaTypeImageManifest, sbom)
+	pushBlob(t, ts, "alpha/repo", f.configBody)
+	pushBlob(t, ts, "alpha/repo", f.layerBody)
+	pushManifest(t, ts, "alpha/repo", "v1", ocispec.MediaTypeImageManifest, f.imageBody)
 	return f
 }
 
@@ -236,9 +239,11 @@ func TestEndpoints(t *testing.T) {
 		{name: "tags list zero", req: request{method: "GET", path: "/v2/test/repo/tags/list?n=0"}, wantCode: 200, wantBody: `"tags":[]`},
 		{name: "tags list bad n", req: request{method: "GET", path: "/v2/test/repo/tags/list?n=-1"}, wantCode: 400, wantError: "PAGINATION_NUMBER_INVALID"},
 		{name: "tags list unknown repository", req: request{method: "GET", path: "/v2/nothing/here/tags/list"}, wantCode: 404, wantError: "NAME_UNKNOWN"},
-		{name: "catalog", req: request{method: "GET", path: "/v2/_catalog"}, wantCode: 200, wantBody: `"repositories":["anon/repo","mounted/repo","test/repo"]`},
-		{name: "catalog page", req: request{method: "GET", path: "/v2/_catalog?n=1&last=anon/repo"}, wantCode: 200, wantBody: `"repositories":["mounted/repo"]`,
-			wantHeader: map[string]string{"Link": `</v2/_catalog?last=mounted%2Frepo&n=1>; rel="next"`}},
+		// Only repositories holding a manifest are listed.
+		{name: "catalog", req: request{method: "GET", path: "/v2/_catalog"}, wantCode: 200, wantBody: `"repositories":["alpha/repo","test/repo"]`},
+		{name: "catalog page", req: request{method: "GET", path: "/v2/_catalog?n=1"}, wantCode: 200, wantBody: `"repositories":["alpha/repo"]`,
+			wantHeader: map[string]string{"Link": `</v2/_catalog?last=alpha%2Frepo&n=1>; rel="next"`}},
+		{name: "catalog last page", req: request{method: "GET", path: "/v2/_catalog?n=1&last=alpha/repo"}, wantCode: 200, wantBody: `"repositories":["test/repo"]`},
 
 		// Referrers.
 		{name: "referrers", req: request{method: "GET", path: "/v2/test/repo/referrers/" + f.image.String()}, wantCode: 200,

@@ -38,6 +38,8 @@ var errorMapping = []struct {
 	{registry.ErrUploadInvalid, "BLOB_UPLOAD_INVALID", http.StatusBadRequest},
 	{registry.ErrRangeInvalid, "BLOB_UPLOAD_INVALID", http.StatusRequestedRangeNotSatisfiable},
 	{registry.ErrSizeInvalid, "SIZE_INVALID", http.StatusBadRequest},
+	{registry.ErrDenied, "DENIED", http.StatusForbidden},
+	{registry.ErrConflict, "DENIED", http.StatusForbidden},
 	{registry.ErrBusy, "TOOMANYREQUESTS", http.StatusServiceUnavailable},
 	{errUnsupported, "UNSUPPORTED", http.StatusMethodNotAllowed},
 	{errPaginationInvalid, "PAGINATION_NUMBER_INVALID", http.StatusBadRequest},

@@ -1,0 +1,376 @@
+package conversion
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/sluicehq/sluice/internal/metadata"
+	"github.com/sluicehq/sluice/internal/oci"
+	"github.com/sluicehq/sluice/internal/registry"
+	"github.com/sluicehq/sluice/internal/streaming"
+)
+
+// maxConfigSize bounds the image configs a conversion reads.
+const maxConfigSize = 8 << 20
+
+// job is one running conversion: what it is converting and what it has
+// written, so that a cancel can take it all back.
+type job struct {
+	s        *Service
+	op       *metadata.Operation
+	p        *progress
+	layers   []digest.Digest // converted layers this job stored
+	referrer []digest.Digest // streaming manifests this job stored
+}
+
+// convert runs a conversion operation and returns its result JSON.
+func (s *Service) convert(ctx context.Context, op *metadata.Operation, p *progress) (string, error) {
+	j := &job{s: s, op: op, p: p}
+	descs, err := j.run(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			j.rollback()
+		}
+		return "", err
+	}
+	return resultJSON(descs), nil
+}
+
+func (j *job) run(ctx context.Context) ([]ocispec.Descriptor, error) {
+	repo, dgst := j.op.Repository, digest.Digest(j.op.Digest)
+	m, err := j.s.reg.GetManifest(ctx, repo, oci.Reference{Digest: dgst.String()}, true)
+	if errors.Is(err, registry.ErrManifestUnknown) {
+		return nil, errorf(CodeResourceNotFound, "image %s@%s not found; it may have been deleted", repo, dgst)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if m.ArtifactType == metadata.ArtifactTypeStreaming {
+		return nil, errorf(CodeUnsupportedArtifact, messageUnsupportedArtifac)
+	}
+	parsed, err := oci.ParseManifest(m.MediaType, m.Payload)
+	if err != nil {
+		return nil, errorf(CodeUnsupportedMediaType, "%s: %v. %s", dgst, err, messageUnsupportedMedia)
+	}
+	subject := ocispec.Descriptor{MediaType: m.MediaType, Digest: dgst, Size: m.Size}
+	if !oci.IsIndexMediaType(parsed.MediaType) {
+		img, err := j.prepareImage(ctx, parsed, nil)
+		if err != nil {
+			return nil, err
+		}
+		j.p.total.Store(img.sourceBytes())
+		d, err := j.convertImage(ctx, img, subject)
+		if err != nil {
+			return nil, err
+		}
+		return []ocispec.Descriptor{d}, nil
+	}
+	return j.convertIndex(ctx, parsed, subject)
+}
+
+// image is an image manifest ready to convert: its parsed manifest and
+// config, and its platform.
+type image struct {
+	manifest *oci.Manifest
+	config   ocispec.Image
+	platform ocispec.Platform
+}
+
+func (img *image) sourceBytes() int64 {
+	var n int64
+	for _, l := range img.manifest.Layers {
+		n += l.Size
+	}
+	return n
+}
+
+// prepareImage reads an image's config and checks that it is a runnable
+// Linux image. platform, when known from an index, wins over the config's.
+func (j *job) prepareImage(ctx context.Context, m *oci.Manifest, platform *ocispec.Platform) (*image, error) {
+	if m.Config == nil || (m.Config.MediaType != oci.MediaTypeImageConfig && m.Config.MediaType != oci.MediaTypeDockerImageConfig) {
+		return nil, errorf(CodeImageNotRunnable, "the manifest's config is %s, not an image config", configType(m))
+	}
+	if len(m.Layers) == 0 {
+		return nil, errorf(CodeImageNotRunnable, "the image has no layers")
+	}
+	img := &image{manifest: m}
+	if m.Config.Size > maxConfigSize {
+		return nil, errorf(CodeImageNotRunnable, "the image config is %d bytes, more than %d", m.Config.Size, maxConfigSize)
+	}
+	if err := j.s.reg.ReadJSONBlob(ctx, j.op.Repository, m.Config.Digest, maxConfigSize, &img.config); err != nil {
+		return nil, fmt.Errorf("read image config %s: %w", m.Config.Digest, err)
+	}
+	img.platform = img.config.Platform
+	if platform != nil {
+		img.platform = *platform
+	}
+	if img.platform.OS != "linux" {
+		return nil, errorf(CodeUnsupportedPlatform, "platform %s/%s is not supported; artifact streaming supports Linux images", img.platform.OS, img.platform.Architecture)
+	}
+	if len(img.config.RootFS.DiffIDs) != len(m.Layers) {
+		return nil, errorf(CodeImageNotRunnable, "the config lists %d layer diff IDs for %d layers", len(img.config.RootFS.DiffIDs), len(m.Layers))
+	}
+	for _, l := range m.Layers {
+		if !convertibleLayer(l.MediaType) || len(l.URLs) > 0 {
+			return nil, errorf(CodeUnsupportedMediaType, "layer %s is %s, which cannot be streamed", l.Digest, l.MediaType)
+		}
+	}
+	return img, nil
+}
+
+func configType(m *oci.Manifest) string {
+	if m.Config == nil {
+		return "missing"
+	}
+	return m.Config.MediaType
+}
+
+func convertibleLayer(mt string) bool {
+	switch mt {
+	case oci.MediaTypeImageLayer, oci.MediaTypeImageLayerGzip, oci.MediaTypeImageLayerZstd, oci.MediaTypeDockerLayerGzip,
+		"application/vnd.docker.image.rootfs.diff.tar":
+		return true
+	}
+	return false
+}
+
+// convertIndex converts every Linux image of an index, each streaming
+// manifest having the index as subject.
+func (j *job) convertIndex(ctx context.Context, index *oci.Manifest, subject ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	var images []*image
+	var skipped []string
+	for _, child := range index.Manifests {
+		if oci.IsIndexMediaType(child.MediaType) || !oci.IsManifestMediaType(child.MediaType) {
+			skipped = append(skipped, child.Digest.String()+" ("+child.MediaType+")")
+			continue
+		}
+		if child.Platform != nil && child.Platform.OS != "linux" {
+			skipped = append(skipped, child.Digest.String()+" ("+child.Platform.OS+")")
+			continue
+		}
+		cm, err := j.s.reg.GetManifest(ctx, j.op.Repository, oci.Reference{Digest: child.Digest.String()}, true)
+		if err != nil {
+			return nil, fmt.Errorf("read child manifest %s: %w", child.Digest, err)
+		}
+		parsed, err := oci.ParseManifest(cm.MediaType, cm.Payload)
+		if err != nil {
+			skipped = append(skipped, child.Digest.String())
+			continue
+		}
+		img, err := j.prepareImage(ctx, parsed, child.Platform)
+		if e, ok := codeOf(err); ok {
+			skipped = append(skipped, child.Digest.String()+" ("+e.Message+")")
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		images = append(images, img)
+	}
+	if len(images) == 0 {
+		return nil, errorf(CodeNoSupportedPlatform, "none of the %d manifests of the index is a runnable Linux image: %v", len(index.Manifests), skipped)
+	}
+	var total int64
+	for _, img := range images {
+		total += img.sourceBytes()
+	}
+	j.p.total.Store(total)
+	var out []ocispec.Descriptor
+	for _, img := range images {
+		d, err := j.convertImage(ctx, img, subject)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// convertImage converts an image's layers and pushes its streaming manifest
+// with the given subject. The manifest is deterministic, so a retry after a
+// crash pushes the same bytes and never a second artifact.
+func (j *job) convertImage(ctx context.Context, img *image, subject ocispec.Descriptor) (ocispec.Descriptor, error) {
+	layers := make([]ocispec.Descriptor, len(img.manifest.Layers))
+	for i, l := range img.manifest.Layers {
+		d, err := j.convertLayer(ctx, l, digest.Digest(img.config.RootFS.DiffIDs[i]))
+		if err != nil {
+			return ocispec.Descriptor{}, err
+		}
+		layers[i] = d
+	}
+	m := streamingManifest(*img.manifest.Config, layers, subject, img.platform)
+	payload, err := json.Marshal(m)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	dgst := digest.FromBytes(payload)
+	if _, err := j.s.reg.PutManifest(ctx, j.op.Repository, oci.Reference{Digest: dgst.String()}, ocispec.MediaTypeImageManifest, payload, nil); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("push streaming manifest: %w", err)
+	}
+	j.referrer = append(j.referrer, dgst)
+	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: dgst, Size: int64(len(payload)),
+		ArtifactType: metadata.ArtifactTypeStreaming, Annotations: m.Annotations}, nil
+}
+
+// convertLayer returns the converted twin of a source layer: from the cache
+// of layers converted before when it is still stored, otherwise converted
+// now and pushed into the repository through an ordinary upload.
+func (j *job) convertLayer(ctx context.Context, src ocispec.Descriptor, diffID digest.Digest) (ocispec.Descriptor, error) {
+	repo := j.op.Repository
+	if cached, err := j.s.meta.GetConvertedLayer(ctx, src.Digest.String(), streaming.FormatVersion); err == nil {
+		if err := j.s.reg.LinkStoredBlob(ctx, repo, digest.Digest(cached.Digest)); err == nil {
+			j.p.done.Add(src.Size)
+			var ann map[string]string
+			if err := json.Unmarshal([]byte(cached.Annotations), &ann); err == nil {
+				return ocispec.Descriptor{MediaType: cached.MediaType, Digest: digest.Digest(cached.Digest), Size: cached.Size, Annotations: ann}, nil
+			}
+		}
+	}
+	res, err := j.convertAndPush(ctx, src)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if res.DiffID != diffID {
+		return ocispec.Descriptor{}, fmt.Errorf("layer %s uncompresses to %s but the image config says %s", src.Digest, res.DiffID, diffID)
+	}
+	d := res.Descriptor()
+	d.Annotations[streaming.AnnotationSourceDigest] = src.Digest.String()
+	ann, _ := json.Marshal(d.Annotations)
+	err = j.s.meta.PutConvertedLayer(ctx, &metadata.ConvertedLayer{SourceDigest: src.Digest.String(), FormatVersion: streaming.FormatVersion,
+		Digest: d.Digest.String(), Size: d.Size, MediaType: d.MediaType, Annotations: string(ann)})
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return d, nil
+}
+
+// convertAndPush streams the converter's output into an upload session of
+// the repository, so the converted blob is stored, verified and linked like
+// any pushed blob. On any failure the session and its parts are dropped.
+func (j *job) convertAndPush(ctx context.Context, src ocispec.Descriptor) (*streaming.Result, error) {
+	repo := j.op.Repository
+	in, err := j.s.reg.OpenBlob(ctx, repo, src.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("open layer %s: %w", src.Digest, err)
+	}
+	defer in.Close()
+	up, err := j.s.reg.StartUpload(ctx, repo, digest.Canonical)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	base := j.p.done.Load()
+	opts := j.s.opts.Streaming
+	opts.Progress = func(consumed int64) { j.p.done.Store(base + consumed) }
+	type outcome struct {
+		res *streaming.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	var source io.Reader = in
+	if j.s.sourceHook != nil {
+		source = j.s.sourceHook(source)
+	}
+	go func() {
+		res, err := streaming.Convert(ctx, source, pw, opts)
+		pw.CloseWithError(err)
+		done <- outcome{res, err}
+	}()
+	_, werr := j.s.reg.WriteChunk(ctx, repo, up.ID, registry.Chunk{Start: 0, Length: -1, Body: pr})
+	pr.CloseWithError(errors.New("upload ended"))
+	out := <-done
+	cleanup := context.WithoutCancel(ctx)
+	if out.err != nil || werr != nil {
+		_ = j.s.reg.CancelUpload(cleanup, repo, up.ID)
+		if out.err != nil {
+			return nil, layerError(src, out.err)
+		}
+		return nil, fmt.Errorf("store converted layer of %s: %w", src.Digest, werr)
+	}
+	if _, err := j.s.reg.CompleteUpload(ctx, repo, up.ID, out.res.Digest, registry.Chunk{Start: -1, Length: -1, Body: http0{}}); err != nil {
+		_ = j.s.reg.CancelUpload(cleanup, repo, up.ID)
+		return nil, fmt.Errorf("store converted layer of %s: %w", src.Digest, err)
+	}
+	j.layers = append(j.layers, out.res.Digest)
+	j.p.done.Store(base + src.Size)
+	return out.res, nil
+}
+
+// http0 is an empty body.
+type http0 struct{}
+
+func (http0) Read([]byte) (int, error) { return 0, io.EOF }
+
+// layerError classifies a converter failure: hostile or corrupt input can
+// never convert, so it is not retried.
+func layerError(src ocispec.Descriptor, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if errors.Is(err, streaming.ErrCorruptInput) || errors.Is(err, streaming.ErrUnsupportedInput) || errors.Is(err, streaming.ErrLimitExceeded) {
+		return errorf(CodeImageNotRunnable, "layer %s cannot be converted: %v", src.Digest, err)
+	}
+	return fmt.Errorf("convert layer %s: %w", src.Digest, err)
+}
+
+// rollback takes back what a canceled job stored: its streaming manifests,
+// then the layers it converted unless something else references them.
+func (j *job) rollback() {
+	ctx := context.Background()
+	repo := j.op.Repository
+	for _, d := range j.referrer {
+		if err := j.s.reg.DeleteArtifact(ctx, repo, d); err != nil {
+			j.s.log.Warn("remove streaming manifest of a canceled conversion", "digest", d, "err", err)
+		}
+	}
+	for _, d := range j.layers {
+		if err := j.s.reg.UnlinkUnreferenced(ctx, repo, d); err != nil {
+			j.s.log.Warn("remove converted layer of a canceled conversion", "digest", d, "err", err)
+		}
+	}
+}
+
+// resultJSON is an operation's result: the streaming artifacts it made.
+func resultJSON(descs []ocispec.Descriptor) string {
+	sort.Slice(descs, func(a, b int) bool { return descs[a].Digest < descs[b].Digest })
+	b, _ := json.Marshal(struct {
+		Referrers []ocispec.Descriptor `json:"referrers"`
+	}{descs})
+	return string(b)
+}
+
+// AnnotationPlatformVariant carries the CPU variant (v7, v8) of a
+// streaming manifest's platform, when it has one.
+const AnnotationPlatformVariant = "streaming.platform.variant"
+
+// streamingManifest is the referrer that makes an image streamable: the
+// image's own config (the converted layers have the same DiffIDs), the
+// converted layers, the image as subject, and the platform annotations.
+func streamingManifest(config ocispec.Descriptor, layers []ocispec.Descriptor, subject ocispec.Descriptor, p ocispec.Platform) ocispec.Manifest {
+	annotations := map[string]string{
+		streaming.AnnotationFormat:       streaming.FormatName,
+		streaming.AnnotationVersion:      streaming.FormatVersion,
+		streaming.AnnotationPlatformOS:   p.OS,
+		streaming.AnnotationPlatformArch: p.Architecture,
+	}
+	if p.Variant != "" {
+		annotations[AnnotationPlatformVariant] = p.Variant
+	}
+	return ocispec.Manifest{
+		Versioned:    specs.Versioned{SchemaVersion: 2},
+		MediaType:    ocispec.MediaTypeImageManifest,
+		ArtifactType: metadata.ArtifactTypeStreaming,
+		Config:       config,
+		Layers:       layers,
+		Subject:      &subject,
+		Annotations:  annotations,
+	}
+}

@@ -1,0 +1,244 @@
+// Package conversion runs artifact streaming conversions, and imports, as
+// durable operations: rows in the metadata store that workers claim with a
+// lease, report progress on, honour cancels of, and resume after a crash.
+//
+// A conversion reads an image through the registry service, converts its
+// layers with the streaming package, and pushes the converted layers and the
+// streaming manifest back through the registry like any client push, so that
+// every blob is verified and the referrers index is kept. An operation never
+// ends Succeeded before its referrer manifests are stored.
+package conversion
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/sluicehq/sluice/internal/metadata"
+	"github.com/sluicehq/sluice/internal/oci"
+	"github.com/sluicehq/sluice/internal/registry"
+	"github.com/sluicehq/sluice/internal/streaming"
+)
+
+// Operation kinds.
+const (
+	KindConversion = "ArtifactStreamingConversion"
+	KindImport     = "Import"
+)
+
+// Options tune the workers.
+type Options struct {
+	// Workers is the number of operations run at once by this process.
+	Workers int
+	// Lease is how long a claimed operation stays with its worker without
+	// a heartbeat; a crashed worker's operations resume after it.
+	Lease time.Duration
+	// Heartbeat is how often a worker renews its lease, reports progress
+	// and checks for a cancel made through another process.
+	Heartbeat time.Duration
+	// Poll is how often idle workers look for operations enqueued by other
+	// processes.
+	Poll time.Duration
+	// MaxAttempts bounds the tries of an operation that fails transiently.
+	MaxAttempts int
+	// Streaming tunes the converter.
+	Streaming streaming.Options
+}
+
+// DefaultOptions suit a small machine: one worker.
+func DefaultOptions() Options {
+	return Options{Workers: 1, Lease: 30 * time.Second, Heartbeat: time.Second, Poll: 2 * time.Second, MaxAttempts: 3}
+}
+
+// Service starts, shows, cancels and runs operations.
+type Service struct {
+	reg   *registry.Registry
+	meta  *metadata.Store
+	opts  Options
+	log   *slog.Logger
+	owner string
+	wake  chan struct{}
+
+	mu      sync.Mutex
+	running map[string]context.CancelFunc
+
+	// sourceHook, in tests, wraps the reader of each source layer (to slow
+	// a conversion down enough to cancel it midway).
+	sourceHook func(io.Reader) io.Reader
+}
+
+// New returns the service and installs its hooks in the registry, so that
+// pushes to streaming repositories enqueue conversions.
+func New(reg *registry.Registry, opts Options, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.Default()
+	}
+	d := DefaultOptions()
+	if opts.Workers <= 0 {
+		opts.Workers = d.Workers
+	}
+	if opts.Lease <= 0 {
+		opts.Lease = d.Lease
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = d.Heartbeat
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = d.Poll
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = d.MaxAttempts
+	}
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	s := &Service{
+		reg:     reg,
+		meta:    reg.Meta(),
+		opts:    opts,
+		log:     log,
+		owner:   fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:])),
+		wake:    make(chan struct{}, 1),
+		running: make(map[string]context.CancelFunc),
+	}
+	reg.SetStreamingHooks(s)
+	return s
+}
+
+// OperationFor implements registry.StreamingHooks: runnable images and
+// indexes pushed to a streaming repository are converted; artifacts,
+// referrers (signatures, streaming artifacts) and anything else are not.
+func (s *Service) OperationFor(repo string, dgst digest.Digest, m *oci.Manifest) *metadata.Operation {
+	if !convertible(m) {
+		return nil
+	}
+	return newConversion(repo, dgst, metadata.StatusNotStarted, "Conversion queued for resource "+repo+"@"+dgst.String())
+}
+
+// convertible reports whether an auto-streaming repository converts m.
+func convertible(m *oci.Manifest) bool {
+	if m.Subject != nil {
+		return false
+	}
+	if oci.IsIndexMediaType(m.MediaType) {
+		return m.ArtifactType == ""
+	}
+	return m.Config != nil && m.ArtifactType == m.Config.MediaType &&
+		(m.Config.MediaType == oci.MediaTypeImageConfig || m.Config.MediaType == oci.MediaTypeDockerImageConfig)
+}
+
+func newConversion(repo string, dgst digest.Digest, status, details string) *metadata.Operation {
+	return &metadata.Operation{ID: uuid.NewString(), Kind: KindConversion, Repository: repo, Digest: dgst.String(), Status: status, Details: details}
+}
+
+// Enqueued implements registry.StreamingHooks by waking an idle worker.
+func (s *Service) Enqueued() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Deleted implements registry.StreamingHooks: conversions of deleted images
+// are canceled.
+func (s *Service) Deleted(ctx context.Context, repo string, digests []string) {
+	if err := s.meta.CancelOperationsFor(ctx, KindConversion, repo, digests); err != nil {
+		s.log.Warn("cancel conversions of deleted images", "repository", repo, "err", err)
+		return
+	}
+	for _, d := range digests {
+		if op, err := s.meta.ActiveOperation(ctx, KindConversion, repo, d); err == nil {
+			s.stopLocal(op.ID)
+		}
+	}
+}
+
+// Start starts a conversion of the image repo@dgst, or returns the one
+// already queued or running. An image that already has a streaming artifact
+// is not converted again: its operation is recorded as succeeded at once.
+func (s *Service) Start(ctx context.Context, repo string, dgst digest.Digest) (*metadata.Operation, error) {
+	m, err := s.reg.GetManifest(ctx, repo, oci.Reference{Digest: dgst.String()}, true)
+	if errors.Is(err, registry.ErrManifestUnknown) {
+		return nil, errorf(CodeResourceNotFound, "image %s@%s not found", repo, dgst)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if m.ArtifactType == metadata.ArtifactTypeStreaming {
+		return nil, errorf(CodeUnsupportedArtifact, messageUnsupportedArtifac)
+	}
+	if !oci.IsManifestMediaType(m.MediaType) {
+		return nil, errorf(CodeUnsupportedMediaType, "%s is %s. %s", dgst, m.MediaType, messageUnsupportedMedia)
+	}
+	if op, err := s.meta.ActiveOperation(ctx, KindConversion, repo, dgst.String()); err == nil {
+		return op, nil
+	}
+	existing, err := s.reg.Referrers(ctx, repo, dgst, metadata.ArtifactTypeStreaming)
+	if err != nil {
+		return nil, err
+	}
+	op := newConversion(repo, dgst, metadata.StatusNotStarted, "Conversion queued for resource "+repo+"@"+dgst.String())
+	if len(existing) > 0 {
+		op.Status = metadata.StatusSucceeded
+		op.Details = fmt.Sprintf("%s@%s already has a streaming artifact (%s); not converted again", repo, dgst, existing[0].Digest)
+		op.Result = resultJSON(existing)
+	}
+	got, err := s.meta.CreateOperation(ctx, op)
+	if err != nil && !errors.Is(err, metadata.ErrOperationActive) {
+		return nil, err
+	}
+	s.Enqueued()
+	return got, nil
+}
+
+// Get reads an operation of a repository.
+func (s *Service) Get(ctx context.Context, repo, id string) (*metadata.Operation, error) {
+	op, err := s.meta.GetOperation(ctx, id)
+	if errors.Is(err, metadata.ErrNotFound) || (err == nil && repo != "" && op.Repository != repo) {
+		return nil, errorf(CodeOperationUnknown, "operation %s not found in repository %s", id, repo)
+	}
+	return op, err
+}
+
+// Active returns the queued or running conversion of an image.
+func (s *Service) Active(ctx context.Context, repo string, dgst digest.Digest) (*metadata.Operation, error) {
+	op, err := s.meta.ActiveOperation(ctx, KindConversion, repo, dgst.String())
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil, errorf(CodeOperationUnknown, "no conversion running for %s@%s", repo, dgst)
+	}
+	return op, err
+}
+
+// Cancel cancels an operation. A running one stops promptly: at once in
+// this process, at its next heartbeat in another; its worker then removes
+// what it had written.
+func (s *Service) Cancel(ctx context.Context, repo, id string) (*metadata.Operation, error) {
+	if _, err := s.Get(ctx, repo, id); err != nil {
+		return nil, err
+	}
+	op, err := s.meta.CancelOperation(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.stopLocal(id)
+	return op, nil
+}
+
+func (s *Service) stopLocal(id string) {
+	s.mu.Lock()
+	cancel := s.running[id]
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}

@@ -1,0 +1,185 @@
+package conversion
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/metadata"
+)
+
+// Run runs the workers until ctx ends. Operations still running then are
+// given back to the queue so that the next process resumes them at once.
+func (s *Service) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range s.opts.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.workLoop(ctx)
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *Service) workLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		op, err := s.claim(ctx)
+		if err != nil {
+			if !errors.Is(err, metadata.ErrNotFound) && ctx.Err() == nil {
+				s.log.Error("claim operation", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.wake:
+			case <-time.After(s.opts.Poll):
+			}
+			continue
+		}
+		s.runOperation(ctx, op)
+	}
+}
+
+// claim takes the next operation, imports first: they are what a user
+// waits on interactively.
+func (s *Service) claim(ctx context.Context) (*metadata.Operation, error) {
+	op, err := s.meta.ClaimOperation(ctx, KindImport, s.owner, s.opts.Lease)
+	if errors.Is(err, metadata.ErrNotFound) {
+		op, err = s.meta.ClaimOperation(ctx, KindConversion, s.owner, s.opts.Lease)
+	}
+	return op, err
+}
+
+// progress is what a running operation reports at each heartbeat.
+type progress struct {
+	done, total atomic.Int64
+}
+
+// runOperation runs one claimed operation to its end, keeping its lease
+// alive and watching for a cancel.
+func (s *Service) runOperation(parent context.Context, op *metadata.Operation) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	s.mu.Lock()
+	s.running[op.ID] = cancel
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.running, op.ID)
+		s.mu.Unlock()
+	}()
+	log := s.log.With("operation", op.ID, "kind", op.Kind, "resource", op.Repository+"@"+op.Digest, "attempt", op.Attempts)
+	log.Info("operation started")
+	start := time.Now()
+
+	p := &progress{}
+	details := "Conversion ongoing for resource " + op.Repository + "@" + op.Digest
+	if op.Kind == KindImport {
+		details = "Import ongoing into " + op.Repository
+	}
+	var canceled atomic.Bool
+	stopBeat := s.heartbeat(ctx, op, p, details, func() { canceled.Store(true); cancel() })
+
+	var result string
+	var err error
+	switch op.Kind {
+	case KindConversion:
+		result, err = s.convert(ctx, op, p)
+	case KindImport:
+		result, err = s.runImport(ctx, op, p)
+	default:
+		err = errorf(CodeUnknown, "unknown operation kind %q", op.Kind)
+	}
+	stopBeat()
+
+	final := context.WithoutCancel(parent)
+	switch {
+	case canceled.Load() || (err != nil && ctx.Err() != nil && parent.Err() == nil):
+		log.Info("operation canceled; what it wrote was removed", "duration", time.Since(start))
+	case parent.Err() != nil:
+		// Shutting down: hand the operation back so the next process
+		// resumes it without waiting for the lease to run out.
+		if rerr := s.meta.RetryOperation(final, op.ID, s.owner, 0, "Interrupted by a shutdown; will resume"); rerr != nil {
+			log.Warn("hand back operation", "err", rerr)
+		}
+	case err == nil:
+		s.finish(final, op, metadata.Operation{Status: metadata.StatusSucceeded, Result: result,
+			Details: "Conversion completed for resource " + op.Repository + "@" + op.Digest}, log)
+		log.Info("operation succeeded", "duration", time.Since(start), "bytes", p.total.Load())
+	default:
+		s.fail(final, op, err, log)
+	}
+}
+
+// heartbeat renews the lease and reports progress until the returned stop
+// is called; onCancel runs when the stored status says the operation was
+// canceled or taken over.
+func (s *Service) heartbeat(ctx context.Context, op *metadata.Operation, p *progress, details string, onCancel func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(s.opts.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			status, err := s.meta.Heartbeat(ctx, op.ID, s.owner, s.opts.Lease, p.done.Load(), p.total.Load(), details)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("operation heartbeat", "operation", op.ID, "err", err)
+				}
+				continue
+			}
+			if status != metadata.StatusRunning {
+				onCancel()
+				return
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+func (s *Service) finish(ctx context.Context, op *metadata.Operation, final metadata.Operation, log *slog.Logger) {
+	ok, err := s.meta.FinishOperation(ctx, op.ID, s.owner, final)
+	if err != nil {
+		log.Warn("record operation end", "err", err)
+	} else if !ok {
+		log.Warn("operation ended elsewhere (canceled or taken over); its result is not recorded")
+	}
+}
+
+// fail records a failure: a coded error at once, anything else after the
+// last attempt, earlier ones go back to the queue with a growing delay.
+func (s *Service) fail(ctx context.Context, op *metadata.Operation, err error, log *slog.Logger) {
+	if e, ok := codeOf(err); ok {
+		log.Warn("operation failed", "code", e.Code, "err", e.Message)
+		s.finish(ctx, op, metadata.Operation{Status: metadata.StatusFailed, ErrorCode: e.Code, ErrorMessage: e.Message,
+			Details: "Operation failed for resource " + op.Repository + "@" + op.Digest}, log)
+		return
+	}
+	if op.Attempts < s.opts.MaxAttempts {
+		delay := time.Duration(op.Attempts) * 5 * time.Second
+		log.Warn("operation failed; will retry", "err", err, "retry_in", delay)
+		if rerr := s.meta.RetryOperation(ctx, op.ID, s.owner, delay, "Retrying after an error: "+err.Error()); rerr != nil {
+			log.Warn("requeue operation", "err", rerr)
+		}
+		return
+	}
+	log.Error("operation failed", "err", err)
+	s.finish(ctx, op, metadata.Operation{Status: metadata.StatusFailed, ErrorCode: CodeUnknown, ErrorMessage: err.Error(),
+		Details: "Operation failed for resource " + op.Repository + "@" + op.Digest}, log)
+}

@@ -1,0 +1,296 @@
+package metadata
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Operation statuses.
+const (
+	StatusNotStarted = "NotStarted"
+	StatusRunning    = "Running"
+	StatusSucceeded  = "Succeeded"
+	StatusFailed     = "Failed"
+	StatusCanceled   = "Canceled"
+)
+
+// ErrOperationActive is returned when creating an operation for an image
+// that already has one queued or running; the active one is returned.
+var ErrOperationActive = errors.New("an operation is already active for this image")
+
+// Operation is a durable unit of background work (a conversion, an import).
+type Operation struct {
+	ID         string
+	Kind       string
+	Repository string
+	Digest     string
+	Status     string
+	// Request is the kind-specific input, JSON.
+	Request       string
+	ProgressBytes int64
+	TotalBytes    int64
+	Details       string
+	ErrorCode     string
+	ErrorMessage  string
+	// Result is the kind-specific output, JSON.
+	Result     string
+	Attempts   int
+	CreatedAt  time.Time
+	StartedAt  time.Time
+	UpdatedAt  time.Time
+	FinishedAt time.Time
+}
+
+// Active reports whether the operation is queued or running.
+func (o *Operation) Active() bool {
+	return o.Status == StatusNotStarted || o.Status == StatusRunning
+}
+
+const operationColumns = `id, kind, repository, digest, status, request, progress_bytes, total_bytes, details, error_code, error_message, result,
+	attempts, created_at, started_at, updated_at, finished_at`
+
+func scanOperation(row interface{ Scan(...any) error }) (*Operation, error) {
+	o := &Operation{}
+	var created, started, updated, finished int64
+	err := row.Scan(&o.ID, &o.Kind, &o.Repository, &o.Digest, &o.Status, &o.Request, &o.ProgressBytes, &o.TotalBytes, &o.Details,
+		&o.ErrorCode, &o.ErrorMessage, &o.Result, &o.Attempts, &created, &started, &updated, &finished)
+	if err != nil {
+		return nil, err
+	}
+	o.CreatedAt, o.UpdatedAt = time.Unix(0, created), time.Unix(0, updated)
+	if started > 0 {
+		o.StartedAt = time.Unix(0, started)
+	}
+	if finished > 0 {
+		o.FinishedAt = time.Unix(0, finished)
+	}
+	return o, nil
+}
+
+// CreateOperation records a new operation. If the image already has an
+// active operation of the same kind it returns that one with
+// ErrOperationActive.
+func (s *Store) CreateOperation(ctx context.Context, o *Operation) (*Operation, error) {
+	err := s.inTx(ctx, func(tx *sql.Tx) error { return s.insertOperation(ctx, tx, o) })
+	if err != nil {
+		return nil, err
+	}
+	got, err := s.GetOperation(ctx, o.ID)
+	if errors.Is(err, ErrNotFound) {
+		active, err := s.ActiveOperation(ctx, o.Kind, o.Repository, o.Digest)
+		if err != nil {
+			return nil, err
+		}
+		return active, ErrOperationActive
+	}
+	return got, err
+}
+
+// insertOperation records o unless an active operation of its kind exists
+// for the same image, in which case it does nothing.
+func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, o *Operation) error {
+	now := s.nowNano()
+	if o.Status == "" {
+		o.Status = StatusNotStarted
+	}
+	var finished int64
+	if !o.Active() {
+		finished = now
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO operations(id, kind, repository, digest, status, request, details, result, total_bytes, created_at, updated_at, finished_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		o.ID, o.Kind, o.Repository, o.Digest, o.Status, o.Request, o.Details, o.Result, o.TotalBytes, now, now, finished)
+	if err != nil {
+		return fmt.Errorf("record operation: %w", err)
+	}
+	return nil
+}
+
+// GetOperation reads an operation by id.
+func (s *Store) GetOperation(ctx context.Context, id string) (*Operation, error) {
+	o, err := scanOperation(s.read.QueryRowContext(ctx, `SELECT `+operationColumns+` FROM operations WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("operation %s: %w", id, ErrNotFound)
+	}
+	return o, err
+}
+
+// ActiveOperation returns the queued or running operation of a kind for an
+// image, or ErrNotFound.
+func (s *Store) ActiveOperation(ctx context.Context, kind, repo, dgst string) (*Operation, error) {
+	o, err := scanOperation(s.read.QueryRowContext(ctx, `SELECT `+operationColumns+` FROM operations
+		WHERE kind = ? AND repository = ? AND digest = ? AND status IN ('NotStarted', 'Running')`, kind, repo, dgst))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("active operation for %s@%s: %w", repo, dgst, ErrNotFound)
+	}
+	return o, err
+}
+
+// ClaimOperation takes the lease of the oldest queued operation of the
+// given kind, or of a running one whose lease ran out (its worker died),
+// marking it running. It returns ErrNotFound when there is none.
+func (s *Store) ClaimOperation(ctx context.Context, kind, owner string, lease time.Duration) (*Operation, error) {
+	var o *Operation
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		now := s.nowNano()
+		var err error
+		o, err = scanOperation(tx.QueryRowContext(ctx, `UPDATE operations SET status = 'Running', lease_owner = ?, lease_expires_at = ?,
+				attempts = attempts + 1, started_at = CASE WHEN started_at = 0 THEN ? ELSE started_at END, updated_at = ?
+			WHERE id = (SELECT id FROM operations WHERE kind = ? AND status IN ('NotStarted', 'Running')
+				AND lease_expires_at < ? AND not_before <= ? ORDER BY created_at LIMIT 1)
+			RETURNING `+operationColumns, owner, now+lease.Nanoseconds(), now, now, kind, now, now))
+		return err
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return o, err
+}
+
+// Heartbeat renews a lease and records progress. It returns the status as
+// stored: a worker that sees anything but Running (a cancel, or its lease
+// taken over) must stop.
+func (s *Store) Heartbeat(ctx context.Context, id, owner string, lease time.Duration, progress, total int64, details string) (string, error) {
+	var status string
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		now := s.nowNano()
+		_, err := tx.ExecContext(ctx, `UPDATE operations SET lease_expires_at = ?, progress_bytes = ?, total_bytes = ?, details = ?, updated_at = ?
+			WHERE id = ? AND lease_owner = ? AND status = 'Running'`, now+lease.Nanoseconds(), progress, total, details, now, id, owner)
+		if err != nil {
+			return err
+		}
+		var leaseOwner string
+		if err := tx.QueryRowContext(ctx, `SELECT status, lease_owner FROM operations WHERE id = ?`, id).Scan(&status, &leaseOwner); err != nil {
+			return err
+		}
+		if leaseOwner != owner && status == StatusRunning {
+			status = "LeaseLost"
+		}
+		return nil
+	})
+	return status, err
+}
+
+// FinishOperation ends a running operation held by owner with a final
+// status. It reports false if the operation was no longer the owner's to
+// finish (canceled meanwhile, or taken over).
+func (s *Store) FinishOperation(ctx context.Context, id, owner string, o Operation) (bool, error) {
+	var ok bool
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		now := s.nowNano()
+		res, err := tx.ExecContext(ctx, `UPDATE operations SET status = ?, details = ?, error_code = ?, error_message = ?, result = ?,
+				progress_bytes = CASE WHEN ? = 'Succeeded' THEN total_bytes ELSE progress_bytes END,
+				lease_owner = '', lease_expires_at = 0, finished_at = ?, updated_at = ?
+			WHERE id = ? AND lease_owner = ? AND status = 'Running'`,
+			o.Status, o.Details, o.ErrorCode, o.ErrorMessage, o.Result, o.Status, now, now, id, owner)
+		if err != nil {
+			return err
+		}
+		n, _ := res.RowsAffected()
+		ok = n == 1
+		return nil
+	})
+	return ok, err
+}
+
+// RetryOperation gives a running operation back to the queue, to be tried
+// again no sooner than after delay.
+func (s *Store) RetryOperation(ctx context.Context, id, owner string, delay time.Duration, details string) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		now := s.nowNano()
+		_, err := tx.ExecContext(ctx, `UPDATE operations SET lease_owner = '', lease_expires_at = 0, not_before = ?, details = ?, updated_at = ?
+			WHERE id = ? AND lease_owner = ? AND status = 'Running'`, now+delay.Nanoseconds(), details, now, id, owner)
+		return err
+	})
+}
+
+// CancelOperation marks an active operation canceled; its worker notices at
+// its next heartbeat and cleans up. Canceling a finished operation changes
+// nothing. It returns the operation as stored afterwards.
+func (s *Store) CancelOperation(ctx context.Context, id string) (*Operation, error) {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		now := s.nowNano()
+		_, err := tx.ExecContext(ctx, `UPDATE operations SET status = 'Canceled', details = 'Canceled by request', finished_at = ?, updated_at = ?
+			WHERE id = ? AND status IN ('NotStarted', 'Running')`, now, now, id)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.GetOperation(ctx, id)
+}
+
+// CancelOperationsFor cancels the active operations of a kind for images
+// that were deleted.
+func (s *Store) CancelOperationsFor(ctx context.Context, kind, repo string, digests []string) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		now := s.nowNano()
+		for _, d := range digests {
+			if _, err := tx.ExecContext(ctx, `UPDATE operations SET status = 'Canceled', details = 'Canceled: the image was deleted', finished_at = ?, updated_at = ?
+				WHERE kind = ? AND repository = ? AND digest = ? AND status IN ('NotStarted', 'Running')`, now, now, kind, repo, d); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ConvertedLayer is a layer converted before, reusable by any image that
+// has the same source layer.
+type ConvertedLayer struct {
+	SourceDigest  string
+	FormatVersion string
+	Digest        string
+	Size          int64
+	MediaType     string
+	// Annotations of the converted layer's descriptor, JSON.
+	Annotations string
+}
+
+// GetConvertedLayer returns the conversion of a source layer in a format
+// version, or ErrNotFound.
+func (s *Store) GetConvertedLayer(ctx context.Context, source, version string) (*ConvertedLayer, error) {
+	c := &ConvertedLayer{SourceDigest: source, FormatVersion: version}
+	err := s.read.QueryRowContext(ctx, `SELECT digest, size, media_type, annotations FROM converted_layers WHERE source_digest = ? AND format_version = ?`,
+		source, version).Scan(&c.Digest, &c.Size, &c.MediaType, &c.Annotations)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return c, err
+}
+
+// PutConvertedLayer records a layer conversion.
+func (s *Store) PutConvertedLayer(ctx context.Context, c *ConvertedLayer) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO converted_layers(source_digest, format_version, digest, size, media_type, annotations, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET digest = excluded.digest, size = excluded.size,
+				media_type = excluded.media_type, annotations = excluded.annotations`,
+			c.SourceDigest, c.FormatVersion, c.Digest, c.Size, c.MediaType, c.Annotations, s.nowNano())
+		return err
+	})
+}
+
+// LinkStoredBlob links into repo a blob stored and live anywhere in the
+// registry, for a conversion that reuses a layer converted for another
+// image. It returns ErrNotFound when the blob is gone.
+func (s *Store) LinkStoredBlob(ctx context.Context, repo, dgst string) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE blobs SET touched_at = ? WHERE digest = ? AND state = 0 AND size >= 0
+			AND EXISTS (SELECT 1 FROM repository_blobs l WHERE l.digest = blobs.digest)`, s.nowNano(), dgst)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("blob %s: %w", dgst, ErrNotFound)
+		}
+		return s.insertLink(ctx, tx, repo, dgst)
+	})
+}
+
+// CountConvertedLayers counts the recorded layer conversions.
+func (s *Store) CountConvertedLayers(ctx context.Context, n *int) error {
+	return s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM converted_layers`).Scan(n)
+}

@@ -1,0 +1,150 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/sluicehq/sluice/internal/metadata"
+	"github.com/sluicehq/sluice/internal/oci"
+)
+
+// Repository reads a repository with its settings, counts and size.
+func (r *Registry) Repository(ctx context.Context, name string) (*metadata.Repository, error) {
+	repo, err := r.meta.GetRepository(ctx, name)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", ErrNameUnknown, name)
+	}
+	return repo, err
+}
+
+// UpdateRepository changes a repository's attributes and streaming setting.
+// Changing only the streaming setting may create the repository, so that a
+// pipeline can set streaming up before its first push.
+func (r *Registry) UpdateRepository(ctx context.Context, name string, p metadata.RepositoryPatch) (*metadata.Repository, error) {
+	if err := oci.ValidateName(name); err != nil {
+		return nil, err
+	}
+	create := p.Streaming != nil && p.Attributes == (metadata.AttributesPatch{})
+	err := r.meta.UpdateRepository(ctx, name, p, create)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", ErrNameUnknown, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return r.Repository(ctx, name)
+}
+
+// DeleteRepository deletes a repository with all its manifests and tags
+// (kept restorable when soft delete is on).
+func (r *Registry) DeleteRepository(ctx context.Context, name string) ([]string, error) {
+	defer r.repoLocks.Lock(name)()
+	deleted, err := r.meta.DeleteRepository(ctx, name, r.opts.SoftDelete > 0)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", ErrNameUnknown, name)
+	}
+	if err != nil {
+		return nil, mapMetadataErr(err)
+	}
+	r.notifyDeleted(ctx, name, deleted)
+	return deleted, nil
+}
+
+// TagInfos lists a repository's tags for the management API, or with name
+// set, that one tag.
+func (r *Registry) TagInfos(ctx context.Context, repo, name, last string, n int) ([]metadata.TagInfo, bool, error) {
+	tags, more, err := r.meta.Tags(ctx, repo, name, last, n)
+	if errors.Is(err, metadata.ErrNotFound) {
+		if name != "" {
+			return nil, false, fmt.Errorf("%w: tag %s in %s", ErrManifestUnknown, name, repo)
+		}
+		return nil, false, fmt.Errorf("%w: %s", ErrNameUnknown, repo)
+	}
+	return tags, more, err
+}
+
+// ManifestInfos lists a repository's manifests for the management API, or
+// with dgst set, that one manifest.
+func (r *Registry) ManifestInfos(ctx context.Context, repo, dgst, last string, n int) ([]metadata.ManifestInfo, bool, error) {
+	ms, more, err := r.meta.Manifests(ctx, repo, dgst, last, n)
+	if errors.Is(err, metadata.ErrNotFound) {
+		if dgst != "" {
+			return nil, false, fmt.Errorf("%w: %s in %s", ErrManifestUnknown, dgst, repo)
+		}
+		return nil, false, fmt.Errorf("%w: %s", ErrNameUnknown, repo)
+	}
+	return ms, more, err
+}
+
+// UpdateTagAttributes changes a tag's changeable attributes.
+func (r *Registry) UpdateTagAttributes(ctx context.Context, repo, tag string, p metadata.AttributesPatch) error {
+	err := r.meta.UpdateTagAttributes(ctx, repo, tag, p)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return fmt.Errorf("%w: tag %s in %s", ErrManifestUnknown, tag, repo)
+	}
+	return err
+}
+
+// UpdateManifestAttributes changes a manifest's changeable attributes.
+func (r *Registry) UpdateManifestAttributes(ctx context.Context, repo, dgst string, p metadata.AttributesPatch) error {
+	err := r.meta.UpdateManifestAttributes(ctx, repo, dgst, p)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return fmt.Errorf("%w: %s in %s", ErrManifestUnknown, dgst, repo)
+	}
+	return err
+}
+
+// DeletedRepositories lists soft-deleted repositories.
+func (r *Registry) DeletedRepositories(ctx context.Context) ([]metadata.Deleted, error) {
+	return r.meta.DeletedRepositories(ctx)
+}
+
+// DeletedManifests lists a repository's soft-deleted manifests.
+func (r *Registry) DeletedManifests(ctx context.Context, repo string) ([]metadata.Deleted, error) {
+	return r.meta.DeletedManifests(ctx, repo)
+}
+
+// DeletedTags lists a repository's soft-deleted tags.
+func (r *Registry) DeletedTags(ctx context.Context, repo string) ([]metadata.Deleted, error) {
+	return r.meta.DeletedTags(ctx, repo)
+}
+
+// RestoreManifest restores a soft-deleted manifest, optionally tagging it;
+// in a streaming repository it is converted again.
+func (r *Registry) RestoreManifest(ctx context.Context, repo string, dgst digest.Digest, tag string, force bool) error {
+	if tag != "" {
+		if err := oci.ValidateTag(tag); err != nil {
+			return err
+		}
+	}
+	mediaType, payload, err := r.meta.ManifestPayload(ctx, repo, dgst.String())
+	if errors.Is(err, metadata.ErrNotFound) {
+		return fmt.Errorf("%w: no deleted manifest %s in %s", ErrManifestUnknown, dgst, repo)
+	}
+	if err != nil {
+		return err
+	}
+	var enqueue *metadata.Operation
+	if m, err := oci.ParseManifest(mediaType, payload); err == nil && r.hooks != nil {
+		enqueue = r.hooks.OperationFor(repo, dgst, m)
+	}
+	defer r.repoLocks.Lock(repo)()
+	err = r.meta.RestoreManifest(ctx, repo, dgst.String(), tag, force, enqueue)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return fmt.Errorf("%w: no deleted manifest %s in %s", ErrManifestUnknown, dgst, repo)
+	}
+	if err == nil && enqueue != nil {
+		r.hooks.Enqueued()
+	}
+	return mapMetadataErr(err)
+}
+
+// TotalSize is the deduplicated size of everything stored.
+func (r *Registry) TotalSize(ctx context.Context) (int64, error) { return r.meta.TotalSize(ctx) }
+
+// Meta exposes the metadata store to the services built on the registry
+// (conversion operations live there too).
+func (r *Registry) Meta() *metadata.Store { return r.meta }
