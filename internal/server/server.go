@@ -30,10 +30,10 @@ import (
 
 // Server is a configured sluiced.
 type Server struct {
-	cfg      config.Config
-	log      *slog.Logger
-	meta     *metadata.Store
-	blobs    *blobstore.Store
+	cfg        config.Config
+	log        *slog.Logger
+	meta       *metadata.Store
+	blobs      *blobstore.Store
 	Registry   *registry.Registry
 	Conversion *conversion.Service
 	handler    http.Handler
