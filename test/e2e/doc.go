@@ -1,0 +1,9 @@
+// Package e2e holds the end-to-end tests of sluiced. They build the binary
+// once, run it on loopback ports with temporary data directories, and drive
+// it with the clients people use (skopeo, oras, crane, containerd's ctr) and
+// with plain HTTP pushers that a crash test kills the registry under.
+//
+// A missing client skips its test; `make test-deps` installs them all. Set
+// SLUICE_E2E_RACE=1 to build sluiced with the race detector as well (slow
+// on a cold build cache); a race report in its log then fails the test.
+package e2e

@@ -1,0 +1,67 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var (
+	// sluicedBin is the binary under test, built once by TestMain.
+	sluicedBin string
+	// goPathBin is $(go env GOPATH)/bin, where `make test-deps` installs
+	// the Go clients (oras, crane) when they are not on PATH.
+	goPathBin string
+)
+
+func TestMain(m *testing.M) { os.Exit(runMain(m)) }
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "sluice-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if err := buildSluiced(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// buildSluiced compiles ./cmd/sluiced into dir and finds GOPATH/bin.
+func buildSluiced(dir string) error {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		if root := os.Getenv("GOROOT"); root != "" {
+			goTool = filepath.Join(root, "bin", "go")
+		} else {
+			return fmt.Errorf("the go command is needed to build sluiced: %w", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	sluicedBin = filepath.Join(dir, "sluiced")
+	args := []string{"build", "-o", sluicedBin}
+	if os.Getenv("SLUICE_E2E_RACE") == "1" {
+		args = append(args, "-race")
+	}
+	args = append(args, "github.com/sluicehq/sluice/cmd/sluiced")
+	if out, err := exec.CommandContext(ctx, goTool, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	out, err := exec.CommandContext(ctx, goTool, "env", "GOPATH").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOPATH: %w", err)
+	}
+	if first := strings.Split(strings.TrimSpace(string(out)), string(os.PathListSeparator))[0]; first != "" {
+		goPathBin = filepath.Join(first, "bin")
+	}
+	return nil
+}
