@@ -15,8 +15,8 @@ import (
 
 // Default chunking parameters; doc.go explains how they were chosen.
 const (
-	DefaultChunkSize     = 512 << 10
-	DefaultFileChunkSize = 1 << 20
+	DefaultChunkSize     = 256 << 10
+	DefaultFileChunkSize = 4 << 20
 	DefaultLevel         = 3
 )
 

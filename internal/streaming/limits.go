@@ -4,6 +4,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sort"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // Limits bound what the converter accepts and what the reader trusts, so
@@ -104,7 +106,7 @@ func (t *TOC) validateChunks(dataSize int64, lim Limits) error {
 			return invalid("chunk %d size %d does not fit the %d-byte data section", i, c.Size, dataSize)
 		case c.UncompressedSize <= 0 || c.UncompressedSize > lim.MaxChunkSize:
 			return invalid("chunk %d uncompressed size %d outside 1..%d", i, c.UncompressedSize, lim.MaxChunkSize)
-		case c.Digest.Algorithm() != "sha256" || c.Digest.Validate() != nil:
+		case c.Digest.Validate() != nil || c.Digest.Algorithm() != digest.SHA256:
 			return invalid("chunk %d digest %q is not a sha256 digest", i, c.Digest)
 		}
 		if _, err := hex.Decode(c.sum[:], []byte(c.Digest.Encoded())); err != nil {

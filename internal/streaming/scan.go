@@ -43,6 +43,9 @@ type scanner struct {
 	entries     []Entry
 	unsafeNames []string
 	buf         []byte
+	// captureStart and boundary are the tar offsets where the capture of
+	// the current entry's headers started and where its headers start.
+	captureStart, boundary int64
 }
 
 const blockSize = 512
@@ -54,6 +57,7 @@ func (s *scanner) run() error {
 	s.buf = make([]byte, 256<<10)
 	for {
 		boundary := alignBlock(s.cw.pos())
+		s.captureStart, s.boundary = s.cw.pos(), boundary
 		s.tee.capture, s.tee.capOn = s.tee.capture[:0], true
 		hdr, err := tr.Next()
 		s.tee.capOn = false
@@ -100,16 +104,16 @@ func (s *scanner) entry(tr *tar.Reader, hdr *tar.Header, boundary int64) error {
 		return fmt.Errorf("%w: more than %d tar entries", ErrLimitExceeded, s.opts.Limits.MaxEntries)
 	}
 	dataStart := s.cw.pos()
+	// Small entries share a chunk until it holds ChunkSize bytes; a file
+	// bigger than that starts a chunk of its own, so that reading a small
+	// file never fetches a big neighbour.
+	big := e.Type == TypeReg && e.Size > s.opts.ChunkSize
+	if big || boundary-s.cw.start >= s.opts.ChunkSize {
+		if err := s.cw.cut(boundary); err != nil {
+			return err
+		}
+	}
 	large := e.Type == TypeReg && e.Size > s.opts.FileChunkSize
-	switch {
-	case large:
-		err = s.cw.cut(dataStart)
-	case boundary-s.cw.start >= s.opts.ChunkSize:
-		err = s.cw.cut(boundary)
-	}
-	if err != nil {
-		return err
-	}
 	if e.Type == TypeReg {
 		e.Offset = dataStart
 		if err := s.drain(tr, e, large); err != nil {

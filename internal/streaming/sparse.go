@@ -15,7 +15,10 @@ func (s *scanner) sparseMap(e *Entry, physical int64) error {
 	if e.Size > s.opts.Limits.MaxUncompressedSize {
 		return fmt.Errorf("%w: sparse file %q claims %d bytes, limit %d", ErrLimitExceeded, e.Name, e.Size, s.opts.Limits.MaxUncompressedSize)
 	}
-	replay := io.MultiReader(bytes.NewReader(s.tee.capture), io.LimitReader(onesReader{}, physical),
+	// The capture starts where the previous entry's data ended; its headers
+	// start at the next block boundary.
+	headers := s.tee.capture[min(int(s.boundary-s.captureStart), len(s.tee.capture)):]
+	replay := io.MultiReader(bytes.NewReader(headers), io.LimitReader(onesReader{}, physical),
 		bytes.NewReader(make([]byte, alignBlock(physical)-physical+2*blockSize)))
 	tr := tar.NewReader(replay)
 	if _, err := tr.Next(); err != nil {

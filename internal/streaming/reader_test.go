@@ -1,0 +1,203 @@
+package streaming
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// rewriteTOC returns blob with its TOC changed by edit (and a footer that
+// matches), as a hostile or buggy converter could write it.
+func rewriteTOC(t *testing.T, blob []byte, edit func(*TOC)) []byte {
+	t.Helper()
+	f, err := ParseFooter(blob[len(blob)-FooterSize:], int64(len(blob)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	toc, err := DecodeTOC(blob[f.TOCOffset:f.TOCOffset+f.TOCSize], f.TOCOffset, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(toc)
+	frame, n, err := encodeTOC(toc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nf := Footer{TOCOffset: f.TOCOffset, TOCSize: int64(len(frame)), TOCUncompressedSize: n, TOCDigest: sha256.Sum256(frame), Major: 1}
+	footer, _ := nf.MarshalBinary()
+	return append(append(bytes.Clone(blob[:f.TOCOffset]), frame...), footer...)
+}
+
+func TestOpenRefusesBadBlobs(t *testing.T) {
+	raw := buildTar(t, everyEntryType())
+	blob, res := convertBytes(t, raw, smallOpts)
+	withTOC := WithTOC(res.TOCDigest, res.TOCOffset, res.TOCSize)
+	flip := func(off int64) []byte { b := bytes.Clone(blob); b[off] ^= 1; return b }
+	tests := []struct {
+		name    string
+		blob    []byte
+		opts    []ReaderOption
+		wantErr error
+	}{
+		{"too small", blob[:10], nil, ErrInvalidFormat},
+		{"no footer", raw, nil, ErrInvalidFormat},
+		{"truncated", blob[:len(blob)-1], nil, ErrInvalidFormat},
+		{"corrupt TOC, footer digest", flip(res.TOCOffset + 20), nil, ErrTOCVerification},
+		{"corrupt TOC, descriptor digest", flip(res.TOCOffset + 20), []ReaderOption{withTOC}, ErrTOCVerification},
+		{"wrong TOC digest", blob, []ReaderOption{WithTOC(digest.FromString("x"), res.TOCOffset, res.TOCSize)}, ErrTOCVerification},
+		{"TOC annotations off by one", blob, []ReaderOption{WithTOC(res.TOCDigest, res.TOCOffset+1, res.TOCSize)}, ErrInvalidFormat},
+		{"TOC over the limit", blob, []ReaderOption{WithLimits(Limits{MaxTOCSize: 100})}, ErrLimitExceeded},
+		{"wrong DiffID", blob, []ReaderOption{WithDiffID(digest.FromString("other"))}, ErrDiffIDMismatch},
+		{"future major version", append(bytes.Clone(blob[:len(blob)-16]), append([]byte{2, 0, 0, 0, 0, 0, 0, 0}, footerMagic...)...), nil, ErrUnsupportedVersion},
+		{"chunks not contiguous", rewriteTOC(t, blob, func(toc *TOC) { toc.Chunks[1].Offset++ }), nil, ErrInvalidFormat},
+		{"chunk beyond the data", rewriteTOC(t, blob, func(toc *TOC) { toc.Chunks[len(toc.Chunks)-1].Size += 10 }), nil, ErrInvalidFormat},
+		{"entry data beyond the tar", rewriteTOC(t, blob, func(toc *TOC) { toc.Entries[5].Offset = toc.UncompressedSize }), nil, ErrInvalidFormat},
+		{"unflagged escaping name", rewriteTOC(t, blob, func(toc *TOC) { toc.Entries[3].Name = "../../etc/passwd" }), nil, ErrInvalidFormat},
+		{"dangling hard link", rewriteTOC(t, blob, func(toc *TOC) { toc.Entries[13].LinkName = "nowhere" }), nil, ErrInvalidFormat},
+		{"too many entries", blob, []ReaderOption{WithLimits(Limits{MaxEntries: 3})}, ErrLimitExceeded},
+		{"huge chunk", rewriteTOC(t, blob, func(toc *TOC) { toc.Chunks[0].UncompressedSize = 1 << 40 }), nil, ErrInvalidFormat},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := Open(context.Background(), ReaderAtRanges(bytes.NewReader(tt.blob)), int64(len(tt.blob)), tt.opts...)
+			if err == nil {
+				r.Close()
+			}
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Open: %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestReadRefusesCorruptChunks(t *testing.T) {
+	raw := buildTar(t, everyEntryType())
+	blob, res := convertBytes(t, raw, smallOpts)
+	r, _ := openBytes(t, blob, res)
+	e, _ := r.Lookup("usr/bin/text")
+	c := r.TOC().Chunks[r.chunkAt(e.Offset)]
+	corrupt := bytes.Clone(blob)
+	corrupt[c.Offset+c.Size/2] ^= 0x40
+	swapped := rewriteTOC(t, blob, func(toc *TOC) {
+		i := r.chunkAt(e.Offset)
+		toc.Chunks[i].Digest = digest.FromString("not this chunk")
+	})
+	for name, b := range map[string][]byte{"flipped byte": corrupt, "wrong sha256 in TOC": swapped} {
+		t.Run(name, func(t *testing.T) {
+			r, _ := openBytes(t, b, nil)
+			e, _ := r.Lookup("usr/bin/text")
+			p := make([]byte, 100)
+			n, err := r.ReadAt(context.Background(), e, p, 10)
+			if !errors.Is(err, ErrChunkVerification) || n != 0 {
+				t.Fatalf("ReadAt of a corrupt chunk: %d, %v; want 0, ErrChunkVerification", n, err)
+			}
+			if err := r.FetchAll(context.Background(), nil); !errors.Is(err, ErrChunkVerification) {
+				t.Fatalf("FetchAll: %v, want ErrChunkVerification", err)
+			}
+		})
+	}
+}
+
+func TestFetchAllChecksDiffID(t *testing.T) {
+	raw := buildTar(t, manySmallFiles(40))
+	blob, _ := convertBytes(t, raw, smallOpts)
+	lying := rewriteTOC(t, blob, func(toc *TOC) { toc.DiffID = digest.FromString("something else") })
+	r, _ := openBytes(t, lying, nil)
+	if err := r.WriteTo(context.Background(), io.Discard); !errors.Is(err, ErrDiffIDMismatch) {
+		t.Fatalf("WriteTo of a layer whose TOC lies about its DiffID: %v", err)
+	}
+	r, _ = openBytes(t, blob, nil)
+	var n int64
+	err := r.FetchAll(context.Background(), func(c *Chunk, data []byte) error { n += int64(len(data)); return nil })
+	if err != nil || n != int64(len(raw)) {
+		t.Fatalf("FetchAll: %v, %d bytes of %d", err, n, len(raw))
+	}
+}
+
+// multiRanges records ReadRanges calls.
+type multiRanges struct {
+	countingRanges
+	calls int
+}
+
+func (m *multiRanges) ReadRanges(ctx context.Context, ranges []Range, bufs [][]byte) error {
+	m.calls++
+	for i, rg := range ranges {
+		if err := m.ReadRange(ctx, bufs[i], rg.Offset); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestMultiRangeAndCache(t *testing.T) {
+	raw := buildTar(t, everyEntryType())
+	blob, res := convertBytes(t, raw, smallOpts)
+	mr := &multiRanges{countingRanges: countingRanges{rr: ReaderAtRanges(bytes.NewReader(blob))}}
+	cache := NewMemoryCache(1 << 20)
+	ctx := context.Background()
+	r, err := Open(ctx, mr, res.Size, WithChunkCache(cache), WithTOC(res.TOCDigest, res.TOCOffset, res.TOCSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	e, _ := r.Lookup("usr/bin/large")
+	p := make([]byte, 3*smallOpts.FileChunkSize)
+	// Prime the cache with the middle chunk so the read needs two ranges.
+	if _, err := r.ReadAt(ctx, e, p[:10], smallOpts.FileChunkSize); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadAt(ctx, e, p, 0); err != nil {
+		t.Fatal(err)
+	}
+	if mr.calls != 1 {
+		t.Errorf("ReadRanges called %d times, want 1 multi-range call", mr.calls)
+	}
+	// A second Reader sharing the cache fetches nothing for the same bytes.
+	r2, _ := openBytes(t, blob, res, WithChunkCache(cache), WithVerifyCache())
+	cr := r2.rr.(*countingRanges)
+	before := cr.bytes.Load()
+	e2, _ := r2.Lookup("usr/bin/large")
+	if _, err := r2.ReadAt(ctx, e2, p, 0); err != nil || cr.bytes.Load() != before {
+		t.Errorf("read through a shared cache fetched %d bytes (%v)", cr.bytes.Load()-before, err)
+	}
+}
+
+func TestReadAtEdges(t *testing.T) {
+	raw := buildTar(t, everyEntryType())
+	blob, res := convertBytes(t, raw, smallOpts)
+	r, _ := openBytes(t, blob, res)
+	ctx := context.Background()
+	one, _ := r.Lookup("usr/bin/one")
+	dir, _ := r.Lookup("usr/bin")
+	empty, _ := r.Lookup("usr/bin/empty")
+	tests := []struct {
+		name    string
+		e       *Entry
+		off     int64
+		n       int
+		wantN   int
+		wantErr string
+	}{
+		{"past the end", one, 5, 10, 0, "EOF"},
+		{"short read at the end", one, 0, 10, 1, "EOF"},
+		{"exact", one, 0, 1, 1, ""},
+		{"empty file", empty, 0, 10, 0, "EOF"},
+		{"negative offset", one, -1, 1, 0, "negative"},
+		{"a directory", dir, 0, 1, 0, "no content"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, err := r.ReadAt(ctx, tt.e, make([]byte, tt.n), tt.off)
+			if n != tt.wantN || (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("ReadAt = %d, %v; want %d, %q", n, err, tt.wantN, tt.wantErr)
+			}
+		})
+	}
+}
