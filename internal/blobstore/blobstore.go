@@ -199,3 +199,44 @@ func mapErr(key string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", key, err)
 }
+
+// DeleteUpload removes every part of an upload, recorded or not: a part
+// whose write finished just before a crash may never have been recorded.
+func (s *Store) DeleteUpload(ctx context.Context, uploadID string) error {
+	it := s.bucket.List(&blob.ListOptions{Prefix: "uploads/" + uploadID + "/"})
+	for {
+		obj, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("list parts of upload %s: %w", uploadID, err)
+		}
+		if err := s.DeleteKey(ctx, obj.Key); err != nil {
+			return err
+		}
+	}
+}
+
+// UploadIDs lists the uploads that have parts stored, with the time of
+// their newest part.
+func (s *Store) UploadIDs(ctx context.Context) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	it := s.bucket.List(&blob.ListOptions{Prefix: "uploads/"})
+	for {
+		obj, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list upload parts: %w", err)
+		}
+		id, _, ok := strings.Cut(strings.TrimPrefix(obj.Key, "uploads/"), "/")
+		if !ok {
+			continue
+		}
+		if obj.ModTime.After(out[id]) {
+			out[id] = obj.ModTime
+		}
+	}
+}

@@ -113,3 +113,13 @@ func (s *Store) StaleUploads(ctx context.Context, cutoff time.Time, limit int) (
 	}
 	return out, rows.Err()
 }
+
+// UploadExists reports whether an upload session is recorded.
+func (s *Store) UploadExists(ctx context.Context, id string) (bool, error) {
+	var one int
+	err := s.read.QueryRowContext(ctx, `SELECT 1 FROM uploads WHERE id = ?`, id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}

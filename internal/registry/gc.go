@@ -64,7 +64,33 @@ func (r *Registry) CollectGarbage(ctx context.Context) (GCStats, error) {
 		r.dropUpload(ctx, u)
 		st.PurgedUploads++
 	}
-	return st, nil
+	orphans, err := r.purgeOrphanedParts(ctx, now.Add(-r.opts.UploadTTL))
+	st.PurgedUploads += orphans
+	return st, err
+}
+
+// purgeOrphanedParts deletes the parts of uploads that have no record (the
+// process died between writing a part and recording it, or while dropping
+// the upload) once they are older than cutoff.
+func (r *Registry) purgeOrphanedParts(ctx context.Context, cutoff time.Time) (int, error) {
+	ids, err := r.blobs.UploadIDs(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for id, newest := range ids {
+		if newest.After(cutoff) {
+			continue
+		}
+		if known, err := r.meta.UploadExists(ctx, id); err != nil || known {
+			continue
+		}
+		if err := r.blobs.DeleteUpload(ctx, id); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 // collectBlob deletes a marked blob's object, then its record. The object

@@ -393,3 +393,31 @@ func TestBrokenChunkLeavesNothing(t *testing.T) {
 		t.Fatal("broken monolithic push left an object")
 	}
 }
+
+func TestOrphanedPartsArePurged(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	// A part whose upload was never recorded, as a crash between writing
+	// and recording it leaves.
+	if _, err := e.blobs.WritePart(ctx, blobstore.PartKey("lost-upload", 0, "abcd"), bytes.NewReader([]byte("orphan"))); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.reg.CollectGarbage(ctx)
+	if err != nil || st.PurgedUploads != 0 {
+		t.Fatalf("fresh orphan purged: %+v %v", st, err)
+	}
+	old := time.Now().Add(-48 * time.Hour)
+	dir := filepath.Join(e.dir, "blobs", "uploads", "lost-upload")
+	entries, _ := os.ReadDir(dir)
+	for _, en := range entries {
+		_ = os.Chtimes(filepath.Join(dir, en.Name()), old, old)
+	}
+	e.clock.now = time.Now()
+	st, err = e.reg.CollectGarbage(ctx)
+	if err != nil || st.PurgedUploads != 1 {
+		t.Fatalf("old orphan not purged: %+v %v", st, err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("%d orphaned parts left", len(entries))
+	}
+}

@@ -234,10 +234,8 @@ func (r *Registry) dropUpload(ctx context.Context, u *metadata.Upload) {
 		r.log.Warn("forget upload", "upload", u.ID, "err", err)
 		return
 	}
-	for _, p := range u.Parts {
-		if err := r.blobs.DeleteKey(ctx, p.Key); err != nil {
-			r.log.Warn("delete upload part", "upload", u.ID, "part", p.Key, "err", err)
-		}
+	if err := r.blobs.DeleteUpload(ctx, u.ID); err != nil {
+		r.log.Warn("delete upload parts", "upload", u.ID, "err", err)
 	}
 }
 
