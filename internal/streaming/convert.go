@@ -59,25 +59,25 @@ func (o Options) withDefaults() Options {
 // Result describes a converted layer.
 type Result struct {
 	// Digest and Size of the converted blob.
-	Digest digest.Digest
-	Size   int64
+	Digest digest.Digest `json:"digest"`
+	Size   int64         `json:"size"`
 	// DiffID and size of the uncompressed tar (the same as the source's).
-	DiffID           digest.Digest
-	UncompressedSize int64
+	DiffID           digest.Digest `json:"diffID"`
+	UncompressedSize int64         `json:"uncompressedSize"`
 	// SourceDigest, SourceSize and SourceCompression describe the input.
-	SourceDigest      digest.Digest
-	SourceSize        int64
-	SourceCompression Compression
+	SourceDigest      digest.Digest `json:"sourceDigest"`
+	SourceSize        int64         `json:"sourceSize"`
+	SourceCompression Compression   `json:"sourceCompression"`
 	// TOCDigest, TOCOffset and TOCSize locate the TOC frame in the blob.
-	TOCDigest digest.Digest
-	TOCOffset int64
-	TOCSize   int64
+	TOCDigest digest.Digest `json:"tocDigest"`
+	TOCOffset int64         `json:"tocOffset"`
+	TOCSize   int64         `json:"tocSize"`
 	// Chunks and Entries count the data frames and the TOC entries.
-	Chunks  int
-	Entries int
+	Chunks  int `json:"chunks"`
+	Entries int `json:"entries"`
 	// UnsafeNames lists (up to 100) entry names that are absolute or
 	// contain "..": kept in the layer, flagged in the TOC.
-	UnsafeNames []string
+	UnsafeNames []string `json:"unsafeNames,omitempty"`
 }
 
 // Annotations returns the annotations of the converted layer's descriptor.
