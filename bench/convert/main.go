@@ -52,6 +52,7 @@ func main() {
 	flag.StringVar(&chunk, "chunk-size", "", "seekable-zstd chunk size (default: the library's)")
 	flag.StringVar(&fileChunk, "file-chunk-size", "", "seekable-zstd large-file split size (default: the library's)")
 	flag.IntVar(&c.opts.Level, "level", 0, "zstd level (default: the library's)")
+	flag.IntVar(&c.opts.Concurrency, "concurrency", 0, "seekable-zstd compressors (default: the library's)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
 	if *cpuprofile != "" {

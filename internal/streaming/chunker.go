@@ -61,7 +61,7 @@ func newChunkWriter(ctx context.Context, out io.Writer, workers int, level zstd.
 	}
 	for range workers {
 		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1),
-			zstd.WithEncoderCRC(true), zstd.WithLowerEncoderMem(true))
+			zstd.WithEncoderCRC(true))
 		if err != nil {
 			return nil, err
 		}
@@ -168,9 +168,10 @@ func (cw *chunkWriter) cut(at int64) error {
 	if n > len(cw.pending) {
 		return fmt.Errorf("internal error: cut at %d beyond written %d", at, cw.pos())
 	}
-	data := append(cw.getBuf()[:0], cw.pending[:n]...)
-	rest := copy(cw.pending, cw.pending[n:])
-	cw.pending = cw.pending[:rest]
+	// The pending buffer becomes the chunk; the few bytes after the cut
+	// (headers of the next entry) move to a fresh buffer.
+	data := cw.pending[:n]
+	cw.pending = append(cw.getBuf()[:0], cw.pending[n:]...)
 	j := &chunkJob{uoff: cw.start, data: data, ready: make(chan struct{})}
 	cw.start = at
 	select {

@@ -30,7 +30,8 @@ type Options struct {
 	FileChunkSize int64
 	// Level is the zstd level (1..22, mapped onto the encoder's speeds).
 	Level int
-	// Concurrency is the number of parallel compressors (default GOMAXPROCS).
+	// Concurrency is the number of parallel compressors (default
+	// GOMAXPROCS-1, at least 1: one core decompresses and parses the tar).
 	Concurrency int
 	// Progress, when set, is called with the number of source bytes
 	// consumed so far, at most once per MiB and once at the end.
@@ -50,7 +51,7 @@ func (o Options) withDefaults() Options {
 		o.Level = DefaultLevel
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = runtime.GOMAXPROCS(0)
+		o.Concurrency = max(1, runtime.GOMAXPROCS(0)-1)
 	}
 	o.Limits = o.Limits.withDefaults()
 	return o
