@@ -110,7 +110,8 @@ func uniqueSorted(idx []int) []int {
 }
 
 // getChunks returns the verified bytes of the chunks idx (sorted, unique),
-// from the cache or fetched with as few ranges as coalescing allows.
+// from the cache or fetched with as few ranges as coalescing allows. A chunk
+// another goroutine is already fetching is waited for, not fetched twice.
 func (r *Reader) getChunks(ctx context.Context, idx []int) (map[int][]byte, error) {
 	got := make(map[int][]byte, len(idx))
 	var missing []int
@@ -124,7 +125,72 @@ func (r *Reader) getChunks(ctx context.Context, idx []int) (map[int][]byte, erro
 	if len(missing) == 0 {
 		return got, nil
 	}
-	runs := r.plan(missing)
+	mine, waits := r.claim(missing)
+	err := r.fetch(ctx, mine, got)
+	r.release(mine, got, err)
+	if err != nil {
+		return nil, err
+	}
+	for i, f := range waits {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if f.err != nil {
+			return nil, f.err
+		}
+		got[i] = f.data
+	}
+	return got, nil
+}
+
+// flight is a chunk being fetched by one goroutine for all.
+type flight struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+// claim splits missing chunks into those this goroutine fetches and those
+// already in flight.
+func (r *Reader) claim(missing []int) (mine []int, waits map[int]*flight) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	waits = map[int]*flight{}
+	for _, i := range missing {
+		if f, ok := r.inflight[i]; ok {
+			waits[i] = f
+			continue
+		}
+		r.inflight[i] = &flight{done: make(chan struct{})}
+		mine = append(mine, i)
+	}
+	return mine, waits
+}
+
+// release hands the fetched chunks (or the error) to their waiters.
+func (r *Reader) release(mine []int, got map[int][]byte, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, i := range mine {
+		f := r.inflight[i]
+		delete(r.inflight, i)
+		f.data, f.err = got[i], err
+		if err == nil && f.data == nil {
+			f.err = fmt.Errorf("internal error: chunk %d not fetched", i)
+		}
+		close(f.done)
+	}
+}
+
+// fetch reads the chunks idx, verifies them, caches them and adds them to
+// got.
+func (r *Reader) fetch(ctx context.Context, idx []int, got map[int][]byte) error {
+	if len(idx) == 0 {
+		return nil
+	}
+	runs := r.plan(idx)
 	ranges := make([]Range, len(runs))
 	bufs := make([][]byte, len(runs))
 	for k, run := range runs {
@@ -133,7 +199,7 @@ func (r *Reader) getChunks(ctx context.Context, idx []int) (map[int][]byte, erro
 		bufs[k] = make([]byte, ranges[k].Length)
 	}
 	if err := r.readRanges(ctx, ranges, bufs); err != nil {
-		return nil, err
+		return err
 	}
 	for k, run := range runs {
 		base := r.toc.Chunks[run[0]].Offset
@@ -141,13 +207,13 @@ func (r *Reader) getChunks(ctx context.Context, idx []int) (map[int][]byte, erro
 			c := &r.toc.Chunks[i]
 			data, err := r.decodeChunk(i, bufs[k][c.Offset-base:c.Offset-base+c.Size])
 			if err != nil {
-				return nil, err
+				return err
 			}
 			r.cfg.cache.Put(c.Digest, data)
 			got[i] = data
 		}
 	}
-	return got, nil
+	return nil
 }
 
 func (r *Reader) cached(i int) ([]byte, bool) {

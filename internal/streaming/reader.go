@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
@@ -23,6 +24,9 @@ type Reader struct {
 	footer Footer
 	byPath map[string]int
 	dec    *zstd.Decoder
+
+	mu       sync.Mutex
+	inflight map[int]*flight // chunks being fetched
 }
 
 type readerConfig struct {
@@ -74,7 +78,7 @@ func WithCoalesceGap(gap int64) ReaderOption { return func(c *readerConfig) { c.
 
 // Open reads, verifies and indexes the TOC of a blob of size bytes.
 func Open(ctx context.Context, rr RangeReader, size int64, opts ...ReaderOption) (*Reader, error) {
-	r := &Reader{rr: rr, size: size, cfg: readerConfig{maxRequestBytes: 16 << 20}}
+	r := &Reader{rr: rr, size: size, cfg: readerConfig{maxRequestBytes: 16 << 20}, inflight: map[int]*flight{}}
 	for _, o := range opts {
 		o(&r.cfg)
 	}

@@ -201,3 +201,48 @@ func TestReadAtEdges(t *testing.T) {
 		})
 	}
 }
+
+func TestConcurrentReadsShareFetches(t *testing.T) {
+	raw := buildTar(t, everyEntryType())
+	blob, res := convertBytes(t, raw, smallOpts)
+	r, _ := openBytes(t, blob, res)
+	ctx := context.Background()
+	e, _ := r.Lookup("usr/bin/large")
+	i := r.chunkAt(e.Offset)
+
+	// Two claims of one chunk: the first fetches, the second waits for it.
+	mine, waits := r.claim([]int{i})
+	mine2, waits2 := r.claim([]int{i})
+	if len(mine) != 1 || len(waits) != 0 || len(mine2) != 0 || waits2[i] == nil {
+		t.Fatalf("claims: %v %v / %v %v", mine, waits, mine2, waits2)
+	}
+	got := map[int][]byte{}
+	err := r.fetch(ctx, mine, got)
+	r.release(mine, got, err)
+	<-waits2[i].done
+	if waits2[i].err != nil || !bytes.Equal(waits2[i].data, got[i]) {
+		t.Fatalf("waiter got %v", waits2[i].err)
+	}
+
+	// Many readers at once (run with -race) all read the right bytes.
+	r2, _ := openBytes(t, blob, res)
+	want := make([]byte, e.Size)
+	r.ReadAt(ctx, e, want, 0)
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			p := make([]byte, 5000)
+			off := int64(g) * 30000
+			_, err := r2.ReadAt(ctx, e, p, off)
+			if err == nil && !bytes.Equal(p, want[off:off+5000]) {
+				err = errors.New("wrong bytes")
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

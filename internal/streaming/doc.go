@@ -1,0 +1,84 @@
+// Package streaming implements seekable-zstd v1, the form a layer takes so
+// that a node can read any file of it with a few small range requests
+// (DESIGN.md section 4; the byte layout is docs/format.md).
+//
+// A converted layer is an ordinary zstd stream that decompresses to exactly
+// the original tar (same DiffID), cut into independent zstd frames
+// ("chunks"), followed by the table of contents (every entry and the chunk
+// table with each chunk's sha256) in a skippable frame and a fixed-size
+// footer. The package is a pure library: it knows nothing of registries or
+// HTTP. Three users build on it:
+//
+//   - the conversion service and `sluice convert` call Convert with the
+//     source layer (tar, tar+gzip or tar+zstd, detected by magic bytes) and
+//     get a Result: blob digest and size, DiffID, the TOC's location, and
+//     Descriptor/Annotations for the streaming manifest (see Manifest);
+//   - the node snapshotter opens a blob with Open over any RangeReader (a
+//     file, an io.ReaderAt, HTTP range requests; a MultiRangeReader answers
+//     several ranges at once), lists Entries, resolves hard links with
+//     DataEntry, reads with ReadAt (only the chunks needed, adjacent ones
+//     coalesced, each verified before use, shared through a ChunkCache), and
+//     completes a layer in the background with FetchAll, which also checks
+//     the DiffID;
+//   - fuzzers and tools use ParseFooter and DecodeTOC directly.
+//
+// Verification failures wrap ErrChunkVerification, ErrTOCVerification or
+// ErrDiffIDMismatch; hostile input (truncated or corrupt compression, a tar
+// that lies about sizes, decompression bombs, oversized or inconsistent
+// TOCs) fails with ErrCorruptInput, ErrLimitExceeded or ErrInvalidFormat
+// and a message saying what was wrong. Names that escape the layer root
+// ("..", absolute) are kept as data and flagged Entry.Unsafe.
+//
+// # Defaults, and how they were chosen
+//
+// Measured with bench/convert on the two Debian bookworm layers of
+// bench/images/build.sh (2 cores; docs/benchmarks.md has the full tables):
+// python3, 267 MB of tar, 119 MB gzip; numpy+scipy+gcc, 1110 MB of tar,
+// 429 MB gzip. "4 KiB fetch" is the median (p90) of compressed bytes fetched
+// to read one file of 3.5–4.5 KiB from a cold cache.
+//
+// DefaultChunkSize = 256 KiB. A chunk ends at the first entry boundary
+// after this many bytes. On the python3 layer (large-file split 4 MiB):
+//
+//	chunk    output/gzip  4 KiB fetch
+//	128 KiB  1.008         40 KiB (88)
+//	256 KiB  0.992         86 KiB (179)
+//	384 KiB  0.985        121 KiB (283)
+//	512 KiB  0.981        166 KiB (374)
+//	1 MiB    0.965        330 KiB (662)
+//	2 MiB    0.946        580 KiB (1.2 MiB)
+//
+// The read target (median ≤ 128 KiB for a 4 KiB file) allows at most
+// 384 KiB; 256 KiB keeps the median at two thirds of it with margin for
+// less compressible layers, and costs 1% of size against 384 KiB. On the
+// numpy layer the median is 35 KiB. Bigger chunks buy size slowly: only
+// 2 MiB chunks reach 0.95 of the gzip layer, at 580 KiB per small read.
+// The size lost against one zstd stream (0.916) is redundancy between files
+// far apart in the tar (translations of the same messages under
+// usr/share/locale, copies of licences under usr/share/doc, similar
+// binaries), which no chunk small enough for random access can see; a zstd
+// dictionary would recover it but plain zstd decoders could then not read
+// the layer, which the format requires.
+//
+// A regular file larger than the chunk size starts a chunk of its own, so a
+// small file never shares a chunk with a big neighbour.
+//
+// DefaultFileChunkSize = 4 MiB. Files larger than this are cut every 4 MiB
+// from their start. On the numpy layer (chunk 256 KiB) the output is 1.004
+// of gzip with 1 MiB pieces, 0.986 with 4 MiB and 0.982 with 8 MiB; python3
+// is unaffected (0.992 for all). 4 MiB takes most of the gain while a page
+// fault in a large library still fetches at most one 4 MiB piece
+// (SOCI uses the same span size).
+//
+// DefaultLevel = 3 (zstd's default; klauspost's SpeedDefault). Measured on
+// the python3 tar in 128–512 KiB pieces, level 1 (SpeedFastest) compresses
+// about 1.8 times faster but 3% larger, beyond what the 0.95 size target
+// allows; the next level (SpeedBetterCompression) saves 1.4% for about
+// three times the CPU, beyond the 1.5x-of-floor speed target.
+//
+// Concurrency defaults to GOMAXPROCS-1 compressors (at least one): one core
+// decompresses the source and parses the tar. On 2 cores one compressor
+// converts python3 at 67 MB/s of tar per CPU-second against 56 with two
+// (which only fight the parser for the second core), and 1.27 times the CPU
+// of the gunzip + single-stream zstd floor.
+package streaming
