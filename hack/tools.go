@@ -6,7 +6,10 @@ package hack
 
 import (
 	_ "github.com/containerd/stargz-snapshotter/estargz"
+	_ "github.com/golang-jwt/jwt/v5"
 	_ "github.com/google/uuid"
+	_ "golang.org/x/crypto/bcrypt"
+	_ "golang.org/x/time/rate"
 	_ "github.com/klauspost/compress/zstd"
 	_ "github.com/opencontainers/go-digest"
 	_ "github.com/opencontainers/image-spec/specs-go/v1"

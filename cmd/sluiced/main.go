@@ -30,6 +30,8 @@ type serveFlags struct {
 	configFile string
 	listen     string
 	data       string
+	tlsCert    string
+	tlsKey     string
 }
 
 func newRootCommand() *cobra.Command {
@@ -72,7 +74,39 @@ sharing the same stores, to convert more images at once.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runWorker(cmd, &wf) },
 	}
 	addServeFlags(worker, &wf)
-	root.AddCommand(serve, worker)
+	var kf serveFlags
+	rotate := &cobra.Command{
+		Use:   "rotate-keys",
+		Short: "Make a new token signing key current",
+		Long: `Generate a new token signing key in the data directory and make it the one
+new tokens are signed with. Tokens signed with older keys stay valid until
+they expire; replicas sharing the data directory pick the new key up when
+they first see a token signed with it, and sign with it after a restart.`,
+		Example: `  sluiced rotate-keys --data /var/lib/sluice`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, &kf)
+			if err != nil {
+				return err
+			}
+			srv, err := server.New(cmd.Context(), cfg, newLogger(cfg))
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			if srv.Auth == nil {
+				return fmt.Errorf("authentication is turned off; there are no signing keys")
+			}
+			kid, err := srv.Auth.RotateKeys()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "new signing key %s; keys kept for verification: %v\n", kid, srv.Auth.KeyIDs())
+			return nil
+		},
+	}
+	addServeFlags(rotate, &kf)
+	root.AddCommand(serve, worker, rotate)
 	return root
 }
 
@@ -81,6 +115,8 @@ func addServeFlags(cmd *cobra.Command, f *serveFlags) {
 	cmd.Flags().StringVar(&f.configFile, "config", "", "YAML configuration file")
 	cmd.Flags().StringVar(&f.listen, "listen", def.Listen, "address to serve on (SLUICE_LISTEN)")
 	cmd.Flags().StringVar(&f.data, "data", def.Data, "data directory for the embedded stores (SLUICE_DATA)")
+	cmd.Flags().StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate: serve HTTPS (SLUICE_TLS_CERT)")
+	cmd.Flags().StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert (SLUICE_TLS_KEY)")
 }
 
 func loadConfig(cmd *cobra.Command, f *serveFlags) (config.Config, error) {
@@ -94,7 +130,13 @@ func loadConfig(cmd *cobra.Command, f *serveFlags) (config.Config, error) {
 	if cmd.Flags().Changed("data") {
 		cfg.Data = f.data
 	}
-	return cfg, nil
+	if cmd.Flags().Changed("tls-cert") {
+		cfg.TLS.Cert = f.tlsCert
+	}
+	if cmd.Flags().Changed("tls-key") {
+		cfg.TLS.Key = f.tlsKey
+	}
+	return cfg, cfg.Validate()
 }
 
 func newLogger(cfg config.Config) *slog.Logger {

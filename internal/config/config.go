@@ -26,14 +26,22 @@ type Config struct {
 	// Listen is the address the registry serves on.
 	Listen string `yaml:"listen"`
 	// Data is the directory of the embedded stores.
-	Data       string     `yaml:"data"`
-	Storage    Storage    `yaml:"storage"`
-	Database   Database   `yaml:"database"`
-	GC         GC         `yaml:"gc"`
-	Log        Log        `yaml:"log"`
-	Streaming  Streaming  `yaml:"streaming"`
-	SoftDelete SoftDelete `yaml:"softDelete"`
-	Usage      Usage      `yaml:"usage"`
+	Data string `yaml:"data"`
+	// AdminUser is the admin's user name (SLUICE_ADMIN_USER).
+	AdminUser string `yaml:"adminUser"`
+	// AdminPassword sets the admin's password (SLUICE_ADMIN_PASSWORD);
+	// without one, a password is generated on first start and printed
+	// once.
+	AdminPassword string     `yaml:"adminPassword"`
+	Auth          Auth       `yaml:"auth"`
+	TLS           TLS        `yaml:"tls"`
+	Storage       Storage    `yaml:"storage"`
+	Database      Database   `yaml:"database"`
+	GC            GC         `yaml:"gc"`
+	Log           Log        `yaml:"log"`
+	Streaming     Streaming  `yaml:"streaming"`
+	SoftDelete    SoftDelete `yaml:"softDelete"`
+	Usage         Usage      `yaml:"usage"`
 }
 
 // Streaming tunes artifact streaming conversions.
@@ -66,6 +74,32 @@ type Usage struct {
 	// IncludedStorage is the storage, in bytes, the usage API reports as
 	// the limit.
 	IncludedStorage int64 `yaml:"includedStorage"`
+}
+
+// Auth configures authentication and the token service.
+type Auth struct {
+	// Enabled turns authentication on (the default). Turn it off only
+	// behind a proxy that authenticates every request itself.
+	Enabled bool `yaml:"enabled"`
+	// AnonymousPull lets callers without credentials pull every repository.
+	AnonymousPull bool `yaml:"anonymousPull"`
+	// Service is the token audience; empty means the host clients reach.
+	Service string `yaml:"service"`
+	// TokenTTL and RefreshTTL are the lifetimes of access and refresh
+	// tokens.
+	TokenTTL   Duration `yaml:"tokenTTL"`
+	RefreshTTL Duration `yaml:"refreshTTL"`
+	// FailedLoginBurst failed logins are allowed per source address, then
+	// one per FailedLoginRefill; beyond, logins get 429.
+	FailedLoginBurst  int      `yaml:"failedLoginBurst"`
+	FailedLoginRefill Duration `yaml:"failedLoginRefill"`
+}
+
+// TLS makes sluiced serve HTTPS.
+type TLS struct {
+	// Cert and Key are PEM files (--tls-cert, --tls-key).
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // Storage selects where blobs live.
@@ -103,8 +137,11 @@ type Log struct {
 // Default returns the settings used when nothing is configured.
 func Default() Config {
 	return Config{
-		Listen:   "127.0.0.1:5000",
-		Data:     "./data",
+		Listen:    "127.0.0.1:5000",
+		Data:      "./data",
+		AdminUser: "admin",
+		Auth: Auth{Enabled: true, TokenTTL: Duration(5 * time.Minute), RefreshTTL: Duration(3 * time.Hour),
+			FailedLoginBurst: 10, FailedLoginRefill: Duration(6 * time.Second)},
 		Database: Database{Driver: "sqlite"},
 		GC: GC{
 			Interval:    Duration(time.Hour),
@@ -150,6 +187,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		return fmt.Errorf("log.format %q: use text or json", c.Log.Format)
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		return errors.New("tls.cert and tls.key (--tls-cert, --tls-key) go together")
+	}
+	if c.Auth.TokenTTL < Duration(time.Minute) || c.Auth.RefreshTTL < c.Auth.TokenTTL {
+		return errors.New("auth.tokenTTL must be at least 1m, and auth.refreshTTL at least auth.tokenTTL")
+	}
+	if c.Auth.FailedLoginBurst < 1 || c.Auth.FailedLoginRefill <= 0 {
+		return errors.New("auth.failedLoginBurst must be at least 1 and auth.failedLoginRefill positive")
+	}
+	if c.AdminUser == "" {
+		return errors.New("adminUser must not be empty")
 	}
 	if c.Streaming.Lease < Duration(2*time.Second) {
 		return fmt.Errorf("streaming.lease %s: at least 2s", c.Streaming.Lease.Std())

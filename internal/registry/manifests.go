@@ -227,3 +227,29 @@ func (r *Registry) Referrers(ctx context.Context, repo string, dgst digest.Diges
 	}
 	return out, nil
 }
+
+// ReadableRepositories lists up to n repositories after last that mayRead
+// admits (n < 0: all), and whether more follow: a catalog filtered to what
+// the caller may see, paged after filtering.
+func (r *Registry) ReadableRepositories(ctx context.Context, last string, n int, mayRead func(string) bool) ([]string, bool, error) {
+	out := []string{}
+	for {
+		batch, more, err := r.meta.ListRepositories(ctx, last, 500)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, name := range batch {
+			if !mayRead(name) {
+				continue
+			}
+			if n >= 0 && len(out) == n {
+				return out, true, nil
+			}
+			out = append(out, name)
+		}
+		if !more || len(batch) == 0 {
+			return out, false, nil
+		}
+		last = batch[len(batch)-1]
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/sluicehq/sluice/internal/api/dist"
 	"github.com/sluicehq/sluice/internal/api/mgmt"
+	"github.com/sluicehq/sluice/internal/api/token"
+	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/blobstore"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/conversion"
@@ -36,7 +39,9 @@ type Server struct {
 	blobs      *blobstore.Store
 	Registry   *registry.Registry
 	Conversion *conversion.Service
-	handler    http.Handler
+	// Auth is nil when authentication is turned off.
+	Auth    *auth.Service
+	handler http.Handler
 }
 
 // New opens the stores and builds the services and handlers.
@@ -61,6 +66,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}, log)
 	conv := conversion.New(reg, conversion.Options{Workers: cfg.Streaming.Workers, Lease: cfg.Streaming.Lease.Std()}, log)
 	s := &Server{cfg: cfg, log: log, meta: meta, blobs: blobs, Registry: reg, Conversion: conv}
+	if cfg.Auth.Enabled {
+		s.Auth, err = auth.NewService(ctx, meta, auth.Options{
+			AdminUser: cfg.AdminUser, AdminPassword: cfg.AdminPassword, AnonymousPull: cfg.Auth.AnonymousPull,
+			TokenTTL: cfg.Auth.TokenTTL.Std(), RefreshTTL: cfg.Auth.RefreshTTL.Std(),
+			FailedLoginBurst: cfg.Auth.FailedLoginBurst, FailedLoginRefill: cfg.Auth.FailedLoginRefill.Std(),
+			KeyDir: filepath.Join(cfg.Data, "keys"), Output: os.Stderr,
+		}, log)
+		if err != nil {
+			meta.Close()
+			blobs.Close()
+			return nil, fmt.Errorf("authentication: %w", err)
+		}
+	} else {
+		log.Warn("authentication is turned off: every caller may do everything")
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -71,14 +91,36 @@ func (s *Server) routes() http.Handler {
 	metrics := newHTTPMetrics(promReg)
 
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", dist.New(s.Registry, s.log))
-	mux.Handle("/v2", dist.New(s.Registry, s.log))
-	management := mgmt.New(s.Registry, s.Conversion, mgmt.Options{IncludedStorage: s.cfg.Usage.IncludedStorage}, s.log)
+	distribution := dist.New(s.Registry, s.log)
+	mux.Handle("/v2/", distribution)
+	mux.Handle("/v2", distribution)
+	management := mgmt.New(s.Registry, s.Conversion, s.Auth, mgmt.Options{IncludedStorage: s.cfg.Usage.IncludedStorage}, s.log)
 	mux.Handle("/acr/v1/", management)
 	mux.Handle("/mount/v1/", management)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
-	return instrument(mux, metrics, s.log, s.cfg.Log.Access, routeName)
+	var h http.Handler = mux
+	if s.Auth != nil {
+		topts := token.Options{Service: s.cfg.Auth.Service}
+		mux.Handle("/oauth2/", token.New(s.Auth, topts, s.log))
+		h = token.NewGate(s.Auth, topts, s.log, requirement).Wrap(mux)
+	}
+	return instrument(h, metrics, s.log, s.cfg.Log.Access, routeName)
+}
+
+// requirement says what each request needs of its caller.
+func requirement(r *http.Request) auth.Requirement {
+	p := r.URL.Path
+	switch {
+	case p == "/v2" || strings.HasPrefix(p, "/v2/"):
+		return dist.Requirement(r)
+	case strings.HasPrefix(p, "/acr/v1/") || strings.HasPrefix(p, "/mount/v1/"):
+		return mgmt.Requirement(r)
+	case p == "/metrics":
+		return auth.Requirement{Accesses: []auth.Access{auth.Registry(auth.Admin)}}
+	}
+	// /healthz, /oauth2/ (which authenticates itself) and unknown paths.
+	return auth.Requirement{Public: true}
 }
 
 func routeName(r *http.Request) string {
@@ -88,8 +130,8 @@ func routeName(r *http.Request) string {
 		return dist.RouteName(p)
 	case strings.HasPrefix(p, "/acr/v1/") || strings.HasPrefix(p, "/mount/v1/"):
 		return mgmt.RouteName(p)
-	case p == "/healthz" || p == "/metrics":
-		return p[1:]
+	case p == "/healthz" || p == "/metrics" || p == "/oauth2/token" || p == "/oauth2/exchange":
+		return strings.ReplaceAll(p[1:], "/", "_")
 	}
 	return "other"
 }
@@ -130,8 +172,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.Conversion.Run(bgCtx)
 	}()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	s.log.Info("sluiced serving", "address", ln.Addr().String(), "data", s.cfg.Data)
+	scheme := "http"
+	if s.cfg.TLS.Cert != "" {
+		scheme = "https"
+		go func() { errc <- srv.ServeTLS(ln, s.cfg.TLS.Cert, s.cfg.TLS.Key) }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	s.log.Info("sluiced serving", "address", ln.Addr().String(), "scheme", scheme, "data", s.cfg.Data, "auth", s.Auth != nil)
 
 	var err error
 	select {

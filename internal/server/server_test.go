@@ -16,6 +16,7 @@ import (
 func TestHealthAndMetrics(t *testing.T) {
 	cfg := config.Default()
 	cfg.Data = t.TempDir()
+	cfg.Auth.Enabled = false
 	var logs bytes.Buffer
 	srv, err := New(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {

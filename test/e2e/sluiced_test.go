@@ -38,7 +38,7 @@ func startSluiced(t *testing.T, data string, env ...string) *sluiced {
 	s.cmd = exec.Command(sluicedBin, "serve", "--listen", "127.0.0.1:0", "--data", data)
 	s.cmd.SysProcAttr = dieWithTest()
 	// Later entries win, so these override any SLUICE_* of the caller.
-	s.cmd.Env = append(append(os.Environ(), "SLUICE_LOG_FORMAT=json", "SLUICE_LOG_ACCESS=true"), env...)
+	s.cmd.Env = append(append(os.Environ(), "SLUICE_LOG_FORMAT=json", "SLUICE_LOG_ACCESS=true", "SLUICE_AUTH_ENABLED=false"), env...)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -191,11 +191,20 @@ func lastLines(text string, n int) string {
 // waitFor polls cond until it holds, failing the test after timeout.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !poll(timeout, cond) {
+		t.Fatalf("timed out after %v waiting until %s", timeout, what)
+	}
+}
+
+// poll calls cond every 20 ms until it holds or timeout has passed, and
+// reports whether it held.
+func poll(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", timeout, what)
+			return false
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return true
 }

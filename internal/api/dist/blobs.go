@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/oci"
 	"github.com/sluicehq/sluice/internal/registry"
 )
@@ -157,10 +158,11 @@ func (h *Handler) cancelUpload(w http.ResponseWriter, r *http.Request, rt route)
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// mayRead says which repositories the request's caller may read, for a
-// mount that names no source repository.
+// mayRead says which repositories the request's caller may pull from, for
+// a mount that names no source repository.
 func (h *Handler) mayRead(r *http.Request) func(repo string) bool {
-	return func(string) bool { return true }
+	caller := auth.CallerFrom(r.Context())
+	return func(repo string) bool { return caller.Can(repo, auth.ActionPull) }
 }
 
 // uploadError answers a failed chunk; an out-of-order chunk also tells the

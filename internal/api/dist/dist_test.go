@@ -25,6 +25,7 @@ func newRegistry(t *testing.T) *httptest.Server {
 	cfg := config.Default()
 	cfg.Data = t.TempDir()
 	cfg.Log.Access = false
+	cfg.Auth.Enabled = false // these tests are about the API; auth has its own
 	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/oci"
 )
 
@@ -169,7 +170,7 @@ func (h *Handler) catalog(w http.ResponseWriter, r *http.Request, _ route) {
 		writeError(w, r, h.log, err)
 		return
 	}
-	repos, more, err := h.reg.Repositories(r.Context(), last, n)
+	repos, more, err := h.reg.ReadableRepositories(r.Context(), last, n, auth.CallerFrom(r.Context()).MayRead)
 	if err != nil {
 		writeError(w, r, h.log, err)
 		return

@@ -37,6 +37,7 @@ func newTestRegistry(t *testing.T, workers bool, tweak func(*config.Config)) *te
 	cfg := config.Default()
 	cfg.Data = t.TempDir()
 	cfg.Log.Access = false
+	cfg.Auth.Enabled = false // these tests are about the API; auth has its own
 	if tweak != nil {
 		tweak(&cfg)
 	}

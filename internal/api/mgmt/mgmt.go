@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/conversion"
 	"github.com/sluicehq/sluice/internal/oci"
 	"github.com/sluicehq/sluice/internal/registry"
@@ -32,16 +33,18 @@ type Options struct {
 type Handler struct {
 	reg  *registry.Registry
 	conv *conversion.Service
+	auth *auth.Service // nil when authentication is off
 	opts Options
 	log  *slog.Logger
 }
 
-// New returns the management API handler.
-func New(reg *registry.Registry, conv *conversion.Service, opts Options, log *slog.Logger) *Handler {
+// New returns the management API handler; a is nil when authentication is
+// turned off.
+func New(reg *registry.Registry, conv *conversion.Service, a *auth.Service, opts Options, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Handler{reg: reg, conv: conv, opts: opts, log: log}
+	return &Handler{reg: reg, conv: conv, auth: a, opts: opts, log: log}
 }
 
 // route is a parsed management path: the repository (if any), the action
@@ -107,6 +110,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.operation(w, r, rt)
 	case rt.repo == "" && rt.action == "_deleted":
 		h.deleted(w, r, rt)
+	case rt.repo == "" && rt.action == "_tokens":
+		h.tokens(w, r, rt)
+	case rt.repo == "" && rt.action == "_scopemaps":
+		h.scopeMaps(w, r, rt)
 	case rt.repo == "":
 		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint")
 	case rt.action == "":

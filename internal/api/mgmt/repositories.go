@@ -5,6 +5,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/oci"
 )
@@ -42,7 +43,7 @@ func (h *Handler) catalog(w http.ResponseWriter, r *http.Request, _ route) {
 		h.fail(w, r, err)
 		return
 	}
-	repos, more, err := h.reg.Repositories(r.Context(), last, n)
+	repos, more, err := h.reg.ReadableRepositories(r.Context(), last, n, auth.CallerFrom(r.Context()).MayRead)
 	if err != nil {
 		h.fail(w, r, err)
 		return

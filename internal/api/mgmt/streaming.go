@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/conversion"
 	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/oci"
@@ -187,6 +188,12 @@ func (h *Handler) operation(w http.ResponseWriter, r *http.Request, rt route) {
 			methodNotAllowed(w, "POST")
 			return
 		}
+		if rt.repo == "" {
+			if op, err := h.conv.Get(ctx, "", id); err == nil && !auth.CallerFrom(ctx).Can(op.Repository, auth.ActionPush) {
+				h.fail(w, r, &conversion.Error{Code: conversion.CodeOperationUnknown, Message: "operation " + id + " not found"})
+				return
+			}
+		}
 		op, err := h.conv.Cancel(ctx, rt.repo, id)
 		if err != nil {
 			h.fail(w, r, err)
@@ -200,6 +207,11 @@ func (h *Handler) operation(w http.ResponseWriter, r *http.Request, rt route) {
 		return
 	}
 	op, err := h.conv.Get(ctx, rt.repo, id)
+	if err == nil && rt.repo == "" && !auth.CallerFrom(ctx).Can(op.Repository, auth.ActionPush) {
+		// Registry-level operations are imports: visible to whoever may
+		// write their target.
+		err = &conversion.Error{Code: conversion.CodeOperationUnknown, Message: "operation " + id + " not found"}
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -212,6 +224,14 @@ func (h *Handler) startImport(w http.ResponseWriter, r *http.Request, _ route) {
 	if err := readJSON(r, &req); err != nil {
 		h.fail(w, r, err)
 		return
+	}
+	caller := auth.CallerFrom(r.Context())
+	for _, t := range append(append([]string{}, req.TargetTags...), req.UntaggedTargetRepositories...) {
+		repo, _, _ := strings.Cut(t, ":")
+		if !caller.Can(repo, auth.ActionPush) {
+			writeError(w, http.StatusForbidden, "DENIED", caller.Identity.Name+" may not push to "+repo)
+			return
+		}
 	}
 	op, err := h.conv.StartImport(r.Context(), &req)
 	if err != nil {

@@ -1,0 +1,149 @@
+package token
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/sluicehq/sluice/internal/auth"
+)
+
+// Gate authenticates and authorizes every request before its handler.
+type Gate struct {
+	auth        *auth.Service
+	opts        Options
+	log         *slog.Logger
+	requirement func(*http.Request) auth.Requirement
+}
+
+// NewGate returns the gate; requirement says what each request needs.
+func NewGate(a *auth.Service, opts Options, log *slog.Logger, requirement func(*http.Request) auth.Requirement) *Gate {
+	return &Gate{auth: a, opts: opts, log: log, requirement: requirement}
+}
+
+// Wrap puts the gate in front of next.
+func (g *Gate) Wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req := g.requirement(r)
+		if req.Public {
+			next.ServeHTTP(w, r)
+			return
+		}
+		caller, presented, err := g.identify(r)
+		if err != nil {
+			g.refuse(w, r, req, err)
+			return
+		}
+		if req.Authenticated && !presented {
+			g.challenge(w, r, req, "", "authentication required")
+			return
+		}
+		if !caller.Check(req) {
+			switch {
+			case !presented:
+				g.challenge(w, r, req, "", "authentication required")
+			case caller.Claims != nil:
+				g.challenge(w, r, req, "insufficient_scope", "the token does not grant "+scopeOf(req))
+			default:
+				writeError(w, r, http.StatusForbidden, "DENIED", fmt.Sprintf("%s may not %s", caller.Identity.Name, scopeOf(req)))
+			}
+			return
+		}
+		if req.Identity && caller.Claims != nil {
+			id, err := g.auth.IdentityOf(r.Context(), caller.Claims)
+			if err != nil {
+				g.challenge(w, r, req, "invalid_token", "the token's identity is no longer valid")
+				return
+			}
+			caller.Identity = id
+		}
+		next.ServeHTTP(w, r.WithContext(auth.WithCaller(r.Context(), caller)))
+	})
+}
+
+// identify establishes the caller from the Authorization header; presented
+// reports whether it carried credentials or a token.
+func (g *Gate) identify(r *http.Request) (c *auth.Caller, presented bool, err error) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return &auth.Caller{Identity: g.auth.Anonymous()}, false, nil
+	}
+	scheme, value, _ := strings.Cut(h, " ")
+	switch strings.ToLower(scheme) {
+	case "bearer":
+		claims, err := g.auth.VerifyAccess(strings.TrimSpace(value), g.opts.service(r))
+		if err != nil {
+			return nil, true, err
+		}
+		return &auth.Caller{Identity: g.auth.Anonymous(), Claims: claims}, true, nil
+	case "basic":
+		user, pass, ok := r.BasicAuth()
+		if !ok {
+			return nil, true, fmt.Errorf("%w: malformed basic credentials", auth.ErrBadCredentials)
+		}
+		id, err := g.auth.Login(r.Context(), source(r), user, pass)
+		if err != nil {
+			return nil, true, err
+		}
+		return &auth.Caller{Identity: id}, true, nil
+	}
+	return nil, true, fmt.Errorf("%w: unsupported authorization scheme %q", auth.ErrBadCredentials, scheme)
+}
+
+func (g *Gate) refuse(w http.ResponseWriter, r *http.Request, req auth.Requirement, err error) {
+	switch {
+	case errors.Is(err, auth.ErrTooManyAttempts):
+		w.Header().Set("Retry-After", "60")
+		writeError(w, r, http.StatusTooManyRequests, "TOOMANYREQUESTS", err.Error())
+	case errors.Is(err, auth.ErrTokenInvalid):
+		g.log.Info("bearer token refused", "source", source(r), "path", r.URL.Path, "err", err)
+		g.challenge(w, r, req, "invalid_token", "the bearer token is invalid or expired")
+	case errors.Is(err, auth.ErrBadCredentials):
+		g.challenge(w, r, req, "", err.Error())
+	default:
+		g.log.Error("authenticate", "err", err)
+		writeError(w, r, http.StatusInternalServerError, "UNKNOWN", "authentication failed; the registry log has the details")
+	}
+}
+
+// challenge answers 401 with the Bearer challenge of the token protocol,
+// whose realm is the address the client reached.
+func (g *Gate) challenge(w http.ResponseWriter, r *http.Request, req auth.Requirement, errCode, message string) {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	c := fmt.Sprintf(`Bearer realm="%s://%s/oauth2/token",service="%s"`, scheme, r.Host, g.opts.service(r))
+	if s := scopeOf(req); s != "" {
+		c += fmt.Sprintf(`,scope="%s"`, s)
+	}
+	if errCode != "" {
+		c += fmt.Sprintf(`,error="%s"`, errCode)
+	}
+	w.Header().Set("WWW-Authenticate", c)
+	writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", message)
+}
+
+// scopeOf renders a requirement's accesses as the challenge's scope.
+func scopeOf(req auth.Requirement) string {
+	parts := make([]string, len(req.Accesses))
+	for i, a := range req.Accesses {
+		parts[i] = a.String()
+	}
+	return strings.Join(parts, " ")
+}
+
+// writeError answers in the OCI error shape, which the management API
+// shares.
+func writeError(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	b, _ := json.Marshal(map[string]any{"errors": []map[string]string{{"code": code, "message": message}}})
+	w.Header().Set("Content-Type", "application/json")
+	if strings.HasPrefix(r.URL.Path, "/v2") {
+		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}

@@ -1,0 +1,215 @@
+// Package token serves the Docker registry token protocol under /oauth2/
+// and the gate every other request passes: it identifies the caller (a
+// bearer token, basic credentials, or nobody), checks what the request
+// needs, and answers 401 with a Bearer challenge pointing here when it is
+// short.
+package token
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/auth"
+)
+
+// Options configure the token endpoints and the gate.
+type Options struct {
+	// Service is the token audience and the challenge's service; empty
+	// means the host the client reached.
+	Service string
+}
+
+// Handler serves /oauth2/token and /oauth2/exchange.
+type Handler struct {
+	auth *auth.Service
+	opts Options
+	log  *slog.Logger
+}
+
+// New returns the token endpoints.
+func New(a *auth.Service, opts Options, log *slog.Logger) *Handler {
+	return &Handler{auth: a, opts: opts, log: log}
+}
+
+// service is the audience of tokens for a request.
+func (o Options) service(r *http.Request) string {
+	if o.Service != "" {
+		return o.Service
+	}
+	return r.Host
+}
+
+// source is the address failed logins are limited by.
+func source(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+type tokenResponse struct {
+	Token        string `json:"token"`
+	AccessToken  string `json:"access_token"`
+	ExpiresIn    int    `json:"expires_in"`
+	IssuedAt     string `json:"issued_at"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope,omitempty"`
+	TokenType    string `json:"token_type"`
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/oauth2/token" && r.Method == "GET":
+		h.getToken(w, r)
+	case r.URL.Path == "/oauth2/token" && r.Method == "POST":
+		h.postToken(w, r, false)
+	case r.URL.Path == "/oauth2/exchange" && r.Method == "POST":
+		h.postToken(w, r, true)
+	case r.URL.Path == "/oauth2/token" || r.URL.Path == "/oauth2/exchange":
+		w.Header().Set("Allow", "GET, POST")
+		oauthError(w, http.StatusMethodNotAllowed, "invalid_request", "use GET or POST")
+	default:
+		oauthError(w, http.StatusNotFound, "invalid_request", "no such endpoint")
+	}
+}
+
+// getToken is the Docker token protocol: basic credentials (or none, for an
+// anonymous token) and repeated scope parameters.
+func (h *Handler) getToken(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if !h.checkService(w, r, q.Get("service")) {
+		return
+	}
+	id := h.auth.Anonymous()
+	if user, pass, ok := r.BasicAuth(); ok {
+		var err error
+		if id, err = h.auth.Login(r.Context(), source(r), user, pass); err != nil {
+			h.loginFailed(w, r, err)
+			return
+		}
+	}
+	scopes, err := auth.ParseScopes(q["scope"])
+	if err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_scope", err.Error())
+		return
+	}
+	offline := q.Get("offline_token") == "true"
+	h.issue(w, r, id, scopes, offline, false)
+}
+
+// postToken is the OAuth2 form: grant_type password or refresh_token. The
+// exchange endpoint answers only a refresh token.
+func (h *Handler) postToken(w http.ResponseWriter, r *http.Request, exchange bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "form: "+err.Error())
+		return
+	}
+	f := r.PostForm
+	if !h.checkService(w, r, f.Get("service")) {
+		return
+	}
+	var id *auth.Identity
+	var err error
+	switch f.Get("grant_type") {
+	case "password":
+		id, err = h.auth.Login(r.Context(), source(r), f.Get("username"), f.Get("password"))
+		if err != nil {
+			h.loginFailed(w, r, err)
+			return
+		}
+	case "refresh_token":
+		id, err = h.auth.Refresh(r.Context(), f.Get("refresh_token"), h.opts.service(r))
+		if err != nil {
+			h.log.Warn("refresh refused", "source", source(r), "err", err)
+			oauthError(w, http.StatusUnauthorized, "invalid_grant", "the refresh token is invalid, expired, or its credential was revoked; log in again")
+			return
+		}
+	default:
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be password or refresh_token")
+		return
+	}
+	scopes, err := auth.ParseScopes(f["scope"])
+	if err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_scope", err.Error())
+		return
+	}
+	h.issue(w, r, id, scopes, true, exchange)
+}
+
+func (h *Handler) issue(w http.ResponseWriter, r *http.Request, id *auth.Identity, scopes []auth.Access, refresh, refreshOnly bool) {
+	service := h.opts.service(r)
+	resp := tokenResponse{TokenType: "Bearer", IssuedAt: time.Now().UTC().Format(time.RFC3339)}
+	if refresh && id.Kind != auth.Anonymous {
+		rt, err := h.auth.IssueRefresh(id, service)
+		if err != nil {
+			oauthError(w, http.StatusInternalServerError, "server_error", "could not sign a token")
+			return
+		}
+		resp.RefreshToken = rt
+	}
+	if refreshOnly {
+		if resp.RefreshToken == "" {
+			oauthError(w, http.StatusUnauthorized, "invalid_grant", "credentials are required for a refresh token")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"refresh_token": resp.RefreshToken})
+		return
+	}
+	tok, granted, ttl, err := h.auth.IssueAccess(id, service, scopes)
+	if err != nil {
+		h.log.Error("sign access token", "err", err)
+		oauthError(w, http.StatusInternalServerError, "server_error", "could not sign a token")
+		return
+	}
+	resp.Token, resp.AccessToken, resp.ExpiresIn = tok, tok, int(ttl.Seconds())
+	parts := make([]string, len(granted))
+	for i, g := range granted {
+		parts[i] = g.String()
+	}
+	resp.Scope = strings.Join(parts, " ")
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// checkService refuses tokens asked for another service.
+func (h *Handler) checkService(w http.ResponseWriter, r *http.Request, asked string) bool {
+	if asked == "" || asked == h.opts.service(r) {
+		return true
+	}
+	oauthError(w, http.StatusBadRequest, "invalid_request", "unknown service "+strconv.Quote(asked)+"; this registry is "+strconv.Quote(h.opts.service(r)))
+	return false
+}
+
+func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, auth.ErrTooManyAttempts) {
+		w.Header().Set("Retry-After", "60")
+		oauthError(w, http.StatusTooManyRequests, "too_many_requests", err.Error())
+		return
+	}
+	if errors.Is(err, auth.ErrBadCredentials) {
+		oauthError(w, http.StatusUnauthorized, "invalid_grant", err.Error())
+		return
+	}
+	h.log.Error("login", "err", err)
+	oauthError(w, http.StatusInternalServerError, "server_error", "login failed; the registry log has the details")
+}
+
+func oauthError(w http.ResponseWriter, status int, code, desc string) {
+	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}

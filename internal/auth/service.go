@@ -1,0 +1,350 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/sluicehq/sluice/internal/metadata"
+)
+
+var (
+	// ErrBadCredentials is returned for a failed login, whatever the
+	// reason (unknown user, wrong password, disabled token, expired
+	// password); the reason is logged, never told to the client.
+	ErrBadCredentials = errors.New("incorrect username or password")
+	// ErrTooManyAttempts is returned when a source address failed to log in
+	// too often recently.
+	ErrTooManyAttempts = errors.New("too many failed login attempts; wait a minute and retry")
+)
+
+// Options configure the service.
+type Options struct {
+	// AdminUser and AdminPassword: the admin identity. With no password, one
+	// is generated on first start and printed once to Output.
+	AdminUser     string
+	AdminPassword string
+	// AnonymousPull lets callers without credentials pull from every
+	// repository.
+	AnonymousPull bool
+	// TokenTTL is the lifetime of access tokens, RefreshTTL of refresh
+	// tokens.
+	TokenTTL   time.Duration
+	RefreshTTL time.Duration
+	// FailedLoginBurst failed logins are allowed per source address, then
+	// one per FailedLoginRefill (defaults 10 and 6s).
+	FailedLoginBurst  int
+	FailedLoginRefill time.Duration
+	// KeyDir holds the signing keys.
+	KeyDir string
+	// Output receives the generated admin password.
+	Output io.Writer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Service authenticates callers and issues and verifies tokens.
+type Service struct {
+	meta *metadata.Store
+	keys *keyRing
+	opts Options
+	log  *slog.Logger
+
+	limiter *failLimiter
+
+	mu    sync.Mutex
+	cache map[[32]byte]cachedLogin
+}
+
+type cachedLogin struct {
+	id    *Identity
+	until time.Time
+}
+
+// loginCacheTTL bounds how long a verified password is remembered, so a
+// basic-auth client does not pay bcrypt on every request, while a revoked
+// credential stops working within it.
+const loginCacheTTL = 30 * time.Second
+
+// NewService opens the signing keys, installs the built-in scope maps and
+// makes sure the admin user exists.
+func NewService(ctx context.Context, meta *metadata.Store, opts Options, log *slog.Logger) (*Service, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.TokenTTL <= 0 {
+		opts.TokenTTL = 5 * time.Minute
+	}
+	if opts.RefreshTTL <= 0 {
+		opts.RefreshTTL = 3 * time.Hour
+	}
+	if opts.AdminUser == "" {
+		opts.AdminUser = "admin"
+	}
+	if opts.FailedLoginBurst <= 0 {
+		opts.FailedLoginBurst = 10
+	}
+	if opts.FailedLoginRefill <= 0 {
+		opts.FailedLoginRefill = 6 * time.Second
+	}
+	keys, err := openKeyRing(opts.KeyDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{meta: meta, keys: keys, opts: opts, log: log, limiter: newFailLimiter(opts.FailedLoginBurst, opts.FailedLoginRefill), cache: map[[32]byte]cachedLogin{}}
+	for name, actions := range BuiltinScopeMaps {
+		if err := meta.PutScopeMap(ctx, &metadata.ScopeMap{Name: name, Description: "Built-in scope map", Actions: actions, Builtin: true}, true); err != nil {
+			return nil, fmt.Errorf("install built-in scope maps: %w", err)
+		}
+	}
+	if err := s.bootstrapAdmin(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// bootstrapAdmin stores the admin password given in the configuration, or
+// generates one on the very first start and prints it once.
+func (s *Service) bootstrapAdmin(ctx context.Context) error {
+	hash, err := s.meta.GetUserHash(ctx, s.opts.AdminUser)
+	switch {
+	case s.opts.AdminPassword != "":
+		if err == nil && bcrypt.CompareHashAndPassword([]byte(hash), []byte(s.opts.AdminPassword)) == nil {
+			return nil
+		}
+		return s.setAdminPassword(ctx, s.opts.AdminPassword)
+	case errors.Is(err, metadata.ErrNotFound):
+		pw := generatePassword()
+		if err := s.setAdminPassword(ctx, pw); err != nil {
+			return err
+		}
+		if s.opts.Output != nil {
+			fmt.Fprintf(s.opts.Output, "\nGenerated password for the admin user %q (shown once; set SLUICE_ADMIN_PASSWORD to choose one):\n\n    %s\n\n", s.opts.AdminUser, pw)
+		}
+		return nil
+	}
+	return err
+}
+
+func (s *Service) setAdminPassword(ctx context.Context, pw string) error {
+	hash, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+	if err != nil {
+		return err
+	}
+	s.flushCache()
+	return s.meta.SetUser(ctx, s.opts.AdminUser, string(hash))
+}
+
+// generatePassword returns 32 random bytes, URL-safe base64.
+func generatePassword() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// Anonymous is the identity of a caller without credentials.
+func (s *Service) Anonymous() *Identity {
+	id := &Identity{Kind: Anonymous, Name: "anonymous"}
+	if s.opts.AnonymousPull {
+		id.grants = []grant{{pattern: "*", action: ActionPull}}
+	}
+	return id
+}
+
+// Login checks a username and password (the admin's, or a token's). Failed
+// attempts are limited per source address and logged without secrets.
+func (s *Service) Login(ctx context.Context, source, username, password string) (*Identity, error) {
+	if !s.limiter.allowed(source) {
+		s.log.Warn("login refused: too many failures", "user", username, "source", source)
+		return nil, ErrTooManyAttempts
+	}
+	key := sha256.Sum256([]byte(username + "\x00" + password))
+	now := s.opts.Now()
+	s.mu.Lock()
+	c, ok := s.cache[key]
+	s.mu.Unlock()
+	if ok && now.Before(c.until) {
+		return c.id, nil
+	}
+	id, reason := s.verify(ctx, username, password, now)
+	if id == nil {
+		s.limiter.failed(source)
+		s.log.Warn("login failed", "user", username, "source", source, "reason", reason)
+		return nil, ErrBadCredentials
+	}
+	s.mu.Lock()
+	s.cache[key] = cachedLogin{id: id, until: now.Add(loginCacheTTL)}
+	s.mu.Unlock()
+	return id, nil
+}
+
+// verify checks credentials; on failure it says why, for the log.
+func (s *Service) verify(ctx context.Context, username, password string, now time.Time) (*Identity, string) {
+	if username == s.opts.AdminUser {
+		hash, err := s.meta.GetUserHash(ctx, username)
+		if err != nil {
+			return nil, "admin user unreadable: " + err.Error()
+		}
+		if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+			return nil, "wrong password"
+		}
+		return &Identity{Kind: AdminUser, Name: username}, ""
+	}
+	tok, err := s.meta.GetToken(ctx, username)
+	if err != nil {
+		return nil, "unknown user"
+	}
+	if !tok.Enabled {
+		return nil, "token disabled"
+	}
+	for _, p := range tok.Passwords {
+		if bcrypt.CompareHashAndPassword([]byte(p.Hash), []byte(password)) != nil {
+			continue
+		}
+		if !p.ExpiresAt.IsZero() && now.After(p.ExpiresAt) {
+			return nil, p.Name + " expired"
+		}
+		id, err := s.tokenIdentity(ctx, tok)
+		if err != nil {
+			return nil, err.Error()
+		}
+		id.password, id.passwordCreated = p.Name, p.CreatedAt.UnixNano()
+		return id, ""
+	}
+	return nil, "wrong password"
+}
+
+func (s *Service) tokenIdentity(ctx context.Context, tok *metadata.Token) (*Identity, error) {
+	m, err := s.meta.GetScopeMap(ctx, tok.ScopeMap)
+	if err != nil {
+		return nil, fmt.Errorf("scope map of token %s: %w", tok.Name, err)
+	}
+	grants, err := parseGrants(m.Actions)
+	if err != nil {
+		return nil, err
+	}
+	return &Identity{Kind: TokenUser, Name: tok.Name, grants: grants}, nil
+}
+
+func (s *Service) flushCache() {
+	s.mu.Lock()
+	s.cache = map[[32]byte]cachedLogin{}
+	s.mu.Unlock()
+}
+
+// IssueAccess issues an access token for the identity, granting the part of
+// the requested accesses it is allowed. It returns the token, what was
+// granted and the lifetime.
+func (s *Service) IssueAccess(id *Identity, audience string, requested []Access) (string, []Access, time.Duration, error) {
+	granted := id.Grant(requested)
+	now := s.opts.Now()
+	c := &Claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer: issuer, Subject: id.Name, Audience: jwt.ClaimStrings{audience}, ID: newJTI(),
+			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(s.opts.TokenTTL)),
+		},
+		Access: granted, Kind: kindAccess, IdentityKind: id.Kind,
+	}
+	t, err := s.keys.sign(c)
+	return t, granted, s.opts.TokenTTL, err
+}
+
+// IssueRefresh issues a refresh token for an authenticated identity.
+func (s *Service) IssueRefresh(id *Identity, audience string) (string, error) {
+	if id.Kind == Anonymous {
+		return "", errors.New("anonymous callers get no refresh token")
+	}
+	now := s.opts.Now()
+	return s.keys.sign(&Claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer: issuer, Subject: id.Name, Audience: jwt.ClaimStrings{audience}, ID: newJTI(),
+			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(s.opts.RefreshTTL)),
+		},
+		Kind: kindRefresh, IdentityKind: id.Kind, Password: id.password, PasswordCreated: id.passwordCreated,
+	})
+}
+
+// Refresh verifies a refresh token and returns its identity, which must
+// still be valid: a token disabled, deleted, or whose password was
+// regenerated or expired since, is refused.
+func (s *Service) Refresh(ctx context.Context, raw, audience string) (*Identity, error) {
+	c, err := s.keys.parse(raw, audience, kindRefresh, s.opts.Now())
+	if err != nil {
+		return nil, err
+	}
+	id, err := s.resolve(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrTokenInvalid, err)
+	}
+	return id, nil
+}
+
+// resolve finds the identity a token's claims name, as it is now.
+func (s *Service) resolve(ctx context.Context, c *Claims) (*Identity, error) {
+	switch c.IdentityKind {
+	case AdminUser:
+		if c.Subject != s.opts.AdminUser {
+			return nil, errors.New("not the admin user")
+		}
+		return &Identity{Kind: AdminUser, Name: c.Subject}, nil
+	case TokenUser:
+		tok, err := s.meta.GetToken(ctx, c.Subject)
+		if err != nil {
+			return nil, err
+		}
+		if !tok.Enabled {
+			return nil, errors.New("token disabled")
+		}
+		if c.Password != "" {
+			valid := false
+			for _, p := range tok.Passwords {
+				if p.Name == c.Password && p.CreatedAt.UnixNano() == c.PasswordCreated && (p.ExpiresAt.IsZero() || s.opts.Now().Before(p.ExpiresAt)) {
+					valid = true
+				}
+			}
+			if !valid {
+				return nil, errors.New("the password this token was issued for was regenerated or expired")
+			}
+		}
+		id, err := s.tokenIdentity(ctx, tok)
+		if err != nil {
+			return nil, err
+		}
+		id.password, id.passwordCreated = c.Password, c.PasswordCreated
+		return id, nil
+	}
+	return s.Anonymous(), nil
+}
+
+// VerifyAccess verifies an access token presented on a request.
+func (s *Service) VerifyAccess(raw, audience string) (*Claims, error) {
+	return s.keys.parse(raw, audience, kindAccess, s.opts.Now())
+}
+
+// IdentityOf resolves the identity behind verified access claims, for
+// decisions the claims alone cannot make (which repositories a catalog
+// lists).
+func (s *Service) IdentityOf(ctx context.Context, c *Claims) (*Identity, error) {
+	return s.resolve(ctx, c)
+}
+
+// RotateKeys makes a new signing key current; tokens signed by the old
+// ones stay valid until they expire.
+func (s *Service) RotateKeys() (string, error) { return s.keys.Rotate() }
+
+// KeyIDs lists the signing keys.
+func (s *Service) KeyIDs() []string { return s.keys.IDs() }
+
+// SigningKeyForTest exposes the current signing key, for tests that forge
+// tokens with it.
+func (s *Service) SigningKeyForTest() (string, any) { return s.keys.signing() }
