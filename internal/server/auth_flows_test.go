@@ -93,12 +93,15 @@ func TestBearerTokensAreVerified(t *testing.T) {
 	}
 	now := time.Now()
 	for name, change := range map[string]func(jwt.MapClaims){
-		"expired":        func(c jwt.MapClaims) { c["exp"] = now.Add(-time.Hour).Unix(); c["iat"] = now.Add(-2 * time.Hour).Unix() },
-		"not yet valid":  func(c jwt.MapClaims) { c["nbf"] = now.Add(time.Hour).Unix() },
-		"wrong audience": func(c jwt.MapClaims) { c["aud"] = []string{"other.registry.example"} },
-		"wrong issuer":   func(c jwt.MapClaims) { c["iss"] = "someone-else" },
+		"expired": func(c jwt.MapClaims) {
+			c["exp"] = now.Add(-time.Hour).Unix()
+			c["iat"] = now.Add(-2 * time.Hour).Unix()
+		},
+		"not yet valid":     func(c jwt.MapClaims) { c["nbf"] = now.Add(time.Hour).Unix() },
+		"wrong audience":    func(c jwt.MapClaims) { c["aud"] = []string{"other.registry.example"} },
+		"wrong issuer":      func(c jwt.MapClaims) { c["iss"] = "someone-else" },
 		"refresh as access": func(c jwt.MapClaims) { c["typ"] = "refresh" },
-		"no expiry":      func(c jwt.MapClaims) { delete(c, "exp") },
+		"no expiry":         func(c jwt.MapClaims) { delete(c, "exp") },
 	} {
 		if code := pull(own(change)); code != 401 {
 			t.Errorf("%s token: %d, want 401", name, code)
