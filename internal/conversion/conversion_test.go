@@ -230,7 +230,7 @@ func TestIndexConversion(t *testing.T) {
 	}
 	archs := map[string]string{}
 	for _, r := range refs {
-		archs[r.Annotations["streaming.platform.arch"]] = r.Annotations[AnnotationPlatformVariant]
+		archs[r.Annotations["streaming.platform.arch"]] = r.Annotations[streaming.AnnotationPlatformVariant]
 	}
 	if _, ok := archs["amd64"]; !ok || archs["arm64"] != "v8" {
 		t.Fatalf("platforms %v", archs)

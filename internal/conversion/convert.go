@@ -9,7 +9,6 @@ import (
 	"sort"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sluicehq/sluice/internal/metadata"
@@ -206,7 +205,7 @@ func (j *job) convertImage(ctx context.Context, img *image, subject ocispec.Desc
 		}
 		layers[i] = d
 	}
-	m := streamingManifest(*img.manifest.Config, layers, subject, img.platform)
+	m := streaming.Manifest(*img.manifest.Config, layers, subject, img.platform)
 	payload, err := json.Marshal(m)
 	if err != nil {
 		return ocispec.Descriptor{}, err
@@ -347,30 +346,3 @@ func resultJSON(descs []ocispec.Descriptor) string {
 	return string(b)
 }
 
-// AnnotationPlatformVariant carries the CPU variant (v7, v8) of a
-// streaming manifest's platform, when it has one.
-const AnnotationPlatformVariant = "streaming.platform.variant"
-
-// streamingManifest is the referrer that makes an image streamable: the
-// image's own config (the converted layers have the same DiffIDs), the
-// converted layers, the image as subject, and the platform annotations.
-func streamingManifest(config ocispec.Descriptor, layers []ocispec.Descriptor, subject ocispec.Descriptor, p ocispec.Platform) ocispec.Manifest {
-	annotations := map[string]string{
-		streaming.AnnotationFormat:       streaming.FormatName,
-		streaming.AnnotationVersion:      streaming.FormatVersion,
-		streaming.AnnotationPlatformOS:   p.OS,
-		streaming.AnnotationPlatformArch: p.Architecture,
-	}
-	if p.Variant != "" {
-		annotations[AnnotationPlatformVariant] = p.Variant
-	}
-	return ocispec.Manifest{
-		Versioned:    specs.Versioned{SchemaVersion: 2},
-		MediaType:    ocispec.MediaTypeImageManifest,
-		ArtifactType: metadata.ArtifactTypeStreaming,
-		Config:       config,
-		Layers:       layers,
-		Subject:      &subject,
-		Annotations:  annotations,
-	}
-}
