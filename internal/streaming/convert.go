@@ -133,14 +133,14 @@ func Convert(ctx context.Context, src io.Reader, dst io.Writer, opts Options) (*
 		Entries:           len(sc.entries),
 		UnsafeNames:       sc.unsafeNames,
 	}
-	if err := writeTrailer(cw, sc.entries, res); err != nil {
+	if err := writeTrailer(cw, sc.entries, res, o.Limits); err != nil {
 		return nil, err
 	}
 	return res, nil
 }
 
 // writeTrailer writes the TOC frame and the footer after the data frames.
-func writeTrailer(cw *chunkWriter, entries []Entry, res *Result) error {
+func writeTrailer(cw *chunkWriter, entries []Entry, res *Result, lim Limits) error {
 	toc := &TOC{Version: formatMajor, DiffID: res.DiffID, UncompressedSize: res.UncompressedSize,
 		Chunks: cw.chunks, Entries: entries}
 	if toc.Chunks == nil {
@@ -152,6 +152,10 @@ func writeTrailer(cw *chunkWriter, entries []Entry, res *Result) error {
 	frame, jsonSize, err := encodeTOC(toc)
 	if err != nil {
 		return err
+	}
+	if jsonSize > lim.MaxTOCUncompressedSize || int64(len(frame)) > lim.MaxTOCSize {
+		return fmt.Errorf("%w: the TOC would be %d bytes (%d compressed), more than readers accept (%d, %d)",
+			ErrLimitExceeded, jsonSize, len(frame), lim.MaxTOCUncompressedSize, lim.MaxTOCSize)
 	}
 	f := Footer{TOCOffset: cw.outN, TOCSize: int64(len(frame)), TOCUncompressedSize: jsonSize,
 		TOCDigest: sha256.Sum256(frame), Major: formatMajor, Minor: formatMinor}
