@@ -14,11 +14,11 @@ import (
 // maxJSONBlob bounds manifests, indexes and configs read from a layout.
 const maxJSONBlob = 16 << 20
 
-func (l Layout) blobPath(d digest.Digest) string {
+func (l layout) blobPath(d digest.Digest) string {
 	return filepath.Join(l.Dir, "blobs", d.Algorithm().String(), d.Encoded())
 }
 
-func (l Layout) index() (*ocispec.Index, error) {
+func (l layout) index() (*ocispec.Index, error) {
 	if _, err := os.Stat(filepath.Join(l.Dir, ocispec.ImageLayoutFile)); err != nil {
 		return nil, fmt.Errorf("%w: %s is not an OCI image layout (no %s)", ErrNotFound, l.Dir, ocispec.ImageLayoutFile)
 	}
@@ -34,7 +34,7 @@ func (l Layout) index() (*ocispec.Index, error) {
 }
 
 // readJSON reads a small blob, checks its digest and decodes it.
-func (l Layout) readJSON(d ocispec.Descriptor, v any) error {
+func (l layout) readJSON(d ocispec.Descriptor, v any) error {
 	if err := d.Digest.Validate(); err != nil {
 		return fmt.Errorf("descriptor digest %q: %w", d.Digest, err)
 	}
@@ -57,7 +57,7 @@ func (l Layout) readJSON(d ocispec.Descriptor, v any) error {
 }
 
 // writeBlob writes a blob through a temporary file renamed into place.
-func (l Layout) writeBlob(d digest.Digest, write func(io.Writer) error) error {
+func (l layout) writeBlob(d digest.Digest, write func(io.Writer) error) error {
 	tmp, err := os.CreateTemp(filepath.Join(l.Dir, "blobs"), ".writing-*")
 	if err != nil {
 		return err
@@ -74,7 +74,7 @@ func (l Layout) writeBlob(d digest.Digest, write func(io.Writer) error) error {
 }
 
 // place renames a finished temporary file to its blob path.
-func (l Layout) place(tmp string, d digest.Digest) error {
+func (l layout) place(tmp string, d digest.Digest) error {
 	dst := l.blobPath(d)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
@@ -87,7 +87,7 @@ func (l Layout) place(tmp string, d digest.Digest) error {
 
 // addToIndex records the streaming manifests in index.json (once each),
 // replacing the file atomically.
-func (l Layout) addToIndex(cs []Converted) error {
+func (l layout) addToIndex(cs []Converted) error {
 	idx, err := l.index()
 	if err != nil {
 		return err

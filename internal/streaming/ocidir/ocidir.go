@@ -43,14 +43,14 @@ type Converted struct {
 	Layers   []*streaming.Result
 }
 
-// Layout is an OCI image layout directory.
-type Layout struct{ Dir string }
+// layout is an OCI image layout directory.
+type layout struct{ Dir string }
 
 // Convert converts the image tagged tag (or the layout's only image when
 // tag is empty) and records the streaming manifests in index.json. For an
 // image index, every Linux platform is converted.
 func Convert(ctx context.Context, dir, tag string, opts streaming.Options) ([]Converted, error) {
-	l := Layout{Dir: dir}
+	l := layout{Dir: dir}
 	idx, err := l.index()
 	if err != nil {
 		return nil, err
@@ -109,7 +109,7 @@ func selectImage(idx *ocispec.Index, tag, dir string) (ocispec.Descriptor, error
 
 // convertManifest converts every layer of one image manifest and writes its
 // streaming manifest.
-func (l Layout) convertManifest(ctx context.Context, desc ocispec.Descriptor, opts streaming.Options) (Converted, error) {
+func (l layout) convertManifest(ctx context.Context, desc ocispec.Descriptor, opts streaming.Options) (Converted, error) {
 	c := Converted{Subject: desc}
 	var m ocispec.Manifest
 	if err := l.readJSON(desc, &m); err != nil {
@@ -148,7 +148,7 @@ func (l Layout) convertManifest(ctx context.Context, desc ocispec.Descriptor, op
 	return c, l.writeBlob(c.Manifest.Digest, func(w io.Writer) error { _, err := w.Write(payload); return err })
 }
 
-func (l Layout) convertLayer(ctx context.Context, ld ocispec.Descriptor, diffID digest.Digest, opts streaming.Options) (*streaming.Result, error) {
+func (l layout) convertLayer(ctx context.Context, ld ocispec.Descriptor, diffID digest.Digest, opts streaming.Options) (*streaming.Result, error) {
 	switch ld.MediaType {
 	case ocispec.MediaTypeImageLayer, ocispec.MediaTypeImageLayerGzip, ocispec.MediaTypeImageLayerZstd, dockerLayerGzip:
 	default:

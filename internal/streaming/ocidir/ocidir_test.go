@@ -85,10 +85,10 @@ func TestConvertRefuses(t *testing.T) {
 	if _, err := Convert(context.Background(), dir, "streaming", streaming.Options{}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a tag naming only a streaming artifact: %v", err)
 	}
-	if _, err := new(Layout).convertManifest(context.Background(), streamingDesc, streaming.Options{}); err == nil {
+	if _, err := new(layout).convertManifest(context.Background(), streamingDesc, streaming.Options{}); err == nil {
 		t.Errorf("converting a streaming manifest again succeeded")
 	}
-	l := Layout{Dir: dir}
+	l := layout{Dir: dir}
 	if _, err := l.convertManifest(context.Background(), streamingDesc, streaming.Options{}); !errors.Is(err, ErrAlreadyStreaming) {
 		t.Errorf("converting a streaming manifest again: %v", err)
 	}
