@@ -6,7 +6,10 @@ package hack
 
 import (
 	_ "github.com/containerd/stargz-snapshotter/estargz"
+	_ "github.com/containerd/containerd/v2/contrib/snapshotservice"
+	_ "github.com/containerd/containerd/v2/core/snapshots/storage"
 	_ "github.com/golang-jwt/jwt/v5"
+	_ "github.com/hanwen/go-fuse/v2/fs"
 	_ "github.com/google/uuid"
 	_ "golang.org/x/crypto/bcrypt"
 	_ "golang.org/x/time/rate"

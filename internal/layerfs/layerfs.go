@@ -1,0 +1,249 @@
+// Package layerfs presents a streamed image layer as a read-only FUSE file
+// system: metadata from the layer's verified TOC, file data read on demand
+// through the streaming reader (only the chunks a read needs, each verified
+// before use). Whiteouts appear as overlayfs expects them, so the mount can
+// be a lower directory of an overlay like any unpacked layer.
+//
+// The tree is built once, at mount, from the TOC; inode numbers derive from
+// TOC positions, so they are the same every time a layer is mounted.
+package layerfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/sluicehq/sluice/internal/streaming"
+)
+
+// Source is the layer a file system shows: the streaming reader.
+type Source interface {
+	Entries() []streaming.Entry
+	DataEntry(e *streaming.Entry) *streaming.Entry
+	ReadAt(ctx context.Context, e *streaming.Entry, p []byte, off int64) (int, error)
+}
+
+// Options tune a mount.
+type Options struct {
+	// CacheTimeout is how long the kernel may cache entries and attributes;
+	// a layer never changes, so the default is long (an hour).
+	CacheTimeout time.Duration
+	// OverlayXattr is the prefix of overlayfs's extended attributes:
+	// "trusted.overlay." (the default) or "user.overlay." for overlays
+	// mounted with userxattr.
+	OverlayXattr string
+	// OnRead, when set, is called after every read with the bytes returned
+	// and the error, if any.
+	OnRead func(n int, err error)
+	// Debug logs every FUSE request.
+	Debug bool
+}
+
+func (o *Options) defaults() {
+	if o.CacheTimeout <= 0 {
+		o.CacheTimeout = time.Hour
+	}
+	if o.OverlayXattr == "" {
+		o.OverlayXattr = "trusted.overlay."
+	}
+}
+
+// Overlayfs conventions for whiteouts in lower layers.
+const (
+	whiteoutPrefix = ".wh."
+	opaqueMarker   = ".wh..wh..opq"
+)
+
+// Mount mounts the layer read-only at mountpoint and returns the running
+// server; Unmount on it (or unmounting the directory) ends it.
+func Mount(mountpoint string, src Source, opts Options) (*fuse.Server, error) {
+	opts.defaults()
+	root, err := Build(src, opts)
+	if err != nil {
+		return nil, err
+	}
+	t := opts.CacheTimeout
+	server, err := fs.Mount(mountpoint, root, &fs.Options{
+		MountOptions: fuse.MountOptions{
+			AllowOther:   true,
+			FsName:       "sluice",
+			Name:         "sluice",
+			DirectMount:  true,
+			Options:      []string{"ro"},
+			MaxReadAhead: 128 << 10,
+			MaxWrite:     1 << 20,
+			Debug:        opts.Debug,
+		},
+		EntryTimeout:    &t,
+		AttrTimeout:     &t,
+		NegativeTimeout: &t,
+		NullPermissions: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mount layer at %s: %w", mountpoint, err)
+	}
+	if root.buildErr != nil {
+		_ = server.Unmount()
+		return nil, fmt.Errorf("layer at %s: %w", mountpoint, root.buildErr)
+	}
+	return server, nil
+}
+
+// node is what every inode of the tree embeds: its TOC entry (nil for a
+// directory the tar never listed) and the layer.
+type node struct {
+	fs.Inode
+	src   Source
+	opts  *Options
+	entry *streaming.Entry
+	// mode and rdev as presented: whiteouts are character devices 0:0 the
+	// TOC only knows by name.
+	mode   uint32
+	rdev   uint32
+	ino    uint64
+	opaque bool // directory marked opaque by a .wh..wh..opq entry
+	nlink  uint32
+
+	// onAdd builds the tree under the root once go-fuse made it an inode;
+	// buildErr keeps what went wrong for Mount to report.
+	onAdd    func() error
+	buildErr error
+}
+
+var (
+	_ fs.NodeGetattrer   = (*node)(nil)
+	_ fs.NodeGetxattrer  = (*node)(nil)
+	_ fs.NodeListxattrer = (*node)(nil)
+	_ fs.NodeReadlinker  = (*node)(nil)
+	_ fs.NodeOpener      = (*node)(nil)
+	_ fs.NodeReader      = (*node)(nil)
+	_ fs.NodeStatfser    = (*node)(nil)
+)
+
+// Getattr answers from the TOC.
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.fill(&out.Attr)
+	return 0
+}
+
+func (n *node) fill(a *fuse.Attr) {
+	a.Ino = n.ino
+	a.Mode = n.mode
+	a.Rdev = n.rdev
+	a.Nlink = n.nlink
+	a.Blksize = 4096
+	if e := n.entry; e != nil {
+		a.Uid, a.Gid = uint32(e.UID), uint32(e.GID)
+		a.Mtime, a.Mtimensec = uint64(max(e.ModTime, 0)), uint32(e.ModTimeNsec)
+		a.Atime, a.Atimensec = a.Mtime, a.Mtimensec
+		a.Ctime, a.Ctimensec = a.Mtime, a.Mtimensec
+		switch {
+		case n.mode&syscall.S_IFMT == syscall.S_IFREG:
+			a.Size = uint64(e.Size)
+		case n.mode&syscall.S_IFMT == syscall.S_IFLNK:
+			a.Size = uint64(len(e.LinkName))
+		}
+		a.Blocks = (a.Size + 511) / 512
+	}
+}
+
+// Getxattr serves the TOC's extended attributes, and overlayfs's opaque
+// marker on opaque directories.
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	v, ok := n.xattrs()[attr]
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+// Listxattr lists the attribute names, NUL-terminated.
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	var b []byte
+	for k := range n.xattrs() {
+		b = append(append(b, k...), 0)
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), syscall.ERANGE
+	}
+	return uint32(copy(dest, b)), 0
+}
+
+func (n *node) xattrs() map[string][]byte {
+	var m map[string][]byte
+	if n.entry != nil && len(n.entry.Xattrs) > 0 {
+		m = n.entry.Xattrs
+	}
+	if n.opaque {
+		with := map[string][]byte{n.opts.OverlayXattr + "opaque": []byte("y")}
+		for k, v := range m {
+			with[k] = v
+		}
+		m = with
+	}
+	return m
+}
+
+// Readlink returns a symlink's target.
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	if n.entry == nil || n.mode&syscall.S_IFMT != syscall.S_IFLNK {
+		return nil, syscall.EINVAL
+	}
+	return []byte(n.entry.LinkName), 0
+}
+
+// Open allows reading only, and lets the kernel keep pages across opens:
+// the content never changes.
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Read fetches the bytes through the streaming reader. A chunk that fails
+// verification is an I/O error, never wrong bytes.
+func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if n.entry == nil || n.mode&syscall.S_IFMT != syscall.S_IFREG {
+		return nil, syscall.EISDIR
+	}
+	got, err := n.src.ReadAt(ctx, n.entry, dest, off)
+	if n.opts.OnRead != nil {
+		n.opts.OnRead(got, err)
+	}
+	if err != nil && !errors.Is(err, errEOF) {
+		if ctx.Err() != nil {
+			return nil, syscall.EINTR
+		}
+		return nil, syscall.EIO
+	}
+	return fuse.ReadResultData(dest[:got]), 0
+}
+
+// Statfs reports a read-only file system with no free space.
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	out.Bsize = 4096
+	out.Frsize = 4096
+	out.NameLen = 255
+	return 0
+}
+
+// cleanName splits a TOC path into its directory and base name.
+func cleanName(p string) (dir, base string) {
+	p = strings.TrimPrefix(path.Clean("/"+p), "/")
+	if p == "" {
+		return "", ""
+	}
+	dir, base = path.Split(p)
+	return strings.TrimSuffix(dir, "/"), base
+}
