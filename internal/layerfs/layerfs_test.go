@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -58,12 +59,12 @@ func buildLayer(t *testing.T, entries []layerEntry) []byte {
 // corruptible serves a converted blob and can flip a byte of it.
 type corruptible struct {
 	blob    []byte
-	corrupt bool
+	corrupt atomic.Bool
 }
 
 func (c *corruptible) ReadRange(ctx context.Context, p []byte, off int64) error {
 	copy(p, c.blob[off:off+int64(len(p))])
-	if c.corrupt {
+	if c.corrupt.Load() {
 		for i := range p {
 			p[i] ^= 0xff
 		}
@@ -221,7 +222,7 @@ func TestLayerTree(t *testing.T) {
 		t.Fatal("write succeeded")
 	}
 	// A chunk that fails verification is an I/O error, never wrong bytes.
-	src.corrupt = true
+	src.corrupt.Store(true)
 	_, err = os.ReadFile(filepath.Join(mnt, "etc/passwd"))
 	if !errors.Is(err, syscall.EIO) {
 		// The kernel may have cached the pages; a file never read fails.
