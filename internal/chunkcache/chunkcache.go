@@ -1,0 +1,212 @@
+// Package chunkcache keeps verified, uncompressed layer chunks on disk,
+// content-addressed by their sha256 and shared by every layer a node
+// mounts. It is bounded in size: the least recently used chunks go first.
+// Every chunk read back is verified again, so a damaged or tampered file is
+// a miss, never wrong bytes.
+package chunkcache
+
+import (
+	"container/list"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Cache is an on-disk chunk cache. It implements streaming.ChunkCache.
+type Cache struct {
+	dir string
+	max int64
+
+	mu    sync.Mutex
+	size  int64
+	order *list.List // front: most recently used
+	items map[digest.Digest]*list.Element
+
+	hits, misses, evictions, corrupt atomic.Int64
+}
+
+type item struct {
+	sum  digest.Digest
+	size int64
+}
+
+// Open opens (creating) a cache in dir holding at most maxBytes, and
+// indexes what an earlier run left there, oldest first to go.
+func Open(dir string, maxBytes int64) (*Cache, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("chunk cache %s: %w", dir, err)
+	}
+	c := &Cache{dir: dir, max: maxBytes, order: list.New(), items: map[digest.Digest]*list.Element{}}
+	type found struct {
+		item
+		mtime time.Time
+	}
+	var all []found
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		sum := digest.NewDigestFromEncoded(digest.SHA256, d.Name())
+		if sum.Validate() != nil {
+			_ = os.Remove(p) // a temporary file a crash left
+			return nil
+		}
+		all = append(all, found{item{sum, info.Size()}, info.ModTime()})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].mtime.After(all[j].mtime) })
+	for _, f := range all {
+		c.items[f.sum] = c.order.PushBack(&item{f.sum, f.size})
+		c.size += f.size
+	}
+	c.mu.Lock()
+	c.evictLocked()
+	c.mu.Unlock()
+	return c, nil
+}
+
+func (c *Cache) path(sum digest.Digest) string {
+	enc := sum.Encoded()
+	return filepath.Join(c.dir, enc[:2], enc)
+}
+
+// Get returns a chunk's bytes if they are cached and still hash to sum.
+func (c *Cache) Get(sum digest.Digest) ([]byte, bool) {
+	c.mu.Lock()
+	el, ok := c.items[sum]
+	if ok {
+		c.order.MoveToFront(el)
+	}
+	c.mu.Unlock()
+	if !ok {
+		c.misses.Add(1)
+		return nil, false
+	}
+	data, err := os.ReadFile(c.path(sum))
+	if err != nil || digest.NewDigestFromBytes(digest.SHA256, sha256Sum(data)) != sum {
+		if err == nil {
+			c.corrupt.Add(1)
+		}
+		c.forget(sum)
+		c.misses.Add(1)
+		return nil, false
+	}
+	c.hits.Add(1)
+	return data, true
+}
+
+func sha256Sum(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
+}
+
+// Put stores a verified chunk (written to a temporary name, then renamed,
+// so a crash never leaves half a chunk under its name).
+func (c *Cache) Put(sum digest.Digest, data []byte) {
+	c.mu.Lock()
+	_, ok := c.items[sum]
+	c.mu.Unlock()
+	if ok || int64(len(data)) > c.max {
+		return
+	}
+	p := c.path(sum)
+	if err := writeAtomic(p, data); err != nil {
+		return // a cache that cannot write is only slower
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.items[sum]; ok {
+		return
+	}
+	c.items[sum] = c.order.PushFront(&item{sum, int64(len(data))})
+	c.size += int64(len(data))
+	c.evictLocked()
+}
+
+func writeAtomic(p string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), p)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+	}
+	return err
+}
+
+// evictLocked removes least recently used chunks until the cache fits.
+func (c *Cache) evictLocked() {
+	for c.size > c.max {
+		el := c.order.Back()
+		if el == nil {
+			return
+		}
+		it := el.Value.(*item)
+		c.order.Remove(el)
+		delete(c.items, it.sum)
+		c.size -= it.size
+		c.evictions.Add(1)
+		_ = os.Remove(c.path(it.sum))
+	}
+}
+
+// Remove drops chunks, for a layer containerd removed.
+func (c *Cache) Remove(sums []digest.Digest) {
+	for _, s := range sums {
+		c.forget(s)
+	}
+}
+
+func (c *Cache) forget(sum digest.Digest) {
+	c.mu.Lock()
+	el, ok := c.items[sum]
+	if ok {
+		c.order.Remove(el)
+		delete(c.items, sum)
+		c.size -= el.Value.(*item).size
+	}
+	c.mu.Unlock()
+	if err := os.Remove(c.path(sum)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return
+	}
+}
+
+// Stats are the cache's counters.
+type Stats struct {
+	Size, Max                         int64
+	Chunks                            int
+	Hits, Misses, Evictions, Corrupts int64
+}
+
+// Stats returns the counters.
+func (c *Cache) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Stats{Size: c.size, Max: c.max, Chunks: len(c.items), Hits: c.hits.Load(), Misses: c.misses.Load(),
+		Evictions: c.evictions.Load(), Corrupts: c.corrupt.Load()}
+}

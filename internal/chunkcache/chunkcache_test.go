@@ -1,0 +1,85 @@
+package chunkcache
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+)
+
+func chunk(i, size int) ([]byte, digest.Digest) {
+	b := bytes.Repeat([]byte(fmt.Sprintf("%08d", i)), size/8)
+	return b, digest.FromBytes(b)
+}
+
+func TestCacheEvictsLeastRecentlyUsed(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Open(dir, 3*1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sums []digest.Digest
+	for i := range 3 {
+		b, s := chunk(i, 1024)
+		c.Put(s, b)
+		sums = append(sums, s)
+	}
+	// Touch chunk 0 so chunk 1 is the least recently used.
+	if _, ok := c.Get(sums[0]); !ok {
+		t.Fatal("chunk 0 missing")
+	}
+	b, s := chunk(3, 1024)
+	c.Put(s, b)
+	if _, ok := c.Get(sums[1]); ok {
+		t.Fatal("least recently used chunk not evicted")
+	}
+	for _, keep := range []digest.Digest{sums[0], sums[2], s} {
+		if _, ok := c.Get(keep); !ok {
+			t.Fatalf("chunk %s evicted", keep)
+		}
+	}
+	if st := c.Stats(); st.Size > 3*1024 || st.Evictions != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// A restart finds the chunks again.
+	c2, err := Open(dir, 3*1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := c2.Stats(); st.Chunks != 3 || st.Size != 3*1024 {
+		t.Fatalf("after reopen: %+v", st)
+	}
+	// Shrinking the bound evicts at open.
+	c3, err := Open(dir, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := c3.Stats(); st.Chunks != 1 {
+		t.Fatalf("after reopen smaller: %+v", st)
+	}
+}
+
+func TestCacheRefusesDamagedChunks(t *testing.T) {
+	c, err := Open(t.TempDir(), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, s := chunk(7, 4096)
+	c.Put(s, b)
+	if err := os.WriteFile(c.path(s), append([]byte("x"), b[1:]...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Get(s); ok {
+		t.Fatal("tampered chunk served")
+	}
+	if st := c.Stats(); st.Corrupts != 1 || st.Chunks != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	c.Put(s, b)
+	c.Remove([]digest.Digest{s})
+	if _, ok := c.Get(s); ok {
+		t.Fatal("removed chunk served")
+	}
+}
