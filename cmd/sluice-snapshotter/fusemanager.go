@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/internal/fusemanager"
+	"github.com/sluicehq/sluice/internal/snapshotter"
+)
+
+func newFuseManagerCommand() *cobra.Command {
+	var root, socket, configFile, logLevel string
+	cmd := &cobra.Command{
+		Use:   "fuse-manager",
+		Short: "Run the process that owns the FUSE mounts (started by the snapshotter)",
+		Long: `The FUSE manager owns the streamed layers' FUSE mounts and serves their reads.
+The snapshotter starts it on demand, in its own session, and talks to it over
+a unix socket; it outlives snapshotter restarts so that running containers
+keep working. After a reboot it mounts again what it had mounted, from TOCs
+kept on local disk.`,
+		Example: "  sluice-snapshotter fuse-manager --root /var/lib/sluice-snapshotter/fusemanager --socket /run/sluice-snapshotter/fuse-manager.sock",
+		Hidden:  true,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := snapshotter.LoadConfig(configFile)
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			delay, _ := cfg.Background()
+			m, err := fusemanager.New(fusemanager.Config{Root: root, CacheMaxBytes: cfg.CacheMaxBytes, Credential: cfg.Credential(),
+				BackgroundDelay: delay, Log: log})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if err := m.Restore(ctx); err != nil {
+				log.Warn("some mounts were not restored", "err", err)
+			}
+			log.Info("FUSE manager serving", "socket", socket, "root", root)
+			err = m.Serve(ctx, socket)
+			m.Close()
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&root, "root", snapshotter.DefaultRoot+"/fusemanager", "state directory")
+	cmd.Flags().StringVar(&socket, "socket", "/run/sluice-snapshotter/fuse-manager.sock", "unix socket of the API")
+	cmd.Flags().StringVar(&configFile, "config", "", "the snapshotter's YAML configuration file")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
+	"github.com/containerd/containerd/v2/contrib/snapshotservice"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/sluicehq/sluice/internal/fusemanager"
+	"github.com/sluicehq/sluice/internal/snapshotter"
+)
+
+// managerSocket and managerRoot place the FUSE manager beside the snapshotter.
+func managerSocket(cfg snapshotter.Config) string {
+	return filepath.Join(filepath.Dir(cfg.Address), "fuse-manager.sock")
+}
+
+func managerRoot(cfg snapshotter.Config) string { return filepath.Join(cfg.Root, "fusemanager") }
+
+func serve(cmd *cobra.Command, f *flags) error {
+	cfg, err := f.config()
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	args := []string{"fuse-manager", "--root", managerRoot(cfg), "--socket", managerSocket(cfg), "--log-level", f.logLevel}
+	if f.configFile != "" {
+		args = append(args, "--config", f.configFile)
+	}
+	layers, started, err := fusemanager.Ensure(ctx, managerSocket(cfg), filepath.Join(cfg.Root, "fuse-manager.log"), args...)
+	if err != nil {
+		return err
+	}
+	log.Info("FUSE manager ready", "socket", managerSocket(cfg), "started", started)
+
+	metrics := snapshotter.NewMetrics()
+	sn, err := snapshotter.New(filepath.Join(cfg.Root, "snapshotter"), layers, snapshotter.NewResolver(cfg.Credential(), cfg.PlainHTTP), metrics, log)
+	if err != nil {
+		return err
+	}
+	defer sn.Close()
+	if err := sn.Restore(ctx); err != nil {
+		log.Warn("some streamed layers were not restored", "err", err)
+	}
+
+	if err := os.MkdirAll(filepath.Dir(cfg.Address), 0o711); err != nil {
+		return err
+	}
+	if err := os.Remove(cfg.Address); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	ln, err := net.Listen("unix", cfg.Address)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Address, err)
+	}
+	srv := grpc.NewServer()
+	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	if cfg.MetricsAddress != "" {
+		go func() { errc <- serveMetrics(ctx, cfg.MetricsAddress, metrics.Registry, layers) }()
+	}
+	log.Info("sluice-snapshotter serving", "address", cfg.Address, "root", cfg.Root)
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+	}
+	srv.GracefulStop()
+	return err
+}
+
+// serveMetrics serves the snapshotter's metrics and the FUSE manager's on
+// one endpoint.
+func serveMetrics(ctx context.Context, addr string, own *prometheus.Registry, layers *fusemanager.Client) error {
+	gatherers := prometheus.Gatherers{own, managerGatherer{layers}}
+	srv := &http.Server{Addr: addr, Handler: promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}),
+		ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// managerGatherer reads the FUSE manager's metrics over its socket.
+type managerGatherer struct{ c *fusemanager.Client }
+
+func (g managerGatherer) Gather() ([]*dto.MetricFamily, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	body, err := g.c.Metrics(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	var p expfmt.TextParser
+	families, err := p.TextToMetricFamilies(body)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*dto.MetricFamily, 0, len(families))
+	for _, f := range families {
+		out = append(out, f)
+	}
+	return out, nil
+}

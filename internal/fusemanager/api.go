@@ -1,0 +1,227 @@
+package fusemanager
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Handler is the manager's API, served on a unix socket only root can
+// reach: POST /mount, POST /unmount, GET /check, GET /status, GET /metrics.
+func (m *Manager) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /mount", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Mountpoint string   `json:"mountpoint"`
+			Layer      LayerRef `json:"layer"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || req.Mountpoint == "" {
+			http.Error(w, "body must be {mountpoint, layer}", http.StatusBadRequest)
+			return
+		}
+		if err := m.Mount(r.Context(), req.Mountpoint, req.Layer); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /unmount", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Mountpoint string `json:"mountpoint"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || req.Mountpoint == "" {
+			http.Error(w, "body must be {mountpoint}", http.StatusBadRequest)
+			return
+		}
+		if err := m.Unmount(r.Context(), req.Mountpoint); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /check", func(w http.ResponseWriter, r *http.Request) {
+		if err := m.Check(r.URL.Query().Get("mountpoint")); err != nil {
+			status := http.StatusServiceUnavailable
+			if errors.Is(err, ErrNotMounted) {
+				status = http.StatusNotFound
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(m.Statuses())
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.metrics.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// Serve serves the API on a unix socket until ctx ends.
+func (m *Manager) Serve(ctx context.Context, socket string) error {
+	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
+		return err
+	}
+	_ = os.Remove(socket)
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", socket, err)
+	}
+	if err := os.Chmod(socket, 0o600); err != nil {
+		ln.Close()
+		return err
+	}
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdown)
+	}
+}
+
+// Client talks to a manager over its socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client of the manager listening on socket.
+func NewClient(socket string) *Client {
+	return &Client{socket: socket, http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}}
+}
+
+func (c *Client) call(ctx context.Context, method, path string, body any) error {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://fuse-manager"+path, r)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("FUSE manager at %s: %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		err := errors.New(string(bytes.TrimSpace(msg)))
+		if resp.StatusCode == http.StatusNotFound {
+			err = fmt.Errorf("%w: %v", ErrNotMounted, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// Mount asks the manager to mount a layer.
+func (c *Client) Mount(ctx context.Context, mountpoint string, ref LayerRef) error {
+	return c.call(ctx, "POST", "/mount", map[string]any{"mountpoint": mountpoint, "layer": ref})
+}
+
+// Unmount asks the manager to unmount a layer.
+func (c *Client) Unmount(ctx context.Context, mountpoint string) error {
+	return c.call(ctx, "POST", "/unmount", map[string]any{"mountpoint": mountpoint})
+}
+
+// Check asks whether a mount is served and healthy.
+func (c *Client) Check(ctx context.Context, mountpoint string) error {
+	return c.call(ctx, "GET", "/check?mountpoint="+url.QueryEscape(mountpoint), nil)
+}
+
+// Alive reports whether a manager answers on the socket.
+func (c *Client) Alive(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://fuse-manager/status", nil)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// MetricsURL is the path of the manager's metrics, for gathering them.
+func (c *Client) Metrics(ctx context.Context) (io.ReadCloser, error) {
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://fuse-manager/metrics", nil)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("FUSE manager metrics: %s", resp.Status)
+	}
+	return resp.Body, nil
+}
+
+// Ensure returns a client of the manager on socket, starting one (this
+// binary with args, in its own session so that it outlives its parent) when
+// none answers. started reports whether it had to.
+func Ensure(ctx context.Context, socket, logFile string, args ...string) (c *Client, started bool, err error) {
+	c = NewClient(socket)
+	if c.Alive(ctx) {
+		return c, false, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(logFile), 0o700); err != nil {
+		return nil, false, err
+	}
+	lf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, false, err
+	}
+	defer lf.Close()
+	cmd := exec.Command(exe, args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, false, fmt.Errorf("start the FUSE manager: %w", err)
+	}
+	go func() { _ = cmd.Wait() }() // reaped if it exits while we run
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if c.Alive(ctx) {
+			return c, true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil, false, fmt.Errorf("the FUSE manager did not answer on %s within 30s; see %s", socket, logFile)
+}

@@ -1,0 +1,81 @@
+package fusemanager
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/streaming"
+)
+
+// startBackground completes a layer in the background once its on-demand
+// reads have been quiet for BackgroundDelay, yielding whenever one comes,
+// then checks the whole layer's DiffID. A mismatch marks the layer bad:
+// every later read fails and the failure is logged at error level.
+func (m *Manager) startBackground(lm *mounted) {
+	ctx, cancel := context.WithCancel(context.Background())
+	lm.stopBackground = cancel
+	lm.backgroundDone = make(chan struct{})
+	if m.cfg.BackgroundDelay < 0 {
+		close(lm.backgroundDone)
+		return
+	}
+	go func() {
+		defer close(lm.backgroundDone)
+		backoff := time.Second
+		for ctx.Err() == nil {
+			if !m.waitQuiet(ctx, lm, m.cfg.BackgroundDelay) {
+				return
+			}
+			start := time.Now()
+			err := lm.reader.FetchAll(withKind(ctx, background), func(*streaming.Chunk, []byte) error {
+				// Yield to on-demand reads between batches.
+				if !m.waitQuiet(ctx, lm, 100*time.Millisecond) {
+					return ctx.Err()
+				}
+				return nil
+			})
+			switch {
+			case err == nil:
+				lm.complete.Store(true)
+				m.metrics.completed.Inc()
+				m.log.Info("layer complete: every chunk fetched and the DiffID verified", "image", lm.ref.ImageRef, "layer", lm.ref.SourceDigest, "duration", time.Since(start))
+				return
+			case errors.Is(err, streaming.ErrDiffIDMismatch), errors.Is(err, streaming.ErrChunkVerification):
+				lm.badReason.Store(err.Error())
+				lm.bad.Store(true)
+				m.metrics.verifyFailures.Inc()
+				m.metrics.bad.Inc()
+				m.log.Error("STREAMED LAYER IS BAD: its content does not match what the image promises; reads now fail",
+					"image", lm.ref.ImageRef, "layer", lm.ref.SourceDigest, "streamed", lm.ref.Digest, "err", err)
+				return
+			case ctx.Err() != nil:
+				return
+			default:
+				m.log.Warn("background fetch failed; will retry", "layer", lm.ref.SourceDigest, "err", err, "retry_in", backoff)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, time.Minute)
+			}
+		}
+	}()
+}
+
+// waitQuiet waits until no on-demand read happened for d; false if ctx
+// ended first.
+func (m *Manager) waitQuiet(ctx context.Context, lm *mounted, d time.Duration) bool {
+	for {
+		since := time.Since(time.Unix(0, lm.lastDemand.Load()))
+		if since >= d {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d - since):
+		}
+	}
+}

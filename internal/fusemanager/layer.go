@@ -1,0 +1,208 @@
+package fusemanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/sluicehq/sluice/internal/streaming"
+)
+
+// LayerRef says where a streamed layer is and how to trust it; the
+// snapshotter sends it with a mount request and the manager keeps it in its
+// state to restore the mount after a restart.
+type LayerRef struct {
+	// Registry is host[:port]; PlainHTTP talks HTTP to it.
+	Registry   string `json:"registry"`
+	PlainHTTP  bool   `json:"plainHTTP,omitempty"`
+	Repository string `json:"repository"`
+	// Digest and Size of the converted (seekable-zstd) layer.
+	Digest digest.Digest `json:"digest"`
+	Size   int64         `json:"size"`
+	// TOC annotations of the converted layer's descriptor.
+	TOCDigest digest.Digest `json:"tocDigest"`
+	TOCOffset int64         `json:"tocOffset"`
+	TOCSize   int64         `json:"tocSize"`
+	// SourceDigest is the original layer; DiffID is what the image config
+	// says the layer uncompresses to.
+	SourceDigest digest.Digest `json:"sourceDigest"`
+	DiffID       digest.Digest `json:"diffID,omitempty"`
+	// ImageRef names the image, for logs.
+	ImageRef string `json:"imageRef,omitempty"`
+}
+
+// Validate checks that a ref is complete.
+func (r *LayerRef) Validate() error {
+	switch {
+	case r.Registry == "" || r.Repository == "":
+		return errors.New("layer ref: registry and repository are required")
+	case r.Digest.Validate() != nil:
+		return fmt.Errorf("layer ref: digest %q is invalid", r.Digest)
+	case r.TOCDigest.Validate() != nil || r.TOCSize <= 0 || r.TOCOffset <= 0 || r.Size <= r.TOCOffset:
+		return errors.New("layer ref: TOC location is invalid")
+	}
+	return nil
+}
+
+// mounted is one layer mounted by the manager.
+type mounted struct {
+	mountpoint string
+	ref        LayerRef
+	reader     *streaming.Reader
+	server     *fuse.Server
+	mountedAt  time.Time
+
+	// lastDemand is when an on-demand read last started or ended (Unix
+	// nanoseconds): background completion yields to it.
+	lastDemand atomic.Int64
+	firstRead  sync.Once
+	bad        atomic.Bool
+	badReason  atomic.Value
+	complete   atomic.Bool
+
+	stopBackground context.CancelFunc
+	backgroundDone chan struct{}
+}
+
+// source adapts a mounted layer for layerfs: it marks on-demand activity and
+// refuses reads once the layer is known bad.
+type source struct {
+	m       *mounted
+	manager *Manager
+}
+
+func (s *source) Entries() []streaming.Entry { return s.m.reader.Entries() }
+
+func (s *source) DataEntry(e *streaming.Entry) *streaming.Entry { return s.m.reader.DataEntry(e) }
+
+func (s *source) ReadAt(ctx context.Context, e *streaming.Entry, p []byte, off int64) (int, error) {
+	m := s.m
+	if m.bad.Load() {
+		return 0, fmt.Errorf("layer %s is marked bad: %v", m.ref.Digest, m.badReason.Load())
+	}
+	m.firstRead.Do(func() {
+		d := time.Since(m.mountedAt)
+		s.manager.metrics.firstRead.Observe(d.Seconds())
+		s.manager.log.Info("first read of a streamed layer", "image", m.ref.ImageRef, "layer", m.ref.SourceDigest, "after", d)
+	})
+	m.lastDemand.Store(time.Now().UnixNano())
+	n, err := m.reader.ReadAt(withKind(ctx, onDemand), e, p, off)
+	m.lastDemand.Store(time.Now().UnixNano())
+	if errors.Is(err, streaming.ErrChunkVerification) {
+		s.manager.metrics.verifyFailures.Inc()
+		s.manager.log.Error("chunk failed verification: answering EIO", "image", m.ref.ImageRef, "layer", m.ref.Digest, "file", e.Name, "err", err)
+	}
+	return n, err
+}
+
+// fetchKind tells the range reader whose bytes it fetches, for metrics.
+type fetchKind int
+
+const (
+	onDemand fetchKind = iota
+	background
+)
+
+type kindKey struct{}
+
+func withKind(ctx context.Context, k fetchKind) context.Context { return context.WithValue(ctx, kindKey{}, k) }
+
+func kindOf(ctx context.Context) fetchKind {
+	k, _ := ctx.Value(kindKey{}).(fetchKind)
+	return k
+}
+
+// countingRanges counts the bytes a reader fetches, by kind.
+type countingRanges struct {
+	inner   streaming.MultiRangeReader
+	metrics *metrics
+}
+
+func (c *countingRanges) ReadRange(ctx context.Context, p []byte, off int64) error {
+	err := c.inner.ReadRange(ctx, p, off)
+	if err == nil {
+		c.metrics.fetched(kindOf(ctx), int64(len(p)))
+	}
+	return err
+}
+
+func (c *countingRanges) ReadRanges(ctx context.Context, ranges []streaming.Range, bufs [][]byte) error {
+	err := c.inner.ReadRanges(ctx, ranges, bufs)
+	if err == nil {
+		var n int64
+		for _, r := range ranges {
+			n += r.Length
+		}
+		c.metrics.fetched(kindOf(ctx), n)
+	}
+	return err
+}
+
+// tailStore keeps the end of each converted blob (TOC frame and footer) on
+// local disk, so that a layer can be mounted again after a restart or a
+// reboot without the registry.
+type tailStore struct {
+	dir string
+}
+
+func (t *tailStore) path(toc digest.Digest) string { return filepath.Join(t.dir, toc.Encoded()) }
+
+// wrap returns a range reader that answers the tail from disk when it has
+// it, and keeps it when it fetches it.
+func (t *tailStore) wrap(ref LayerRef, remote streaming.MultiRangeReader) streaming.MultiRangeReader {
+	return &tailReader{store: t, ref: ref, MultiRangeReader: remote}
+}
+
+type tailReader struct {
+	streaming.MultiRangeReader
+	store *tailStore
+	ref   LayerRef
+}
+
+func (r *tailReader) ReadRange(ctx context.Context, p []byte, off int64) error {
+	if off != r.ref.TOCOffset || int64(len(p)) != r.ref.Size-r.ref.TOCOffset {
+		return r.MultiRangeReader.ReadRange(ctx, p, off)
+	}
+	path := r.store.path(r.ref.TOCDigest)
+	if b, err := os.ReadFile(path); err == nil && len(b) == len(p) {
+		copy(p, b)
+		return nil
+	}
+	if err := r.MultiRangeReader.ReadRange(ctx, p, off); err != nil {
+		return err
+	}
+	// The reader verifies the TOC against its digest right after; a bad
+	// tail saved here is caught then and replaced on the next fetch.
+	_ = os.MkdirAll(r.store.dir, 0o700)
+	_ = writeFileAtomic(path, p)
+	return nil
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+	}
+	return err
+}

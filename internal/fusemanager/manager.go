@@ -1,0 +1,337 @@
+// Package fusemanager is the long-lived process that owns the node's
+// streamed-layer FUSE mounts: it mounts a layer when the snapshotter asks,
+// serves its reads (chunks fetched with HTTP range requests, verified, kept
+// in the shared on-disk chunk cache), completes it in the background and
+// checks its DiffID, and keeps its state on disk so that mounts come back
+// after a reboot without the registry.
+//
+// It runs apart from the snapshotter so that killing or restarting the
+// snapshotter never breaks a running container: the FUSE connections
+// belong to this process, which the snapshotter finds again on its socket.
+package fusemanager
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/registry/remote/auth"
+
+	"github.com/sluicehq/sluice/internal/chunkcache"
+	"github.com/sluicehq/sluice/internal/client"
+	"github.com/sluicehq/sluice/internal/layerfs"
+	"github.com/sluicehq/sluice/internal/streaming"
+)
+
+// Config configures a manager.
+type Config struct {
+	// Root holds the state file, the layers' TOCs and the chunk cache.
+	Root string
+	// CacheMaxBytes bounds the chunk cache.
+	CacheMaxBytes int64
+	// Credential returns registry credentials (docker config, node token).
+	Credential auth.CredentialFunc
+	// BackgroundDelay is how long a layer's reads must be quiet before
+	// background completion starts; negative turns it off.
+	BackgroundDelay time.Duration
+	// OverlayXattr is overlayfs's xattr prefix for opaque directories.
+	OverlayXattr string
+	Log          *slog.Logger
+}
+
+// Manager owns the mounts.
+type Manager struct {
+	cfg     Config
+	log     *slog.Logger
+	cache   *chunkcache.Cache
+	tails   *tailStore
+	metrics *metrics
+
+	mu      sync.Mutex
+	mounts  map[string]*mounted
+	clients map[string]*client.Client
+}
+
+// New opens the manager's stores. Call Restore to bring back the mounts of
+// an earlier run.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.CacheMaxBytes <= 0 {
+		cfg.CacheMaxBytes = 10 << 30
+	}
+	if cfg.BackgroundDelay == 0 {
+		cfg.BackgroundDelay = 2 * time.Second
+	}
+	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
+		return nil, err
+	}
+	cache, err := chunkcache.Open(filepath.Join(cfg.Root, "chunks"), cfg.CacheMaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{cfg: cfg, log: cfg.Log, cache: cache, tails: &tailStore{dir: filepath.Join(cfg.Root, "tocs")},
+		mounts: map[string]*mounted{}, clients: map[string]*client.Client{}}
+	m.metrics = newMetrics(m)
+	return m, nil
+}
+
+func (m *Manager) client(ref LayerRef) *client.Client {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key := fmt.Sprintf("%s|%v", ref.Registry, ref.PlainHTTP)
+	c := m.clients[key]
+	if c == nil {
+		c = client.New(ref.Registry, client.Options{PlainHTTP: ref.PlainHTTP, Credential: m.cfg.Credential, UserAgent: "sluice-snapshotter"})
+		m.clients[key] = c
+	}
+	return c
+}
+
+// ErrNotMounted is returned for a mountpoint the manager does not serve.
+var ErrNotMounted = errors.New("not mounted by the FUSE manager")
+
+// Mount mounts a layer at mountpoint. Mounting what is already mounted
+// there is a no-op, so the snapshotter can ask again after a restart.
+func (m *Manager) Mount(ctx context.Context, mountpoint string, ref LayerRef) error {
+	if err := ref.Validate(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if cur, ok := m.mounts[mountpoint]; ok {
+		m.mu.Unlock()
+		if cur.ref.Digest == ref.Digest {
+			return nil
+		}
+		return fmt.Errorf("%s already holds layer %s", mountpoint, cur.ref.Digest)
+	}
+	m.mu.Unlock()
+
+	reader, err := m.open(ctx, ref)
+	if err != nil {
+		return err
+	}
+	lm := &mounted{mountpoint: mountpoint, ref: ref, reader: reader, mountedAt: time.Now()}
+	server, err := layerfs.Mount(mountpoint, &source{m: lm, manager: m}, layerfs.Options{OverlayXattr: m.cfg.OverlayXattr})
+	if err != nil {
+		reader.Close()
+		return err
+	}
+	lm.server = server
+	m.mu.Lock()
+	m.mounts[mountpoint] = lm
+	m.mu.Unlock()
+	if err := m.saveState(); err != nil {
+		m.log.Warn("save state", "err", err)
+	}
+	m.startBackground(lm)
+	m.log.Info("layer mounted", "mountpoint", mountpoint, "image", ref.ImageRef, "layer", ref.SourceDigest, "streamed", ref.Digest)
+	return nil
+}
+
+// open loads and verifies a layer's TOC, from the local tail store when it
+// has it. A damaged local copy is dropped and fetched again.
+func (m *Manager) open(ctx context.Context, ref LayerRef) (*streaming.Reader, error) {
+	remote := &countingRanges{inner: m.client(ref).BlobRanges(ref.Repository, ref.Digest, ref.Size), metrics: m.metrics}
+	opts := []streaming.ReaderOption{
+		streaming.WithTOC(ref.TOCDigest, ref.TOCOffset, ref.TOCSize),
+		streaming.WithChunkCache(m.cache),
+	}
+	if ref.DiffID != "" {
+		opts = append(opts, streaming.WithDiffID(ref.DiffID))
+	}
+	r, err := streaming.Open(ctx, m.tails.wrap(ref, remote), ref.Size, opts...)
+	if errors.Is(err, streaming.ErrTOCVerification) || errors.Is(err, streaming.ErrInvalidFormat) {
+		_ = os.Remove(m.tails.path(ref.TOCDigest))
+		r, err = streaming.Open(ctx, m.tails.wrap(ref, remote), ref.Size, opts...)
+	}
+	if err != nil {
+		if errors.Is(err, streaming.ErrTOCVerification) || errors.Is(err, streaming.ErrDiffIDMismatch) {
+			m.metrics.verifyFailures.Inc()
+		}
+		return nil, fmt.Errorf("open streamed layer %s: %w", ref.Digest, err)
+	}
+	return r, nil
+}
+
+// Unmount unmounts a layer and drops its chunks from the cache unless
+// another mounted layer shares them.
+func (m *Manager) Unmount(ctx context.Context, mountpoint string) error {
+	m.mu.Lock()
+	lm, ok := m.mounts[mountpoint]
+	if ok {
+		delete(m.mounts, mountpoint)
+	}
+	m.mu.Unlock()
+	if !ok {
+		// Not ours (or already gone): make sure nothing stays mounted.
+		_ = syscall.Unmount(mountpoint, syscall.MNT_DETACH)
+		return nil
+	}
+	lm.stopBackground()
+	<-lm.backgroundDone
+	if err := lm.server.Unmount(); err != nil {
+		if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+			m.log.Warn("unmount layer", "mountpoint", mountpoint, "err", err)
+		}
+	}
+	lm.reader.Close()
+	m.dropChunks(lm)
+	if err := m.saveState(); err != nil {
+		m.log.Warn("save state", "err", err)
+	}
+	m.log.Info("layer unmounted", "mountpoint", mountpoint, "layer", lm.ref.SourceDigest)
+	return nil
+}
+
+// dropChunks removes a gone layer's chunks that no mounted layer uses.
+func (m *Manager) dropChunks(gone *mounted) {
+	m.mu.Lock()
+	inUse := map[digest.Digest]bool{}
+	for _, other := range m.mounts {
+		for _, c := range other.reader.TOC().Chunks {
+			inUse[c.Digest] = true
+		}
+	}
+	m.mu.Unlock()
+	var drop []digest.Digest
+	for _, c := range gone.reader.TOC().Chunks {
+		if !inUse[c.Digest] {
+			drop = append(drop, c.Digest)
+		}
+	}
+	m.cache.Remove(drop)
+}
+
+// Check reports whether a mount is served and healthy.
+func (m *Manager) Check(mountpoint string) error {
+	m.mu.Lock()
+	lm, ok := m.mounts[mountpoint]
+	m.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%s: %w", mountpoint, ErrNotMounted)
+	}
+	if lm.bad.Load() {
+		return fmt.Errorf("layer %s at %s is bad: %v", lm.ref.Digest, mountpoint, lm.badReason.Load())
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(mountpoint, &st); err != nil {
+		return fmt.Errorf("layer at %s does not answer: %w", mountpoint, err)
+	}
+	return nil
+}
+
+// Status describes a mount, for the status endpoint.
+type Status struct {
+	Mountpoint string   `json:"mountpoint"`
+	Layer      LayerRef `json:"layer"`
+	MountedAt  string   `json:"mountedAt"`
+	Complete   bool     `json:"complete"`
+	Bad        string   `json:"bad,omitempty"`
+}
+
+// Statuses lists the mounts.
+func (m *Manager) Statuses() []Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Status, 0, len(m.mounts))
+	for _, lm := range m.mounts {
+		s := Status{Mountpoint: lm.mountpoint, Layer: lm.ref, MountedAt: lm.mountedAt.UTC().Format(time.RFC3339), Complete: lm.complete.Load()}
+		if lm.bad.Load() {
+			s.Bad = fmt.Sprint(lm.badReason.Load())
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Mountpoint < out[j].Mountpoint })
+	return out
+}
+
+// state is what the manager keeps on disk to restore its mounts.
+type state struct {
+	Mounts []stateMount `json:"mounts"`
+}
+
+type stateMount struct {
+	Mountpoint string   `json:"mountpoint"`
+	Layer      LayerRef `json:"layer"`
+}
+
+func (m *Manager) statePath() string { return filepath.Join(m.cfg.Root, "state.json") }
+
+func (m *Manager) saveState() error {
+	m.mu.Lock()
+	var st state
+	for mp, lm := range m.mounts {
+		st.Mounts = append(st.Mounts, stateMount{Mountpoint: mp, Layer: lm.ref})
+	}
+	m.mu.Unlock()
+	sort.Slice(st.Mounts, func(i, j int) bool { return st.Mounts[i].Mountpoint < st.Mounts[j].Mountpoint })
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(m.statePath(), b)
+}
+
+// Restore mounts again what an earlier run had mounted (after a crash or a
+// reboot; mounts still alive were left by a live manager and never get
+// here). TOCs come from the local store, so the registry is not needed.
+func (m *Manager) Restore(ctx context.Context) error {
+	b, err := os.ReadFile(m.statePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("state %s: %w", m.statePath(), err)
+	}
+	var errs []error
+	for _, sm := range st.Mounts {
+		// A stale FUSE mount of a dead manager answers ENOTCONN: detach it.
+		_ = syscall.Unmount(sm.Mountpoint, syscall.MNT_DETACH)
+		if _, err := os.Stat(sm.Mountpoint); err != nil {
+			m.log.Warn("not restoring a mount whose directory is gone", "mountpoint", sm.Mountpoint)
+			continue
+		}
+		if err := m.Mount(ctx, sm.Mountpoint, sm.Layer); err != nil {
+			errs = append(errs, fmt.Errorf("restore %s: %w", sm.Mountpoint, err))
+		}
+	}
+	if err := m.saveState(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops background work and unmounts every layer: the manager going
+// away means its mounts cannot be served.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	var mps []string
+	for mp := range m.mounts {
+		mps = append(mps, mp)
+	}
+	m.mu.Unlock()
+	for _, mp := range mps {
+		lm := m.mounts[mp]
+		lm.stopBackground()
+		<-lm.backgroundDone
+		if err := lm.server.Unmount(); err != nil {
+			_ = syscall.Unmount(mp, syscall.MNT_DETACH)
+		}
+		lm.reader.Close()
+	}
+}

@@ -1,0 +1,28 @@
+package snapshotter
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the snapshotter's own metrics (the FUSE manager has the
+// fetch and cache ones).
+type Metrics struct {
+	Registry  *prometheus.Registry
+	streamed  prometheus.Counter
+	fallbacks *prometheus.CounterVec
+}
+
+// NewMetrics registers the snapshotter's metrics.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		streamed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_snapshotter_layers_streamed_total",
+			Help: "Layers prepared as remote snapshots (mounted lazily, not downloaded).",
+		}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_snapshotter_fallbacks_total",
+			Help: "Layers that could not be streamed and were downloaded by containerd, by reason.",
+		}, []string{"reason"}),
+	}
+	m.Registry.MustRegister(m.streamed, m.fallbacks)
+	return m
+}
