@@ -4,7 +4,7 @@
 # through `go install` into $(go env GOPATH)/bin.
 set -euo pipefail
 
-apt_packages=(zstd skopeo containerd runc debootstrap docker-registry)
+apt_packages=(zstd skopeo containerd runc debootstrap docker-registry busybox-static gzip)
 go_tools=(
 	"oras.land/oras/cmd/oras@v1.3.6"
 	"github.com/google/go-containerregistry/cmd/crane@v0.22.1"

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -131,54 +130,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, filepath.Join(dir, "opt"))
 	writeFile(t, filepath.Join(dir, "config.toml"), []byte(config))
 
-	var logs bytes.Buffer
 	cmd := exec.Command(containerd, "--config", filepath.Join(dir, "config.toml"))
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Env = append(os.Environ(), "TMPDIR="+dir)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start containerd: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		stopProcessGroup(t, cmd.Process.Pid, exited)
+	d := startDaemon(t, "containerd", cmd, func() {
 		unmountUnder(t, dir)
-		if t.Failed() {
-			t.Logf("containerd log:\n%s", lastLines(logs.String(), 60))
-		}
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("remove containerd directory: %v", err)
 		}
 	})
-
-	waitFor(t, time.Minute, "containerd answers on "+sock, func() bool {
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("containerd exited (%v):\n%s", err, logs.String())
-		default:
-		}
+	d.waitReady(t, time.Minute, "containerd answers on "+sock, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		return exec.CommandContext(ctx, ctr, "--address", sock, "version").Run() == nil
 	})
 	return sock
-}
-
-// stopProcessGroup sends SIGTERM to a process group, then SIGKILL if its
-// leader has not exited in time.
-func stopProcessGroup(t *testing.T, pgid int, exited <-chan error) {
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(15 * time.Second):
-		t.Logf("containerd ignored SIGTERM; killing its process group")
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-exited
-	}
-	// Anything the group started and left behind goes too.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
 // unmountUnder detaches every mount below dir, deepest first.

@@ -280,12 +280,24 @@ func checkBlobFiles(t *testing.T, root string) map[digest.Digest]bool {
 // <n>-<nonce>), leaving out the temporary files of interrupted writes.
 func uploadPartFiles(t *testing.T, root string) []string {
 	t.Helper()
+	return listUploadFiles(t, root, false)
+}
+
+// uploadFiles lists every file under root: upload parts and the temporary
+// files of parts being written.
+func uploadFiles(t *testing.T, root string) []string {
+	t.Helper()
+	return listUploadFiles(t, root, true)
+}
+
+func listUploadFiles(t *testing.T, root string, temporary bool) []string {
+	t.Helper()
 	var parts []string
 	err := filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) && path == root {
 			return fs.SkipDir
 		}
-		if err != nil || e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
+		if err != nil || e.IsDir() || (!temporary && strings.HasSuffix(e.Name(), ".tmp")) {
 			return err
 		}
 		rel, _ := filepath.Rel(root, path)

@@ -4,13 +4,17 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,8 +23,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// testImage is a runnable-looking single-platform OCI image made in memory:
-// gzip layers that each hold one file of random bytes, a config whose
+// testImage is a single-platform OCI image made in memory: gzip layers
+// (from newTestImage, each one file of random bytes), a config whose
 // diff_ids match them (containerd checks that when it unpacks), and the
 // manifest.
 type testImage struct {
@@ -45,18 +49,40 @@ func newTestImage(t *testing.T, rng *rand.Rand, sizes ...int) *testImage {
 // architecture, to be put in an index.
 func newPlatformImage(t *testing.T, rng *rand.Rand, arch string, sizes ...int) *testImage {
 	t.Helper()
-	img := &testImage{Blobs: map[digest.Digest][]byte{}, Platform: ocispec.Platform{Architecture: arch, OS: "linux"}}
-	var diffIDs []digest.Digest
+	tarballs := make([][]byte, len(sizes))
 	for i, size := range sizes {
-		tarball, gz := tarGzipLayer(t, rng, fmt.Sprintf("layer%d/data.bin", i), size)
-		diffIDs = append(diffIDs, digest.FromBytes(tarball))
-		img.Layers = append(img.Layers, img.addBlob(ocispec.MediaTypeImageLayerGzip, gz))
+		tarballs[i] = tarLayer(t, fileEntry(fmt.Sprintf("layer%d/data.bin", i), 0o755, randomBytes(rng, size)))
+	}
+	cfg := ocispec.ImageConfig{Cmd: []string{"/layer0/data.bin"}, Labels: map[string]string{"e2e.nonce": fmt.Sprint(rng.Uint64())}}
+	return newImage(t, ocispec.Platform{Architecture: arch, OS: "linux"}, cfg, gzipLevel(gzip.DefaultCompression), tarballs...)
+}
+
+// newImage makes an image of the given layer tarballs, gzip-compressed by
+// compress (in parallel: large layers take a while), with a config for
+// platform whose diff_ids match them.
+func newImage(t *testing.T, platform ocispec.Platform, cfg ocispec.ImageConfig, compress compressor, tarballs ...[]byte) *testImage {
+	t.Helper()
+	img := &testImage{Blobs: map[digest.Digest][]byte{}, Platform: platform}
+	gz := make([][]byte, len(tarballs))
+	errs := make([]error, len(tarballs))
+	var wg sync.WaitGroup
+	for i, tb := range tarballs {
+		wg.Go(func() { gz[i], errs[i] = compress(tb) })
+	}
+	wg.Wait()
+	var diffIDs []digest.Digest
+	for i, tb := range tarballs {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		diffIDs = append(diffIDs, digest.FromBytes(tb))
+		img.Layers = append(img.Layers, img.addBlob(ocispec.MediaTypeImageLayerGzip, gz[i]))
 	}
 	created := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	config, err := json.Marshal(ocispec.Image{
 		Created:  &created,
 		Platform: img.Platform,
-		Config:   ocispec.ImageConfig{Cmd: []string{"/layer0/data.bin"}, Labels: map[string]string{"e2e.nonce": fmt.Sprint(rng.Uint64())}},
+		Config:   cfg,
 		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: diffIDs},
 	})
 	if err != nil {
@@ -86,27 +112,98 @@ func (img *testImage) addBlob(mediaType string, b []byte) ocispec.Descriptor {
 // at name, and its gzip compression.
 func tarGzipLayer(t *testing.T, rng *rand.Rand, name string, size int) (tarball, gz []byte) {
 	t.Helper()
-	var tb bytes.Buffer
-	tw := tar.NewWriter(&tb)
-	hdr := &tar.Header{Name: name, Mode: 0o755, Size: int64(size), Typeflag: tar.TypeReg, ModTime: time.Unix(1700000000, 0)}
-	if err := tw.WriteHeader(hdr); err != nil {
+	tarball = tarLayer(t, fileEntry(name, 0o755, randomBytes(rng, size)))
+	gz, err := gzipBytes(tarball, gzip.DefaultCompression)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tw.Write(randomBytes(rng, size)); err != nil {
-		t.Fatal(err)
+	return tarball, gz
+}
+
+// tarEntry is one member of a layer tarball.
+type tarEntry struct {
+	hdr  tar.Header
+	body []byte
+}
+
+// layerTime is the modification time of every entry of the test layers.
+var layerTime = time.Unix(1700000000, 0)
+
+func dirEntry(name string) tarEntry {
+	return tarEntry{hdr: tar.Header{Name: name + "/", Mode: 0o755, Typeflag: tar.TypeDir, ModTime: layerTime}}
+}
+
+func fileEntry(name string, mode int64, body []byte) tarEntry {
+	return tarEntry{hdr: tar.Header{Name: name, Mode: mode, Size: int64(len(body)), Typeflag: tar.TypeReg, ModTime: layerTime}, body: body}
+}
+
+func symlinkEntry(name, target string) tarEntry {
+	return tarEntry{hdr: tar.Header{Name: name, Linkname: target, Mode: 0o777, Typeflag: tar.TypeSymlink, ModTime: layerTime}}
+}
+
+// tarLayer returns a tar archive of entries, in order.
+func tarLayer(t *testing.T, entries ...tarEntry) []byte {
+	t.Helper()
+	size := 0
+	for _, e := range entries {
+		size += 1024 + len(e.body)
+	}
+	tb := bytes.NewBuffer(make([]byte, 0, size+1024))
+	tw := tar.NewWriter(tb)
+	for _, e := range entries {
+		if err := tw.WriteHeader(&e.hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(e.body); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var gb bytes.Buffer
-	zw := gzip.NewWriter(&gb)
-	if _, err := zw.Write(tb.Bytes()); err != nil {
-		t.Fatal(err)
+	return tb.Bytes()
+}
+
+// compressor gzip-compresses a layer tarball.
+type compressor func(tarball []byte) ([]byte, error)
+
+// gzipLevel compresses in this process, at level.
+func gzipLevel(level int) compressor {
+	return func(tarball []byte) ([]byte, error) { return gzipBytes(tarball, level) }
+}
+
+// gzipCommand compresses with the gzip command at its fastest level: on
+// large layers it is several times faster than this process, which the race
+// detector may slow down.
+func gzipCommand(path string) compressor {
+	return func(tarball []byte) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, path, "-1", "-n", "-c")
+		cmd.Stdin = bytes.NewReader(tarball)
+		out := bytes.NewBuffer(make([]byte, 0, len(tarball)/2))
+		var stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = out, &stderr
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("gzip of a %d-byte layer: %v: %s", len(tarball), err, stderr.Bytes())
+		}
+		return out.Bytes(), nil
+	}
+}
+
+func gzipBytes(b []byte, level int) ([]byte, error) {
+	gb := bytes.NewBuffer(make([]byte, 0, len(b)/2))
+	zw, err := gzip.NewWriterLevel(gb, level)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := zw.Write(b); err != nil {
+		return nil, err
 	}
 	if err := zw.Close(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return tb.Bytes(), gb.Bytes()
+	return gb.Bytes(), nil
 }
 
 func randomBytes(rng *rand.Rand, n int) []byte {
@@ -115,6 +212,34 @@ func randomBytes(rng *rand.Rand, n int) []byte {
 		v := rng.Uint64()
 		for j := 0; j < 8 && i+j < n; j++ {
 			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	return b
+}
+
+// compressibleBytes returns n bytes that gzip and zstd shrink to about
+// half, as they do real layers: every 4 KiB block is half random bytes and
+// half a copy of bytes from a little earlier, within both compressors'
+// windows. It is quick to make, even under the race detector, unlike
+// realistic text.
+func compressibleBytes(rng *rand.Rand, n int) []byte {
+	const block = 4 << 10
+	var seed [32]byte
+	for i := 0; i < len(seed); i += 8 {
+		binary.LittleEndian.PutUint64(seed[i:], rng.Uint64())
+	}
+	// ChaCha8's Read is assembly, which the race detector does not slow.
+	random := rand.NewChaCha8(seed)
+	b := make([]byte, n)
+	for off := 0; off < n; off += block {
+		end := min(off+block, n)
+		half := off + (end-off)/2
+		if off == 0 {
+			half = end
+		}
+		_, _ = random.Read(b[off:half])
+		if half < end {
+			copy(b[half:end], b[off-block+int(random.Uint64()%(block/2)):])
 		}
 	}
 	return b

@@ -49,6 +49,10 @@ func newClients(t *testing.T) *clients {
 		"XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
 		"XDG_RUNTIME_DIR="+filepath.Join(home, "run"),
 	)
+	// ctr makes the FIFOs of a container's stdio there.
+	if err := os.Mkdir(filepath.Join(home, "run"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	return &clients{t: t, dir: t.TempDir(), env: env}
 }
 
