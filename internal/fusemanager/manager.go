@@ -122,6 +122,9 @@ func (m *Manager) Mount(ctx context.Context, mountpoint string, ref LayerRef) er
 		return err
 	}
 	lm := &mounted{mountpoint: mountpoint, ref: ref, reader: reader, mountedAt: time.Now()}
+	// Background completion waits for the layer to be quiet, counting
+	// from the mount: a container about to start reads first.
+	lm.lastDemand.Store(lm.mountedAt.UnixNano())
 	server, err := layerfs.Mount(mountpoint, &source{m: lm, manager: m}, layerfs.Options{OverlayXattr: m.cfg.OverlayXattr})
 	if err != nil {
 		reader.Close()

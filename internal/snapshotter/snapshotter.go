@@ -447,7 +447,7 @@ func (s *Snapshotter) Restore(ctx context.Context) error {
 		}{id, ref})
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errdefs.IsNotFound(err) {
 		return err
 	}
 	var errs []error

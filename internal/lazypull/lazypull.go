@@ -1,0 +1,119 @@
+// Package lazypull pulls an image through containerd with the labels that
+// let a remote snapshotter stream its layers (what `sluice pull` runs, like
+// stargz's `ctr-remote rpull`), and reports which layers were streamed and
+// which were downloaded.
+package lazypull
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/core/remotes/docker/config"
+	"github.com/containerd/containerd/v2/pkg/snapshotters"
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/identity"
+)
+
+// Options configure a pull.
+type Options struct {
+	// Address is containerd's socket; Namespace its namespace.
+	Address, Namespace string
+	// Snapshotter unpacks the image ("sluice").
+	Snapshotter string
+	// PlainHTTP talks HTTP to the registry.
+	PlainHTTP bool
+	// Credentials returns the registry credentials of a host.
+	Credentials func(host string) (string, string, error)
+	// Platform to pull ("" is the host's).
+	Platform string
+}
+
+// Layer says how one layer of the pulled image got to the node.
+type Layer struct {
+	Digest   digest.Digest `json:"digest"`
+	ChainID  digest.Digest `json:"chainID"`
+	Streamed bool          `json:"streamed"`
+}
+
+// Result describes a pull.
+type Result struct {
+	Image    string        `json:"image"`
+	Digest   digest.Digest `json:"digest"`
+	Layers   []Layer       `json:"layers"`
+	Duration time.Duration `json:"duration"`
+}
+
+// Pull pulls ref into containerd and unpacks it with the snapshotter,
+// labelling each layer with the image so that the snapshotter can stream
+// it. It uses the classic client-side pull, which every containerd from 1.6
+// on serves.
+func Pull(ctx context.Context, ref string, o Options) (*Result, error) {
+	if o.Namespace == "" {
+		o.Namespace = "default"
+	}
+	if o.Snapshotter == "" {
+		o.Snapshotter = "sluice"
+	}
+	client, err := containerd.New(o.Address, containerd.WithDefaultNamespace(o.Namespace), containerd.WithTimeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w", o.Address, err)
+	}
+	defer client.Close()
+	hostOpts := config.HostOptions{Credentials: o.Credentials}
+	if o.PlainHTTP {
+		hostOpts.DefaultScheme = "http"
+	}
+	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: config.ConfigureHosts(ctx, hostOpts)})
+	opts := []containerd.RemoteOpt{
+		containerd.WithResolver(resolver),
+		containerd.WithPullUnpack,
+		containerd.WithPullSnapshotter(o.Snapshotter),
+		containerd.WithImageHandlerWrapper(snapshotters.AppendInfoHandlerWrapper(ref)),
+	}
+	if o.Platform != "" {
+		opts = append(opts, containerd.WithPlatform(o.Platform))
+	}
+	start := time.Now()
+	img, err := client.Pull(ctx, ref, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", ref, err)
+	}
+	res := &Result{Image: ref, Digest: img.Target().Digest, Duration: time.Since(start)}
+	diffIDs, err := img.RootFS(ctx)
+	if err != nil {
+		return res, fmt.Errorf("read the pulled image's layers: %w", err)
+	}
+	digests, err := imageLayers(ctx, img)
+	if err != nil {
+		return res, fmt.Errorf("read the pulled image's manifest: %w", err)
+	}
+	sn := client.SnapshotService(o.Snapshotter)
+	for i := range diffIDs {
+		l := Layer{ChainID: identity.ChainID(diffIDs[:i+1])}
+		if i < len(digests) {
+			l.Digest = digests[i]
+		}
+		if info, err := sn.Stat(ctx, l.ChainID.String()); err == nil {
+			_, l.Streamed = info.Labels["containerd.io/snapshot/remote"]
+		}
+		res.Layers = append(res.Layers, l)
+	}
+	return res, nil
+}
+
+// imageLayers lists the layer digests of the image's manifest for this
+// platform.
+func imageLayers(ctx context.Context, img containerd.Image) ([]digest.Digest, error) {
+	manifest, err := imagesManifest(ctx, img)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]digest.Digest, len(manifest.Layers))
+	for i, l := range manifest.Layers {
+		out[i] = l.Digest
+	}
+	return out, nil
+}
