@@ -33,6 +33,11 @@ type job struct {
 // convert runs a conversion operation and returns its result JSON.
 func (s *Service) convert(ctx context.Context, op *metadata.Operation, p *progress) (string, error) {
 	j := &job{s: s, op: op, p: p}
+	// An earlier attempt that died (a crash, a lost lease) may have left
+	// a converted layer half uploaded: drop it before starting again.
+	if err := s.reg.DropOwnedUploads(ctx, op.Repository, uploadOwner(op)); err != nil {
+		return "", err
+	}
 	descs, err := j.run(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -261,7 +266,7 @@ func (j *job) convertAndPush(ctx context.Context, src ocispec.Descriptor) (*stre
 		return nil, fmt.Errorf("open layer %s: %w", src.Digest, err)
 	}
 	defer in.Close()
-	up, err := j.s.reg.StartUpload(ctx, repo, digest.Canonical)
+	up, err := j.s.reg.StartOwnedUpload(ctx, repo, uploadOwner(j.op))
 	if err != nil {
 		return nil, err
 	}
@@ -302,6 +307,9 @@ func (j *job) convertAndPush(ctx context.Context, src ocispec.Descriptor) (*stre
 	j.p.done.Store(base + src.Size)
 	return out.res, nil
 }
+
+// uploadOwner names the uploads of an operation's conversions.
+func uploadOwner(op *metadata.Operation) string { return "conv-" + op.ID }
 
 // http0 is an empty body.
 type http0 struct{}

@@ -189,7 +189,7 @@ func (s *Service) runImport(ctx context.Context, op *metadata.Operation, p *prog
 	src.Client = client
 	desc, err := src.Resolve(ctx, src.Reference.Reference)
 	if err != nil {
-		return "", errorf(CodeImportSourceFailed, "resolve %s: %v", ref, err)
+		return "", importSourceError(ref, err)
 	}
 	opts := oras.CopyGraphOptions{
 		Concurrency: 3,
@@ -215,7 +215,7 @@ func (s *Service) runImport(ctx context.Context, op *metadata.Operation, p *prog
 			if ctx.Err() != nil {
 				return "", ctx.Err()
 			}
-			return "", errorf(CodeImportSourceFailed, "copy %s into %s: %v", ref, t.Repository, err)
+			return "", importSourceError(ref, err)
 		}
 		for _, tag := range t.Tags {
 			if err := s.tagImported(ctx, t.Repository, tag, desc, st.Force); err != nil {
@@ -232,6 +232,19 @@ func (s *Service) runImport(ctx context.Context, op *metadata.Operation, p *prog
 		Targets []importTarget `json:"targets"`
 	}{desc.Digest, st.Targets})
 	return string(b), nil
+}
+
+// importSourceError explains a failure to read the source, saying what to
+// do when it is about credentials.
+func importSourceError(ref string, err error) error {
+	msg := err.Error()
+	if strings.Contains(msg, "credential not found") || strings.Contains(msg, "401") || strings.Contains(msg, "unauthorized") {
+		return errorf(CodeImportSourceFailed, "the source registry refused to serve %s without valid credentials: give source.credentials (username and password) of an account that can pull it (%v)", ref, err)
+	}
+	if strings.Contains(msg, "404") || strings.Contains(msg, "not found") {
+		return errorf(CodeImportSourceFailed, "%s was not found in the source registry (%v)", ref, err)
+	}
+	return errorf(CodeImportSourceFailed, "reading %s from the source registry: %v", ref, err)
 }
 
 // tagImported points a tag at an imported manifest; without force, a tag

@@ -79,7 +79,7 @@ func (s *Service) runOperation(parent context.Context, op *metadata.Operation) {
 	p := &progress{}
 	details := "Conversion ongoing for resource " + op.Repository + "@" + op.Digest
 	if op.Kind == KindImport {
-		details = "Import ongoing into " + op.Repository
+		details = "Importing " + op.Digest + " into " + op.Repository
 	}
 	var canceled atomic.Bool
 	stopBeat := s.heartbeat(ctx, op, p, details, func() { canceled.Store(true); cancel() })
@@ -107,8 +107,11 @@ func (s *Service) runOperation(parent context.Context, op *metadata.Operation) {
 			log.Warn("hand back operation", "err", rerr)
 		}
 	case err == nil:
-		s.finish(final, op, metadata.Operation{Status: metadata.StatusSucceeded, Result: result,
-			Details: "Conversion completed for resource " + op.Repository + "@" + op.Digest}, log)
+		done := "Conversion completed for resource " + op.Repository + "@" + op.Digest
+		if op.Kind == KindImport {
+			done = "Imported " + op.Digest + " into " + op.Repository
+		}
+		s.finish(final, op, metadata.Operation{Status: metadata.StatusSucceeded, Result: result, Details: done}, log)
 		log.Info("operation succeeded", "duration", time.Since(start), "bytes", p.total.Load())
 	default:
 		s.fail(final, op, err, log)
@@ -168,7 +171,7 @@ func (s *Service) fail(ctx context.Context, op *metadata.Operation, err error, l
 	if e, ok := codeOf(err); ok {
 		log.Warn("operation failed", "code", e.Code, "err", e.Message)
 		s.finish(ctx, op, metadata.Operation{Status: metadata.StatusFailed, ErrorCode: e.Code, ErrorMessage: e.Message,
-			Details: "Operation failed for resource " + op.Repository + "@" + op.Digest}, log)
+			Details: failedDetails(op)}, log)
 		return
 	}
 	if op.Attempts < s.opts.MaxAttempts {
@@ -181,5 +184,12 @@ func (s *Service) fail(ctx context.Context, op *metadata.Operation, err error, l
 	}
 	log.Error("operation failed", "err", err)
 	s.finish(ctx, op, metadata.Operation{Status: metadata.StatusFailed, ErrorCode: CodeUnknown, ErrorMessage: err.Error(),
-		Details: "Operation failed for resource " + op.Repository + "@" + op.Digest}, log)
+		Details: failedDetails(op)}, log)
+}
+
+func failedDetails(op *metadata.Operation) string {
+	if op.Kind == KindImport {
+		return "Import of " + op.Digest + " into " + op.Repository + " failed"
+	}
+	return "Conversion failed for resource " + op.Repository + "@" + op.Digest
 }

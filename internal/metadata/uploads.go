@@ -123,3 +123,29 @@ func (s *Store) UploadExists(ctx context.Context, id string) (bool, error) {
 	}
 	return err == nil, err
 }
+
+// TouchUpload marks an upload as being written now.
+func (s *Store) TouchUpload(ctx context.Context, id string) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE uploads SET updated_at = ? WHERE id = ?`, s.nowNano(), id)
+		return err
+	})
+}
+
+// UploadsWithPrefix lists the uploads of repo whose id starts with prefix.
+func (s *Store) UploadsWithPrefix(ctx context.Context, repo, prefix string) ([]*Upload, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT `+uploadColumns+` FROM uploads WHERE repository = ? AND substr(id, 1, ?) = ?`, repo, len(prefix), prefix)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*Upload
+	for rows.Next() {
+		u, err := scanUpload(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}

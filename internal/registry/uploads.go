@@ -29,6 +29,30 @@ type Upload struct {
 // StartUpload opens an upload session in repo whose bytes are hashed with
 // algorithm as they arrive (sha256 unless the client asked otherwise).
 func (r *Registry) StartUpload(ctx context.Context, repo string, algorithm digest.Algorithm) (*Upload, error) {
+	return r.startUpload(ctx, repo, algorithm, "")
+}
+
+// StartOwnedUpload starts an upload whose id begins with owner, so that
+// the owner (a conversion operation) can find and drop what an earlier,
+// interrupted attempt left with DropOwnedUploads.
+func (r *Registry) StartOwnedUpload(ctx context.Context, repo, owner string) (*Upload, error) {
+	return r.startUpload(ctx, repo, digest.Canonical, owner+"-")
+}
+
+// DropOwnedUploads ends every upload of repo started by owner, deleting
+// their parts.
+func (r *Registry) DropOwnedUploads(ctx context.Context, repo, owner string) error {
+	ups, err := r.meta.UploadsWithPrefix(ctx, repo, owner+"-")
+	if err != nil {
+		return err
+	}
+	for _, u := range ups {
+		r.dropUpload(ctx, u)
+	}
+	return nil
+}
+
+func (r *Registry) startUpload(ctx context.Context, repo string, algorithm digest.Algorithm, idPrefix string) (*Upload, error) {
 	if algorithm == "" {
 		algorithm = digest.Canonical
 	}
@@ -42,7 +66,7 @@ func (r *Registry) StartUpload(ctx context.Context, repo string, algorithm diges
 	if err != nil {
 		return nil, err
 	}
-	u := &metadata.Upload{ID: uuid.NewString(), Repository: repo, Algorithm: string(algorithm), HashState: state}
+	u := &metadata.Upload{ID: idPrefix + uuid.NewString(), Repository: repo, Algorithm: string(algorithm), HashState: state}
 	if err := r.meta.CreateUpload(ctx, u); err != nil {
 		return nil, fmt.Errorf("start upload in %s: %w", repo, err)
 	}
@@ -93,6 +117,11 @@ func (r *Registry) WriteChunk(ctx context.Context, repo, id string, c Chunk) (*U
 func (r *Registry) appendPart(ctx context.Context, u *metadata.Upload, c Chunk) error {
 	if c.Start >= 0 && c.Start != u.Size {
 		return fmt.Errorf("%w: chunk starts at %d but the upload has %d bytes", ErrRangeInvalid, c.Start, u.Size)
+	}
+	// A long chunk keeps the upload fresh, so the purge of idle uploads
+	// never takes one that is being written.
+	if err := r.meta.TouchUpload(ctx, u.ID); err != nil {
+		return err
 	}
 	h, err := unmarshalHash(digest.Algorithm(u.Algorithm), u.HashState)
 	if err != nil {
