@@ -16,8 +16,8 @@ import (
 	"github.com/containerd/containerd/v2/contrib/snapshotservice"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/prometheus/common/expfmt"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 

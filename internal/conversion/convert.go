@@ -353,4 +353,3 @@ func resultJSON(descs []ocispec.Descriptor) string {
 	}{descs})
 	return string(b)
 }
-

@@ -113,7 +113,9 @@ const (
 
 type kindKey struct{}
 
-func withKind(ctx context.Context, k fetchKind) context.Context { return context.WithValue(ctx, kindKey{}, k) }
+func withKind(ctx context.Context, k fetchKind) context.Context {
+	return context.WithValue(ctx, kindKey{}, k)
+}
 
 func kindOf(ctx context.Context) fetchKind {
 	k, _ := ctx.Value(kindKey{}).(fetchKind)
