@@ -129,6 +129,7 @@ func (t *TOC) validateEntries() error {
 	for i := range t.Entries {
 		e := &t.Entries[i]
 		e.index, e.target, e.nlink = i, i, 0
+		e.path = cleanPath(e.Name)
 		if err := t.validateEntry(e); err != nil {
 			return fmt.Errorf("%w (entry %d %q)", err, i, e.Name)
 		}
@@ -143,8 +144,9 @@ func (t *TOC) validateEntries() error {
 			}
 			t.Entries[e.target].nlink = max(t.Entries[e.target].nlink, 1) + 1
 		}
-		byName[e.Path()] = i
+		byName[e.path] = i
 	}
+	t.byPath = byName
 	return nil
 }
 

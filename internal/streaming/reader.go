@@ -96,10 +96,7 @@ func Open(ctx context.Context, rr RangeReader, size int64, opts ...ReaderOption)
 	if r.cfg.diffID != "" && r.cfg.diffID != r.toc.DiffID {
 		return nil, fmt.Errorf("%w: TOC says %s, image config says %s", ErrDiffIDMismatch, r.toc.DiffID, r.cfg.diffID)
 	}
-	r.byPath = make(map[string]int, len(r.toc.Entries))
-	for i := range r.toc.Entries {
-		r.byPath[r.toc.Entries[i].Path()] = i
-	}
+	r.byPath = r.toc.byPath
 	r.dec, err = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(uint64(r.cfg.limits.MaxChunkSize)),
 		zstd.WithDecoderMaxWindow(uint64(min(r.cfg.limits.MaxChunkSize, 1<<27))))
 	if err != nil {

@@ -1,7 +1,7 @@
 package streaming
 
 import (
-	"bytes"
+	fastjson "github.com/goccy/go-json"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -36,6 +36,8 @@ type TOC struct {
 	UncompressedSize int64   `json:"uncompressedSize"`
 	Chunks           []Chunk `json:"chunks"`
 	Entries          []Entry `json:"entries"`
+
+	byPath map[string]int // entry index by Path(), last one wins
 }
 
 // Chunk is one independent zstd frame of the data section.
@@ -91,15 +93,21 @@ type Entry struct {
 	// has a ".." element: consumers must not create it outside their root.
 	Unsafe bool `json:"unsafe,omitempty"`
 
-	index  int // position in TOC.Entries
-	target int // for a hard link, index of the entry holding the data
-	nlink  int // for a regular file, 1 + hard links to it
+	index  int    // position in TOC.Entries
+	target int    // for a hard link, index of the entry holding the data
+	nlink  int    // for a regular file, 1 + hard links to it
+	path   string // Path(), computed once when the TOC is validated
 }
 
 // Path is the entry's name relative to the layer root: cleaned, without a
 // leading "./" or "/" or a trailing "/"; "." for the root itself. Names that
 // would escape the root are clamped to it (and flagged Unsafe).
-func (e *Entry) Path() string { return cleanPath(e.Name) }
+func (e *Entry) Path() string {
+	if e.path != "" {
+		return e.path
+	}
+	return cleanPath(e.Name)
+}
 
 // Index is the entry's position in the TOC.
 func (e *Entry) Index() int { return e.index }
@@ -146,11 +154,35 @@ func (e *Entry) Whiteout() (kind int, deleted string) {
 }
 
 func cleanPath(name string) string {
+	if p, ok := alreadyClean(name); ok {
+		return p
+	}
 	p := path.Clean("/" + name)
 	if p == "/" {
 		return "."
 	}
 	return p[1:]
+}
+
+// alreadyClean returns the cleaned form of the names tar writers usually
+// produce ("usr/bin/x", "./usr/bin/x", "usr/lib/"), without path.Clean's
+// allocations: a layer's TOC has tens of thousands of them. It reports
+// false for anything path.Clean would change further.
+func alreadyClean(name string) (string, bool) {
+	n := strings.TrimSuffix(strings.TrimPrefix(name, "./"), "/")
+	if n == "" || n[0] == '/' {
+		return "", false
+	}
+	for rest := n; ; {
+		el, after, more := strings.Cut(rest, "/")
+		if el == "" || el == "." || el == ".." {
+			return "", false
+		}
+		if !more {
+			return n, true
+		}
+		rest = after
+	}
 }
 
 // unsafeName reports whether a tar name is absolute or has a ".." element.
@@ -199,8 +231,7 @@ func DecodeTOC(frame []byte, dataSize int64, lim Limits) (*TOC, error) {
 		return nil, fmt.Errorf("TOC: %w", err)
 	}
 	toc := new(TOC)
-	dec := json.NewDecoder(bytes.NewReader(js))
-	if err := dec.Decode(toc); err != nil {
+	if err := fastjson.Unmarshal(js, toc); err != nil {
 		return nil, fmt.Errorf("%w: TOC JSON: %v", ErrInvalidFormat, err)
 	}
 	if err := toc.validate(dataSize, lim); err != nil {
