@@ -1,10 +1,10 @@
 package streaming
 
 import (
-	fastjson "github.com/goccy/go-json"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	fastjson "github.com/goccy/go-json"
 	"path"
 	"strings"
 
