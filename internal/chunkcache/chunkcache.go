@@ -18,12 +18,24 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 // Cache is an on-disk chunk cache. It implements streaming.ChunkCache.
+//
+// Recently used chunks are also kept in memory, and chunks are written to
+// disk in the background: a container's read never waits for the cache's
+// disk write.
 type Cache struct {
 	dir string
 	max int64
+
+	memory  *streaming.MemoryCache
+	pending chan pendingChunk
+	writes  sync.WaitGroup
+	qmu     sync.RWMutex // guards sends on pending against Close
+	closed  bool
 
 	mu    sync.Mutex
 	size  int64
@@ -38,13 +50,35 @@ type item struct {
 	size int64
 }
 
+type pendingChunk struct {
+	sum   digest.Digest
+	data  []byte
+	flush chan struct{} // a marker: closed once what was queued before it is stored
+}
+
+// Options tune a cache.
+type Options struct {
+	// MemoryBytes is how much of the cache is also kept in memory
+	// (default 64 MiB).
+	MemoryBytes int64
+}
+
 // Open opens (creating) a cache in dir holding at most maxBytes, and
 // indexes what an earlier run left there, oldest first to go.
 func Open(dir string, maxBytes int64) (*Cache, error) {
+	return OpenWith(dir, maxBytes, Options{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(dir string, maxBytes int64, o Options) (*Cache, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("chunk cache %s: %w", dir, err)
 	}
-	c := &Cache{dir: dir, max: maxBytes, order: list.New(), items: map[digest.Digest]*list.Element{}}
+	if o.MemoryBytes <= 0 {
+		o.MemoryBytes = 64 << 20
+	}
+	c := &Cache{dir: dir, max: maxBytes, order: list.New(), items: map[digest.Digest]*list.Element{},
+		memory: streaming.NewMemoryCache(min(o.MemoryBytes, maxBytes)), pending: make(chan pendingChunk, 64)}
 	type found struct {
 		item
 		mtime time.Time
@@ -77,7 +111,45 @@ func Open(dir string, maxBytes int64) (*Cache, error) {
 	c.mu.Lock()
 	c.evictLocked()
 	c.mu.Unlock()
+	c.writes.Add(1)
+	go c.writer()
 	return c, nil
+}
+
+// writer stores queued chunks on disk.
+func (c *Cache) writer() {
+	defer c.writes.Done()
+	for p := range c.pending {
+		if p.flush != nil {
+			close(p.flush)
+			continue
+		}
+		c.store(p.sum, p.data)
+	}
+}
+
+// Flush waits until the chunks queued so far are on disk.
+func (c *Cache) Flush() {
+	done := make(chan struct{})
+	c.qmu.RLock()
+	if c.closed {
+		c.qmu.RUnlock()
+		return
+	}
+	c.pending <- pendingChunk{flush: done}
+	c.qmu.RUnlock()
+	<-done
+}
+
+// Close waits for queued chunks to reach the disk.
+func (c *Cache) Close() {
+	c.qmu.Lock()
+	if !c.closed {
+		c.closed = true
+		close(c.pending)
+	}
+	c.qmu.Unlock()
+	c.writes.Wait()
 }
 
 func (c *Cache) path(sum digest.Digest) string {
@@ -86,7 +158,17 @@ func (c *Cache) path(sum digest.Digest) string {
 }
 
 // Get returns a chunk's bytes if they are cached and still hash to sum.
+// Chunks held in memory were verified when they were put.
 func (c *Cache) Get(sum digest.Digest) ([]byte, bool) {
+	if data, ok := c.memory.Get(sum); ok {
+		c.mu.Lock()
+		if el, ok := c.items[sum]; ok {
+			c.order.MoveToFront(el) // keep the disk's order honest
+		}
+		c.mu.Unlock()
+		c.hits.Add(1)
+		return data, true
+	}
 	c.mu.Lock()
 	el, ok := c.items[sum]
 	if ok {
@@ -107,6 +189,7 @@ func (c *Cache) Get(sum digest.Digest) ([]byte, bool) {
 		return nil, false
 	}
 	c.hits.Add(1)
+	c.memory.Put(sum, data)
 	return data, true
 }
 
@@ -115,9 +198,25 @@ func sha256Sum(b []byte) []byte {
 	return s[:]
 }
 
-// Put stores a verified chunk (written to a temporary name, then renamed,
-// so a crash never leaves half a chunk under its name).
+// Put keeps a verified chunk in memory at once and queues it for the disk;
+// when the queue is full the disk copy is skipped (the chunk is only
+// fetched again later, if ever needed).
 func (c *Cache) Put(sum digest.Digest, data []byte) {
+	c.memory.Put(sum, data)
+	c.qmu.RLock()
+	defer c.qmu.RUnlock()
+	if c.closed {
+		return
+	}
+	select {
+	case c.pending <- pendingChunk{sum: sum, data: data}:
+	default:
+	}
+}
+
+// store writes a chunk to disk under a temporary name, then renames it, so
+// a crash never leaves half a chunk under its name.
+func (c *Cache) store(sum digest.Digest, data []byte) {
 	c.mu.Lock()
 	_, ok := c.items[sum]
 	c.mu.Unlock()
@@ -183,6 +282,7 @@ func (c *Cache) Remove(sums []digest.Digest) {
 }
 
 func (c *Cache) forget(sum digest.Digest) {
+	c.memory.Remove(sum)
 	c.mu.Lock()
 	el, ok := c.items[sum]
 	if ok {

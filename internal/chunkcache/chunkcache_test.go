@@ -26,12 +26,14 @@ func TestCacheEvictsLeastRecentlyUsed(t *testing.T) {
 		c.Put(s, b)
 		sums = append(sums, s)
 	}
+	c.Flush()
 	// Touch chunk 0 so chunk 1 is the least recently used.
 	if _, ok := c.Get(sums[0]); !ok {
 		t.Fatal("chunk 0 missing")
 	}
 	b, s := chunk(3, 1024)
 	c.Put(s, b)
+	c.Flush()
 	if _, ok := c.Get(sums[1]); ok {
 		t.Fatal("least recently used chunk not evicted")
 	}
@@ -44,6 +46,7 @@ func TestCacheEvictsLeastRecentlyUsed(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	// A restart finds the chunks again.
+	c.Close()
 	c2, err := Open(dir, 3*1024)
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +71,8 @@ func TestCacheRefusesDamagedChunks(t *testing.T) {
 	}
 	b, s := chunk(7, 4096)
 	c.Put(s, b)
+	c.Flush()
+	c.memory.Remove(s) // read it back from disk
 	if err := os.WriteFile(c.path(s), append([]byte("x"), b[1:]...), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +83,7 @@ func TestCacheRefusesDamagedChunks(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	c.Put(s, b)
+	c.Flush()
 	c.Remove([]digest.Digest{s})
 	if _, ok := c.Get(s); ok {
 		t.Fatal("removed chunk served")

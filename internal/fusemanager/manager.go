@@ -329,7 +329,9 @@ func (m *Manager) Close() {
 	}
 	m.mu.Unlock()
 	for _, mp := range mps {
+		m.mu.Lock()
 		lm := m.mounts[mp]
+		m.mu.Unlock()
 		lm.stopBackground()
 		<-lm.backgroundDone
 		if err := lm.server.Unmount(); err != nil {
@@ -337,4 +339,5 @@ func (m *Manager) Close() {
 		}
 		lm.reader.Close()
 	}
+	m.cache.Close()
 }

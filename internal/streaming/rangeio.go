@@ -61,6 +61,17 @@ type ChunkCache interface {
 	Put(sum digest.Digest, data []byte)
 }
 
+// Remove drops a chunk from the cache.
+func (c *MemoryCache) Remove(sum digest.Digest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[sum]; ok {
+		c.size -= int64(len(el.Value.(*memoryItem).data))
+		c.order.Remove(el)
+		delete(c.items, sum)
+	}
+}
+
 // MemoryCache is a ChunkCache in memory, least recently used out first.
 type MemoryCache struct {
 	mu    sync.Mutex
