@@ -1,12 +1,12 @@
 # Sluice build, run, test and benchmark entry points.
 GO       ?= go
 BIN      := bin
-BINARIES := sluiced sluice
+BINARIES := sluiced sluice sluice-snapshotter
 PKGS     := ./...
 
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build run test test-deps unit e2e bench fmt vet clean $(addprefix $(BIN)/,$(BINARIES))
+.PHONY: all build run test test-deps bench bench-images fuzz fmt clean $(addprefix $(BIN)/,$(BINARIES))
 
 all: build
 
@@ -28,8 +28,22 @@ test: test-deps build
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
-bench: build
+# Runs every benchmark in bench/ (as root) and prints their tables.
+bench: build bench-images
 	./bench/run.sh
+
+# Builds the Debian images the benchmarks use (once; cached outside the repo).
+bench-images:
+	./bench/images/build.sh
+
+# Runs each fuzz target for FUZZTIME (default 30s).
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$(go list ./...); do \
+		for t in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
