@@ -1,0 +1,165 @@
+// Command coldstart measures how soon a container produces its first line
+// of output after its image is pulled, on a node pulling from a registry
+// over a rate-limited link: a full pull with containerd's overlayfs
+// snapshotter against a lazy pull with sluice-snapshotter, side by side in
+// one run, with the bytes fetched from the registry before that first line.
+//
+// It needs root, containerd (1.6 from Debian, or any), runc, tc, the images
+// of bench/images/build.sh, and bin/sluiced and bin/sluice-snapshotter
+// (make build). Each trial gets a fresh containerd and snapshotter, so every
+// start is cold.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// workload is an image and the command whose first line is waited for.
+type workload struct {
+	name string
+	args []string
+}
+
+var workloads = map[string]workload{
+	"python3": {"python3", []string{"python3", "-c", "print('hello from python3')"}},
+	"numpy":   {"numpy", []string{"python3", "-c", "import numpy, scipy.linalg; print('numpy and scipy ready')"}},
+}
+
+func main() {
+	images := flag.String("images", "python3,numpy", "images to run (python3, numpy)")
+	rates := flag.String("rates", "500mbit,100mbit", "registry link rates (tc syntax)")
+	trials := flag.Int("trials", 3, "trials per image, rate and mode (the median is reported)")
+	modes := flag.String("modes", "full,lazy", "full (overlayfs, download everything) and/or lazy (sluice-snapshotter)")
+	binDir := flag.String("bin", "bin", "directory of sluiced and sluice-snapshotter")
+	markdown := flag.String("markdown", "", "write a markdown table to this file")
+	chart := flag.String("chart", "", "write a PNG chart to this file")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		log.Fatal("coldstart needs root (containerd, FUSE, tc)")
+	}
+	bin, err := filepath.Abs(*binDir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	env, err := newEnv(ctx, bin)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer env.close()
+	var wls []workload
+	for _, name := range strings.Split(*images, ",") {
+		w, ok := workloads[name]
+		if !ok {
+			log.Fatalf("unknown image %q (python3, numpy)", name)
+		}
+		if err := env.pushImage(ctx, w); err != nil {
+			log.Fatal(err)
+		}
+		wls = append(wls, w)
+	}
+	var results []result
+	for _, rate := range strings.Split(*rates, ",") {
+		if err := shape(env.port, rate); err != nil {
+			log.Fatal(err)
+		}
+		for _, w := range wls {
+			for _, mode := range strings.Split(*modes, ",") {
+				var runs []trialResult
+				for i := range *trials {
+					r, err := env.trial(ctx, w, mode)
+					if err != nil {
+						log.Fatalf("%s %s %s trial %d: %v", w.name, rate, mode, i+1, err)
+					}
+					log.Printf("%-8s %-8s %-5s trial %d: first line after %v, %.1f MB fetched (pull %v; then %s)", w.name, rate, mode, i+1,
+						r.firstLine.Round(time.Millisecond), float64(r.bytes)/1e6, r.pull.Round(time.Millisecond), phases.Flush())
+					runs = append(runs, r)
+				}
+				results = append(results, summarize(w.name, rate, mode, runs))
+			}
+		}
+	}
+	unshape()
+	printTable(os.Stdout, results)
+	if *markdown != "" {
+		f, err := os.Create(*markdown)
+		if err != nil {
+			log.Fatal(err)
+		}
+		writeMarkdown(f, results, *trials)
+		f.Close()
+	}
+	if *chart != "" {
+		if err := drawChart(*chart, results); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+type trialResult struct {
+	firstLine time.Duration
+	pull      time.Duration
+	bytes     int64
+}
+
+type result struct {
+	image, rate, mode string
+	firstLine         time.Duration // median
+	min, max          time.Duration
+	pull              time.Duration // median
+	bytes             int64         // median
+}
+
+func summarize(image, rate, mode string, runs []trialResult) result {
+	sort.Slice(runs, func(i, j int) bool { return runs[i].firstLine < runs[j].firstLine })
+	mid := runs[len(runs)/2]
+	return result{image: image, rate: rate, mode: mode, firstLine: mid.firstLine, min: runs[0].firstLine, max: runs[len(runs)-1].firstLine,
+		pull: mid.pull, bytes: mid.bytes}
+}
+
+func printTable(w *os.File, rs []result) {
+	fmt.Fprintf(w, "%-8s %-8s %-5s %12s %12s %12s %10s\n", "image", "rate", "mode", "first line", "(min..max)", "pull", "MB fetched")
+	for _, r := range rs {
+		fmt.Fprintf(w, "%-8s %-8s %-5s %12s %12s %12s %10.1f\n", r.image, r.rate, r.mode, r.firstLine.Round(time.Millisecond),
+			fmt.Sprintf("%v..%v", r.min.Round(10*time.Millisecond), r.max.Round(10*time.Millisecond)), r.pull.Round(time.Millisecond), float64(r.bytes)/1e6)
+	}
+}
+
+func writeMarkdown(f *os.File, rs []result, trials int) {
+	fmt.Fprintf(f, "| image | link | full pull: first line | lazy (sluice): first line | speed-up | MB fetched before the first line (full / lazy) |\n|---|---|---:|---:|---:|---:|\n")
+	byKey := map[string]map[string]result{}
+	var keys []string
+	for _, r := range rs {
+		k := r.image + " " + r.rate
+		if byKey[k] == nil {
+			byKey[k] = map[string]result{}
+			keys = append(keys, k)
+		}
+		byKey[k][r.mode] = r
+	}
+	for _, k := range keys {
+		full, lazy := byKey[k]["full"], byKey[k]["lazy"]
+		speedup := "-"
+		if full.firstLine > 0 && lazy.firstLine > 0 {
+			speedup = fmt.Sprintf("%.1fx", full.firstLine.Seconds()/lazy.firstLine.Seconds())
+		}
+		fmt.Fprintf(f, "| %s | %s | %s | %s | %s | %.1f / %.1f |\n", strings.Fields(k)[0], strings.Fields(k)[1],
+			fmtDur(full), fmtDur(lazy), speedup, float64(full.bytes)/1e6, float64(lazy.bytes)/1e6)
+	}
+	fmt.Fprintf(f, "\nMedians of %d trials (min..max in the text table); each trial starts a fresh containerd and snapshotter.\n", trials)
+}
+
+func fmtDur(r result) string {
+	if r.firstLine == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f s", r.firstLine.Seconds())
+}

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+
+	"github.com/sluicehq/sluice/internal/lazypull"
+)
+
+// node is a fresh containerd (and, for lazy trials, snapshotter).
+type node struct {
+	dir     string
+	sock    string
+	daemons []*exec.Cmd
+}
+
+func (e *env) startNode(lazy bool) (*node, error) {
+	dir, err := os.MkdirTemp("", "cs-")
+	if err != nil {
+		return nil, err
+	}
+	n := &node{dir: dir, sock: filepath.Join(dir, "c.sock")}
+	snSock := filepath.Join(dir, "sn.sock")
+	cfg := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[plugins."io.containerd.internal.v1.opt"]
+  path = %q
+[proxy_plugins.sluice]
+  type = "snapshot"
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), n.sock, filepath.Join(dir, "opt"), snSock)
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	if lazy {
+		snCfg := fmt.Sprintf("registries:\n  %q:\n    username: admin\n    password: %s\n", e.host, password)
+		if err := os.WriteFile(filepath.Join(dir, "sn.yaml"), []byte(snCfg), 0o600); err != nil {
+			return nil, err
+		}
+		if err := n.start(filepath.Join(e.bin, "sluice-snapshotter"), "--root", filepath.Join(dir, "sn"), "--address", snSock, "--config", filepath.Join(dir, "sn.yaml")); err != nil {
+			return nil, err
+		}
+		if err := waitFor(30*time.Second, func() bool { _, err := os.Stat(snSock); return err == nil }); err != nil {
+			n.stop()
+			return nil, fmt.Errorf("sluice-snapshotter did not start")
+		}
+	}
+	if err := n.start("containerd", "--config", filepath.Join(dir, "config.toml")); err != nil {
+		n.stop()
+		return nil, err
+	}
+	if err := waitFor(30*time.Second, func() bool { return exec.Command("ctr", "--address", n.sock, "version").Run() == nil }); err != nil {
+		n.stop()
+		return nil, fmt.Errorf("containerd did not start")
+	}
+	return n, nil
+}
+
+func (n *node) start(name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	logf, err := os.Create(filepath.Join(n.dir, filepath.Base(name)+".log"))
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	n.daemons = append(n.daemons, cmd)
+	return nil
+}
+
+// stop kills the node's daemons (the FUSE manager is in its own session:
+// it is found by its socket's directory), unmounts and removes everything.
+func (n *node) stop() {
+	for i := len(n.daemons) - 1; i >= 0; i-- {
+		_ = syscall.Kill(-n.daemons[i].Process.Pid, syscall.SIGKILL)
+		_ = n.daemons[i].Wait()
+	}
+	_ = exec.Command("pkill", "-9", "-f", "fuse-manager --root "+n.dir).Run()
+	_ = exec.Command("pkill", "-9", "-f", "containerd-shim-runc-v2 -namespace default -id cs").Run()
+	unmountUnder(n.dir)
+	_ = os.RemoveAll(n.dir)
+}
+
+// unmountUnder detaches every mount below dir, deepest first.
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var mounts []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			mounts = append(mounts, f[4])
+		}
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(mounts[i], syscall.MNT_DETACH)
+	}
+}
+
+// trial pulls the workload's image on a fresh node and runs it, timing the
+// first line of its output from the start of the pull.
+func (e *env) trial(ctx context.Context, w workload, mode string) (trialResult, error) {
+	lazy := mode == "lazy"
+	n, err := e.startNode(lazy)
+	if err != nil {
+		return trialResult{}, err
+	}
+	defer n.stop()
+	snapshotter := "overlayfs"
+	if lazy {
+		snapshotter = "sluice"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	before, err := e.registryBytes(ctx)
+	if err != nil {
+		return trialResult{}, err
+	}
+	ref := e.host + "/" + w.name + ":latest"
+	start := time.Now()
+	res, err := lazypull.Pull(ctx, ref, lazypull.Options{Address: n.sock, Snapshotter: snapshotter, PlainHTTP: true,
+		Credentials: func(string) (string, string, error) { return "admin", password, nil }})
+	if err != nil {
+		return trialResult{}, err
+	}
+	pulled := time.Since(start)
+	if lazy {
+		for _, l := range res.Layers {
+			if !l.Streamed {
+				return trialResult{}, fmt.Errorf("layer %s was not streamed; see %s", l.Digest, n.dir)
+			}
+		}
+	}
+	line, err := runFirstLine(ctx, n.sock, ref, snapshotter, w.args)
+	if err != nil {
+		return trialResult{}, err
+	}
+	first := time.Since(start)
+	after, err := e.registryBytes(context.Background())
+	if err != nil {
+		return trialResult{}, err
+	}
+	if !strings.Contains(line, "hello") && !strings.Contains(line, "ready") {
+		return trialResult{}, fmt.Errorf("unexpected first line %q", line)
+	}
+	return trialResult{firstLine: first, pull: pulled, bytes: after - before}, nil
+}
+
+// runFirstLine creates and starts a container of ref and returns its first
+// line of output.
+func runFirstLine(ctx context.Context, sock, ref, snapshotter string, args []string) (string, error) {
+	c, err := containerd.New(sock, containerd.WithDefaultNamespace("default"))
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	img, err := c.GetImage(ctx, ref)
+	if err != nil {
+		return "", err
+	}
+	id := fmt.Sprintf("cs%d", time.Now().UnixNano())
+	t0 := time.Now()
+	defer func() { phases.Add("container+task+first line", time.Since(t0)) }()
+	container, err := c.NewContainer(ctx, id, containerd.WithImage(img), containerd.WithSnapshotter(snapshotter),
+		containerd.WithNewSnapshot(id, img), containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(args...)))
+	if err != nil {
+		return "", err
+	}
+	defer container.Delete(context.Background(), containerd.WithSnapshotCleanup)
+	phases.Add("new container", time.Since(t0))
+	pr, pw := io.Pipe()
+	task, err := container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, pw, pw)))
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		_ = task.Kill(context.Background(), syscall.SIGKILL)
+		st, _ := task.Wait(context.Background())
+		select {
+		case <-st:
+		case <-time.After(5 * time.Second):
+		}
+		_, _ = task.Delete(context.Background())
+	}()
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		if sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	phases.Add("new task", time.Since(t0))
+	if err := task.Start(ctx); err != nil {
+		return "", err
+	}
+	phases.Add("task started", time.Since(t0))
+	select {
+	case l, ok := <-lines:
+		if !ok {
+			return "", fmt.Errorf("the container printed nothing")
+		}
+		pw.Close()
+		return l, nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// phases records when steps of a trial ended, for -v.
+var phases = &phaseLog{}
+
+type phaseLog struct{ lines []string }
+
+func (p *phaseLog) Add(name string, d time.Duration) {
+	p.lines = append(p.lines, fmt.Sprintf("%s at %v", name, d.Round(time.Millisecond)))
+}
+
+func (p *phaseLog) Flush() string {
+	s := strings.Join(p.lines, ", ")
+	p.lines = nil
+	return s
+}
