@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -26,14 +26,18 @@ func makeLayout(t *testing.T) (string, ocispec.Descriptor) {
 	return dir, d
 }
 
+// runSluice runs sluice in-process with args and returns its standard
+// output and error, and the error as Execute's caller sees it.
 func runSluice(t *testing.T, args ...string) (string, error) {
-	cmd := newRootCmd()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(&out)
-	cmd.SetArgs(args)
-	err := cmd.Execute()
-	return out.String(), err
+	t.Helper()
+	var out, errOut bytes.Buffer
+	a := &App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut, Getenv: isolatedEnv(t)}
+	root := NewRootCommand(a)
+	root.SetArgs(rewriteArgs(root, args))
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	err := root.Execute()
+	return out.String() + errOut.String(), err
 }
 
 func TestConvertOCILayout(t *testing.T) {

@@ -1,0 +1,280 @@
+package cli
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/server"
+)
+
+// isolatedEnv is an environment with its own home, configuration and
+// docker configuration directories, and nothing else.
+func isolatedEnv(t *testing.T) func(string) string {
+	t.Helper()
+	dir := t.TempDir()
+	env := map[string]string{
+		"HOME":          dir,
+		"SLUICE_CONFIG": filepath.Join(dir, "sluice", "config.yaml"),
+		"DOCKER_CONFIG": filepath.Join(dir, "docker"),
+	}
+	return func(k string) string { return env[k] }
+}
+
+// Credentials of the test registry's admin.
+const (
+	adminUser     = "admin"
+	adminPassword = "golden-admin-password"
+)
+
+// testRegistry is an in-process sluiced with authentication on, served
+// over loopback HTTP, and a sluice configuration logged in to it as
+// "golden".
+type testRegistry struct {
+	t        *testing.T
+	srv      *server.Server
+	ts       *httptest.Server
+	host     string
+	getenv   func(string) string
+	stopWork func()
+	ids      map[string]string // operation ids seen, by their stable names
+	vars     map[string]string // values saved by earlier commands
+}
+
+func newTestRegistry(t *testing.T) *testRegistry {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Data = t.TempDir()
+	cfg.Log.Access = false
+	cfg.AdminPassword = adminPassword
+	cfg.SoftDelete.Enabled = true
+	cfg.GC.Interval = 0
+	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &testRegistry{t: t, srv: srv, ts: httptest.NewServer(srv.Handler()), getenv: isolatedEnv(t),
+		stopWork: func() {}, ids: map[string]string{}, vars: map[string]string{}}
+	tr.host = strings.TrimPrefix(tr.ts.URL, "http://")
+	tr.startWorkers()
+	t.Cleanup(func() {
+		tr.stopWork()
+		tr.ts.Close()
+		srv.Close()
+	})
+	return tr
+}
+
+// startWorkers runs the conversion workers until stopWorkers.
+func (tr *testRegistry) startWorkers() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		tr.srv.Conversion.Run(ctx)
+		close(done)
+	}()
+	tr.stopWork = func() {
+		cancel()
+		<-done
+		tr.stopWork = func() {}
+	}
+}
+
+// result is one run of sluice.
+type result struct {
+	stdout, stderr string
+	code           int
+	value          any // the printed result, normalized
+	table          tableFunc
+}
+
+// run runs sluice in-process against the registry; {name} in args is a
+// value saved in tr.vars.
+func (tr *testRegistry) run(args ...string) result {
+	tr.t.Helper()
+	for i, a := range args {
+		for k, v := range tr.vars {
+			a = strings.ReplaceAll(a, "{"+k+"}", v)
+		}
+		args[i] = a
+	}
+	var out, errOut bytes.Buffer
+	var res result
+	a := &App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut, Getenv: tr.getenv, normalize: tr.normalize}
+	a.record = func(v any, table tableFunc) { res.value, res.table = v, table }
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res.code = Execute(ctx, a, NewRootCommand(a), args)
+	res.stdout, res.stderr = out.String(), errOut.String()
+	return res
+}
+
+// must runs sluice and fails the test unless it succeeds.
+func (tr *testRegistry) must(args ...string) result {
+	tr.t.Helper()
+	r := tr.run(args...)
+	if r.code != 0 {
+		tr.t.Fatalf("sluice %s: exit %d\n%s%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+// login logs the configuration in to the registry as "golden", the
+// default registry.
+func (tr *testRegistry) login() {
+	tr.t.Helper()
+	tr.must("login", "golden", "--url", tr.ts.URL, "-u", adminUser, "-p", adminPassword)
+}
+
+var (
+	timeRE = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)
+	uuidRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
+)
+
+// normalize makes a result stable across runs: times, the registry's
+// address, operation ids (numbered in the order seen) and generated
+// passwords.
+func (tr *testRegistry) normalize(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, val := range x {
+			if name, _ := x["name"].(string); k == "value" && strings.HasPrefix(name, "password") {
+				x[k] = "<PASSWORD>"
+				continue
+			}
+			x[k] = tr.normalize(val)
+		}
+	case []any:
+		for i := range x {
+			x[i] = tr.normalize(x[i])
+		}
+	case string:
+		return tr.normalizeText(x)
+	}
+	return v
+}
+
+func (tr *testRegistry) normalizeText(s string) string {
+	s = strings.ReplaceAll(s, tr.getenv("SLUICE_CONFIG"), "<CONFIG>")
+	s = strings.ReplaceAll(s, tr.host, "<REGISTRY>")
+	s = timeRE.ReplaceAllString(s, "<TIME>")
+	return uuidRE.ReplaceAllStringFunc(s, func(id string) string {
+		if n, ok := tr.ids[id]; ok {
+			return n
+		}
+		n := fmt.Sprintf("<ID%d>", len(tr.ids)+1)
+		tr.ids[id] = n
+		return n
+	})
+}
+
+// do sends an authenticated request to the registry.
+func (tr *testRegistry) do(method, path, contentType string, body []byte) (*http.Response, []byte) {
+	tr.t.Helper()
+	req, err := http.NewRequest(method, tr.ts.URL+path, bytes.NewReader(body))
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	req.SetBasicAuth(adminUser, adminPassword)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+func (tr *testRegistry) pushBlob(repo string, b []byte, mediaType string) ocispec.Descriptor {
+	tr.t.Helper()
+	d := digest.FromBytes(b)
+	if resp, body := tr.do("POST", "/v2/"+repo+"/blobs/uploads/?digest="+d.String(), "application/octet-stream", b); resp.StatusCode != http.StatusCreated {
+		tr.t.Fatalf("push blob: %d %s", resp.StatusCode, body)
+	}
+	return ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(b))}
+}
+
+func (tr *testRegistry) pushManifest(repo, ref, mediaType string, v any) ocispec.Descriptor {
+	tr.t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	if resp, body := tr.do("PUT", "/v2/"+repo+"/manifests/"+ref, mediaType, b); resp.StatusCode != http.StatusCreated {
+		tr.t.Fatalf("push manifest %s:%s: %d %s", repo, ref, resp.StatusCode, body)
+	}
+	return ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(b), Size: int64(len(b))}
+}
+
+// layerTar is a deterministic tar of files.
+func layerTar(files map[string]string) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: n, Mode: 0o644, Size: int64(len(files[n])), ModTime: time.Unix(1, 0)})
+		_, _ = tw.Write([]byte(files[n]))
+	}
+	_ = tw.Close()
+	return buf.Bytes()
+}
+
+func gzipBytes(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_, _ = zw.Write(b)
+	_ = zw.Close()
+	return buf.Bytes()
+}
+
+// pushImage pushes a one-layer Linux image of files for arch and tags it
+// (tag "" pushes it by digest only).
+func (tr *testRegistry) pushImage(repo, tag, arch string, files map[string]string) ocispec.Descriptor {
+	tr.t.Helper()
+	raw := layerTar(files)
+	layer := tr.pushBlob(repo, gzipBytes(raw), ocispec.MediaTypeImageLayerGzip)
+	cfg, _ := json.Marshal(ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: arch},
+		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{digest.FromBytes(raw)}}})
+	cd := tr.pushBlob(repo, cfg, ocispec.MediaTypeImageConfig)
+	m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cd, Layers: []ocispec.Descriptor{layer}}
+	b, _ := json.Marshal(m)
+	ref := tag
+	if ref == "" {
+		ref = digest.FromBytes(b).String()
+	}
+	d := tr.pushManifest(repo, ref, ocispec.MediaTypeImageManifest, m)
+	d.Platform = &ocispec.Platform{OS: "linux", Architecture: arch}
+	return d
+}
+
+// pushIndex pushes an index of the given manifests under tag.
+func (tr *testRegistry) pushIndex(repo, tag string, manifests ...ocispec.Descriptor) ocispec.Descriptor {
+	tr.t.Helper()
+	return tr.pushManifest(repo, tag, ocispec.MediaTypeImageIndex,
+		ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: manifests})
+}
