@@ -86,6 +86,15 @@ func lookupFlag(cmd *cobra.Command, token string) *pflag.Flag {
 	return nil
 }
 
+// noArgs refuses positional arguments, pointing at the flags: az commands
+// take their values as flags (--repository team/app, not team/app).
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageErrorf("%s takes flags, not arguments (got %q); see '%s --help'", cmd.CommandPath(), args[0], cmd.CommandPath())
+	}
+	return nil
+}
+
 // optionalBool is a three-state flag: unset (nil), true or false.
 type optionalBool struct{ p **bool }
 
@@ -105,12 +114,10 @@ func (b optionalBool) String() string {
 	return strconv.FormatBool(**b.p)
 }
 
-// Type is "bool" so that help shows no value placeholder beyond the one the
-// usage text names.
-func (b optionalBool) Type() string { return "bool" }
+// Type names the values in help: "--flag true|false[=true]".
+func (b optionalBool) Type() string { return "true|false" }
 
-// optionalBoolFlag defines a three-state flag on cmd: usage should name
-// `true|false` in backquotes, which help shows as the value.
+// optionalBoolFlag defines a three-state flag on cmd.
 func optionalBoolFlag(cmd *cobra.Command, p **bool, name, usage string) {
 	f := cmd.Flags().VarPF(optionalBool{p}, name, "", usage)
 	f.NoOptDefVal = "true"

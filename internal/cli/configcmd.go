@@ -161,7 +161,7 @@ func (a *App) newConfigureCmd() *cobra.Command {
 		Use:     "configure --defaults KEY=VALUE...",
 		Short:   "Set defaults the way 'az configure --defaults acr=NAME' does",
 		Example: "  sluice configure --defaults acr=myregistry",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(defaults) == 0 {
 				return usageErrorf("give --defaults KEY=VALUE, e.g. --defaults acr=myregistry")

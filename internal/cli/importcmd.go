@@ -35,7 +35,7 @@ repository the imported image is converted too.`,
 		Example: `  sluice import --source registry.example.com/library/python:3.12 -t python:3.12
   sluice import -n myregistry --source upstream/team/app:1.0 -t team/app:1.0 --force
   sluice import --source http://127.0.0.1:5001/team/app:1.0 -u reader -p "$PASS" --no-wait`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.runImport(cmd.Context(), &f)
 		},

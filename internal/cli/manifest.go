@@ -40,7 +40,9 @@ func (a *App) resolveManifestArgs(m *manifestArgs, args []string) (*Registry, st
 		}
 		regPart, rest := c.splitRegistry(args[0])
 		if regPart == "" {
-			return nil, "", usageErrorf("%q has no registry part: use REGISTRY/REPOSITORY:TAG, or -r REGISTRY -n REPOSITORY:TAG", args[0])
+			// REPOSITORY:TAG alone: on --registry or the default registry.
+			reg, err := a.registry()
+			return reg, args[0], err
 		}
 		if a.flags.registry != "" && a.flags.registry != regPart {
 			return nil, "", usageErrorf("--registry %q and %q name different registries", a.flags.registry, args[0])

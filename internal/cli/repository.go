@@ -18,12 +18,12 @@ type attributeFlags struct {
 }
 
 func (f *attributeFlags) define(cmd *cobra.Command, teleport bool) {
-	optionalBoolFlag(cmd, &f.deleteEnabled, "delete-enabled", "allow deletes (`true|false`)")
-	optionalBoolFlag(cmd, &f.writeEnabled, "write-enabled", "allow pushes and deletes (`true|false`)")
-	optionalBoolFlag(cmd, &f.readEnabled, "read-enabled", "allow pulls (`true|false`)")
-	optionalBoolFlag(cmd, &f.listEnabled, "list-enabled", "show in listings (`true|false`)")
+	optionalBoolFlag(cmd, &f.deleteEnabled, "delete-enabled", "allow deletes")
+	optionalBoolFlag(cmd, &f.writeEnabled, "write-enabled", "allow pushes and deletes")
+	optionalBoolFlag(cmd, &f.readEnabled, "read-enabled", "allow pulls")
+	optionalBoolFlag(cmd, &f.listEnabled, "list-enabled", "show in listings")
 	if teleport {
-		optionalBoolFlag(cmd, &f.teleportEnabled, "teleport-enabled", "legacy Teleport: stream every pushed image (`true|false`); the same as artifact-streaming update --enable-streaming")
+		optionalBoolFlag(cmd, &f.teleportEnabled, "teleport-enabled", "legacy Teleport: stream every pushed image; the same as artifact-streaming update --enable-streaming")
 	}
 }
 
@@ -88,7 +88,7 @@ func (a *App) newRepositoryListCmd() *cobra.Command {
 		Short: "List the repositories you may read",
 		Example: `  sluice repository list
   sluice repository list --teleport-enabled -o tsv`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			reg, err := a.registry()
@@ -111,7 +111,7 @@ func (a *App) newRepositoryListCmd() *cobra.Command {
 	}
 	a.registryNameFlag(cmd)
 	cmd.Flags().IntVar(&top, "top", 0, "list at most this many")
-	optionalBoolFlag(cmd, &teleport, "teleport-enabled", "only the repositories whose teleportEnabled (auto-streaming) is `true|false`")
+	optionalBoolFlag(cmd, &teleport, "teleport-enabled", "only the repositories whose teleportEnabled (auto-streaming) is true or false")
 	return cmd
 }
 
@@ -191,7 +191,7 @@ func (a *App) newRepositoryShowCmd() *cobra.Command {
 		Example: `  sluice repository show --repository team/app -o jsonc
   sluice repository show --image team/app:1.0
   sluice repository show --repository team/app --query changeableAttributes.teleportEnabled -o tsv`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.showImageObject(cmd.Context(), "GET", &t, nil)
 		},
@@ -214,7 +214,7 @@ repository with write-enabled false refuses pushes.`,
 		Example: `  sluice repository update --repository team/app --write-enabled false
   sluice repository update --repository team/app --teleport-enabled true
   sluice repository update --image team/app:1.0 --delete-enabled false`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			body := f.patch()
 			if t.image != "" && f.teleportEnabled != nil {
@@ -243,7 +243,7 @@ digest names, with every tag pointing at it and its streaming artifacts).
 It asks first on a terminal; --yes skips the question.`,
 		Example: `  sluice repository delete --repository team/old --yes
   sluice repository delete --image team/app:0.9 --yes`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			what := "repository " + t.repo
@@ -290,7 +290,7 @@ func (a *App) newRepositoryListDeletedCmd() *cobra.Command {
 		Short: "List deleted repositories that soft delete keeps restorable",
 		Example: `  sluice repository list-deleted -o table
   sluice manifest list-deleted -n team/app   # then restore its manifests`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd.Context(), "GET", "/acr/v1/_deleted/_catalog", nil, "repositories", nil)
 		},
@@ -313,7 +313,7 @@ func (a *App) newTagCmd() *cobra.Command {
 		Short: "List a repository's tags (names, or with --detail their digests and attributes)",
 		Example: `  sluice tag list --repository team/app
   sluice tag list --repository team/app --detail -o table`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			reg, err := a.registry()

@@ -39,7 +39,7 @@ func (a *App) newScopeMapCreateCmd() *cobra.Command {
 		Short: "Create a scope map",
 		Example: `  sluice scope-map create --name team-a-devs --repository team-a/* content/read content/write
   sluice scope-map create --name ci --repository app content/read content/write --repository base content/read`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			actions, err := repositoryActions(repos)
 			if err != nil {
@@ -63,7 +63,7 @@ func (a *App) newScopeMapListCmd() *cobra.Command {
 		Use:     "list",
 		Short:   "List the scope maps, built-in ones included",
 		Example: "  sluice scope-map list -o table",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd.Context(), "GET", "/acr/v1/_scopemaps", nil, "", scopeMapTable)
 		},
@@ -76,7 +76,7 @@ func (a *App) newScopeMapShowCmd() *cobra.Command {
 		Use:     "show --name NAME",
 		Short:   "Show a scope map",
 		Example: "  sluice scope-map show --name _repositories_pull --query actions",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd.Context(), "GET", "/acr/v1/_scopemaps/"+url.PathEscape(name), nil, "", scopeMapTable)
 		},
@@ -93,7 +93,7 @@ func (a *App) newScopeMapUpdateCmd() *cobra.Command {
 		Short: "Add or remove a scope map's actions",
 		Example: `  sluice scope-map update --name team-a-devs --add-repository team-a/* content/delete
   sluice scope-map update --name team-a-devs --remove-repository team-a/* content/write`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			addActions, err := repositoryActions(add)
 			if err != nil {
@@ -133,7 +133,7 @@ func (a *App) newScopeMapDeleteCmd() *cobra.Command {
 		Use:     "delete --name NAME [--yes]",
 		Short:   "Delete a scope map no token uses",
 		Example: "  sluice scope-map delete --name team-a-devs --yes",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := a.confirm(yes, "Delete the scope map "+name+"?"); err != nil {
 				return err

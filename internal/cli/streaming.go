@@ -57,7 +57,7 @@ converted again, and a conversion already running is joined rather than
 started twice. Ctrl-C stops waiting, not the conversion.`,
 		Example: `  sluice artifact-streaming create --image team/app:1.0
   sluice artifact-streaming create -n myregistry --image team/app@sha256:9b2c... --no-wait --query id -o tsv`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.streamingCreate(cmd.Context(), image, noWait)
 		},
@@ -84,7 +84,7 @@ func (a *App) newStreamingShowCmd() *cobra.Command {
 		Use:     "show --repository REPOSITORY",
 		Short:   "Show whether a repository converts every pushed image",
 		Example: "  sluice artifact-streaming show --repository team/app\n  sluice artifact-streaming show --repository team/app --query convertPushedImages -o tsv",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd.Context(), "GET", "/acr/v1/"+repo+"/_streaming", nil, "", nil)
 		},
@@ -105,7 +105,7 @@ func (a *App) newStreamingUpdateCmd() *cobra.Command {
 is converted; a repository can be set up before its first push. Turning it
 off stops new conversions; existing streaming artifacts stay.`,
 		Example: "  sluice artifact-streaming update --repository team/app --enable-streaming true",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if enable == nil {
 				return usageErrorf("give --enable-streaming true or false")
@@ -115,7 +115,7 @@ off stops new conversions; existing streaming artifacts stay.`,
 	}
 	a.registryNameFlag(cmd)
 	cmd.Flags().StringVar(&repo, "repository", "", "the repository")
-	optionalBoolFlag(cmd, &enable, "enable-streaming", "convert every image pushed to the repository (`true|false`)")
+	optionalBoolFlag(cmd, &enable, "enable-streaming", "convert every image pushed to the repository")
 	_ = cmd.MarkFlagRequired("repository")
 	return cmd
 }
@@ -203,7 +203,7 @@ what it had written. An operation that already finished is left as it is.`,
 // that finds the operation and hands it to act.
 func (a *App) newOperationCmd(cmd *cobra.Command, act func(ctx context.Context, cl *client.Client, path string, found json.RawMessage) error) *cobra.Command {
 	var t operationTarget
-	cmd.Args = cobra.NoArgs
+	cmd.Args = noArgs
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		ctx := cmd.Context()
 		reg, err := a.registry()

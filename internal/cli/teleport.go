@@ -115,7 +115,7 @@ func (a *App) newShowUsageCmd() *cobra.Command {
 		Short: "Show the storage the registry uses against its limit",
 		Example: `  sluice show-usage -o table
   sluice show-usage --query "value[?name=='Size'].currentValue" -o tsv`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd.Context(), "GET", "/acr/v1/_usage", nil, "", columns("value", [2]string{"NAME", "name"},
 				[2]string{"LIMIT", "limit"}, [2]string{"CURRENT VALUE", "currentValue"}, [2]string{"UNIT", "unit"}))

@@ -86,7 +86,7 @@ metadata/write.`,
 		Example: `  sluice token create --name node-pull --scope-map _repositories_pull
   PASS=$(sluice token create --name ci --scope-map _repositories_push --query credentials.passwords[0].value -o tsv)
   sluice token create --name team-a --repository team-a/* content/read content/write --expiration-in-days 90`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			expiry, err := exp.value(time.Now())
@@ -152,7 +152,7 @@ func (a *App) newTokenListCmd() *cobra.Command {
 		Use:     "list",
 		Short:   "List the tokens",
 		Example: "  sluice token list -o table",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd.Context(), "GET", "/acr/v1/_tokens", nil, "", tokenTable)
 		},
@@ -166,7 +166,7 @@ func (a *App) newTokenShowCmd() *cobra.Command {
 		Use:     "show --name NAME",
 		Short:   "Show a token (without its passwords)",
 		Example: "  sluice token show --name node-pull",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.call(cmd.Context(), "GET", "/acr/v1/_tokens/"+url.PathEscape(name), nil, "", tokenTable)
 		},
@@ -182,7 +182,7 @@ func (a *App) newTokenUpdateCmd() *cobra.Command {
 		Short: "Change a token's scope map or status",
 		Example: `  sluice token update --name ci --status disabled
   sluice token update --name ci --scope-map _repositories_pull`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			body := map[string]string{}
 			if scopeMap != "" {
@@ -210,7 +210,7 @@ func (a *App) newTokenDeleteCmd() *cobra.Command {
 		Use:     "delete --name NAME [--yes]",
 		Short:   "Delete a token; its passwords stop working",
 		Example: "  sluice token delete --name ci --yes",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := a.confirm(yes, "Delete the token "+name+"?"); err != nil {
 				return err
@@ -240,7 +240,7 @@ func (a *App) newTokenCredentialCmd() *cobra.Command {
 {username, passwords}, as az prints it.`,
 		Example: `  sluice token credential generate --name ci --password1 --query passwords[0].value -o tsv
   sluice token credential generate --name ci --expiration-in-days 30`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			expiry, err := exp.value(time.Now())

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -97,6 +98,10 @@ func (a *App) startOperation(ctx context.Context, lo longOperation) error {
 	}
 	cl := a.Client(ctx, reg)
 	b, hdr, err := cl.API(ctx, "POST", lo.path, nil, lo.body)
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Code == "TAG_ALREADY_EXISTS" {
+		ce.Message = strings.Replace(ce.Message, "import with mode Force", "import with --force", 1)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", lo.what, err)
 	}

@@ -105,5 +105,19 @@ if skopeo copy -q --dest-tls-verify=false --dest-creds "mystreamingtest-pull:$PA
 fi
 echo "ok: the pull token cannot push"
 
+if [ -n "${PLAIN_REGISTRY_HOST:-}" ]; then
+	step "sluice convert $PLAIN_REGISTRY_HOST/$REPO:latest (client-side, for a registry without the referrers API)"
+	skopeo copy -q --dest-tls-verify=false "$IMAGE_NOTEBOOK" "docker://$PLAIN_REGISTRY_HOST/$REPO:latest"
+	out=$(sluice convert "$PLAIN_REGISTRY_HOST/$REPO:latest")
+	show "$out" 20
+	contains "pushed in the referrers tag schema" "$out" '"referrersSchema": "tag"'
+	check "a second convert finds it" "$(sluice convert "$PLAIN_REGISTRY_HOST/$REPO:latest" --query '[0].existing' -o tsv)" true
+	tags=$(skopeo list-tags --tls-verify=false "docker://$PLAIN_REGISTRY_HOST/$REPO")
+	contains "referrers tag" "$tags" "sha256-${upstream_digest#sha256:}"
+	check "the same streaming artifact as the registry's conversion" \
+		"$(sluice manifest list-referrers "$PLAIN_REGISTRY_HOST/$REPO:latest" --query 'manifests[0].digest' -o tsv)" \
+		"$(az acr manifest list-referrers -n "$REPO:latest" --query 'manifests[0].digest' -o tsv)"
+fi
+
 echo
 echo "the setup guide ran verbatim"

@@ -12,6 +12,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -52,6 +54,13 @@ func TestSetupGuide(t *testing.T) {
 	}
 	small, large := mkimage("notebook", "small", "latest"), mkimage("large", "large", "newtag")
 
+	plain := ""
+	if _, err := exec.LookPath("docker-registry"); err == nil {
+		plain = startDistribution(t, filepath.Join(work, "distribution"))
+	} else {
+		t.Log("docker-registry is not installed: the client-side convert step is skipped")
+	}
+
 	home := filepath.Join(work, "home")
 	env := append(os.Environ(),
 		"PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
@@ -59,7 +68,7 @@ func TestSetupGuide(t *testing.T) {
 		"SLUICE_CONFIG=", "SLUICE_REGISTRY=", "SLUICE_USERNAME=", "SLUICE_PASSWORD=", "SLUICE_OUTPUT=",
 		"REGISTRY_HOST="+registry, "REGISTRY_PASSWORD="+registryPassword,
 		"UPSTREAM_HOST="+upstream, "UPSTREAM_PASSWORD="+upstreamPassword,
-		"IMAGE_NOTEBOOK=oci:"+small, "IMAGE_LARGE=oci:"+large, "WORK="+work,
+		"PLAIN_REGISTRY_HOST="+plain, "IMAGE_NOTEBOOK=oci:"+small, "IMAGE_LARGE=oci:"+large, "WORK="+work,
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -150,6 +159,55 @@ func startSluiced(t *testing.T, bin, data, password string) string {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("sluiced at %s is not healthy: %v", host, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startDistribution runs the distribution registry (docker-registry, which
+// has no referrers API) on a free loopback port and returns its host:port.
+func startDistribution(t *testing.T, dir string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := ln.Addr().String()
+	ln.Close()
+	config := fmt.Sprintf("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), host)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("docker-registry", "serve", filepath.Join(dir, "config.yml"))
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + host + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			return host
+		}
+		select {
+		case <-exited:
+			t.Fatalf("docker-registry exited:\n%s", logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("docker-registry does not answer: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
