@@ -1,0 +1,86 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/internal/lazypull"
+)
+
+// NewPullCommand is `sluice pull`: a lazy pull through the node's
+// containerd, for the node daemon's users.
+func NewPullCommand(a *App) *cobra.Command {
+	o := lazypull.Options{}
+	cmd := &cobra.Command{
+		Use:   "pull IMAGE",
+		Short: "Pull an image through containerd, streaming the layers that have a streaming artifact",
+		Long: `Pull asks the node's containerd to pull IMAGE (REGISTRY/REPOSITORY:TAG, or a
+registry name from 'sluice login' in place of REGISTRY) and unpack it with the
+snapshotter, labelling each layer with the image so that sluice-snapshotter
+can mount streamed layers lazily instead of downloading them. It prints which
+layers were streamed and which downloaded: a layer is downloaded when the
+image has no streaming artifact (yet), and the snapshotter's log says why.
+
+Credentials are those of 'sluice login' for the registry, else docker's
+config.json. Run it as root, on a node where sluice-snapshotter runs.`,
+		Example: `  sluice pull 127.0.0.1:5000/team/app:1.0 --plain-http
+  sluice pull myreg/team/app:1.0 -o table
+  sluice pull --address /run/containerd/containerd.sock --namespace k8s.io registry.example.com/team/app:1.0
+  ctr run --rm --snapshotter sluice registry.example.com/team/app:1.0 app1`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := a.config()
+			if err != nil {
+				return err
+			}
+			host, rest := c.splitRegistry(args[0])
+			if host == "" {
+				return usageErrorf("image %q: give the registry too, as REGISTRY/REPOSITORY:TAG (or a name from 'sluice login')", args[0])
+			}
+			reg, err := a.resolveRegistry(host)
+			if err != nil {
+				return err
+			}
+			img, err := parseImage(rest)
+			if err != nil {
+				return err
+			}
+			ref := reg.Host() + "/" + img.String()
+			if !cmd.Flags().Changed("plain-http") {
+				o.PlainHTTP = reg.PlainHTTP()
+			}
+			cred := a.credential(ctx, reg)
+			if cred.Username != "" || cred.Password != "" {
+				o.Credentials = func(string) (string, string, error) { return cred.Username, cred.Password, nil }
+			}
+			res, err := lazypull.Pull(ctx, ref, o)
+			if err != nil {
+				return err
+			}
+			if a.interactive() {
+				streamed := 0
+				for _, l := range res.Layers {
+					how := "downloaded"
+					if l.Streamed {
+						how, streamed = "streamed", streamed+1
+					}
+					fmt.Fprintf(a.Stderr, "%s  %s\n", l.Digest, how)
+				}
+				fmt.Fprintf(a.Stderr, "%s: %d of %d layers streamed, pulled in %s\n", ref, streamed, len(res.Layers), res.Duration.Round(1e6))
+				if streamed < len(res.Layers) && o.Snapshotter == "sluice" {
+					a.hint("layers without a streaming artifact were downloaded; the snapshotter's log says why for each")
+				}
+			}
+			return a.print(res, nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Address, "address", "/run/containerd/containerd.sock", "containerd's socket")
+	f.StringVar(&o.Namespace, "namespace", "default", "containerd namespace (k8s.io for Kubernetes)")
+	f.StringVar(&o.Snapshotter, "snapshotter", "sluice", "snapshotter to unpack with")
+	f.BoolVar(&o.PlainHTTP, "plain-http", false, "talk HTTP to the registry (default: as its login URL says; loopback registries use HTTP)")
+	f.StringVar(&o.Platform, "platform", "", "platform to pull, like linux/arm64 (default: this node's)")
+	return cmd
+}
