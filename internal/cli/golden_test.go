@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -178,7 +180,17 @@ func goldenCases() []goldenCase {
 		{name: "operation-cancel-image", args: []string{"artifact-streaming", "operation", "cancel", "--image", "team/app:2.0"}},
 		{name: "streaming-create-no-wait", args: []string{"artifact-streaming", "create", "--image", "base/os:1", "--no-wait"}},
 		{name: "streaming-create-index", args: []string{"artifact-streaming", "create", "--image", "base/os:1"},
-			before: func(tr *testRegistry) { tr.startWorkers() }},
+			// The workers start once the create joined the queued
+			// operation, so that it waits for that one.
+			before: func(tr *testRegistry) {
+				var once sync.Once
+				tr.onResponse = func(req *http.Request) {
+					if req.Method == "POST" && strings.Contains(req.URL.Path, "/_streaming/") {
+						once.Do(tr.startWorkers)
+					}
+				}
+			},
+			after: func(tr *testRegistry, _ result) { tr.onResponse = nil }},
 		{name: "operation-show-missing", args: []string{"artifact-streaming", "operation", "show", "--image", "team/app:1.1"}, code: ExitNotFound},
 		{name: "manifest-show", args: []string{"manifest", "show", "-n", "team/app:1.0"}},
 		{name: "manifest-show-metadata", args: []string{"manifest", "show-metadata", "-n", "team/app:1.0"}},
@@ -189,7 +201,9 @@ func goldenCases() []goldenCase {
 		{name: "manifest-delete", args: []string{"manifest", "delete", "-n", "team/app:1.1", "--yes"}},
 		{name: "manifest-list-deleted", args: []string{"manifest", "list-deleted", "-n", "team/app"}},
 		{name: "manifest-list-deleted-tags", args: []string{"manifest", "list-deleted-tags", "-n", "team/app"}},
-		{name: "manifest-restore", args: []string{"manifest", "restore", "-n", "team/app:1.1"}},
+		{name: "manifest-restore", args: []string{"manifest", "restore", "-n", "team/app:1.1"},
+			// A restored image of a streaming repository is converted again.
+			after: func(tr *testRegistry, _ result) { tr.waitReferrer("team/app", "1.1") }},
 		{name: "repository-delete", args: []string{"repository", "delete", "--repository", "imported/app", "--yes"}},
 		{name: "repository-list-deleted", args: []string{"repository", "list-deleted"}},
 		{name: "repository-list-teleport", args: []string{"repository", "list", "--teleport-enabled"}},

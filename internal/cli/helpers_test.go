@@ -57,6 +57,34 @@ type testRegistry struct {
 	stopWork func()
 	ids      map[string]string // operation ids seen, by their stable names
 	vars     map[string]string // values saved by earlier commands
+	// onResponse, when set, sees every response sluice receives.
+	onResponse func(*http.Request)
+}
+
+// RoundTrip carries sluice's requests, showing each to onResponse.
+func (tr *testRegistry) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err == nil && tr.onResponse != nil {
+		tr.onResponse(req)
+	}
+	return resp, err
+}
+
+// waitReferrer waits until the image repo:tag has a streaming artifact.
+func (tr *testRegistry) waitReferrer(repo, tag string) {
+	tr.t.Helper()
+	resp, _ := tr.do("HEAD", "/v2/"+repo+"/manifests/"+tag, "", nil)
+	dgst := resp.Header.Get("Docker-Content-Digest")
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		_, body := tr.do("GET", "/v2/"+repo+"/referrers/"+dgst+"?artifactType=application/vnd.azure.artifact.streaming.v1", "", nil)
+		var idx ocispec.Index
+		if json.Unmarshal(body, &idx) == nil && len(idx.Manifests) > 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tr.t.Fatalf("%s:%s has no streaming artifact after a minute", repo, tag)
 }
 
 func newTestRegistry(t *testing.T) *testRegistry {
@@ -118,7 +146,7 @@ func (tr *testRegistry) run(args ...string) result {
 	}
 	var out, errOut bytes.Buffer
 	var res result
-	a := &App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut, Getenv: tr.getenv, normalize: tr.normalize}
+	a := &App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut, Getenv: tr.getenv, Transport: tr, normalize: tr.normalize}
 	a.record = func(v any, table tableFunc) { res.value, res.table = v, table }
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
