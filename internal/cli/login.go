@@ -85,25 +85,9 @@ func (a *App) login(ctx context.Context, f *loginFlags) error {
 	if err != nil {
 		return err
 	}
-	entry := registryEntry{Name: f.name}
-	if old := c.registry(f.name); old != nil {
-		entry = *old
-	}
-	switch {
-	case f.url != "":
-		u, err := parseRegistryURL(f.url)
-		if err != nil {
-			return err
-		}
-		entry.URL = u.String()
-	case entry.URL == "" && (strings.ContainsAny(f.name, ".:") || f.name == "localhost"):
-		u, err := parseRegistryURL(f.name)
-		if err != nil {
-			return err
-		}
-		entry.Name, entry.URL = u.Host, u.String()
-	case entry.URL == "":
-		return usageErrorf("registry %q is new: give its URL with --url (http://host:port or https://host)", f.name)
+	entry, err := loginEntry(c, f)
+	if err != nil {
+		return err
 	}
 	reg := &Registry{Name: entry.Name, entry: &entry}
 	if reg.URL, err = parseRegistryURL(entry.URL); err != nil {
@@ -145,6 +129,33 @@ func (a *App) login(ctx context.Context, f *loginFlags) error {
 		a.hint("%s is now the default registry (defaults.acr).", entry.Name)
 	}
 	return a.print(registryJSON(&entry, c, madeDefault), nil)
+}
+
+// loginEntry is the registry a login saves: the configured one of that
+// name, with the --url given; a new one needs --url, unless its name is
+// its address.
+func loginEntry(c *userConfig, f *loginFlags) (registryEntry, error) {
+	entry := registryEntry{Name: f.name}
+	if old := c.registry(f.name); old != nil {
+		entry = *old
+	}
+	switch {
+	case f.url != "":
+		u, err := parseRegistryURL(f.url)
+		if err != nil {
+			return entry, err
+		}
+		entry.URL = u.String()
+	case entry.URL == "" && (strings.ContainsAny(f.name, ".:") || f.name == "localhost"):
+		u, err := parseRegistryURL(f.name)
+		if err != nil {
+			return entry, err
+		}
+		entry.Name, entry.URL = u.Host, u.String()
+	case entry.URL == "":
+		return entry, usageErrorf("registry %q is new: give its URL with --url (http://host:port or https://host)", f.name)
+	}
+	return entry, nil
 }
 
 // saveCredential puts the credentials in the docker credential store or
