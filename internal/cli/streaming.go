@@ -122,10 +122,15 @@ off stops new conversions; existing streaming artifacts stay.`,
 
 // operationTarget is how operation show and cancel name an operation:
 // --image, or --repository with --id (--id alone: an import).
-type operationTarget struct{ image, repo, id string }
+type operationTarget struct {
+	image, repo, id string
+	// latest finds the image's most recent conversion, even a finished
+	// one (show), not only a queued or running one (cancel).
+	latest bool
+}
 
 func (t *operationTarget) flags(cmd *cobra.Command) {
-	cmd.Flags().StringVarP(&t.image, "image", "t", "", "the image whose conversion is queued or running: REPOSITORY:TAG or REPOSITORY@DIGEST")
+	cmd.Flags().StringVarP(&t.image, "image", "t", "", "the image whose conversion it is: REPOSITORY:TAG or REPOSITORY@DIGEST")
 	cmd.Flags().StringVar(&t.repo, "repository", "", "the repository of the operation")
 	cmd.Flags().StringVar(&t.id, "id", "", "the operation's id")
 	cmd.MarkFlagsMutuallyExclusive("image", "repository")
@@ -141,10 +146,17 @@ func (a *App) findOperation(ctx context.Context, cl *client.Client, t *operation
 		if err != nil {
 			return "", nil, err
 		}
-		b, _, err := cl.API(ctx, "GET", "/acr/v1/"+img.Repository+"/_streaming/"+img.Reference(), nil, nil)
+		path := "/acr/v1/" + img.Repository + "/_streaming/" + img.Reference()
+		if t.latest {
+			path += "?latest=true"
+		}
+		b, _, err := cl.API(ctx, "GET", path, nil, nil)
 		var ce *client.Error
 		if errors.As(err, &ce) && ce.Code == "OPERATION_UNKNOWN" {
-			return "", nil, fmt.Errorf("no conversion of %s is queued or running (%w); a finished one is shown by --repository %s --id ID, and the artifact by 'sluice manifest list-referrers -n %s'", img, err, img.Repository, img)
+			if t.latest {
+				return "", nil, fmt.Errorf("%s has never been converted (%w); start with 'sluice artifact-streaming create --image %s'", img, err, img)
+			}
+			return "", nil, fmt.Errorf("no conversion of %s is queued or running (%w); a finished one is shown by 'sluice artifact-streaming operation show --image %s', and the artifact by 'sluice manifest list-referrers -n %s'", img, err, img, img)
 		}
 		if err != nil {
 			return "", nil, err
@@ -161,7 +173,7 @@ func (a *App) findOperation(ctx context.Context, cl *client.Client, t *operation
 }
 
 func (a *App) newOperationShowCmd() *cobra.Command {
-	return a.newOperationCmd(&cobra.Command{
+	return a.newOperationCmd(true, &cobra.Command{
 		Use:   "show (--image REPOSITORY:TAG | --repository REPOSITORY --id ID)",
 		Short: "Show a conversion (or, with --id alone, an import)",
 		Example: `  sluice artifact-streaming operation show --image team/app:1.0
@@ -179,7 +191,7 @@ func (a *App) newOperationShowCmd() *cobra.Command {
 }
 
 func (a *App) newOperationCancelCmd() *cobra.Command {
-	return a.newOperationCmd(&cobra.Command{
+	return a.newOperationCmd(false, &cobra.Command{
 		Use:   "cancel (--repository REPOSITORY --id ID | --image REPOSITORY:TAG)",
 		Short: "Cancel a conversion (or, with --id alone, an import)",
 		Long: `Cancel stops a queued or running conversion promptly; the registry removes
@@ -200,9 +212,10 @@ what it had written. An operation that already finished is left as it is.`,
 }
 
 // newOperationCmd completes an operation command: its flags, and a RunE
-// that finds the operation and hands it to act.
-func (a *App) newOperationCmd(cmd *cobra.Command, act func(ctx context.Context, cl *client.Client, path string, found json.RawMessage) error) *cobra.Command {
-	var t operationTarget
+// that finds the operation (by image: the latest one, or only a queued or
+// running one) and hands it to act.
+func (a *App) newOperationCmd(latest bool, cmd *cobra.Command, act func(ctx context.Context, cl *client.Client, path string, found json.RawMessage) error) *cobra.Command {
+	t := operationTarget{latest: latest}
 	cmd.Args = noArgs
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		ctx := cmd.Context()

@@ -219,6 +219,15 @@ func (s *Service) Active(ctx context.Context, repo string, dgst digest.Digest) (
 	return op, err
 }
 
+// Latest returns the most recent conversion of an image, finished or not.
+func (s *Service) Latest(ctx context.Context, repo string, dgst digest.Digest) (*metadata.Operation, error) {
+	op, err := s.meta.LatestOperation(ctx, KindConversion, repo, dgst.String())
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil, errorf(CodeOperationUnknown, "%s@%s has never been converted", repo, dgst)
+	}
+	return op, err
+}
+
 // Cancel cancels an operation. A running one stops promptly: at once in
 // this process, at its next heartbeat in another; its worker then removes
 // what it had written.

@@ -294,3 +294,14 @@ func (s *Store) LinkStoredBlob(ctx context.Context, repo, dgst string) error {
 func (s *Store) CountConvertedLayers(ctx context.Context, n *int) error {
 	return s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM converted_layers`).Scan(n)
 }
+
+// LatestOperation returns the most recent operation of a kind for an image,
+// whatever its status, or ErrNotFound.
+func (s *Store) LatestOperation(ctx context.Context, kind, repo, dgst string) (*Operation, error) {
+	o, err := scanOperation(s.read.QueryRowContext(ctx, `SELECT `+operationColumns+` FROM operations
+		WHERE kind = ? AND repository = ? AND digest = ? ORDER BY created_at DESC LIMIT 1`, kind, repo, dgst))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("operation for %s@%s: %w", repo, dgst, ErrNotFound)
+	}
+	return o, err
+}

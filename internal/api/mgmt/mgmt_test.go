@@ -180,6 +180,11 @@ func TestStreamingWorkflow(t *testing.T) {
 		t.Fatalf("finished operation: %v", done)
 	}
 	tr.expect("GET", "/mount/v1/stream/_manifests/"+img.Digest.String(), "", 200)
+	// Finished: not the running one any more, but still the latest.
+	tr.expect("GET", "/acr/v1/stream/_streaming/"+img.Digest.String(), "", 404)
+	if latest := tr.expect("GET", "/acr/v1/stream/_streaming/v1?latest=true", "", 200).json(t); latest["id"] != id || latest["status"] != "Succeeded" {
+		t.Fatalf("latest conversion: %v", latest)
+	}
 	refs := tr.expect("GET", "/v2/stream/referrers/"+img.Digest.String()+"?artifactType=application/vnd.azure.artifact.streaming.v1", "", 200)
 	if !strings.Contains(refs.body, `"streaming.platform.arch":"amd64"`) {
 		t.Fatalf("referrers: %s", refs.body)

@@ -89,7 +89,13 @@ func (h *Handler) imageConversion(w http.ResponseWriter, r *http.Request, rt rou
 	var op *metadata.Operation
 	switch r.Method {
 	case "GET":
-		op, err = h.conv.Active(ctx, rt.repo, dgst)
+		// The running conversion, as clients expect before starting one;
+		// ?latest=true the most recent, whatever its status.
+		if r.URL.Query().Get("latest") == "true" {
+			op, err = h.conv.Latest(ctx, rt.repo, dgst)
+		} else {
+			op, err = h.conv.Active(ctx, rt.repo, dgst)
+		}
 	case "POST":
 		op, err = h.conv.Start(ctx, rt.repo, dgst)
 	default:

@@ -1,7 +1,8 @@
 // Package ocidir converts images stored in an OCI image layout directory
 // into their seekable-zstd streaming form, written back into the same
 // layout: converted layers as blobs, and one streaming manifest per
-// platform (the original config, subject = the original manifest) added to
+// platform (the original config, subject = the original manifest, or for
+// an image index the index, as the registry's conversions do) added to
 // index.json, where OCI-layout-aware tools (oras, skopeo) find it.
 package ocidir
 
@@ -37,7 +38,8 @@ var (
 // Converted is the streaming manifest made for one image manifest.
 type Converted struct {
 	Platform ocispec.Platform
-	// Subject is the original image manifest; Manifest the streaming one.
+	// Subject is the original image manifest (the index, for an image of an
+	// index); Manifest the streaming one.
 	Subject  ocispec.Descriptor
 	Manifest ocispec.Descriptor
 	Layers   []*streaming.Result
@@ -76,8 +78,9 @@ func Convert(ctx context.Context, dir, tag string, opts streaming.Options) ([]Co
 		}
 	}
 	var out []Converted
+	subject := ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: root.Size}
 	for _, m := range targets {
-		c, err := l.convertManifest(ctx, m, opts)
+		c, err := l.convertManifest(ctx, m, subject, opts)
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", m.Digest, err)
 		}
@@ -109,8 +112,8 @@ func selectImage(idx *ocispec.Index, tag, dir string) (ocispec.Descriptor, error
 
 // convertManifest converts every layer of one image manifest and writes its
 // streaming manifest.
-func (l layout) convertManifest(ctx context.Context, desc ocispec.Descriptor, opts streaming.Options) (Converted, error) {
-	c := Converted{Subject: desc}
+func (l layout) convertManifest(ctx context.Context, desc, subject ocispec.Descriptor, opts streaming.Options) (Converted, error) {
+	c := Converted{Subject: subject}
 	var m ocispec.Manifest
 	if err := l.readJSON(desc, &m); err != nil {
 		return c, err
@@ -138,7 +141,7 @@ func (l layout) convertManifest(ctx context.Context, desc ocispec.Descriptor, op
 		c.Layers = append(c.Layers, res)
 		layers[i] = res.Descriptor()
 	}
-	sm := streaming.Manifest(m.Config, layers, ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}, c.Platform)
+	sm := streaming.Manifest(m.Config, layers, subject, c.Platform)
 	payload, err := json.Marshal(sm)
 	if err != nil {
 		return c, err

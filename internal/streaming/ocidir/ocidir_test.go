@@ -44,7 +44,8 @@ func TestConvertIndexPerPlatform(t *testing.T) {
 	}
 	for i, c := range cs {
 		m := ocidirtest.ReadManifest(t, dir, c.Manifest.Digest)
-		if m.Subject.Digest != subs[i].Digest || m.ArtifactType != streaming.ArtifactType || len(m.Layers) != 2 {
+		// The index is the subject, as in the registry's conversions.
+		if m.Subject.Digest != idx.Digest || m.ArtifactType != streaming.ArtifactType || len(m.Layers) != 2 {
 			t.Errorf("streaming manifest %d: %+v", i, m)
 		}
 	}
@@ -85,11 +86,11 @@ func TestConvertRefuses(t *testing.T) {
 	if _, err := Convert(context.Background(), dir, "streaming", streaming.Options{}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a tag naming only a streaming artifact: %v", err)
 	}
-	if _, err := new(layout).convertManifest(context.Background(), streamingDesc, streaming.Options{}); err == nil {
+	if _, err := new(layout).convertManifest(context.Background(), streamingDesc, streamingDesc, streaming.Options{}); err == nil {
 		t.Errorf("converting a streaming manifest again succeeded")
 	}
 	l := layout{Dir: dir}
-	if _, err := l.convertManifest(context.Background(), streamingDesc, streaming.Options{}); !errors.Is(err, ErrAlreadyStreaming) {
+	if _, err := l.convertManifest(context.Background(), streamingDesc, streamingDesc, streaming.Options{}); !errors.Is(err, ErrAlreadyStreaming) {
 		t.Errorf("converting a streaming manifest again: %v", err)
 	}
 }
