@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, idempotently: Debian packages through
-# apt-get (only those missing, so a warm machine stays fast) and Go tools
-# through `go install` into $(go env GOPATH)/bin.
+# apt-get (only those missing, so a warm machine stays fast), Go tools
+# through `go install` into $(go env GOPATH)/bin, and containerd 2.x for the
+# node tests into $(go env GOPATH)/containerd-v2/bin.
 set -euo pipefail
 
 apt_packages=(zstd skopeo containerd runc debootstrap docker-registry busybox-static gzip)
 go_tools=(
 	"oras.land/oras/cmd/oras@v1.3.6"
 	"github.com/google/go-containerregistry/cmd/crane@v0.22.1"
+	"sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0"
 )
+containerd_v2=v2.4.2
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -35,3 +38,17 @@ for t in "${go_tools[@]}"; do
 		go install "$t"
 	fi
 done
+
+# containerd 2.x stays off PATH, where containerd is Debian's 1.6: the node
+# tests run both. Its own runc shim must sit beside it (the tests put that
+# directory first on its PATH): with Debian's 1.6 shim, containers fail to
+# start ("failed to start shim: ... type with url ...: not found").
+v2bin="$(go env GOPATH)/containerd-v2/bin"
+if ! "$v2bin/containerd" --version 2>/dev/null | grep -q " ${containerd_v2#v}" ||
+	[ ! -x "$v2bin/ctr" ] || [ ! -x "$v2bin/containerd-shim-runc-v2" ]; then
+	echo "installing containerd $containerd_v2 into $v2bin"
+	GOBIN="$v2bin" go install \
+		"github.com/containerd/containerd/v2/cmd/containerd@$containerd_v2" \
+		"github.com/containerd/containerd/v2/cmd/ctr@$containerd_v2" \
+		"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$containerd_v2"
+fi

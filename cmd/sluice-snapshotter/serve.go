@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
@@ -117,7 +118,8 @@ func (g managerGatherer) Gather() ([]*dto.MetricFamily, error) {
 		return nil, err
 	}
 	defer body.Close()
-	var p expfmt.TextParser
+	// The zero TextParser has no name validation scheme and panics.
+	p := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := p.TextToMetricFamilies(body)
 	if err != nil {
 		return nil, err

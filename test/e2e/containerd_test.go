@@ -34,7 +34,7 @@ func TestContainerdPull(t *testing.T) {
 	oc.pushImage(t, "e2e/containerd", "v1", img)
 	oc.pushIndex(t, "e2e/containerd", "multi", ix)
 
-	sock := startContainerd(t, containerd, ctr)
+	sock := startContainerd(t, containerdSetup{bin: containerd, ctr: ctr})
 	cl := newClients(t)
 	ref := reg.addr + "/e2e/containerd:v1"
 	ctrRun := func(args ...string) string {
@@ -106,44 +106,131 @@ func committedSnapshots(out string) int {
 	return n
 }
 
+// containerdSetup says which containerd to run and how to configure it.
+type containerdSetup struct {
+	// bin and ctr are the daemon and its client.
+	bin, ctr string
+	// version of the config file: 2 (containerd 1.x, the default) or 3
+	// (containerd 2.x).
+	version int
+	// cri keeps the CRI plugin, which is off otherwise.
+	cri bool
+	// extra is TOML added to the config: tables the base config lacks.
+	extra string
+	// pathDir, when set, goes first on the daemon's PATH, for the shim
+	// built with it.
+	pathDir string
+	// configure, when set, edits the config file before the daemon starts
+	// (sluice-snapshotter install, say).
+	configure func(config string)
+}
+
 // startContainerd runs containerd with root, state and socket in a
 // temporary directory and returns its socket once it answers. Cleanup
-// stops its process group and unmounts whatever it left mounted there.
-func startContainerd(t *testing.T, containerd, ctr string) string {
+// kills the tasks it still runs, stops its process group and unmounts
+// whatever it left mounted there.
+func startContainerd(t *testing.T, cd containerdSetup) string {
 	t.Helper()
 	// A short directory: the socket path must fit in sun_path.
 	dir, err := os.MkdirTemp("", "ctrd-")
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		unmountUnder(t, dir)
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove containerd directory: %v", err)
+		}
+	})
 	sock := filepath.Join(dir, "containerd.sock")
-	config := fmt.Sprintf(`version = 2
+	version := cd.version
+	if version == 0 {
+		version = 2
+	}
+	criPlugins := `"io.containerd.grpc.v1.cri"`
+	if version == 3 {
+		criPlugins += `, "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime"`
+	}
+	disabled := ""
+	if !cd.cri {
+		disabled = "disabled_plugins = [" + criPlugins + "]"
+	}
+	config := fmt.Sprintf(`version = %d
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+%s
 
 [grpc]
   address = %q
 
 [plugins."io.containerd.internal.v1.opt"]
   path = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, filepath.Join(dir, "opt"))
-	writeFile(t, filepath.Join(dir, "config.toml"), []byte(config))
+`, version, filepath.Join(dir, "root"), filepath.Join(dir, "state"), disabled, sock, filepath.Join(dir, "opt"))
+	if version == 3 {
+		// NRI's socket is machine-wide; these daemons need none.
+		config += `
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+`
+	}
+	config += cd.extra
+	configPath := filepath.Join(dir, "config.toml")
+	writeFile(t, configPath, []byte(config))
+	if cd.configure != nil {
+		cd.configure(configPath)
+	}
 
-	cmd := exec.Command(containerd, "--config", filepath.Join(dir, "config.toml"))
+	cmd := exec.Command(cd.bin, "--config", configPath)
 	cmd.Env = append(os.Environ(), "TMPDIR="+dir)
-	d := startDaemon(t, "containerd", cmd, func() {
-		unmountUnder(t, dir)
-		if err := os.RemoveAll(dir); err != nil {
-			t.Errorf("remove containerd directory: %v", err)
-		}
-	})
+	if cd.pathDir != "" {
+		cmd.Env = append(cmd.Env, "PATH="+cd.pathDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
+	d := startDaemon(t, "containerd", cmd, func() { killShims(t, sock) })
 	d.waitReady(t, time.Minute, "containerd answers on "+sock, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		return exec.CommandContext(ctx, ctr, "--address", sock, "version").Run() == nil
+		return exec.CommandContext(ctx, cd.ctr, "--address", sock, "version").Run() == nil
 	})
+	// Before the daemon stops: its shims outlive it, and so would the
+	// containers they run.
+	t.Cleanup(func() { removeTasks(t, cd.ctr, sock) })
 	return sock
+}
+
+// removeTasks kills and deletes every task containerd runs, in every
+// namespace, so that their shims exit.
+func removeTasks(t *testing.T, ctr, sock string) {
+	run := func(args ...string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, ctr, append([]string{"--address", sock}, args...)...).Output()
+		if err != nil {
+			t.Logf("ctr %s: %v", strings.Join(args, " "), err)
+		}
+		return string(out)
+	}
+	for _, ns := range strings.Fields(run("namespaces", "ls", "-q")) {
+		ids := strings.Fields(run("-n", ns, "tasks", "ls", "-q"))
+		for _, id := range ids {
+			run("-n", ns, "tasks", "kill", "-s", "SIGKILL", "--all", id)
+		}
+		if len(ids) > 0 && !poll(30*time.Second, func() bool { return !strings.Contains(run("-n", ns, "tasks", "ls"), "RUNNING") }) {
+			t.Errorf("tasks of namespace %s still run 30s after SIGKILL", ns)
+		}
+		for _, id := range ids {
+			run("-n", ns, "tasks", "delete", id)
+		}
+	}
+}
+
+// killShims kills what is left of the shims of the containerd on sock (they
+// name its address on their command line) once it has stopped, should
+// removeTasks have failed to end them.
+func killShims(t *testing.T, sock string) {
+	for _, pid := range processesWithArgs("-address", sock) {
+		t.Logf("killing shim %d left by containerd on %s", pid, sock)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 // unmountUnder detaches every mount below dir, deepest first.

@@ -17,6 +17,8 @@ var (
 	// goPathBin is $(go env GOPATH)/bin, where `make test-deps` installs
 	// the Go clients (oras, crane) when they are not on PATH.
 	goPathBin string
+	// binDir holds the binaries TestMain and nodeBinaries build.
+	binDir string
 )
 
 func TestMain(m *testing.M) { os.Exit(runMain(m)) }
@@ -28,6 +30,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	binDir = dir
 	if err := buildSluiced(dir); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
@@ -37,24 +40,15 @@ func runMain(m *testing.M) int {
 
 // buildSluiced compiles ./cmd/sluiced into dir and finds GOPATH/bin.
 func buildSluiced(dir string) error {
-	goTool, err := exec.LookPath("go")
+	goTool, err := goCommand()
 	if err != nil {
-		if root := os.Getenv("GOROOT"); root != "" {
-			goTool = filepath.Join(root, "bin", "go")
-		} else {
-			return fmt.Errorf("the go command is needed to build sluiced: %w", err)
-		}
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	sluicedBin = filepath.Join(dir, "sluiced")
-	args := []string{"build", "-o", sluicedBin}
-	if os.Getenv("SLUICE_E2E_RACE") == "1" {
-		args = append(args, "-race")
-	}
-	args = append(args, "github.com/sluicehq/sluice/cmd/sluiced")
-	if out, err := exec.CommandContext(ctx, goTool, args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	if err := buildCommands(ctx, dir, "sluiced"); err != nil {
+		return err
 	}
 	out, err := exec.CommandContext(ctx, goTool, "env", "GOPATH").Output()
 	if err != nil {
@@ -62,6 +56,37 @@ func buildSluiced(dir string) error {
 	}
 	if first := strings.Split(strings.TrimSpace(string(out)), string(os.PathListSeparator))[0]; first != "" {
 		goPathBin = filepath.Join(first, "bin")
+	}
+	return nil
+}
+
+func goCommand() (string, error) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		if root := os.Getenv("GOROOT"); root != "" {
+			return filepath.Join(root, "bin", "go"), nil
+		}
+		return "", fmt.Errorf("the go command is needed to build the binaries under test: %w", err)
+	}
+	return goTool, nil
+}
+
+// buildCommands compiles ./cmd/<name> for each name into dir, with the race
+// detector when SLUICE_E2E_RACE=1.
+func buildCommands(ctx context.Context, dir string, names ...string) error {
+	goTool, err := goCommand()
+	if err != nil {
+		return err
+	}
+	args := []string{"build", "-o", dir + string(os.PathSeparator)}
+	if os.Getenv("SLUICE_E2E_RACE") == "1" {
+		args = append(args, "-race")
+	}
+	for _, n := range names {
+		args = append(args, "github.com/sluicehq/sluice/cmd/"+n)
+	}
+	if out, err := exec.CommandContext(ctx, goTool, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
 }

@@ -21,6 +21,9 @@ import (
 type ociClient struct {
 	base *url.URL
 	hc   *http.Client
+	// user and password, when set, go with every request as basic
+	// credentials (sluiced accepts them on every route when auth is on).
+	user, password string
 }
 
 func newOCIClient(t *testing.T, addr string) *ociClient {
@@ -29,6 +32,13 @@ func newOCIClient(t *testing.T, addr string) *ociClient {
 	tr.MaxIdleConnsPerHost = 64 // the crash test pushes from many goroutines
 	t.Cleanup(tr.CloseIdleConnections)
 	return &ociClient{base: base, hc: &http.Client{Transport: tr, Timeout: time.Minute}}
+}
+
+// as returns a client of the same registry that sends basic credentials.
+func (c *ociClient) as(user, password string) *ociClient {
+	auth := *c
+	auth.user, auth.password = user, password
+	return &auth
 }
 
 // statusError is an answer other than the one the protocol step expects.
@@ -59,6 +69,9 @@ func (c *ociClient) do(ctx context.Context, method, ref string, header http.Head
 	}
 	for k, v := range header {
 		req.Header[k] = v
+	}
+	if c.user != "" {
+		req.SetBasicAuth(c.user, c.password)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -62,7 +62,7 @@ func TestStreamingRunsInContainerd(t *testing.T) {
 		t.Fatalf("oras discover lists referrers %+v, want only %s of type %s", found.Referrers, streamed.Digest, artifactTypeStreaming)
 	}
 
-	sock := startContainerd(t, containerd, ctr)
+	sock := startContainerd(t, containerdSetup{bin: containerd, ctr: ctr})
 	ctrRun := func(args ...string) string {
 		t.Helper()
 		return cl.run(ctr, append([]string{"--address", sock, "--namespace", "e2e"}, args...)...)

@@ -1,0 +1,396 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Identities of the node tests' sluiced: the admin pushes, the node pulls
+// with a pull-only token.
+const (
+	nodeAdmin         = "admin"
+	nodeAdminPassword = "node-e2e-admin-password"
+	nodeToken         = "node-e2e-puller"
+)
+
+// nodeSmallCache is the strict node's chunk cache size: less than the
+// cache image's data, and than the chunk of its 3 MiB file.
+const nodeSmallCache = 2 << 20
+
+// nodeImages are the images the node tests run, pushed once.
+type nodeImages struct {
+	// main streams: busybox, /etc, 4 MiB of data.
+	main *nodeImage
+	// plain is alike, in a repository without streaming (the fallback).
+	plain *nodeImage
+	// sandbox is CRI's pod sandbox image: busybox sleeping.
+	sandbox *nodeImage
+	// reader has many small files, which a container reads one after the
+	// other while the snapshotter is killed.
+	reader *nodeImage
+	// tampered has one byte of its streamed data layer changed in
+	// sluiced's blob store after conversion.
+	tampered *nodeImage
+	// cache has more data than nodeSmallCache holds.
+	cache *nodeImage
+}
+
+// TestNode runs images of a sluiced with authentication on through
+// sluice-snapshotter and containerd, for Debian's containerd 1.6 and for
+// containerd 2.x: streamed layers mounted lazily over FUSE (`sluice pull`,
+// `ctr run`, CRI with crictl), the fallback for an image without a streaming
+// artifact, a tampered chunk (an I/O error, never wrong bytes), a kill -9 of
+// the snapshotter under a reading container, and a cache smaller than the
+// data read. The snapshotter reaches the registry with a pull-only token
+// from its config; `sluice pull` with the same token in SLUICE_USERNAME and
+// SLUICE_PASSWORD.
+func TestNode(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the node tests run containerd and mount FUSE file systems: run them as root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skipf("no /dev/fuse (%v): the snapshotter cannot mount streamed layers here", err)
+	}
+	skopeo := requireTool(t, "skopeo")
+	requireTool(t, "runc")
+	flavors := containerdFlavors()
+	if flavors[0].missing != "" && flavors[1].missing != "" {
+		t.Skipf("no containerd to run: %s; %s", flavors[0].missing, flavors[1].missing)
+	}
+	nodeBinaries(t)
+	data := t.TempDir()
+	reg := startSluiced(t, data, "SLUICE_AUTH_ENABLED=true", "SLUICE_ADMIN_USER="+nodeAdmin, "SLUICE_ADMIN_PASSWORD="+nodeAdminPassword)
+	admin := newOCIClient(t, reg.addr).as(nodeAdmin, nodeAdminPassword)
+	password := createPullToken(t, admin, nodeToken)
+	imgs := pushNodeImages(t, reg, data, admin, skopeo)
+
+	for _, f := range flavors {
+		t.Run(f.name, func(t *testing.T) {
+			if f.missing != "" {
+				t.Skip(f.missing)
+			}
+			creds := snapshotterOptions{registry: reg.addr, user: nodeToken, password: password}
+			t.Run("streamed", func(t *testing.T) {
+				o := creds
+				o.cacheMaxBytes, o.backgroundDelay = 1<<30, "2s"
+				n := startNode(t, f, o, &criSetup{registry: reg.addr, sandbox: imgs.sandbox.ref(reg.addr), user: nodeToken, password: password})
+				t.Run("sluice pull and ctr run", func(t *testing.T) { testStreamedRun(t, n, imgs.main) })
+				t.Run("fallback without a streaming artifact", func(t *testing.T) { testFallback(t, n, imgs.plain) })
+				if f.configVersion == 3 {
+					t.Run("ctr image pull through the transfer service", func(t *testing.T) { testTransferPull(t, n, imgs.main) })
+				}
+				t.Run("CRI", func(t *testing.T) { testCRI(t, n, imgs.main, imgs.sandbox) })
+				t.Run("snapshotter killed under a reading container", func(t *testing.T) { testSnapshotterKilled(t, n, imgs.reader) })
+			})
+			t.Run("strict", func(t *testing.T) {
+				// No background completion: a container's read is the
+				// first to touch a chunk.
+				o := creds
+				o.cacheMaxBytes, o.backgroundDelay = nodeSmallCache, "1h"
+				n := startNode(t, f, o, nil)
+				t.Run("tampered chunk", func(t *testing.T) { testTamperedChunk(t, n, imgs.tampered) })
+				t.Run("full cache", func(t *testing.T) { testFullCache(t, n, imgs.cache) })
+			})
+		})
+	}
+}
+
+// createPullToken creates a token with the built-in pull-only scope map and
+// returns its first password, after checking that it cannot push.
+func createPullToken(t *testing.T, admin *ociClient, name string) string {
+	t.Helper()
+	var tok struct {
+		Credentials struct {
+			Username  string `json:"username"`
+			Passwords []struct{ Name, Value string }
+		} `json:"credentials"`
+	}
+	body := map[string]string{"name": name, "scopeMapId": "_repositories_pull"}
+	if _, err := admin.mgmt(context.Background(), http.MethodPost, "/acr/v1/_tokens", body, http.StatusCreated, &tok); err != nil {
+		t.Fatal(err)
+	}
+	if tok.Credentials.Username != name || len(tok.Credentials.Passwords) == 0 || tok.Credentials.Passwords[0].Value == "" {
+		t.Fatalf("token %s was created without a password: %+v", name, tok)
+	}
+	password := tok.Credentials.Passwords[0].Value
+	if _, err := admin.as(name, password).startUpload(context.Background(), "e2e/node/main"); err == nil {
+		t.Fatalf("the pull-only token %s may push", name)
+	}
+	return password
+}
+
+// pushNodeImages builds the node tests' images, pushes them with skopeo as
+// the admin (into repositories with auto-streaming on, but for the plain
+// image), waits for their streaming artifacts and tampers with one.
+func pushNodeImages(t *testing.T, reg *sluiced, data string, admin *ociClient, skopeo string) *nodeImages {
+	t.Helper()
+	rng := newRand(t)
+	echo := ocispec.ImageConfig{Cmd: []string{"echo", "streamed-ok"}}
+	imgs := &nodeImages{
+		main:  newNodeImage(t, "main", "e2e/node/main", echo, map[string][]byte{"data/blob.bin": compressibleBytes(rng, 4<<20)}),
+		plain: newNodeImage(t, "plain", "e2e/node/plain", echo, map[string][]byte{"data/blob.bin": compressibleBytes(rng, 4<<20)}),
+		sandbox: newNodeImage(t, "sandbox", "e2e/node/sandbox", ocispec.ImageConfig{Cmd: []string{"sleep", "86400"}},
+			map[string][]byte{"data/pause": []byte("a pod sandbox\n")}),
+		reader:   newNodeImage(t, "reader", "e2e/node/reader", echo, dataFiles(rng, "data/read", "f", 120, 48<<10)),
+		tampered: newNodeImage(t, "tampered", "e2e/node/tampered", echo, map[string][]byte{"data/blob.bin": compressibleBytes(rng, 12<<20)}),
+		cache: newNodeImage(t, "cache", "e2e/node/cache", echo, dataFiles(rng, "data/cache", "part", 12, 512<<10),
+			map[string][]byte{"data/big.bin": compressibleBytes(rng, 3<<20)}),
+	}
+	all := []*nodeImage{imgs.main, imgs.plain, imgs.sandbox, imgs.reader, imgs.tampered, imgs.cache}
+	cl := newClients(t)
+	for _, img := range all {
+		if img != imgs.plain {
+			admin.enableStreaming(t, img.repo)
+		}
+		src := filepath.Join(cl.dir, img.name)
+		img.writeLayout(t, src, "v1")
+		cl.run(skopeo, "--insecure-policy", "copy", "--preserve-digests", "--dest-tls-verify=false",
+			"--dest-creds", nodeAdmin+":"+nodeAdminPassword, "oci:"+src+":v1", "docker://"+img.ref(reg.addr))
+	}
+	for _, img := range all {
+		if img != imgs.plain {
+			admin.waitStreamingReferrers(t, img.repo, img.ManifestDigest, 1, conversionTimeout)
+		}
+	}
+	tamperStreamedLayer(t, data, admin, imgs.tampered)
+	return imgs
+}
+
+// tamperStreamedLayer changes one byte in the middle of the streamed twin
+// of an image's last layer, in the blob store of the sluiced serving data:
+// the TOC (at the end) stays intact, a data chunk does not.
+func tamperStreamedLayer(t *testing.T, data string, admin *ociClient, img *nodeImage) {
+	t.Helper()
+	refs := admin.referrers(t, img.repo, img.ManifestDigest, artifactTypeStreaming)
+	m, _ := admin.getImageManifest(t, img.repo, refs[0].Digest.String())
+	last := img.Layers[len(img.Layers)-1].Digest
+	var streamed digest.Digest
+	for _, l := range m.Layers {
+		if l.Annotations[annotationSourceDigest] == last.String() {
+			streamed = l.Digest
+		}
+	}
+	if streamed == "" {
+		t.Fatalf("streaming manifest %s has no layer made from %s", refs[0].Digest, last)
+	}
+	path := filepath.Join(data, "blobs", "blobs", string(streamed.Algorithm()), streamed.Encoded()[:2], streamed.Encoded())
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("the streamed layer's blob file: %v", err)
+	}
+	b[len(b)/2] ^= 0x5a
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("tampered with byte %d of %s (%d bytes), the streamed twin of %s", len(b)/2, streamed, len(b), last)
+}
+
+// testStreamedRun pulls an image with `sluice pull` (every layer streamed,
+// mounted over FUSE) and runs it with `ctr run`.
+func testStreamedRun(t *testing.T, n *nodeEnv, img *nodeImage) {
+	res := n.pull(img)
+	for i, l := range res.Layers {
+		if !l.Streamed {
+			t.Errorf("layer %d %s was not streamed", i, l.Digest)
+		}
+	}
+	if mounts := fuseMountsUnder(t, n.sn.dir); len(mounts) < len(img.Layers) {
+		t.Errorf("%d fuse.sluice mounts under the snapshotter's root, want at least %d (one per layer): %v", len(mounts), len(img.Layers), mounts)
+	}
+	script := "busybox echo streamed-ok && busybox cat /etc/streamed.txt && busybox sha256sum /data/blob.bin"
+	stdout := n.run(img, "e2e-streamed", script)
+	if want := fmt.Sprintf("streamed-ok\n%s%s  /data/blob.bin\n", streamedText, img.sums["/data/blob.bin"]); stdout != want {
+		t.Errorf("the container printed\n%q\nwant\n%q", stdout, want)
+	}
+	for _, l := range img.Layers {
+		if got := n.sn.logLines("layer streamed", "layer="+l.Digest.String()); len(got) == 0 {
+			t.Errorf("the snapshotter did not log that it streamed layer %s", l.Digest)
+		}
+	}
+	m := n.sn.metrics()
+	if got := m["sluice_snapshotter_layers_streamed_total"]; got < float64(len(img.Layers)) {
+		t.Errorf("sluice_snapshotter_layers_streamed_total is %v, want at least %d", got, len(img.Layers))
+	}
+	if got := m[`sluice_snapshotter_fetched_bytes_total{kind="on_demand"}`]; got <= 0 {
+		t.Errorf("no bytes fetched on demand, by the metrics: %v", got)
+	}
+	t.Logf("pulled in %v; metrics: %s", res.duration(), pickMetrics(m, "layers_streamed", "fetched_bytes", "layers_mounted", "chunk_cache"))
+	// Once reads are quiet, the rest of each layer is fetched in the
+	// background and the whole layer checked against its DiffID.
+	waitFor(t, time.Minute, "background completion verifies every layer", func() bool {
+		return n.sn.metrics()["sluice_snapshotter_layers_completed_total"] >= float64(len(img.Layers))
+	})
+}
+
+// testTransferPull pulls an image with containerd 2.x's own `ctr image
+// pull`, which goes through the transfer service: the unpack_config entry
+// and enable_remote_snapshot_annotations that install writes for config
+// version 3 make it stream the layers as `sluice pull` does.
+func testTransferPull(t *testing.T, n *nodeEnv, img *nodeImage) {
+	before := n.sn.metrics()["sluice_snapshotter_layers_streamed_total"]
+	// A namespace of its own: the image is not there yet.
+	n.cl.run(n.flavor.ctr, "--address", n.sock, "--namespace", "e2e-transfer", "image", "pull", "--plain-http", "--snapshotter", "sluice",
+		"--user", n.sn.user+":"+n.sn.password, img.ref(n.sn.registry))
+	if got := n.sn.metrics()["sluice_snapshotter_layers_streamed_total"] - before; got != float64(len(img.Layers)) {
+		t.Errorf("ctr image pull streamed %v layers, want all %d (fallbacks: %s)", got, len(img.Layers), pickMetrics(n.sn.metrics(), "fallbacks_total"))
+	}
+	stdout := n.cl.run(n.flavor.ctr, "--address", n.sock, "--namespace", "e2e-transfer", "run", "--rm", "--snapshotter", "sluice",
+		img.ref(n.sn.registry), "e2e-transfer", "/bin/busybox", "sha256sum", "/data/blob.bin")
+	if want := img.sums["/data/blob.bin"] + "  /data/blob.bin\n"; stdout != want {
+		t.Errorf("the container printed %q, want %q", stdout, want)
+	}
+}
+
+// testFallback pulls an image that has no streaming artifact: every layer
+// is downloaded, the snapshotter says why in one line per layer, and the
+// image runs.
+func testFallback(t *testing.T, n *nodeEnv, img *nodeImage) {
+	res := n.pull(img)
+	for i, l := range res.Layers {
+		if l.Streamed {
+			t.Errorf("layer %d %s of an image without a streaming artifact was streamed", i, l.Digest)
+		}
+	}
+	for _, l := range img.Layers {
+		lines := n.sn.logLines("layer not streamed; containerd downloads it", "layer="+l.Digest.String())
+		if len(lines) != 1 || !strings.Contains(lines[0], "no streaming artifact") {
+			t.Errorf("the snapshotter logged %d lines on falling back for layer %s, want one saying it has no streaming artifact: %q", len(lines), l.Digest, lines)
+		}
+	}
+	if got := n.sn.metrics()[`sluice_snapshotter_fallbacks_total{reason="no_artifact"}`]; got < float64(len(img.Layers)) {
+		t.Errorf(`sluice_snapshotter_fallbacks_total{reason="no_artifact"} is %v, want at least %d`, got, len(img.Layers))
+	}
+	stdout := n.run(img, "e2e-fallback", "busybox sha256sum /data/blob.bin")
+	if want := img.sums["/data/blob.bin"] + "  /data/blob.bin\n"; stdout != want {
+		t.Errorf("the container printed %q, want %q", stdout, want)
+	}
+}
+
+// testTamperedChunk reads a file whose chunk was tampered with in the
+// registry: the read fails with an I/O error, every byte read before it is
+// right, and the snapshotter counts a verification failure.
+func testTamperedChunk(t *testing.T, n *nodeEnv, img *nodeImage) {
+	res := n.pull(img)
+	for i, l := range res.Layers {
+		if !l.Streamed {
+			t.Errorf("layer %d %s was not streamed (its TOC is intact)", i, l.Digest)
+		}
+	}
+	out := t.TempDir()
+	script := `busybox sha256sum /data/blob.bin; echo "sha256sum-exit=$?"; ` +
+		`busybox dd if=/data/blob.bin of=/out/copy bs=131072; echo "dd-exit=$?"`
+	stdout, stderr, err := n.tryRun(img, "e2e-tampered", script, out)
+	if err != nil {
+		t.Fatalf("ctr run: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+	}
+	t.Logf("the container printed:\n%s%s", stdout, stderr)
+	if !strings.Contains(stdout+stderr, "Input/output error") {
+		t.Errorf("reading the tampered file did not fail with an I/O error:\n%s%s", stdout, stderr)
+	}
+	if strings.Contains(stdout, "sha256sum-exit=0") || strings.Contains(stdout, "dd-exit=0") ||
+		regexp.MustCompile(`[0-9a-f]{64}  /data/blob.bin`).MatchString(stdout) {
+		t.Errorf("a read of the tampered file succeeded:\n%s", stdout)
+	}
+	want := img.data["/data/blob.bin"]
+	copied, err := os.ReadFile(filepath.Join(out, "copy"))
+	if err != nil {
+		t.Fatalf("dd wrote no copy: %v", err)
+	}
+	if len(copied) >= len(want) || !bytes.Equal(copied, want[:len(copied)]) {
+		t.Errorf("dd copied %d of %d bytes before the error; want fewer, all equal to the file's (they are %s)",
+			len(copied), len(want), map[bool]string{true: "equal", false: "NOT equal"}[bytes.Equal(copied, want[:min(len(copied), len(want))])])
+	}
+	t.Logf("dd copied %d of %d bytes before the I/O error", len(copied), len(want))
+	m := n.sn.metrics()
+	if got := m["sluice_snapshotter_verification_failures_total"]; got < 1 {
+		t.Errorf("sluice_snapshotter_verification_failures_total is %v after reading a tampered chunk", got)
+	}
+	if got := m[`sluice_snapshotter_fetched_bytes_total{kind="background"}`]; got != 0 {
+		t.Errorf("%v bytes were fetched in the background, so the container's read may not have been the first", got)
+	}
+	if !strings.Contains(n.sn.managerLog(), "chunk failed verification") {
+		t.Errorf("the FUSE manager did not log the verification failure")
+	}
+}
+
+// testFullCache reads more data than the chunk cache holds: everything
+// reads right, and the cache evicts to stay within its size.
+func testFullCache(t *testing.T, n *nodeEnv, img *nodeImage) {
+	n.pull(img)
+	before := n.sn.metrics()["sluice_snapshotter_chunk_cache_evictions_total"]
+	stdout := n.run(img, "e2e-cache", "busybox sha256sum -c /data/sums.txt")
+	if ok := strings.Count(stdout, ": OK\n"); ok != len(img.sums) {
+		t.Errorf("sha256sum -c checked %d files OK, want %d:\n%s", ok, len(img.sums), stdout)
+	}
+	// The cache writes chunks to disk, and evicts, in the background.
+	var m map[string]float64
+	if !poll(30*time.Second, func() bool {
+		m = n.sn.metrics()
+		return m["sluice_snapshotter_chunk_cache_evictions_total"] > before
+	}) {
+		t.Errorf("the chunk cache evicted nothing (%v before) while %d bytes were read through %d bytes of cache",
+			before, totalSize(img.data), nodeSmallCache)
+	}
+	if got := m["sluice_snapshotter_chunk_cache_bytes"]; got > nodeSmallCache {
+		t.Errorf("the chunk cache holds %v bytes, more than its %d", got, nodeSmallCache)
+	}
+	t.Logf("metrics: %s", pickMetrics(m, "chunk_cache", "fetched_bytes"))
+}
+
+func totalSize(files map[string][]byte) int {
+	n := 0
+	for _, b := range files {
+		n += len(b)
+	}
+	return n
+}
+
+// pickMetrics formats the samples whose names contain one of parts.
+func pickMetrics(m map[string]float64, parts ...string) string {
+	var out []string
+	for k, v := range m {
+		for _, p := range parts {
+			if strings.Contains(k, p) {
+				out = append(out, fmt.Sprintf("%s=%v", strings.TrimPrefix(k, "sluice_snapshotter_"), v))
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
+}
+
+// pullResult is what `sluice pull` prints.
+type pullResult struct {
+	Image  string        `json:"image"`
+	Digest digest.Digest `json:"digest"`
+	Layers []struct {
+		Digest   digest.Digest `json:"digest"`
+		ChainID  digest.Digest `json:"chainID"`
+		Streamed bool          `json:"streamed"`
+	} `json:"layers"`
+	Duration json.RawMessage `json:"duration"`
+}
+
+func (r pullResult) duration() string {
+	var ns int64
+	if json.Unmarshal(r.Duration, &ns) == nil {
+		return time.Duration(ns).Round(time.Millisecond).String()
+	}
+	return string(r.Duration)
+}
