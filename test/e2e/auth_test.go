@@ -26,10 +26,6 @@ type authRegistry struct {
 	pusher, puller credential
 }
 
-type credential struct{ user, password string }
-
-func (c credential) String() string { return c.user + ":" + c.password }
-
 func startAuthRegistry(t *testing.T) *authRegistry {
 	t.Helper()
 	reg := startSluiced(t, t.TempDir(), "SLUICE_AUTH_ENABLED=true", "SLUICE_ADMIN_PASSWORD="+authAdminPassword)
@@ -41,30 +37,9 @@ func startAuthRegistry(t *testing.T) *authRegistry {
 	}, 201, nil); err != nil {
 		t.Fatal(err)
 	}
-	ar.pusher = ar.createToken(t, "team-a-ci", "team-a-push")
-	ar.puller = ar.createToken(t, "reader", "_repositories_pull")
+	ar.pusher = createToken(t, ar.admin, "team-a-ci", "team-a-push")
+	ar.puller = createToken(t, ar.admin, "reader", "_repositories_pull")
 	return ar
-}
-
-// createToken creates a token on a scope map and returns its first
-// password, which the registry shows only now.
-func (ar *authRegistry) createToken(t *testing.T, name, scopeMap string) credential {
-	t.Helper()
-	var tok struct {
-		Credentials struct {
-			Username  string `json:"username"`
-			Passwords []struct {
-				Value string `json:"value"`
-			} `json:"passwords"`
-		} `json:"credentials"`
-	}
-	if _, err := ar.admin.mgmt(context.Background(), "POST", "/acr/v1/_tokens", map[string]any{"name": name, "scopeMapId": scopeMap}, 201, &tok); err != nil {
-		t.Fatal(err)
-	}
-	if len(tok.Credentials.Passwords) == 0 || tok.Credentials.Passwords[0].Value == "" {
-		t.Fatalf("token %s was created without a password shown", name)
-	}
-	return credential{tok.Credentials.Username, tok.Credentials.Passwords[0].Value}
 }
 
 // wantRefused runs a client that must fail and checks that what it printed

@@ -232,3 +232,30 @@ func (c *ociClient) getImageManifest(t *testing.T, repo, ref string) (ocispec.Ma
 	}
 	return m, body
 }
+
+// credential is a user name and password, user:password as a string.
+type credential struct{ user, password string }
+
+func (c credential) String() string { return c.user + ":" + c.password }
+
+// createToken creates a token on a scope map and returns its user name and
+// first password, which the registry shows only now.
+func createToken(t *testing.T, admin *ociClient, name, scopeMap string) credential {
+	t.Helper()
+	var tok struct {
+		Credentials struct {
+			Username  string `json:"username"`
+			Passwords []struct {
+				Value string `json:"value"`
+			} `json:"passwords"`
+		} `json:"credentials"`
+	}
+	body := map[string]string{"name": name, "scopeMapId": scopeMap}
+	if _, err := admin.mgmt(context.Background(), http.MethodPost, "/acr/v1/_tokens", body, http.StatusCreated, &tok); err != nil {
+		t.Fatal(err)
+	}
+	if tok.Credentials.Username != name || len(tok.Credentials.Passwords) == 0 || tok.Credentials.Passwords[0].Value == "" {
+		t.Fatalf("token %s was created without a password: %+v", name, tok)
+	}
+	return credential{name, tok.Credentials.Passwords[0].Value}
+}

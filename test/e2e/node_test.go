@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -114,20 +113,7 @@ func TestNode(t *testing.T) {
 // returns its first password, after checking that it cannot push.
 func createPullToken(t *testing.T, admin *ociClient, name string) string {
 	t.Helper()
-	var tok struct {
-		Credentials struct {
-			Username  string `json:"username"`
-			Passwords []struct{ Name, Value string }
-		} `json:"credentials"`
-	}
-	body := map[string]string{"name": name, "scopeMapId": "_repositories_pull"}
-	if _, err := admin.mgmt(context.Background(), http.MethodPost, "/acr/v1/_tokens", body, http.StatusCreated, &tok); err != nil {
-		t.Fatal(err)
-	}
-	if tok.Credentials.Username != name || len(tok.Credentials.Passwords) == 0 || tok.Credentials.Passwords[0].Value == "" {
-		t.Fatalf("token %s was created without a password: %+v", name, tok)
-	}
-	password := tok.Credentials.Passwords[0].Value
+	password := createToken(t, admin, name, "_repositories_pull").password
 	if _, err := admin.as(name, password).startUpload(context.Background(), "e2e/node/main"); err == nil {
 		t.Fatalf("the pull-only token %s may push", name)
 	}
