@@ -241,8 +241,9 @@ func envMap(environ []string) map[string]string {
 	return m
 }
 
-// applyEnv sets every field whose variable is present, walking nested
-// structs.
+// applyEnv sets every field whose variable is present and not empty,
+// walking nested structs: SLUICE_X= is the same as leaving SLUICE_X unset,
+// as shells and service managers make it easy to write.
 func applyEnv(v reflect.Value, prefix string, env map[string]string) error {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
@@ -256,8 +257,8 @@ func applyEnv(v reflect.Value, prefix string, env map[string]string) error {
 			}
 			continue
 		}
-		val, ok := env[name]
-		if !ok {
+		val := env[name]
+		if val == "" {
 			continue
 		}
 		if err := setFromString(fv, val); err != nil {

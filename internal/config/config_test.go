@@ -28,6 +28,22 @@ func TestLoadPrecedence(t *testing.T) {
 	}
 }
 
+// An empty variable counts as unset, so the file's setting (or the default)
+// stays.
+func TestEmptyEnvIsUnset(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "sluiced.yaml")
+	if err := os.WriteFile(file, []byte("log:\n  access: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(file, []string{"SLUICE_LOG_ACCESS=", "SLUICE_GC_INTERVAL=", "SLUICE_DATA="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Log.Access || c.GC.Interval.Std() != time.Hour || c.Data == "" {
+		t.Fatalf("empty variables changed the config: %+v", c)
+	}
+}
+
 func TestLoadErrors(t *testing.T) {
 	dir := t.TempDir()
 	n := 0
