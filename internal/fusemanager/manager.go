@@ -117,10 +117,12 @@ func (m *Manager) Mount(ctx context.Context, mountpoint string, ref LayerRef) er
 	}
 	m.mu.Unlock()
 
+	start := time.Now()
 	reader, err := m.open(ctx, ref)
 	if err != nil {
 		return err
 	}
+	opened := time.Since(start)
 	lm := &mounted{mountpoint: mountpoint, ref: ref, reader: reader, mountedAt: time.Now()}
 	// Background completion waits for the layer to be quiet, counting
 	// from the mount: a container about to start reads first.
@@ -138,7 +140,8 @@ func (m *Manager) Mount(ctx context.Context, mountpoint string, ref LayerRef) er
 		m.log.Warn("save state", "err", err)
 	}
 	m.startBackground(lm)
-	m.log.Info("layer mounted", "mountpoint", mountpoint, "image", ref.ImageRef, "layer", ref.SourceDigest, "streamed", ref.Digest)
+	m.log.Info("layer mounted", "mountpoint", mountpoint, "image", ref.ImageRef, "layer", ref.SourceDigest, "streamed", ref.Digest,
+		"files", len(reader.Entries()), "tocTime", opened.Round(time.Millisecond), "mountTime", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
