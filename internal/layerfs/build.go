@@ -1,154 +1,236 @@
 package layerfs
 
 import (
-	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
-
-	"github.com/hanwen/go-fuse/v2/fs"
 
 	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 var errEOF = io.EOF
 
-// tree builds the inode tree of a layer from its TOC.
-type tree struct {
-	src  Source
-	opts *Options
-	root *node
-	dirs map[string]*node  // by path, "" is the root
-	byIx map[int]*fs.Inode // regular files by TOC index, for hard links
-	ctx  context.Context
+// dir is one directory of a layer as the index holds it: its attributes and
+// the names it shows. Nothing changes once the index is built, except the
+// order of children, sorted on first use.
+type dir struct {
+	entry  *streaming.Entry // the last header listing it; nil if the tar never did
+	mode   uint32
+	ino    uint64
+	opaque bool // marked opaque by a .wh..wh..opq entry
+
+	// children are in the order the TOC added them until sorted() puts them
+	// in name order, keeping the last of each name (a later tar entry
+	// replaces an earlier one). Sorting waits for the first lookup or
+	// listing, so a mount pays nothing for directories nobody opens.
+	sortOnce sync.Once
+	children []child
 }
 
-// Build returns the root of a layer's tree without mounting it (tests walk
-// it directly).
-func Build(src Source, opts Options) (*node, error) {
-	opts.defaults()
-	t := &tree{src: src, opts: &opts, dirs: map[string]*node{}, byIx: map[int]*fs.Inode{}, ctx: context.Background()}
-	t.root = &node{src: src, opts: &opts, mode: syscall.S_IFDIR | 0o755, ino: 1, nlink: 2}
-	t.dirs[""] = t.root
-	entries := src.Entries()
-	// The root must be an inode before children can be added to it: go-fuse
-	// does that when mounting, so the tree is assembled in OnAdd.
-	t.root.onAdd = func() error { return t.add(entries) }
-	return t.root, nil
+// child is one name in a directory.
+type child struct {
+	name string
+	// entry is what the name shows: the file's own entry, a hard link's
+	// target, a whiteout's .wh. entry; nil for a directory.
+	entry    *streaming.Entry
+	dir      *dir // set for a directory
+	whiteout bool
 }
 
-// OnAdd is called by go-fuse once the root is an inode.
-func (n *node) OnAdd(ctx context.Context) {
-	if n.onAdd != nil {
-		if err := n.onAdd(); err != nil {
-			n.buildErr = err
+// meta is what a name shows, derived from the index: everything an inode
+// needs.
+type meta struct {
+	entry *streaming.Entry // nil for a directory the tar never listed
+	// mode and rdev as presented: whiteouts are character devices 0:0 the
+	// TOC only knows by name.
+	mode  uint32
+	rdev  uint32
+	nlink uint32
+	ino   uint64
+	dir   *dir // nil unless a directory
+}
+
+func (d *dir) add(c child) { d.children = append(d.children, c) }
+
+func (d *dir) meta() meta {
+	return meta{entry: d.entry, mode: d.mode, nlink: 2, ino: d.ino, dir: d}
+}
+
+// sorted returns the children in name order, one per name.
+func (d *dir) sorted() []child {
+	d.sortOnce.Do(func() {
+		slices.SortStableFunc(d.children, func(a, b child) int { return strings.Compare(a.name, b.name) })
+		kept := d.children[:0]
+		for i, c := range d.children {
+			if i+1 < len(d.children) && d.children[i+1].name == c.name {
+				continue
+			}
+			kept = append(kept, c)
 		}
-	}
+		clear(d.children[len(kept):])
+		d.children = kept
+	})
+	return d.children
 }
 
-func (t *tree) add(entries []streaming.Entry) error {
+// lookup finds a child by name.
+func (d *dir) lookup(name string) (child, bool) {
+	children := d.sorted()
+	i, ok := slices.BinarySearchFunc(children, name, func(c child, name string) int { return strings.Compare(c.name, name) })
+	if !ok {
+		return child{}, false
+	}
+	return children[i], true
+}
+
+func (c *child) meta() meta {
+	if c.dir != nil {
+		return c.dir.meta()
+	}
+	e := c.entry
+	m := meta{entry: e, ino: ino(e), nlink: 1}
+	if c.whiteout {
+		m.mode = syscall.S_IFCHR
+		return m
+	}
+	perm := uint32(e.Mode & 0o7777)
+	switch e.Type {
+	case streaming.TypeReg:
+		m.mode, m.nlink = syscall.S_IFREG|perm, uint32(e.NumLink())
+	case streaming.TypeSymlink:
+		m.mode = syscall.S_IFLNK | 0o777
+	case streaming.TypeChar:
+		m.mode, m.rdev = syscall.S_IFCHR|perm, mkdev(e.DevMajor, e.DevMinor)
+	case streaming.TypeBlock:
+		m.mode, m.rdev = syscall.S_IFBLK|perm, mkdev(e.DevMajor, e.DevMinor)
+	case streaming.TypeFIFO:
+		m.mode = syscall.S_IFIFO | perm
+	}
+	return m
+}
+
+// index builds the directories of a layer from its TOC.
+type index struct {
+	src  Source
+	root *dir
+	dirs map[string]*dir // by path, "" is the root
+	// shown marks, by TOC index, the regular files given a name, which
+	// hard links may point to.
+	shown []bool
+}
+
+// buildIndex reads the whole TOC once and returns the root directory.
+func buildIndex(src Source) (*dir, error) {
+	entries := src.Entries()
+	x := &index{
+		src:   src,
+		root:  &dir{mode: syscall.S_IFDIR | 0o755, ino: 1},
+		dirs:  map[string]*dir{},
+		shown: make([]bool, len(entries)),
+	}
+	x.dirs[""] = x.root
+	var (
+		parent     *dir
+		parentPath string
+	)
 	for i := range entries {
 		e := &entries[i]
 		if e.Unsafe {
 			continue // never shown: it would escape the layer's root
 		}
-		dir, base := cleanName(e.Path())
+		dirPath, base := splitPath(e.Path())
 		if base == "" {
 			if e.Type == streaming.TypeDir {
-				t.root.entry = e
-				t.root.mode = syscall.S_IFDIR | uint32(e.Mode&0o7777)
+				x.root.entry = e
+				x.root.mode = syscall.S_IFDIR | uint32(e.Mode&0o7777)
 			}
 			continue
 		}
-		parent, err := t.dir(dir)
-		if err != nil {
-			return err
+		// Tars list a directory's files together: most entries share the
+		// previous one's parent.
+		if parent == nil || dirPath != parentPath {
+			parent, parentPath = x.dir(dirPath), dirPath
 		}
 		if base == opaqueMarker {
 			parent.opaque = true
 			continue
 		}
 		if name, ok := strings.CutPrefix(base, whiteoutPrefix); ok && name != "" {
-			t.addChild(parent, name, &node{src: t.src, opts: t.opts, entry: e, mode: syscall.S_IFCHR, rdev: 0, ino: ino(e), nlink: 1})
+			parent.add(child{name: name, entry: e, whiteout: true})
 			continue
 		}
-		if err := t.addEntry(parent, dir, base, e); err != nil {
-			return err
+		if err := x.addEntry(parent, dirPath, base, e); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return x.root, nil
 }
 
 func ino(e *streaming.Entry) uint64 { return uint64(e.Index()) + 2 }
 
-func (t *tree) addEntry(parent *node, dir, base string, e *streaming.Entry) error {
-	n := &node{src: t.src, opts: t.opts, entry: e, ino: ino(e), nlink: 1}
-	perm := uint32(e.Mode & 0o7777)
+func (x *index) addEntry(parent *dir, dirPath, base string, e *streaming.Entry) error {
 	switch e.Type {
 	case streaming.TypeDir:
-		p := joinPath(dir, base)
-		if existing, ok := t.dirs[p]; ok {
+		mode := syscall.S_IFDIR | uint32(e.Mode&0o7777)
+		p := joinPath(dirPath, base)
+		if existing, ok := x.dirs[p]; ok {
 			// A directory listed after its children, or twice: the last
 			// header's attributes win, the children stay.
-			existing.entry, existing.mode = e, syscall.S_IFDIR|perm
+			existing.entry, existing.mode = e, mode
 			return nil
 		}
-		n.mode, n.nlink = syscall.S_IFDIR|perm, 2
-		t.dirs[p] = n
+		d := &dir{entry: e, mode: mode, ino: ino(e)}
+		x.dirs[p] = d
+		parent.add(child{name: base, dir: d})
 	case streaming.TypeReg:
-		n.mode, n.nlink = syscall.S_IFREG|perm, uint32(e.NumLink())
+		x.shown[e.Index()] = true
+		parent.add(child{name: base, entry: e})
 	case streaming.TypeHardlink:
-		target := t.src.DataEntry(e)
-		in, ok := t.byIx[target.Index()]
-		if !ok {
+		// The link shows its target's entry, so both names give one
+		// inode (go-fuse finds it by inode number).
+		target := x.src.DataEntry(e)
+		if !x.shown[target.Index()] {
 			return fmt.Errorf("hard link %q to %q, which the layer does not hold before it", e.Name, target.Name)
 		}
-		parent.AddChild(base, in, true)
-		return nil
-	case streaming.TypeSymlink:
-		n.mode = syscall.S_IFLNK | 0o777
-	case streaming.TypeChar:
-		n.mode, n.rdev = syscall.S_IFCHR|perm, mkdev(e.DevMajor, e.DevMinor)
-	case streaming.TypeBlock:
-		n.mode, n.rdev = syscall.S_IFBLK|perm, mkdev(e.DevMajor, e.DevMinor)
-	case streaming.TypeFIFO:
-		n.mode = syscall.S_IFIFO | perm
-	default:
-		return nil
-	}
-	in := t.addChild(parent, base, n)
-	if e.Type == streaming.TypeReg {
-		t.byIx[e.Index()] = in
+		parent.add(child{name: base, entry: target})
+	case streaming.TypeSymlink, streaming.TypeChar, streaming.TypeBlock, streaming.TypeFIFO:
+		parent.add(child{name: base, entry: e})
 	}
 	return nil
 }
 
-// dir returns the directory node of a path, creating directories the tar
-// did not list.
-func (t *tree) dir(p string) (*node, error) {
-	if d, ok := t.dirs[p]; ok {
-		return d, nil
+// dir returns the directory of a path, creating directories the tar did not
+// list.
+func (x *index) dir(p string) *dir {
+	if d, ok := x.dirs[p]; ok {
+		return d
 	}
-	parentPath, base := cleanName(p)
-	parent, err := t.dir(parentPath)
-	if err != nil {
-		return nil, err
-	}
-	d := &node{src: t.src, opts: t.opts, mode: syscall.S_IFDIR | 0o755, nlink: 2, ino: syntheticIno(len(t.dirs))}
-	t.dirs[p] = d
-	t.addChild(parent, base, d)
-	return d, nil
+	parentPath, base := splitPath(p)
+	parent := x.dir(parentPath)
+	d := &dir{mode: syscall.S_IFDIR | 0o755, ino: syntheticIno(len(x.dirs))}
+	x.dirs[p] = d
+	parent.add(child{name: base, dir: d})
+	return d
 }
 
 // syntheticIno numbers directories the tar did not list, above any TOC
 // position.
 func syntheticIno(i int) uint64 { return 1<<40 + uint64(i) }
 
-func (t *tree) addChild(parent *node, name string, n *node) *fs.Inode {
-	in := parent.NewPersistentInode(t.ctx, n, fs.StableAttr{Mode: n.mode & syscall.S_IFMT, Ino: n.ino})
-	parent.AddChild(name, in, true)
-	return in
+// splitPath splits a TOC path (Entry.Path: clean, relative, "." for the
+// root) into its directory and base name.
+func splitPath(p string) (dir, base string) {
+	if p == "." || p == "" {
+		return "", ""
+	}
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return "", p
+	}
+	return p[:i], p[i+1:]
 }
 
 func joinPath(dir, base string) string {

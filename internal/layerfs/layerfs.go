@@ -4,16 +4,16 @@
 // before use). Whiteouts appear as overlayfs expects them, so the mount can
 // be a lower directory of an overlay like any unpacked layer.
 //
-// The tree is built once, at mount, from the TOC; inode numbers derive from
-// TOC positions, so they are the same every time a layer is mounted.
+// A mount builds only an index of the layer's directories from the TOC;
+// inodes are made as the kernel looks names up or lists a directory, and
+// dropped when it forgets them. Inode numbers derive from TOC positions, so
+// they are the same every time a layer is mounted.
 package layerfs
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
-	"strings"
 	"syscall"
 	"time"
 
@@ -64,11 +64,16 @@ const (
 // Mount mounts the layer read-only at mountpoint and returns the running
 // server; Unmount on it (or unmounting the directory) ends it.
 func Mount(mountpoint string, src Source, opts Options) (*fuse.Server, error) {
-	opts.defaults()
 	root, err := Build(src, opts)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("layer at %s: %w", mountpoint, err)
 	}
+	return mountRoot(mountpoint, root)
+}
+
+// mountRoot serves a built tree at mountpoint.
+func mountRoot(mountpoint string, root *node) (*fuse.Server, error) {
+	opts := root.layer.opts
 	t := opts.CacheTimeout
 	server, err := fs.Mount(mountpoint, root, &fs.Options{
 		MountOptions: fuse.MountOptions{
@@ -89,35 +94,37 @@ func Mount(mountpoint string, src Source, opts Options) (*fuse.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount layer at %s: %w", mountpoint, err)
 	}
-	if root.buildErr != nil {
-		_ = server.Unmount()
-		return nil, fmt.Errorf("layer at %s: %w", mountpoint, root.buildErr)
-	}
 	return server, nil
 }
 
-// node is what every inode of the tree embeds: its TOC entry (nil for a
-// directory the tar never listed) and the layer.
+// Build indexes a layer's TOC and returns the root of its tree without
+// mounting it.
+func Build(src Source, opts Options) (*node, error) {
+	opts.defaults()
+	root, err := buildIndex(src)
+	if err != nil {
+		return nil, err
+	}
+	return &node{layer: &layer{src: src, opts: &opts}, meta: root.meta()}, nil
+}
+
+// layer is what every node of a mount shares.
+type layer struct {
+	src  Source
+	opts *Options
+}
+
+// node is what every inode of the tree embeds: what its name shows and the
+// layer.
 type node struct {
 	fs.Inode
-	src   Source
-	opts  *Options
-	entry *streaming.Entry
-	// mode and rdev as presented: whiteouts are character devices 0:0 the
-	// TOC only knows by name.
-	mode   uint32
-	rdev   uint32
-	ino    uint64
-	opaque bool // directory marked opaque by a .wh..wh..opq entry
-	nlink  uint32
-
-	// onAdd builds the tree under the root once go-fuse made it an inode;
-	// buildErr keeps what went wrong for Mount to report.
-	onAdd    func() error
-	buildErr error
+	layer *layer
+	meta
 }
 
 var (
+	_ fs.NodeLookuper    = (*node)(nil)
+	_ fs.NodeReaddirer   = (*node)(nil)
 	_ fs.NodeGetattrer   = (*node)(nil)
 	_ fs.NodeGetxattrer  = (*node)(nil)
 	_ fs.NodeListxattrer = (*node)(nil)
@@ -126,6 +133,36 @@ var (
 	_ fs.NodeReader      = (*node)(nil)
 	_ fs.NodeStatfser    = (*node)(nil)
 )
+
+// Lookup makes the inode of a child from the index. go-fuse keeps one
+// inode per inode number, so a name looked up again, or a file's other hard
+// link, gets the inode the kernel already has.
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.dir == nil {
+		return nil, syscall.ENOTDIR
+	}
+	c, ok := n.dir.lookup(name)
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	child := &node{layer: n.layer, meta: c.meta()}
+	child.fill(&out.Attr)
+	return n.NewInode(ctx, child, fs.StableAttr{Mode: child.mode & syscall.S_IFMT, Ino: child.ino}), 0
+}
+
+// Readdir lists a directory from the index, in name order.
+func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	if n.dir == nil {
+		return nil, syscall.ENOTDIR
+	}
+	children := n.dir.sorted()
+	list := make([]fuse.DirEntry, len(children))
+	for i := range children {
+		m := children[i].meta()
+		list[i] = fuse.DirEntry{Name: children[i].name, Mode: m.mode, Ino: m.ino}
+	}
+	return fs.NewListDirStream(list), 0
+}
 
 // Getattr answers from the TOC.
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -184,8 +221,8 @@ func (n *node) xattrs() map[string][]byte {
 	if n.entry != nil && len(n.entry.Xattrs) > 0 {
 		m = n.entry.Xattrs
 	}
-	if n.opaque {
-		with := map[string][]byte{n.opts.OverlayXattr + "opaque": []byte("y")}
+	if n.dir != nil && n.dir.opaque {
+		with := map[string][]byte{n.layer.opts.OverlayXattr + "opaque": []byte("y")}
 		for k, v := range m {
 			with[k] = v
 		}
@@ -217,9 +254,9 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 	if n.entry == nil || n.mode&syscall.S_IFMT != syscall.S_IFREG {
 		return nil, syscall.EISDIR
 	}
-	got, err := n.src.ReadAt(ctx, n.entry, dest, off)
-	if n.opts.OnRead != nil {
-		n.opts.OnRead(got, err)
+	got, err := n.layer.src.ReadAt(ctx, n.entry, dest, off)
+	if onRead := n.layer.opts.OnRead; onRead != nil {
+		onRead(got, err)
 	}
 	if err != nil && !errors.Is(err, errEOF) {
 		if ctx.Err() != nil {
@@ -236,14 +273,4 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	out.Frsize = 4096
 	out.NameLen = 255
 	return 0
-}
-
-// cleanName splits a TOC path into its directory and base name.
-func cleanName(p string) (dir, base string) {
-	p = strings.TrimPrefix(path.Clean("/"+p), "/")
-	if p == "" {
-		return "", ""
-	}
-	dir, base = path.Split(p)
-	return strings.TrimSuffix(dir, "/"), base
 }

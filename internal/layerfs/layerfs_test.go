@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
@@ -87,6 +88,52 @@ func needRoot(t *testing.T) {
 func mountLayer(t *testing.T, tarball []byte, opts Options) (string, *corruptible) {
 	t.Helper()
 	needRoot(t)
+	r, src := openLayer(t, tarball)
+	mnt := t.TempDir()
+	server, err := Mount(mnt, r, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountAtEnd(t, mnt, server)
+	return mnt, src
+}
+
+// mountedTree is a layer a test mounted, with the root of its tree.
+type mountedTree struct {
+	dir  string
+	root *node
+}
+
+// mountTree mounts a tar as Mount does, keeping the root so tests can see
+// which inodes go-fuse holds.
+func mountTree(t *testing.T, tarball []byte, opts Options) *mountedTree {
+	t.Helper()
+	needRoot(t)
+	r, _ := openLayer(t, tarball)
+	root, err := Build(r, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	server, err := mountRoot(mnt, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmountAtEnd(t, mnt, server)
+	return &mountedTree{dir: mnt, root: root}
+}
+
+func unmountAtEnd(t *testing.T, mnt string, server *fuse.Server) {
+	t.Cleanup(func() {
+		if err := server.Unmount(); err != nil {
+			_ = syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+	})
+}
+
+// openLayer converts a tar and opens it with the streaming reader.
+func openLayer(t *testing.T, tarball []byte) (*streaming.Reader, *corruptible) {
+	t.Helper()
 	var out bytes.Buffer
 	res, err := streaming.Convert(context.Background(), bytes.NewReader(tarball), &out, streaming.Options{ChunkSize: 64 << 10, FileChunkSize: 64 << 10})
 	if err != nil {
@@ -97,18 +144,8 @@ func mountLayer(t *testing.T, tarball []byte, opts Options) (string, *corruptibl
 	if err != nil {
 		t.Fatal(err)
 	}
-	mnt := t.TempDir()
-	server, err := Mount(mnt, r, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := server.Unmount(); err != nil {
-			_ = syscall.Unmount(mnt, syscall.MNT_DETACH)
-		}
-		r.Close()
-	})
-	return mnt, src
+	t.Cleanup(func() { r.Close() })
+	return r, src
 }
 
 // noCache makes every read go to the source, so corruption shows.
