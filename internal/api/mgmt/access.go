@@ -11,7 +11,8 @@ import (
 // Requirement says what a management request needs of its caller: reading
 // metadata (metadata_read), changing attributes and streaming settings
 // (metadata_write), deleting (delete), restoring (push), and for the
-// registry-wide endpoints, being the admin.
+// registry-wide endpoints, being the admin. Startup profiles need pull
+// (delete to remove one).
 func Requirement(r *http.Request) auth.Requirement {
 	if p, ok := strings.CutPrefix(r.URL.Path, "/mount/v1/"); ok {
 		rt := parseRoute(p)
@@ -37,6 +38,11 @@ func Requirement(r *http.Request) auth.Requirement {
 		return auth.Requirement{Authenticated: true}
 	}
 	read, write := r.Method == "GET" || r.Method == "HEAD", r.Method != "DELETE"
+	if rt.action == "_profiles" && r.Method != "DELETE" {
+		// Nodes hold pull-only tokens: reading and giving a startup
+		// profile needs pull, nothing more.
+		return need(rt.repo, auth.ActionPull)
+	}
 	switch {
 	case read:
 		return need(rt.repo, auth.ActionMetadataRead)

@@ -30,6 +30,16 @@ type testRegistry struct {
 	srv      *server.Server
 	ts       *httptest.Server
 	stopWork func()
+	// user and password, when set, go with every request as basic
+	// credentials.
+	user, password string
+}
+
+// as returns the registry seen by a client sending basic credentials.
+func (tr *testRegistry) as(user, password string) *testRegistry {
+	c := *tr
+	c.user, c.password = user, password
+	return &c
 }
 
 func newTestRegistry(t *testing.T, workers bool, tweak func(*config.Config)) *testRegistry {
@@ -93,6 +103,9 @@ func (tr *testRegistry) do(method, path, contentType string, body []byte) respon
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
+	}
+	if tr.user != "" {
+		req.SetBasicAuth(tr.user, tr.password)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

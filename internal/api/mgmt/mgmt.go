@@ -126,6 +126,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.streaming(w, r, rt)
 	case rt.action == "_operations":
 		h.operation(w, r, rt)
+	case rt.action == "_profiles":
+		h.profiles(w, r, rt)
 	default:
 		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint")
 	}
@@ -164,6 +166,9 @@ var errorStatus = []struct {
 	{registry.ErrBlobUnknown, "BLOB_UNKNOWN", http.StatusNotFound},
 	{registry.ErrDenied, "DENIED", http.StatusForbidden},
 	{registry.ErrConflict, "CONFLICT", http.StatusConflict},
+	{registry.ErrProfileUnknown, "PROFILE_UNKNOWN", http.StatusNotFound},
+	{registry.ErrProfileInvalid, "INVALID_REQUEST", http.StatusBadRequest},
+	{registry.ErrBusy, "BUSY", http.StatusServiceUnavailable},
 	{errBadRequest, "INVALID_REQUEST", http.StatusBadRequest},
 }
 

@@ -1,0 +1,66 @@
+package mgmt
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/sluicehq/sluice/internal/oci"
+	"github.com/sluicehq/sluice/internal/registry"
+)
+
+// profileJSON is a startup profile on the wire.
+type profileJSON struct {
+	Digest    string                  `json:"digest"`
+	Ranges    []registry.ProfileRange `json:"ranges"`
+	UpdatedAt string                  `json:"updatedAt"`
+}
+
+// maxProfileBody bounds a profile upload: MaxProfileRanges ranges of two
+// numbers each.
+const maxProfileBody = 4 << 20
+
+// profiles serves /acr/v1/{repo}/_profiles/{layer digest}: the startup
+// profile of a streamed layer. Nodes that may pull the repository read it
+// and give the one they recorded (PUT); deleting it needs delete access.
+func (h *Handler) profiles(w http.ResponseWriter, r *http.Request, rt route) {
+	dgst, err := oci.ParseDigest(rt.arg)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	switch r.Method {
+	case "GET", "HEAD":
+		p, err := h.reg.StartupProfile(ctx, rt.repo, dgst)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, profileJSON{Digest: dgst.String(), Ranges: p.Ranges, UpdatedAt: timestamp(p.Updated)})
+	case "PUT":
+		var body struct {
+			Ranges []registry.ProfileRange `json:"ranges"`
+		}
+		dec := json.NewDecoder(io.LimitReader(r.Body, maxProfileBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&body); err != nil {
+			h.fail(w, r, fmt.Errorf("%w: body: %v (want {\"ranges\": [[offset, length], ...]}, at most %d bytes)", errBadRequest, err, maxProfileBody))
+			return
+		}
+		if err := h.reg.PutStartupProfile(ctx, rt.repo, dgst, body.Ranges); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case "DELETE":
+		if err := h.reg.DeleteStartupProfile(ctx, rt.repo, dgst); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		methodNotAllowed(w, "GET", "PUT", "DELETE")
+	}
+}

@@ -1,0 +1,59 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/sluicehq/sluice/internal/streaming"
+)
+
+// ErrNoProfiles means the registry does not keep startup profiles (it is
+// not Sluice).
+var ErrNoProfiles = errors.New("the registry keeps no startup profiles")
+
+// StartupProfile returns the startup profile of a streamed layer in repo:
+// the byte ranges of the chunks containers read first, in the order they
+// read them; nil (and no error) when the registry has none yet, and
+// ErrNoProfiles from a registry that does not keep them.
+func (c *Client) StartupProfile(ctx context.Context, repo string, layer digest.Digest) ([]streaming.Range, error) {
+	b, _, err := c.API(ctx, "GET", "/acr/v1/"+repo+"/_profiles/"+layer.String(), nil, nil)
+	var e *Error
+	if errors.As(err, &e) && e.Code == "PROFILE_UNKNOWN" {
+		return nil, nil
+	}
+	if IsStatus(err, http.StatusNotFound) || IsStatus(err, http.StatusMethodNotAllowed) {
+		return nil, fmt.Errorf("%w: %v", ErrNoProfiles, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		Ranges [][2]int64 `json:"ranges"`
+	}
+	if err := json.Unmarshal(b, &body); err != nil {
+		return nil, fmt.Errorf("startup profile of %s: %w", layer, err)
+	}
+	out := make([]streaming.Range, len(body.Ranges))
+	for i, r := range body.Ranges {
+		out[i] = streaming.Range{Offset: r[0], Length: r[1]}
+	}
+	return out, nil
+}
+
+// PutStartupProfile gives the registry the startup profile a node recorded
+// for a streamed layer in repo.
+func (c *Client) PutStartupProfile(ctx context.Context, repo string, layer digest.Digest, ranges []streaming.Range) error {
+	body := struct {
+		Ranges [][2]int64 `json:"ranges"`
+	}{Ranges: make([][2]int64, len(ranges))}
+	for i, r := range ranges {
+		body.Ranges[i] = [2]int64{r.Offset, r.Length}
+	}
+	_, _, err := c.API(ctx, "PUT", "/acr/v1/"+repo+"/_profiles/"+layer.String(), nil, body)
+	return err
+}

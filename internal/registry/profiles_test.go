@@ -1,0 +1,39 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// TestStartupProfileGoesWithItsBlob stores a profile and finds it gone
+// once garbage collection deleted the blob, and not back when the same
+// content is pushed again.
+func TestStartupProfileGoesWithItsBlob(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	layer := put(t, e.reg, "app", make([]byte, 1000))
+	if err := e.reg.PutStartupProfile(ctx, "app", layer, []ProfileRange{{Offset: 100, Length: 200}}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.reg.StartupProfile(ctx, "app", layer)
+	if err != nil || len(p.Ranges) != 1 || p.Ranges[0] != (ProfileRange{100, 200}) || !p.Updated.Equal(e.clock.Now()) {
+		t.Fatalf("stored profile %+v, %v", p, err)
+	}
+	if err := e.reg.PutStartupProfile(ctx, "app", layer, []ProfileRange{{Offset: 0, Length: 600}}); !errors.Is(err, ErrProfileInvalid) {
+		t.Fatalf("a profile of more than half the blob: %v", err)
+	}
+
+	e.clock.Advance(48 * time.Hour)
+	if err := e.reg.DeleteBlob(ctx, "app", layer); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := e.reg.CollectGarbage(ctx); err != nil || st.DeletedBlobs != 1 {
+		t.Fatalf("collection %+v, %v", st, err)
+	}
+	put(t, e.reg, "app", make([]byte, 1000))
+	if _, err := e.reg.StartupProfile(ctx, "app", layer); !errors.Is(err, ErrProfileUnknown) {
+		t.Fatalf("the profile outlived its blob: %v", err)
+	}
+}
