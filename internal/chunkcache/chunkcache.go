@@ -78,7 +78,7 @@ func OpenWith(dir string, maxBytes int64, o Options) (*Cache, error) {
 		o.MemoryBytes = 64 << 20
 	}
 	c := &Cache{dir: dir, max: maxBytes, order: list.New(), items: map[digest.Digest]*list.Element{},
-		memory: streaming.NewMemoryCache(min(o.MemoryBytes, maxBytes)), pending: make(chan pendingChunk, 64)}
+		memory: streaming.NewMemoryCache(min(o.MemoryBytes, maxBytes)), pending: make(chan pendingChunk, 256)}
 	type found struct {
 		item
 		mtime time.Time
@@ -196,6 +196,18 @@ func (c *Cache) Get(sum digest.Digest) ([]byte, bool) {
 func sha256Sum(b []byte) []byte {
 	s := sha256.Sum256(b)
 	return s[:]
+}
+
+// Has reports whether the cache holds a chunk (in memory or on disk)
+// without reading it.
+func (c *Cache) Has(sum digest.Digest) bool {
+	if c.memory.Has(sum) {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.items[sum]
+	return ok
 }
 
 // Put keeps a verified chunk in memory at once and queues it for the disk;

@@ -103,6 +103,14 @@ func (c *MemoryCache) Get(sum digest.Digest) ([]byte, bool) {
 	return el.Value.(*memoryItem).data, true
 }
 
+// Has reports whether the cache holds a chunk, without reading it.
+func (c *MemoryCache) Has(sum digest.Digest) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.items[sum]
+	return ok
+}
+
 // Put implements ChunkCache.
 func (c *MemoryCache) Put(sum digest.Digest, data []byte) {
 	if int64(len(data)) > c.max {

@@ -78,6 +78,18 @@ func TestSparseFiles(t *testing.T) {
 				}
 				src.Close()
 			}
+			// Reads of holes need no chunk; reads of data do.
+			for _, c := range []struct {
+				name    string
+				off     int64
+				n       int
+				needing bool
+			}{{"all-hole", 0, 1 << 20, false}, {"trailing-hole", 8192, 100000, false}, {"trailing-hole", 0, 100, true}, {"huge", 1 << 30, 10, true}, {"huge", 1<<30 + 80000, 4096, false}} {
+				e, _ := r.Lookup(c.name)
+				if got := r.ChunksOf(e, c.off, c.n); (len(got) > 0) != c.needing {
+					t.Errorf("%s: a read of %d at %d needs chunks %v", c.name, c.n, c.off, got)
+				}
+			}
 		})
 	}
 }
