@@ -36,7 +36,7 @@ kept on local disk.`,
 			}
 			delay, _ := cfg.Background()
 			m, err := fusemanager.New(fusemanager.Config{Root: root, CacheMaxBytes: cfg.CacheMaxBytes, Credential: cfg.Credential(),
-				BackgroundDelay: delay, Log: log})
+				BackgroundDelay: delay, StartupProfiles: cfg.Profiles(), Log: log})
 			if err != nil {
 				return err
 			}

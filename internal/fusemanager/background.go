@@ -13,15 +13,11 @@ import (
 // then checks the whole layer's DiffID. A mismatch marks the layer bad:
 // every later read fails and the failure is logged at error level.
 func (m *Manager) startBackground(lm *mounted) {
-	ctx, cancel := context.WithCancel(context.Background())
-	lm.stopBackground = cancel
-	lm.backgroundDone = make(chan struct{})
 	if m.cfg.BackgroundDelay < 0 {
-		close(lm.backgroundDone)
 		return
 	}
-	go func() {
-		defer close(lm.backgroundDone)
+	ctx := lm.ctx
+	lm.goWork(func() {
 		backoff := time.Second
 		for ctx.Err() == nil {
 			if !m.waitQuiet(ctx, lm, m.cfg.BackgroundDelay) {
@@ -61,7 +57,7 @@ func (m *Manager) startBackground(lm *mounted) {
 				backoff = min(2*backoff, time.Minute)
 			}
 		}
-	}()
+	})
 }
 
 // waitQuiet waits until no on-demand read happened for d; false if ctx

@@ -64,12 +64,37 @@ type mounted struct {
 	// nanoseconds): background completion yields to it.
 	lastDemand atomic.Int64
 	firstRead  sync.Once
-	bad        atomic.Bool
-	badReason  atomic.Value
-	complete   atomic.Bool
+	// opened is closed once reader is set; read by the first read.
+	opened    chan struct{}
+	read      chan struct{}
+	bad       atomic.Bool
+	badReason atomic.Value
+	complete  atomic.Bool
+	// profile records this start and holds the registry's profile; nil
+	// when profiles are off or the mount was restored.
+	profile *profile
 
-	stopBackground context.CancelFunc
-	backgroundDone chan struct{}
+	// ctx ends when the layer is unmounted; stop ends it, and workers
+	// are the goroutines (background completion, profile work) to wait
+	// for then.
+	ctx     context.Context
+	stop    context.CancelFunc
+	workers sync.WaitGroup
+}
+
+// goWork runs f as one of the mount's workers.
+func (m *mounted) goWork(f func()) {
+	m.workers.Add(1)
+	go func() {
+		defer m.workers.Done()
+		f()
+	}()
+}
+
+// shutdown stops the mount's workers and waits for them.
+func (m *mounted) shutdown() {
+	m.stop()
+	m.workers.Wait()
 }
 
 // source adapts a mounted layer for layerfs: it marks on-demand activity and
@@ -92,8 +117,12 @@ func (s *source) ReadAt(ctx context.Context, e *streaming.Entry, p []byte, off i
 		d := time.Since(m.mountedAt)
 		s.manager.metrics.firstRead.Observe(d.Seconds())
 		s.manager.log.Info("first read of a streamed layer", "image", m.ref.ImageRef, "layer", m.ref.SourceDigest, "after", d)
+		close(m.read)
 	})
 	m.lastDemand.Store(time.Now().UnixNano())
+	if m.profile != nil {
+		m.profile.note(m.reader.ChunksOf(e, off, len(p)))
+	}
 	n, err := m.reader.ReadAt(withKind(ctx, onDemand), e, p, off)
 	m.lastDemand.Store(time.Now().UnixNano())
 	if errors.Is(err, streaming.ErrChunkVerification) {
@@ -109,6 +138,7 @@ type fetchKind int
 const (
 	onDemand fetchKind = iota
 	background
+	prefetch
 )
 
 type kindKey struct{}
@@ -159,7 +189,7 @@ func (t *tailStore) path(toc digest.Digest) string { return filepath.Join(t.dir,
 
 // wrap returns a range reader that answers the tail from disk when it has
 // it, and keeps it when it fetches it.
-func (t *tailStore) wrap(ref LayerRef, remote streaming.MultiRangeReader) streaming.MultiRangeReader {
+func (t *tailStore) wrap(ref LayerRef, remote streaming.MultiRangeReader) *tailReader {
 	return &tailReader{store: t, ref: ref, MultiRangeReader: remote}
 }
 
@@ -167,6 +197,9 @@ type tailReader struct {
 	streaming.MultiRangeReader
 	store *tailStore
 	ref   LayerRef
+	// fetched is the tail as fetched from the registry, for the caller to
+	// keep once the reader verified it (nil when it came from disk).
+	fetched []byte
 }
 
 func (r *tailReader) ReadRange(ctx context.Context, p []byte, off int64) error {
@@ -181,11 +214,16 @@ func (r *tailReader) ReadRange(ctx context.Context, p []byte, off int64) error {
 	if err := r.MultiRangeReader.ReadRange(ctx, p, off); err != nil {
 		return err
 	}
-	// The reader verifies the TOC against its digest right after; a bad
-	// tail saved here is caught then and replaced on the next fetch.
-	_ = os.MkdirAll(r.store.dir, 0o700)
-	_ = writeFileAtomic(path, p)
+	r.fetched = p
 	return nil
+}
+
+// keep writes a verified tail to the store.
+func (t *tailStore) keep(ref LayerRef, tail []byte) error {
+	if err := os.MkdirAll(t.dir, 0o700); err != nil {
+		return err
+	}
+	return writeFileAtomic(t.path(ref.TOCDigest), tail)
 }
 
 func writeFileAtomic(path string, b []byte) error {

@@ -45,7 +45,11 @@ type Config struct {
 	BackgroundDelay time.Duration
 	// OverlayXattr is overlayfs's xattr prefix for opaque directories.
 	OverlayXattr string
-	Log          *slog.Logger
+	// StartupProfiles prefetches, when a layer is mounted, the chunks the
+	// registry's startup profile of it lists, and gives the registry the
+	// profile of this start when it had none (or a poor one).
+	StartupProfiles bool
+	Log             *slog.Logger
 }
 
 // Manager owns the mounts.
@@ -59,6 +63,7 @@ type Manager struct {
 	mu      sync.Mutex
 	mounts  map[string]*mounted
 	clients map[string]*client.Client
+	stateMu sync.Mutex // serialises saveState
 }
 
 // New opens the manager's stores. Call Restore to bring back the mounts of
@@ -103,7 +108,16 @@ var ErrNotMounted = errors.New("not mounted by the FUSE manager")
 
 // Mount mounts a layer at mountpoint. Mounting what is already mounted
 // there is a no-op, so the snapshotter can ask again after a restart.
+// With startup profiles on, the layer's profile is prefetched and this
+// start recorded.
 func (m *Manager) Mount(ctx context.Context, mountpoint string, ref LayerRef) error {
+	return m.mount(ctx, mountpoint, ref, m.cfg.StartupProfiles)
+}
+
+// mount mounts a layer; profiles says whether to prefetch its startup
+// profile and record this start (not for a mount restored under running
+// containers).
+func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, profiles bool) error {
 	if err := ref.Validate(); err != nil {
 		return err
 	}
@@ -118,17 +132,28 @@ func (m *Manager) Mount(ctx context.Context, mountpoint string, ref LayerRef) er
 	m.mu.Unlock()
 
 	start := time.Now()
-	reader, err := m.open(ctx, ref)
+	lm := &mounted{mountpoint: mountpoint, ref: ref, read: make(chan struct{}), opened: make(chan struct{})}
+	lm.ctx, lm.stop = context.WithCancel(context.Background())
+	if profiles {
+		// The profile is asked for, and its first chunks fetched, while
+		// the TOC loads: that costs the mount nothing.
+		lm.profile = newProfile()
+		m.startProfile(lm, m.fetchProfile(ref))
+	}
+	reader, tail, err := m.open(ctx, ref)
 	if err != nil {
+		lm.shutdown()
 		return err
 	}
 	opened := time.Since(start)
-	lm := &mounted{mountpoint: mountpoint, ref: ref, reader: reader, mountedAt: time.Now()}
+	lm.reader, lm.mountedAt = reader, time.Now()
+	close(lm.opened)
 	// Background completion waits for the layer to be quiet, counting
 	// from the mount: a container about to start reads first.
 	lm.lastDemand.Store(lm.mountedAt.UnixNano())
 	server, err := layerfs.Mount(mountpoint, &source{m: lm, manager: m}, layerfs.Options{OverlayXattr: m.cfg.OverlayXattr})
 	if err != nil {
+		lm.shutdown()
 		reader.Close()
 		return err
 	}
@@ -136,9 +161,20 @@ func (m *Manager) Mount(ctx context.Context, mountpoint string, ref LayerRef) er
 	m.mu.Lock()
 	m.mounts[mountpoint] = lm
 	m.mu.Unlock()
-	if err := m.saveState(); err != nil {
-		m.log.Warn("save state", "err", err)
-	}
+	// The local copy of the TOC and the state that lists the mount are
+	// written after the mount answers: until they are, a crash of the
+	// manager loses only the restore of this mount without the registry
+	// (the snapshotter asks for it again).
+	lm.goWork(func() {
+		if tail != nil {
+			if err := m.tails.keep(ref, tail); err != nil {
+				m.log.Warn("keep the layer's TOC on disk", "layer", ref.Digest, "err", err)
+			}
+		}
+		if err := m.saveState(); err != nil {
+			m.log.Warn("save state", "err", err)
+		}
+	})
 	m.startBackground(lm)
 	m.log.Info("layer mounted", "mountpoint", mountpoint, "image", ref.ImageRef, "layer", ref.SourceDigest, "streamed", ref.Digest,
 		"files", len(reader.Entries()), "tocTime", opened.Round(time.Millisecond), "mountTime", time.Since(start).Round(time.Millisecond))
@@ -146,8 +182,10 @@ func (m *Manager) Mount(ctx context.Context, mountpoint string, ref LayerRef) er
 }
 
 // open loads and verifies a layer's TOC, from the local tail store when it
-// has it. A damaged local copy is dropped and fetched again.
-func (m *Manager) open(ctx context.Context, ref LayerRef) (*streaming.Reader, error) {
+// has it. A damaged local copy is dropped and fetched again. A tail
+// fetched from the registry is returned for the caller to keep (off the
+// mount's critical path).
+func (m *Manager) open(ctx context.Context, ref LayerRef) (*streaming.Reader, []byte, error) {
 	remote := &countingRanges{inner: m.client(ref).BlobRanges(ref.Repository, ref.Digest, ref.Size), metrics: m.metrics}
 	opts := []streaming.ReaderOption{
 		streaming.WithTOC(ref.TOCDigest, ref.TOCOffset, ref.TOCSize),
@@ -156,18 +194,20 @@ func (m *Manager) open(ctx context.Context, ref LayerRef) (*streaming.Reader, er
 	if ref.DiffID != "" {
 		opts = append(opts, streaming.WithDiffID(ref.DiffID))
 	}
-	r, err := streaming.Open(ctx, m.tails.wrap(ref, remote), ref.Size, opts...)
+	tr := m.tails.wrap(ref, remote)
+	r, err := streaming.Open(ctx, tr, ref.Size, opts...)
 	if errors.Is(err, streaming.ErrTOCVerification) || errors.Is(err, streaming.ErrInvalidFormat) {
 		_ = os.Remove(m.tails.path(ref.TOCDigest))
-		r, err = streaming.Open(ctx, m.tails.wrap(ref, remote), ref.Size, opts...)
+		tr = m.tails.wrap(ref, remote)
+		r, err = streaming.Open(ctx, tr, ref.Size, opts...)
 	}
 	if err != nil {
 		if errors.Is(err, streaming.ErrTOCVerification) || errors.Is(err, streaming.ErrDiffIDMismatch) {
 			m.metrics.verifyFailures.Inc()
 		}
-		return nil, fmt.Errorf("open streamed layer %s: %w", ref.Digest, err)
+		return nil, nil, fmt.Errorf("open streamed layer %s: %w", ref.Digest, err)
 	}
-	return r, nil
+	return r, tr.fetched, nil
 }
 
 // Unmount unmounts a layer and drops its chunks from the cache unless
@@ -184,8 +224,7 @@ func (m *Manager) Unmount(ctx context.Context, mountpoint string) error {
 		_ = syscall.Unmount(mountpoint, syscall.MNT_DETACH)
 		return nil
 	}
-	lm.stopBackground()
-	<-lm.backgroundDone
+	lm.shutdown()
 	if err := lm.server.Unmount(); err != nil {
 		if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
 			m.log.Warn("unmount layer", "mountpoint", mountpoint, "err", err)
@@ -275,6 +314,10 @@ type stateMount struct {
 func (m *Manager) statePath() string { return filepath.Join(m.cfg.Root, "state.json") }
 
 func (m *Manager) saveState() error {
+	// One writer at a time, each writing the mounts as they are when it
+	// writes: the last write is never an older view.
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
 	m.mu.Lock()
 	var st state
 	for mp, lm := range m.mounts {
@@ -312,7 +355,7 @@ func (m *Manager) Restore(ctx context.Context) error {
 			m.log.Warn("not restoring a mount whose directory is gone", "mountpoint", sm.Mountpoint)
 			continue
 		}
-		if err := m.Mount(ctx, sm.Mountpoint, sm.Layer); err != nil {
+		if err := m.mount(ctx, sm.Mountpoint, sm.Layer, false); err != nil {
 			errs = append(errs, fmt.Errorf("restore %s: %w", sm.Mountpoint, err))
 		}
 	}
@@ -335,8 +378,7 @@ func (m *Manager) Close() {
 		m.mu.Lock()
 		lm := m.mounts[mp]
 		m.mu.Unlock()
-		lm.stopBackground()
-		<-lm.backgroundDone
+		lm.shutdown()
 		if err := lm.server.Unmount(); err != nil {
 			_ = syscall.Unmount(mp, syscall.MNT_DETACH)
 		}

@@ -12,6 +12,7 @@ type metrics struct {
 	firstRead      prometheus.Histogram
 	completed      prometheus.Counter
 	bad            prometheus.Counter
+	profiles       *prometheus.CounterVec
 }
 
 func newMetrics(m *Manager) *metrics {
@@ -20,7 +21,7 @@ func newMetrics(m *Manager) *metrics {
 		reg: reg,
 		fetchedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_snapshotter_fetched_bytes_total",
-			Help: "Compressed bytes fetched from registries, on demand (a container read) or in the background (completing a layer).",
+			Help: "Compressed bytes fetched from registries: on demand (a container read), prefetched (a startup profile) or in the background (completing a layer).",
 		}, []string{"kind"}),
 		verifyFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_snapshotter_verification_failures_total",
@@ -39,8 +40,12 @@ func newMetrics(m *Manager) *metrics {
 			Name: "sluice_snapshotter_layers_bad_total",
 			Help: "Streamed layers marked bad after failing verification.",
 		}),
+		profiles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_snapshotter_startup_profiles_total",
+			Help: "Startup profiles: prefetched (a mount fetched a layer's profile at once), recorded (this node gave the registry one), failed (reading or giving one failed).",
+		}, []string{"event"}),
 	}
-	reg.MustRegister(mt.fetchedBytes, mt.verifyFailures, mt.firstRead, mt.completed, mt.bad)
+	reg.MustRegister(mt.fetchedBytes, mt.verifyFailures, mt.firstRead, mt.completed, mt.bad, mt.profiles)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sluice_snapshotter_layers_mounted", Help: "Streamed layers mounted now.",
 	}, func() float64 {
@@ -66,8 +71,11 @@ func newMetrics(m *Manager) *metrics {
 
 func (mt *metrics) fetched(k fetchKind, n int64) {
 	kind := "on_demand"
-	if k == background {
+	switch k {
+	case background:
 		kind = "background"
+	case prefetch:
+		kind = "prefetch"
 	}
 	mt.fetchedBytes.WithLabelValues(kind).Add(float64(n))
 }

@@ -30,6 +30,11 @@ type Config struct {
 	// BackgroundDelay is how long a layer's reads must be quiet before the
 	// rest of it is fetched; "-1s" turns background completion off.
 	BackgroundDelay string `yaml:"backgroundDelay"`
+	// StartupProfiles (default true) prefetches a layer's startup profile
+	// when it is mounted and gives the registry the profile of a start
+	// when it has none: later nodes then fetch what a container reads to
+	// start at once instead of read by read.
+	StartupProfiles *bool `yaml:"startupProfiles"`
 	// Registries holds per-registry settings: plain HTTP and the node's
 	// credentials (a Sluice token, say). Docker's config.json is consulted
 	// after them.
@@ -78,6 +83,9 @@ func LoadConfig(path string) (Config, error) {
 	}
 	return c, nil
 }
+
+// Profiles says whether startup profiles are on.
+func (c *Config) Profiles() bool { return c.StartupProfiles == nil || *c.StartupProfiles }
 
 // Background parses BackgroundDelay.
 func (c *Config) Background() (time.Duration, error) {

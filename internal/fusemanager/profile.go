@@ -1,0 +1,427 @@
+package fusemanager
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/client"
+	"github.com/sluicehq/sluice/internal/streaming"
+)
+
+// Startup profiles. A container starting reads a small part of its image,
+// mostly the same part each time, one read after another: each read that
+// misses waits for its own round trip. The first node to start a layer
+// records which chunks the container read, in the order it first read
+// them, and gives that list to the registry (PUT /acr/v1/{repo}/_profiles/
+// {layer}); a node mounting the layer later gets the list with the mount
+// and fetches those chunks at once, a few requests in parallel, while
+// containerd is still creating the container. Reads then find them cached.
+//
+// Nothing is trusted from a profile but offsets: every chunk is verified
+// against the TOC as any other, and a profile that names no chunk of the
+// layer is ignored.
+
+const (
+	// profileWindow ends a recording this long after the first read at
+	// the latest: later reads are the container running, not starting.
+	profileWindow = 30 * time.Second
+	// profileQuietMin is the shortest pause in reads that ends a
+	// recording (the background delay when it is longer).
+	profileQuietMin = 2 * time.Second
+	// profileTimeout bounds asking for and giving a profile.
+	profileTimeout = 10 * time.Second
+	// prefetchWorkers and prefetchBatchBytes shape prefetching: a few
+	// ranges in flight, small enough that a read of a chunk not in the
+	// profile waits little behind them.
+	prefetchWorkers    = 2
+	prefetchBatchBytes = 1 << 20
+	// profileRecordedShare: a profile that missed more than this share of
+	// a start's bytes is replaced by that start's recording.
+	profileRecordedShare = 0.25
+	// Registry limits of a profile (see registry.MaxProfileRanges and
+	// MaxProfileBytes): a recording is cut to fit them.
+	profileMaxRanges = 65536
+	profileMaxBytes  = 512 << 20
+)
+
+// profileAnswer is the registry's answer to a profile request: ranges of
+// the blob (nil for none), or the error that kept it from answering.
+type profileAnswer struct {
+	ranges []streaming.Range
+	err    error
+}
+
+// profile is a mount's profile work: the registry's profile of the layer
+// and the recording of this start.
+type profile struct {
+	// known is the registry's profile as chunk indices; ready is closed
+	// once it (or knownErr) is set.
+	known    []int
+	knownErr error
+	ready    chan struct{}
+
+	mu       sync.Mutex
+	seen     map[int]struct{}
+	order    []int
+	finished bool
+}
+
+func newProfile() *profile {
+	return &profile{ready: make(chan struct{}), seen: map[int]struct{}{}}
+}
+
+// note records the chunks of a read not seen before, in order.
+func (p *profile) note(idx []int) {
+	if len(idx) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.finished {
+		return
+	}
+	for _, i := range idx {
+		if _, ok := p.seen[i]; !ok {
+			p.seen[i] = struct{}{}
+			p.order = append(p.order, i)
+		}
+	}
+}
+
+// finish ends the recording and returns it.
+func (p *profile) finish() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.finished = true
+	return p.order
+}
+
+// fetchProfile asks the registry for a layer's profile, in the
+// background.
+func (m *Manager) fetchProfile(ref LayerRef) <-chan profileAnswer {
+	out := make(chan profileAnswer, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), profileTimeout)
+		defer cancel()
+		ranges, err := m.client(ref).StartupProfile(ctx, ref.Repository, ref.Digest)
+		out <- profileAnswer{ranges, err}
+	}()
+	return out
+}
+
+// startProfile prefetches the registry's profile of a layer as soon as it
+// arrives (starting before the TOC is loaded), and records this start
+// until the container is past it, then gives the recording to the
+// registry when it has no profile of the layer or a poor one.
+func (m *Manager) startProfile(lm *mounted, known <-chan profileAnswer) {
+	p := lm.profile
+	lm.goWork(func() {
+		var ans profileAnswer
+		select {
+		case ans = <-known:
+		case <-lm.ctx.Done():
+			ans.err = lm.ctx.Err()
+		}
+		if ans.err != nil {
+			p.knownErr = ans.err
+			close(p.ready)
+			if errors.Is(ans.err, client.ErrNoProfiles) {
+				m.log.Debug("the registry keeps no startup profiles", "registry", lm.ref.Registry)
+			} else if lm.ctx.Err() == nil {
+				m.metrics.profiles.WithLabelValues("failed").Inc()
+				m.log.Warn("could not read the layer's startup profile; the layer is read on demand only", "image", lm.ref.ImageRef, "layer", lm.ref.SourceDigest, "err", ans.err)
+			}
+			return
+		}
+		pf := &prefetcher{m: m, lm: lm, remote: &countingRanges{inner: m.client(lm.ref).BlobRanges(lm.ref.Repository, lm.ref.Digest, lm.ref.Size), metrics: m.metrics}}
+		pf.space = sync.NewCond(&pf.mu)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			pf.run(ans.ranges)
+		}()
+		select {
+		case <-lm.opened:
+			p.known = m.profileChunks(lm, ans.ranges)
+		case <-lm.ctx.Done():
+			p.knownErr = lm.ctx.Err()
+		}
+		close(p.ready)
+		pf.opened()
+		<-done
+	})
+	lm.goWork(func() {
+		rec, ok := m.record(lm)
+		if ok {
+			m.giveProfile(lm, rec)
+		}
+	})
+}
+
+// profileChunks maps a profile's ranges to the layer's chunks, keeping
+// their order and dropping ranges that are not exactly a chunk.
+func (m *Manager) profileChunks(lm *mounted, ranges []streaming.Range) []int {
+	idx := make([]int, 0, len(ranges))
+	dropped := 0
+	for _, r := range ranges {
+		if i, ok := lm.reader.ChunkAt(r.Offset, r.Length); ok {
+			idx = append(idx, i)
+		} else {
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		m.log.Warn("the layer's startup profile names ranges that are not chunks of it; they are ignored",
+			"layer", lm.ref.SourceDigest, "ignored", dropped, "of", len(ranges))
+	}
+	return idx
+}
+
+// prefetchEarlyBytes bounds what is fetched before the TOC is loaded (and
+// so before the ranges can be checked against it).
+const prefetchEarlyBytes = 32 << 20
+
+// prefetcher fetches a profile's ranges in order, a few batches in flight.
+// Before the layer's TOC is loaded it fetches the frames raw and keeps
+// them; once it is, they are verified and cached, and later batches go
+// through the reader, which skips chunks already cached.
+type prefetcher struct {
+	m      *Manager
+	lm     *mounted
+	remote streaming.MultiRangeReader
+
+	mu        sync.Mutex
+	isOpen    bool
+	held      []heldBatch
+	heldBytes int64
+	space     *sync.Cond // signalled when the TOC is loaded
+}
+
+// heldBatch is a batch of frames fetched before the TOC was loaded.
+type heldBatch struct {
+	ranges []streaming.Range
+	frames [][]byte
+}
+
+func (pf *prefetcher) run(ranges []streaming.Range) {
+	lm := pf.lm
+	start := time.Now()
+	var batches [][]streaming.Range
+	var cur []streaming.Range
+	var curBytes, total int64
+	for _, r := range ranges {
+		cur = append(cur, r)
+		curBytes += r.Length
+		total += r.Length
+		if curBytes >= prefetchBatchBytes {
+			batches, cur, curBytes = append(batches, cur), nil, 0
+		}
+	}
+	if len(cur) > 0 {
+		batches = append(batches, cur)
+	}
+	if len(batches) == 0 {
+		return
+	}
+	ctx := withKind(lm.ctx, prefetch)
+	work := make(chan []streaming.Range)
+	var wg sync.WaitGroup
+	var errMu sync.Mutex
+	var firstErr error
+	for range min(prefetchWorkers, len(batches)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range work {
+				if err := pf.batch(ctx, b); err != nil && ctx.Err() == nil {
+					errMu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					errMu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, b := range batches {
+		select {
+		case work <- b:
+		case <-ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+	switch {
+	case ctx.Err() != nil:
+	case firstErr != nil:
+		if errors.Is(firstErr, streaming.ErrChunkVerification) {
+			pf.m.metrics.verifyFailures.Inc()
+		}
+		pf.m.log.Warn("prefetching the layer's startup profile failed; reads fetch what they need", "image", lm.ref.ImageRef, "layer", lm.ref.SourceDigest, "err", firstErr)
+	default:
+		pf.m.metrics.profiles.WithLabelValues("prefetched").Inc()
+		pf.m.log.Info("startup profile prefetched", "image", lm.ref.ImageRef, "layer", lm.ref.SourceDigest,
+			"ranges", len(ranges), "bytes", total, "duration", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// batch fetches one batch of ranges.
+func (pf *prefetcher) batch(ctx context.Context, b []streaming.Range) error {
+	lm := pf.lm
+	pf.mu.Lock()
+	for !pf.isOpen && pf.heldBytes >= prefetchEarlyBytes && ctx.Err() == nil {
+		pf.space.Wait()
+	}
+	open := pf.isOpen
+	pf.mu.Unlock()
+	if open {
+		var idx []int
+		for _, r := range b {
+			if i, ok := lm.reader.ChunkAt(r.Offset, r.Length); ok {
+				idx = append(idx, i)
+			}
+		}
+		return lm.reader.Prefetch(ctx, idx)
+	}
+	sorted := slices.Clone(b)
+	slices.SortFunc(sorted, func(x, y streaming.Range) int { return cmp.Compare(x.Offset, y.Offset) })
+	frames := make([][]byte, len(sorted))
+	var n int64
+	for k, r := range sorted {
+		frames[k] = make([]byte, r.Length)
+		n += r.Length
+	}
+	if err := pf.remote.ReadRanges(ctx, sorted, frames); err != nil {
+		return err
+	}
+	pf.mu.Lock()
+	if !pf.isOpen {
+		pf.held = append(pf.held, heldBatch{sorted, frames})
+		pf.heldBytes += n
+		pf.mu.Unlock()
+		return nil
+	}
+	pf.mu.Unlock()
+	return pf.supply(heldBatch{sorted, frames})
+}
+
+// opened is called once the TOC is loaded (or the mount ended): it lets
+// the workers go on and verifies what they fetched before.
+func (pf *prefetcher) opened() {
+	pf.mu.Lock()
+	pf.isOpen = true
+	held := pf.held
+	pf.held = nil
+	pf.space.Broadcast()
+	pf.mu.Unlock()
+	if pf.lm.ctx.Err() != nil {
+		return
+	}
+	for _, h := range held {
+		if err := pf.supply(h); err != nil {
+			if errors.Is(err, streaming.ErrChunkVerification) {
+				pf.m.metrics.verifyFailures.Inc()
+			}
+			pf.m.log.Warn("a prefetched chunk failed verification; reads fetch it again", "image", pf.lm.ref.ImageRef, "layer", pf.lm.ref.SourceDigest, "err", err)
+		}
+	}
+}
+
+// supply verifies and caches frames fetched raw; ranges that are not
+// chunks of the layer are dropped.
+func (pf *prefetcher) supply(h heldBatch) error {
+	for k, r := range h.ranges {
+		if i, ok := pf.lm.reader.ChunkAt(r.Offset, r.Length); ok {
+			if err := pf.lm.reader.Supply(i, h.frames[k]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// record waits for this start to be over (reads quiet for a while, or
+// profileWindow after the first) and returns what it read; false when the
+// mount ended first or nothing was read.
+func (m *Manager) record(lm *mounted) ([]int, bool) {
+	select {
+	case <-lm.read:
+	case <-lm.ctx.Done():
+		return nil, false
+	}
+	quiet := max(m.cfg.BackgroundDelay, profileQuietMin)
+	deadline := time.Now().Add(profileWindow)
+	for {
+		since := time.Since(time.Unix(0, lm.lastDemand.Load()))
+		left := time.Until(deadline)
+		if since >= quiet || left <= 0 {
+			break
+		}
+		select {
+		case <-lm.ctx.Done():
+			return nil, false
+		case <-time.After(min(quiet-since, left)):
+		}
+	}
+	rec := lm.profile.finish()
+	return rec, len(rec) > 0
+}
+
+// giveProfile gives the registry the recording of this start unless its
+// profile of the layer already covered the start well.
+func (m *Manager) giveProfile(lm *mounted, rec []int) {
+	p := lm.profile
+	select {
+	case <-p.ready:
+	case <-lm.ctx.Done():
+		return
+	}
+	if p.knownErr != nil {
+		return // the registry does not keep profiles, or could not say
+	}
+	chunks := lm.reader.TOC().Chunks
+	if len(p.known) > 0 {
+		inKnown := make(map[int]bool, len(p.known))
+		for _, i := range p.known {
+			inKnown[i] = true
+		}
+		var missed, all int64
+		for _, i := range rec {
+			all += chunks[i].Size
+			if !inKnown[i] {
+				missed += chunks[i].Size
+			}
+		}
+		if float64(missed) <= profileRecordedShare*float64(all) {
+			return
+		}
+	}
+	limit := min(lm.ref.Size/2, profileMaxBytes)
+	ranges := make([]streaming.Range, 0, len(rec))
+	var total int64
+	for _, i := range rec {
+		if len(ranges) == profileMaxRanges || total+chunks[i].Size > limit {
+			break
+		}
+		ranges = append(ranges, streaming.Range{Offset: chunks[i].Offset, Length: chunks[i].Size})
+		total += chunks[i].Size
+	}
+	if len(ranges) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(lm.ctx, profileTimeout)
+	defer cancel()
+	if err := m.client(lm.ref).PutStartupProfile(ctx, lm.ref.Repository, lm.ref.Digest, ranges); err != nil {
+		if lm.ctx.Err() == nil {
+			m.metrics.profiles.WithLabelValues("failed").Inc()
+			m.log.Warn("could not give the registry the layer's startup profile", "image", lm.ref.ImageRef, "layer", lm.ref.SourceDigest, "err", err)
+		}
+		return
+	}
+	m.metrics.profiles.WithLabelValues("recorded").Inc()
+	m.log.Info("startup profile recorded", "image", lm.ref.ImageRef, "layer", lm.ref.SourceDigest, "chunks", len(ranges), "bytes", total)
+}
