@@ -35,6 +35,8 @@ type env struct {
 	host    string
 	sluiced *exec.Cmd
 	reg     *client.Client
+	// streamed are the streamed layers of each workload's image.
+	streamed map[string][]digest.Digest
 }
 
 func newEnv(ctx context.Context, bin string) (*env, error) {
@@ -48,7 +50,7 @@ func newEnv(ctx context.Context, bin string) (*env, error) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	e := &env{bin: bin, work: work, port: port, host: fmt.Sprintf("127.0.0.1:%d", port)}
+	e := &env{bin: bin, work: work, port: port, host: fmt.Sprintf("127.0.0.1:%d", port), streamed: map[string][]digest.Digest{}}
 	cmd := exec.Command(filepath.Join(bin, "sluiced"), "serve", "--listen", e.host, "--data", filepath.Join(work, "registry"))
 	cmd.Env = append(os.Environ(), "SLUICE_ADMIN_PASSWORD="+password, "SLUICE_LOG_ACCESS="+os.Getenv("COLDSTART_ACCESS_LOG"), "SLUICE_LOG_FORMAT=json", "SLUICE_GC_INTERVAL=0")
 	logf, err := os.Create(filepath.Join(work, "sluiced.log"))
@@ -74,13 +76,13 @@ func newEnv(ctx context.Context, bin string) (*env, error) {
 }
 
 func (e *env) close() {
-	if os.Getenv("COLDSTART_KEEP") != "" {
-		fmt.Fprintln(os.Stderr, "kept", e.work)
-		return
-	}
 	if e.sluiced != nil {
 		_ = e.sluiced.Process.Kill()
 		_ = e.sluiced.Wait()
+	}
+	if os.Getenv("COLDSTART_KEEP") != "" {
+		fmt.Fprintln(os.Stderr, "kept", e.work)
+		return
 	}
 	_ = os.RemoveAll(e.work)
 }
@@ -181,14 +183,49 @@ func (e *env) pushImage(ctx context.Context, w workload) error {
 		return fmt.Errorf("push manifest: %s", resp.Status)
 	}
 	start := time.Now()
-	return waitFor(20*time.Minute, func() bool {
-		refs, err := e.reg.Referrers(ctx, w.name, digest.FromBytes(m), "application/vnd.azure.artifact.streaming.v1")
-		if err == nil && len(refs) > 0 {
-			fmt.Fprintf(os.Stderr, "%s: streaming artifact ready (%v after the push)\n", w.name, time.Since(start).Round(time.Second))
-			return true
+	var refs []ocispec.Descriptor
+	if err := waitFor(20*time.Minute, func() bool {
+		refs, err = e.reg.Referrers(ctx, w.name, digest.FromBytes(m), "application/vnd.azure.artifact.streaming.v1")
+		return err == nil && len(refs) > 0
+	}); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "%s: streaming artifact ready (%v after the push)\n", w.name, time.Since(start).Round(time.Second))
+	b, _, err := e.reg.GetManifest(ctx, w.name, refs[0].Digest.String())
+	if err != nil {
+		return err
+	}
+	var sm ocispec.Manifest
+	if err := json.Unmarshal(b, &sm); err != nil {
+		return err
+	}
+	for _, l := range sm.Layers {
+		e.streamed[w.name] = append(e.streamed[w.name], l.Digest)
+	}
+	return nil
+}
+
+// hasProfiles reports whether the registry has a startup profile of every
+// streamed layer of a workload's image.
+func (e *env) hasProfiles(ctx context.Context, w workload) bool {
+	for _, d := range e.streamed[w.name] {
+		if _, _, err := e.reg.API(ctx, "GET", "/acr/v1/"+w.name+"/_profiles/"+d.String(), nil, nil); err != nil {
+			return false
 		}
-		return false
-	})
+	}
+	return true
+}
+
+// deleteProfiles makes the registry forget the startup profiles of a
+// workload's image, so that the next start is a first one.
+func (e *env) deleteProfiles(ctx context.Context, w workload) error {
+	for _, d := range e.streamed[w.name] {
+		_, _, err := e.reg.API(ctx, "DELETE", "/acr/v1/"+w.name+"/_profiles/"+d.String(), nil, nil)
+		if err != nil && !client.IsStatus(err, http.StatusNotFound) {
+			return err
+		}
+	}
+	return nil
 }
 
 func (e *env) mgmt(ctx context.Context, method, path, body string) error {

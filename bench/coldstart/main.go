@@ -37,7 +37,7 @@ func main() {
 	images := flag.String("images", "python3,numpy", "images to run (python3, numpy)")
 	rates := flag.String("rates", "500mbit,100mbit", "registry link rates (tc syntax)")
 	trials := flag.Int("trials", 3, "trials per image, rate and mode (the median is reported)")
-	modes := flag.String("modes", "full,lazy", "full (overlayfs, download everything) and/or lazy (sluice-snapshotter)")
+	modes := flag.String("modes", "full,lazy,profiled", "full (overlayfs, download everything), lazy (sluice-snapshotter, first start anywhere), profiled (sluice-snapshotter, a later node: the registry has the first start's profile)")
 	binDir := flag.String("bin", "bin", "directory of sluiced and sluice-snapshotter")
 	markdown := flag.String("markdown", "", "write a markdown table to this file")
 	chart := flag.String("chart", "", "write a PNG chart to this file")
@@ -73,6 +73,18 @@ func main() {
 		}
 		for _, w := range wls {
 			for _, mode := range strings.Split(*modes, ",") {
+				if mode == "profiled" {
+					// The first start anywhere records the profile.
+					if err := env.deleteProfiles(ctx, w); err != nil {
+						log.Fatal(err)
+					}
+					r, err := env.trial(ctx, w, "record")
+					if err != nil {
+						log.Fatalf("%s %s recording a startup profile: %v", w.name, rate, err)
+					}
+					log.Printf("%-8s %-8s record   : first line after %v, %.1f MB fetched (then %s)", w.name, rate,
+						r.firstLine.Round(time.Millisecond), float64(r.bytes)/1e6, phases.Flush())
+				}
 				var runs []trialResult
 				for i := range *trials {
 					r, err := env.trial(ctx, w, mode)

@@ -129,9 +129,24 @@ func unmountUnder(dir string) {
 }
 
 // trial pulls the workload's image on a fresh node and runs it, timing the
-// first line of its output from the start of the pull.
+// first line of its output from the start of the pull. Modes: full (the
+// overlayfs snapshotter downloads everything), lazy (sluice-snapshotter,
+// the first start of the image anywhere: the registry has no startup
+// profile), profiled (sluice-snapshotter on a node after the first: the
+// registry has the profile the first recorded), record (a lazy start that
+// waits for the node to give the registry its profile).
 func (e *env) trial(ctx context.Context, w workload, mode string) (trialResult, error) {
-	lazy := mode == "lazy"
+	lazy := mode != "full"
+	switch mode {
+	case "lazy":
+		if err := e.deleteProfiles(ctx, w); err != nil {
+			return trialResult{}, err
+		}
+	case "profiled":
+		if !e.hasProfiles(ctx, w) {
+			return trialResult{}, fmt.Errorf("the registry has no startup profile of %s", w.name)
+		}
+	}
 	n, err := e.startNode(lazy)
 	if err != nil {
 		return trialResult{}, err
@@ -183,6 +198,12 @@ func (e *env) trial(ctx context.Context, w workload, mode string) (trialResult, 
 	}
 	if !strings.Contains(line, "hello") && !strings.Contains(line, "ready") {
 		return trialResult{}, fmt.Errorf("unexpected first line %q", line)
+	}
+	if mode == "record" {
+		// The node gives its profile once the container's reads go quiet.
+		if err := waitFor(time.Minute, func() bool { return e.hasProfiles(ctx, w) }); err != nil {
+			return trialResult{}, fmt.Errorf("the node gave no startup profile of %s: %w", w.name, err)
+		}
 	}
 	return trialResult{firstLine: first, pull: pulled, bytes: after - before}, nil
 }
