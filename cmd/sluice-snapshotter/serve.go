@@ -47,7 +47,11 @@ func serve(cmd *cobra.Command, f *flags) error {
 
 	args := []string{"fuse-manager", "--root", managerRoot(cfg), "--socket", managerSocket(cfg), "--log-level", f.logLevel}
 	if f.configFile != "" {
-		args = append(args, "--config", f.configFile)
+		abs, err := filepath.Abs(f.configFile)
+		if err != nil {
+			return err
+		}
+		args = append(args, "--config", abs)
 	}
 	layers, started, err := fusemanager.Ensure(ctx, managerSocket(cfg), filepath.Join(cfg.Root, "fuse-manager.log"), args...)
 	if err != nil {
@@ -56,7 +60,7 @@ func serve(cmd *cobra.Command, f *flags) error {
 	log.Info("FUSE manager ready", "socket", managerSocket(cfg), "started", started)
 
 	metrics := snapshotter.NewMetrics()
-	sn, err := snapshotter.New(filepath.Join(cfg.Root, "snapshotter"), layers, snapshotter.NewResolver(cfg.Credential(), cfg.PlainHTTP), metrics, log)
+	sn, err := snapshotter.New(filepath.Join(cfg.Root, "snapshotter"), layers, snapshotter.NewResolver(snapshotter.ReloadingCredential(f.configFile, cfg, log), cfg.PlainHTTP), metrics, log)
 	if err != nil {
 		return err
 	}

@@ -58,8 +58,10 @@ type pendingChunk struct {
 
 // Options tune a cache.
 type Options struct {
-	// MemoryBytes is how much of the cache is also kept in memory
-	// (default 64 MiB).
+	// MemoryBytes is how much chunk data is also kept in memory (default
+	// 64 MiB), whatever the disk bound: a chunk larger than the disk cache
+	// is then still read from memory while it is being read, not fetched
+	// again for every read.
 	MemoryBytes int64
 }
 
@@ -78,7 +80,7 @@ func OpenWith(dir string, maxBytes int64, o Options) (*Cache, error) {
 		o.MemoryBytes = 64 << 20
 	}
 	c := &Cache{dir: dir, max: maxBytes, order: list.New(), items: map[digest.Digest]*list.Element{},
-		memory: streaming.NewMemoryCache(min(o.MemoryBytes, maxBytes)), pending: make(chan pendingChunk, 256)}
+		memory: streaming.NewMemoryCache(o.MemoryBytes), pending: make(chan pendingChunk, 256)}
 	type found struct {
 		item
 		mtime time.Time
@@ -270,7 +272,8 @@ func writeAtomic(p string, data []byte) error {
 	return err
 }
 
-// evictLocked removes least recently used chunks until the cache fits.
+// evictLocked removes least recently used chunks until the cache fits, from
+// memory too (only chunks too big for the disk live in memory alone).
 func (c *Cache) evictLocked() {
 	for c.size > c.max {
 		el := c.order.Back()
@@ -282,6 +285,7 @@ func (c *Cache) evictLocked() {
 		delete(c.items, it.sum)
 		c.size -= it.size
 		c.evictions.Add(1)
+		c.memory.Remove(it.sum)
 		_ = os.Remove(c.path(it.sum))
 	}
 }

@@ -89,3 +89,26 @@ func TestCacheRefusesDamagedChunks(t *testing.T) {
 		t.Fatal("removed chunk served")
 	}
 }
+
+// A chunk larger than the whole disk cache is kept in memory, so that the
+// reads of a file it holds do not fetch it again each time.
+func TestChunkLargerThanTheCacheStaysInMemory(t *testing.T) {
+	c, err := Open(t.TempDir(), 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	big, sum := chunk(1, 4096)
+	c.Put(sum, big)
+	c.Flush()
+	if st := c.Stats(); st.Size != 0 || st.Chunks != 0 {
+		t.Fatalf("a chunk larger than the cache went to disk: %+v", st)
+	}
+	got, ok := c.Get(sum)
+	if !ok || !bytes.Equal(got, big) {
+		t.Fatal("a chunk larger than the disk cache is not kept in memory")
+	}
+	if !c.Has(sum) {
+		t.Error("Has does not see a chunk held in memory")
+	}
+}

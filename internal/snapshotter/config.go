@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -119,7 +122,86 @@ func (c *Config) PlainHTTP(host string) bool {
 // Credential returns the node's credentials: the configured ones first,
 // then docker's config.json and its helpers.
 func (c *Config) Credential() auth.CredentialFunc {
-	docker := client.DockerCredentials()
+	return c.credential(client.DockerCredentials())
+}
+
+// ReloadingCredential returns the node's credentials as the config file at
+// path (may be "") and docker's config.json say when asked: a file that
+// changed is read again, so a rotated token password reaches the next
+// fetch without a restart (the FUSE manager, which outlives the
+// snapshotter so as not to break running containers, included). A config
+// file that no longer parses keeps the last good settings.
+func ReloadingCredential(path string, initial Config, log *slog.Logger) auth.CredentialFunc {
+	r := &reloader{path: path, cfg: initial, log: log}
+	r.cfgStamp = stamp(path)
+	r.dockerStamp = stamp(dockerConfigPath())
+	r.cred = initial.Credential()
+	return r.credential
+}
+
+type reloader struct {
+	path string
+	log  *slog.Logger
+
+	mu          sync.Mutex
+	cfg         Config
+	cfgStamp    fileStamp
+	dockerStamp fileStamp
+	cred        auth.CredentialFunc
+}
+
+// fileStamp tells a changed file: its modification time and size.
+type fileStamp struct {
+	mod  time.Time
+	size int64
+	ok   bool
+}
+
+func stamp(path string) fileStamp {
+	if path == "" {
+		return fileStamp{}
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{st.ModTime(), st.Size(), true}
+}
+
+// dockerConfigPath is where docker's config.json is looked for.
+func dockerConfigPath() string {
+	dir := os.Getenv("DOCKER_CONFIG")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return ""
+		}
+		dir = filepath.Join(home, ".docker")
+	}
+	return filepath.Join(dir, "config.json")
+}
+
+func (r *reloader) credential(ctx context.Context, host string) (auth.Credential, error) {
+	r.mu.Lock()
+	cfgNow, dockerNow := stamp(r.path), stamp(dockerConfigPath())
+	if cfgNow != r.cfgStamp || dockerNow != r.dockerStamp {
+		if cfgNow != r.cfgStamp && r.path != "" {
+			if c, err := LoadConfig(r.path); err != nil {
+				r.log.Warn("the config file changed but does not load; keeping the credentials it had", "config", r.path, "err", err)
+			} else {
+				r.cfg = c
+				r.log.Info("config file changed: registry credentials reloaded", "config", r.path)
+			}
+		}
+		r.cfgStamp, r.dockerStamp = cfgNow, dockerNow
+		r.cred = r.cfg.Credential()
+	}
+	cred := r.cred
+	r.mu.Unlock()
+	return cred(ctx, host)
+}
+
+func (c *Config) credential(docker auth.CredentialFunc) auth.CredentialFunc {
 	return func(ctx context.Context, host string) (auth.Credential, error) {
 		if rc, ok := c.Registries[host]; ok && rc.Username != "" {
 			pass := rc.Password
