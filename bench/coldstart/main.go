@@ -146,7 +146,7 @@ func printTable(w *os.File, rs []result) {
 }
 
 func writeMarkdown(f *os.File, rs []result, trials int) {
-	fmt.Fprintf(f, "| image | link | full pull: first line | lazy (sluice): first line | speed-up | MB fetched before the first line (full / lazy) |\n|---|---|---:|---:|---:|---:|\n")
+	fmt.Fprintf(f, "| image | link | full pull | lazy, first start | lazy, later nodes (profile) | speed-up (first / later) | MB fetched before the first line (full / first / later) |\n|---|---|---:|---:|---:|---:|---:|\n")
 	byKey := map[string]map[string]result{}
 	var keys []string
 	for _, r := range rs {
@@ -157,16 +157,24 @@ func writeMarkdown(f *os.File, rs []result, trials int) {
 		}
 		byKey[k][r.mode] = r
 	}
-	for _, k := range keys {
-		full, lazy := byKey[k]["full"], byKey[k]["lazy"]
-		speedup := "-"
-		if full.firstLine > 0 && lazy.firstLine > 0 {
-			speedup = fmt.Sprintf("%.1fx", full.firstLine.Seconds()/lazy.firstLine.Seconds())
+	speedup := func(full, r result) string {
+		if full.firstLine == 0 || r.firstLine == 0 {
+			return "-"
 		}
-		fmt.Fprintf(f, "| %s | %s | %s | %s | %s | %.1f / %.1f |\n", strings.Fields(k)[0], strings.Fields(k)[1],
-			fmtDur(full), fmtDur(lazy), speedup, float64(full.bytes)/1e6, float64(lazy.bytes)/1e6)
+		return fmt.Sprintf("%.0fx", full.firstLine.Seconds()/r.firstLine.Seconds())
 	}
-	fmt.Fprintf(f, "\nMedians of %d trials (min..max in the text table); each trial starts a fresh containerd and snapshotter.\n", trials)
+	mb := func(r result) string {
+		if r.firstLine == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f", float64(r.bytes)/1e6)
+	}
+	for _, k := range keys {
+		full, lazy, prof := byKey[k]["full"], byKey[k]["lazy"], byKey[k]["profiled"]
+		fmt.Fprintf(f, "| %s | %s | %s | %s | %s | %s / %s | %s / %s / %s |\n", strings.Fields(k)[0], strings.Fields(k)[1],
+			fmtDur(full), fmtDur(lazy), fmtDur(prof), speedup(full, lazy), speedup(full, prof), mb(full), mb(lazy), mb(prof))
+	}
+	fmt.Fprintf(f, "\nMedians of %d trials (min..max in the text table); each trial starts a fresh containerd and snapshotter with an empty cache.\n", trials)
 }
 
 func fmtDur(r result) string {
