@@ -177,20 +177,23 @@ func (e *env) trial(ctx context.Context, w workload, mode string) (trialResult, 
 			}
 		}
 	}
-	line, at, err := runFirstLine(ctx, n.sock, ref, snapshotter, w.args)
+	var after int64
+	var afterErr error
+	line, at, err := runFirstLine(ctx, n.sock, ref, snapshotter, w.args, func() {
+		after, afterErr = e.registryBytes(context.Background())
+	})
 	if err != nil {
 		return trialResult{}, err
+	}
+	if afterErr != nil {
+		return trialResult{}, afterErr
 	}
 	first := at.Sub(start)
-	after, err := e.registryBytes(context.Background())
-	if err != nil {
-		return trialResult{}, err
-	}
 	if os.Getenv("COLDSTART_RERUN") != "" {
 		// A second run on the same node, everything now local: the floor
 		// under the first line that fetching cannot lower.
 		t0 := time.Now()
-		_, at, err := runFirstLine(ctx, n.sock, ref, snapshotter, w.args)
+		_, at, err := runFirstLine(ctx, n.sock, ref, snapshotter, w.args, func() {})
 		if err != nil {
 			return trialResult{}, err
 		}
@@ -209,9 +212,9 @@ func (e *env) trial(ctx context.Context, w workload, mode string) (trialResult, 
 }
 
 // runFirstLine creates and starts a container of ref and returns its first
-// line of output and when it arrived (the container's teardown comes after
-// and is not timed).
-func runFirstLine(ctx context.Context, sock, ref, snapshotter string, args []string) (string, time.Time, error) {
+// line of output and when it arrived; atFirst runs as it arrives, before
+// the container's teardown (which is not timed).
+func runFirstLine(ctx context.Context, sock, ref, snapshotter string, args []string, atFirst func()) (string, time.Time, error) {
 	c, err := containerd.New(sock, containerd.WithDefaultNamespace("default"))
 	if err != nil {
 		return "", time.Time{}, err
@@ -235,11 +238,15 @@ func runFirstLine(ctx context.Context, sock, ref, snapshotter string, args []str
 	if err != nil {
 		return "", time.Time{}, err
 	}
+	// Waiting must start before the task does, or its exit can be missed.
+	exited, err := task.Wait(context.Background())
+	if err != nil {
+		return "", time.Time{}, err
+	}
 	defer func() {
 		_ = task.Kill(context.Background(), syscall.SIGKILL)
-		st, _ := task.Wait(context.Background())
 		select {
-		case <-st:
+		case <-exited:
 		case <-time.After(5 * time.Second):
 		}
 		_, _ = task.Delete(context.Background())
@@ -264,6 +271,7 @@ func runFirstLine(ctx context.Context, sock, ref, snapshotter string, args []str
 			return "", time.Time{}, fmt.Errorf("the container printed nothing")
 		}
 		at := time.Now()
+		atFirst()
 		phases.Add("first line", at.Sub(t0))
 		pw.Close()
 		return l, at, nil
