@@ -52,7 +52,11 @@ file, an OCI layout, or an image in any OCI registry.
       tag sha256-<hex> of the image. An index gets one streaming manifest
       per Linux platform, each with the index as subject, as the Sluice
       registry makes them. An image that already has a streaming artifact
-      is skipped unless --force.`,
+      is skipped unless --force.
+
+Only Linux images, of any architecture, can stream: an image of another
+platform, or whose config sets no os, is refused with UNSUPPORTED_PLATFORM,
+as the registry's conversions refuse it.`,
 		Example: `  sluice convert --layer --verify layer.tar.gz layer.szst
   sluice convert oci:./my-image:1.0
   sluice convert registry.example.com/team/app:1.0

@@ -87,6 +87,11 @@ func TestConvertLayerCommand(t *testing.T) {
 
 func TestConvertErrors(t *testing.T) {
 	dir, _ := makeLayout(t)
+	windows := t.TempDir()
+	ocidirtest.New(t, windows)
+	layer := ocidirtest.Layer{Files: map[string]string{"app.exe": "MZ"}, MediaType: ocispec.MediaTypeImageLayer}
+	ocidirtest.Tag(t, windows, ocidirtest.Image(t, windows, ocispec.Platform{OS: "windows", Architecture: "amd64"}, ocispec.MediaTypeImageManifest, layer), "win")
+	ocidirtest.Tag(t, windows, ocidirtest.Image(t, windows, ocispec.Platform{Architecture: "amd64"}, ocispec.MediaTypeImageManifest, layer), "no-os")
 	tests := []struct {
 		name    string
 		args    []string
@@ -98,6 +103,8 @@ func TestConvertErrors(t *testing.T) {
 		{"not a layout", []string{"convert", "oci:" + t.TempDir()}, "not an OCI image layout"},
 		{"missing layer file", []string{"convert", "--layer", filepath.Join(dir, "nope"), filepath.Join(dir, "out")}, "no such file"},
 		{"not a layer", []string{"convert", "--layer", filepath.Join(dir, ocispec.ImageIndexFile), filepath.Join(dir, "out")}, "corrupt input layer"},
+		{"windows image", []string{"convert", "oci:" + windows + ":win"}, "UNSUPPORTED_PLATFORM: platform windows/amd64 is not supported"},
+		{"image without os", []string{"convert", "oci:" + windows + ":no-os"}, "UNSUPPORTED_PLATFORM: platform /amd64 is not supported"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -162,7 +163,7 @@ func (rc *remoteConversion) images(ctx context.Context, subject ocispec.Descript
 	}
 	var out []*imageToConvert
 	for _, child := range idx.Manifests {
-		if child.Platform != nil && child.Platform.OS != "linux" || (child.MediaType != ocispec.MediaTypeImageManifest && child.MediaType != dockerManifest) {
+		if child.Platform != nil && !streaming.SupportedPlatform(*child.Platform) || (child.MediaType != ocispec.MediaTypeImageManifest && child.MediaType != dockerManifest) {
 			continue
 		}
 		b, _, err := rc.cl.GetManifest(ctx, rc.repo, child.Digest.String())
@@ -170,6 +171,9 @@ func (rc *remoteConversion) images(ctx context.Context, subject ocispec.Descript
 			return nil, err
 		}
 		im, err := rc.image(ctx, b, child.Platform)
+		if errors.As(err, new(*streaming.PlatformError)) {
+			continue // its config names another platform: skipped, as the registry skips it
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", child.Digest, err)
 		}
@@ -216,9 +220,10 @@ func (rc *remoteConversion) image(ctx context.Context, payload []byte, platform 
 	if platform != nil {
 		im.platform = *platform
 	}
+	if err := streaming.CheckPlatform(im.platform); err != nil {
+		return nil, err
+	}
 	switch {
-	case im.platform.OS != "linux":
-		return nil, fmt.Errorf("platform %s/%s is not supported; artifact streaming supports Linux images", im.platform.OS, im.platform.Architecture)
 	case len(m.Layers) == 0:
 		return nil, fmt.Errorf("not a runnable image: it has no layers")
 	case len(im.config.RootFS.DiffIDs) != len(m.Layers):

@@ -251,6 +251,7 @@ func TestConversionFailures(t *testing.T) {
 	e := newEnv(t, true)
 	ctx := context.Background()
 	win := e.pushImage("bad", "win", "windows", "amd64", makeLayer(t, 11, 1, 100))
+	noOS := e.pushImage("bad", "no-os", "", "amd64", makeLayer(t, 12, 1, 100)) // as crane append makes it
 
 	cfg := e.putBlob("bad", []byte(`{"hello":"world"}`))
 	cfg.MediaType = "application/vnd.example.config+json"
@@ -273,6 +274,7 @@ func TestConversionFailures(t *testing.T) {
 		code string
 	}{
 		{"windows image", win, CodeUnsupportedPlatform},
+		{"image without os", noOS, CodeUnsupportedPlatform},
 		{"artifact with a non-image config", artifact, CodeImageNotRunnable},
 		{"image without layers", noLayers, CodeImageNotRunnable},
 		{"corrupt layer", broken, CodeImageNotRunnable},

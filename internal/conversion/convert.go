@@ -116,8 +116,8 @@ func (j *job) prepareImage(ctx context.Context, m *oci.Manifest, platform *ocisp
 	if platform != nil {
 		img.platform = *platform
 	}
-	if img.platform.OS != "linux" {
-		return nil, errorf(CodeUnsupportedPlatform, "platform %s/%s is not supported; artifact streaming supports Linux images", img.platform.OS, img.platform.Architecture)
+	if !streaming.SupportedPlatform(img.platform) {
+		return nil, errorf(CodeUnsupportedPlatform, "%s", (&streaming.PlatformError{Platform: img.platform}).Message())
 	}
 	if len(img.config.RootFS.DiffIDs) != len(m.Layers) {
 		return nil, errorf(CodeImageNotRunnable, "the config lists %d layer diff IDs for %d layers", len(img.config.RootFS.DiffIDs), len(m.Layers))
@@ -156,7 +156,7 @@ func (j *job) convertIndex(ctx context.Context, index *oci.Manifest, subject oci
 			skipped = append(skipped, child.Digest.String()+" ("+child.MediaType+")")
 			continue
 		}
-		if child.Platform != nil && child.Platform.OS != "linux" {
+		if child.Platform != nil && !streaming.SupportedPlatform(*child.Platform) {
 			skipped = append(skipped, child.Digest.String()+" ("+child.Platform.OS+")")
 			continue
 		}

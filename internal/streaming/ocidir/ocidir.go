@@ -49,8 +49,10 @@ type Converted struct {
 type layout struct{ Dir string }
 
 // Convert converts the image tagged tag (or the layout's only image when
-// tag is empty) and records the streaming manifests in index.json. For an
-// image index, every Linux platform is converted.
+// tag is empty) and records the streaming manifests in index.json. An
+// image that is not a Linux image is refused with a
+// *streaming.PlatformError; for an image index, every Linux platform is
+// converted.
 func Convert(ctx context.Context, dir, tag string, opts streaming.Options) ([]Converted, error) {
 	l := layout{Dir: dir}
 	idx, err := l.index()
@@ -62,29 +64,35 @@ func Convert(ctx context.Context, dir, tag string, opts streaming.Options) ([]Co
 		return nil, err
 	}
 	targets := []ocispec.Descriptor{root}
-	if root.MediaType == ocispec.MediaTypeImageIndex || root.MediaType == dockerManifestList {
+	isIndex := root.MediaType == ocispec.MediaTypeImageIndex || root.MediaType == dockerManifestList
+	if isIndex {
 		var sub ocispec.Index
 		if err := l.readJSON(root, &sub); err != nil {
 			return nil, err
 		}
 		targets = targets[:0]
 		for _, m := range sub.Manifests {
-			if m.Platform == nil || m.Platform.OS == "linux" {
+			if m.Platform == nil || streaming.SupportedPlatform(*m.Platform) {
 				targets = append(targets, m)
 			}
-		}
-		if len(targets) == 0 {
-			return nil, fmt.Errorf("%w: the index %s has no Linux platform", ErrUnsupported, root.Digest)
 		}
 	}
 	var out []Converted
 	subject := ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: root.Size}
 	for _, m := range targets {
 		c, err := l.convertManifest(ctx, m, subject, opts)
+		if isIndex && errors.As(err, new(*streaming.PlatformError)) {
+			// An index's image whose config names another platform is
+			// skipped, as the registry's conversions skip it.
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", m.Digest, err)
 		}
 		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: the index %s has no Linux platform", ErrUnsupported, root.Digest)
 	}
 	return out, l.addToIndex(out)
 }
@@ -125,12 +133,15 @@ func (l layout) convertManifest(ctx context.Context, desc, subject ocispec.Descr
 	if err := l.readJSON(m.Config, &cfg); err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
-	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
-		return c, fmt.Errorf("%w: %d layers but %d DiffIDs in the config", ErrUnsupported, len(m.Layers), len(cfg.RootFS.DiffIDs))
-	}
 	c.Platform = cfg.Platform
 	if desc.Platform != nil {
 		c.Platform = *desc.Platform
+	}
+	if err := streaming.CheckPlatform(c.Platform); err != nil {
+		return c, err
+	}
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+		return c, fmt.Errorf("%w: %d layers but %d DiffIDs in the config", ErrUnsupported, len(m.Layers), len(cfg.RootFS.DiffIDs))
 	}
 	layers := make([]ocispec.Descriptor, len(m.Layers))
 	for i, ld := range m.Layers {

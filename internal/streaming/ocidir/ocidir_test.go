@@ -94,3 +94,35 @@ func TestConvertRefuses(t *testing.T) {
 		t.Errorf("converting a streaming manifest again: %v", err)
 	}
 }
+
+// An image whose config is not a Linux one is refused, naming its
+// platform, as the registry's conversions refuse it; an index skips such an
+// image even when its descriptor has no platform.
+func TestConvertRefusesOtherPlatforms(t *testing.T) {
+	dir := t.TempDir()
+	ocidirtest.New(t, dir)
+	noOS := ocispec.Platform{Architecture: "amd64"}
+	for tag, p := range map[string]ocispec.Platform{"windows": windows, "no-os": noOS} {
+		ocidirtest.Tag(t, dir, ocidirtest.Image(t, dir, p, ocispec.MediaTypeImageManifest, base), tag)
+	}
+	for tag, want := range map[string]string{"windows": "platform windows/amd64", "no-os": "platform /amd64"} {
+		_, err := Convert(context.Background(), dir, tag, streaming.Options{})
+		var pe *streaming.PlatformError
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), streaming.CodeUnsupportedPlatform+": "+want) {
+			t.Errorf("%s image: %v, want a %s error naming %q", tag, err, streaming.CodeUnsupportedPlatform, want)
+		}
+	}
+
+	linux := ocidirtest.Image(t, dir, amd64, ocispec.MediaTypeImageManifest, app)
+	unlabelled := ocidirtest.Image(t, dir, windows, ocispec.MediaTypeImageManifest, app)
+	idx := ocidirtest.WriteJSON(t, dir, ocispec.MediaTypeImageIndex, ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{linux, unlabelled}})
+	ocidirtest.Tag(t, dir, idx, "multi")
+	cs, err := Convert(context.Background(), dir, "multi", streaming.Options{})
+	if err != nil || len(cs) != 1 || cs[0].Platform.OS != "linux" {
+		t.Errorf("index of a Linux and an unlabelled Windows image: %v %+v, want the Linux image only", err, cs)
+	}
+	if got := len(ocidirtest.ReadIndex(t, dir).Manifests); got != 4 {
+		t.Errorf("index.json has %d manifests, want the 3 images and 1 streaming manifest", got)
+	}
+}
