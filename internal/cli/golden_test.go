@@ -237,6 +237,7 @@ func goldenCases() []goldenCase {
 			"--remove-repository", "shared", "content/read"}},
 		{name: "scope-map-delete", args: []string{"scope-map", "delete", "--name", "team-a-devs", "--yes"}},
 		{name: "show-usage", args: []string{"show-usage"}},
+		{name: "show-usage-yaml", args: []string{"show-usage", "-o", "yaml"}},
 		{name: "convert-remote", args: []string{"convert", "plain/app:1"},
 			before: func(tr *testRegistry) {
 				tr.pushImage("plain/app", "1", "amd64", map[string]string{"srv/index.html": "<p>plain</p>"})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sort"
 	"strconv"
@@ -93,7 +94,7 @@ func (o *output) write(w io.Writer, v any, table tableFunc) error {
 		}
 		enc := yaml.NewEncoder(w)
 		enc.SetIndent(2)
-		if err := enc.Encode(v); err != nil {
+		if err := enc.Encode(yamlValue(v)); err != nil {
 			return err
 		}
 		return enc.Close()
@@ -119,6 +120,32 @@ func writeJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
+}
+
+// yamlValue is v with each whole number as an int64. The generic model holds
+// every number as a float64, which the YAML encoder writes in exponent
+// form from a million on (size: 1.73556353e+08) where json, tsv and table
+// print 173556353; fractions stay as they are.
+func yamlValue(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = yamlValue(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = yamlValue(e)
+		}
+		return out
+	case float64:
+		if x == math.Trunc(x) && math.Abs(x) < math.MaxInt64 {
+			return int64(x)
+		}
+	}
+	return v
 }
 
 // ANSI colours of jsonc.
