@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/internal/client"
+	"github.com/sluicehq/sluice/internal/lazypull"
 )
 
 // App is one run of sluice: its streams, environment and flags.
@@ -43,6 +44,9 @@ type App struct {
 	// stable and to print one result in every format.
 	normalize func(any) any
 	record    func(v any, table tableFunc)
+	// pull pulls through containerd (lazypull.Pull when nil); golden
+	// tests, which have no containerd, give a stand-in.
+	pull func(ctx context.Context, ref string, o lazypull.Options) (*lazypull.Result, error)
 }
 
 // globalFlags are the flags every command has, and the registry name that

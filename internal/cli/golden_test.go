@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"net/http"
@@ -11,10 +12,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/sluicehq/sluice/internal/lazypull"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden")
@@ -123,6 +127,17 @@ func (tr *testRegistry) pushReferrer(repo, artifactType string, subject ocispec.
 		Config: empty, Layers: []ocispec.Descriptor{blob}, Subject: &subject}
 	b, _ := json.Marshal(m)
 	return tr.pushManifest(repo, digest.FromBytes(b).String(), ocispec.MediaTypeImageManifest, m)
+}
+
+// fakePull stands in for containerd's pull of an image whose manifest has
+// digest dgst: its first layer streamed, its second downloaded.
+func fakePull(dgst string) func(context.Context, string, lazypull.Options) (*lazypull.Result, error) {
+	return func(_ context.Context, ref string, _ lazypull.Options) (*lazypull.Result, error) {
+		return &lazypull.Result{Image: ref, Digest: digest.Digest(dgst), Duration: 1253700 * time.Microsecond, Layers: []lazypull.Layer{
+			{Digest: digest.FromString("base layer"), Size: 29124381, Streamed: true},
+			{Digest: digest.FromString("app layer"), Size: 4096},
+		}}, nil
+	}
 }
 
 func goldenCases() []goldenCase {
@@ -245,6 +260,7 @@ func goldenCases() []goldenCase {
 		{name: "convert-remote-existing", args: []string{"convert", "{host}/plain/app:1", "-o", "table"}},
 		{name: "list-referrers-converted", args: []string{"manifest", "list-referrers", "-n", "plain/app:1", "-o", "tsv",
 			"--query", "manifests[].[artifactType, annotations.\"streaming.platform.arch\"]"}},
+		{name: "pull", args: []string{"pull", "{host}/team/app:1.0"}, before: func(tr *testRegistry) { tr.pull = fakePull(tr.vars["app10"]) }},
 		{name: "error-not-found", args: []string{"repository", "show", "--repository", "nope/nothing"}, code: ExitNotFound},
 		{name: "error-image-not-found", args: []string{"artifact-streaming", "create", "--image", "team/app:nope"}, code: ExitNotFound},
 		{name: "error-usage", args: []string{"repository", "show"}, code: ExitUsage},

@@ -23,6 +23,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/lazypull"
 	"github.com/sluicehq/sluice/internal/server"
 )
 
@@ -59,6 +60,8 @@ type testRegistry struct {
 	vars     map[string]string // values saved by earlier commands
 	// onResponse, when set, sees every response sluice receives.
 	onResponse func(*http.Request)
+	// pull stands in for containerd in sluice pull.
+	pull func(ctx context.Context, ref string, o lazypull.Options) (*lazypull.Result, error)
 }
 
 // RoundTrip carries sluice's requests, showing each to onResponse.
@@ -146,11 +149,11 @@ func (tr *testRegistry) run(args ...string) result {
 	}
 	var out, errOut bytes.Buffer
 	var res result
-	a := &App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut, Getenv: tr.getenv, Transport: tr, normalize: tr.normalize}
+	a := &App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut, Getenv: tr.getenv, Transport: tr, normalize: tr.normalize, pull: tr.pull}
 	a.record = func(v any, table tableFunc) { res.value, res.table = v, table }
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res.code = Execute(ctx, a, NewRootCommand(a), args)
+	res.code = Execute(ctx, a, NewRootCommand(a, NewPullCommand), args)
 	res.stdout, res.stderr = out.String(), errOut.String()
 	return res
 }

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/internal/lazypull"
@@ -18,9 +20,11 @@ func NewPullCommand(a *App) *cobra.Command {
 		Long: `Pull asks the node's containerd to pull IMAGE (REGISTRY/REPOSITORY:TAG, or a
 registry name from 'sluice login' in place of REGISTRY) and unpack it with the
 snapshotter, labelling each layer with the image so that sluice-snapshotter
-can mount streamed layers lazily instead of downloading them. It prints which
-layers were streamed and which downloaded: a layer is downloaded when the
-image has no streaming artifact (yet), and the snapshotter's log says why.
+can mount streamed layers lazily instead of downloading them. It prints the
+image, its digest, the time the pull took and each layer with its size and
+whether it was streamed or downloaded (-o table: a row per layer). A layer
+is downloaded when the image has no streaming artifact (yet), and the
+snapshotter's log says why.
 
 Credentials are those of 'sluice login' for the registry, else docker's
 config.json. Run it as root, on a node where sluice-snapshotter runs.`,
@@ -55,25 +59,28 @@ config.json. Run it as root, on a node where sluice-snapshotter runs.`,
 			if cred.Username != "" || cred.Password != "" {
 				o.Credentials = func(string) (string, string, error) { return cred.Username, cred.Password, nil }
 			}
-			res, err := lazypull.Pull(ctx, ref, o)
+			pull := a.pull
+			if pull == nil {
+				pull = lazypull.Pull
+			}
+			res, err := pull(ctx, ref, o)
 			if err != nil {
 				return err
 			}
+			out := newPullResult(res)
 			if a.interactive() {
 				streamed := 0
 				for _, l := range res.Layers {
-					how := "downloaded"
 					if l.Streamed {
-						how, streamed = "streamed", streamed+1
+						streamed++
 					}
-					fmt.Fprintf(a.Stderr, "%s  %s\n", l.Digest, how)
 				}
-				fmt.Fprintf(a.Stderr, "%s: %d of %d layers streamed, pulled in %s\n", ref, streamed, len(res.Layers), res.Duration.Round(1e6))
+				fmt.Fprintf(a.Stderr, "%s: %d of %d layers streamed, pulled in %s\n", ref, streamed, len(res.Layers), out.Duration)
 				if streamed < len(res.Layers) && o.Snapshotter == "sluice" {
 					a.hint("layers without a streaming artifact were downloaded; the snapshotter's log says why for each")
 				}
 			}
-			return a.print(res, nil)
+			return a.print(out, pullTable)
 		},
 	}
 	f := cmd.Flags()
@@ -83,4 +90,35 @@ config.json. Run it as root, on a node where sluice-snapshotter runs.`,
 	f.BoolVar(&o.PlainHTTP, "plain-http", false, "talk HTTP to the registry (default: as its login URL says; loopback registries use HTTP)")
 	f.StringVar(&o.Platform, "platform", "", "platform to pull, like linux/arm64 (default: this node's)")
 	return cmd
+}
+
+// pullResult is what pull prints: the image, its digest, how long the pull
+// took ("1.25s") and how each layer got to the node.
+type pullResult struct {
+	Image    string           `json:"image"`
+	Digest   digest.Digest    `json:"digest"`
+	Duration string           `json:"duration"`
+	Layers   []lazypull.Layer `json:"layers"`
+}
+
+func newPullResult(res *lazypull.Result) pullResult {
+	layers := res.Layers
+	if layers == nil {
+		layers = []lazypull.Layer{}
+	}
+	return pullResult{Image: res.Image, Digest: res.Digest, Duration: res.Duration.Round(time.Millisecond).String(), Layers: layers}
+}
+
+// pullTable lists the layers, each streamed or downloaded.
+func pullTable(v any) []tableRow {
+	layers, _ := field(v, "layers").([]any)
+	rows := make([]tableRow, 0, len(layers))
+	for _, l := range layers {
+		how := "downloaded"
+		if field(l, "streamed") == true {
+			how = "streamed"
+		}
+		rows = append(rows, tableRow{{Header: "Layer", Value: field(l, "digest")}, {Header: "Size", Value: field(l, "size")}, {Header: "Pulled", Value: how}})
+	}
+	return rows
 }

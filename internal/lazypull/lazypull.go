@@ -31,19 +31,20 @@ type Options struct {
 	Platform string
 }
 
-// Layer says how one layer of the pulled image got to the node.
+// Layer says how one layer of the pulled image got to the node: streamed
+// (mounted lazily by the snapshotter) or downloaded.
 type Layer struct {
 	Digest   digest.Digest `json:"digest"`
-	ChainID  digest.Digest `json:"chainID"`
+	Size     int64         `json:"size"`
 	Streamed bool          `json:"streamed"`
 }
 
 // Result describes a pull.
 type Result struct {
-	Image    string        `json:"image"`
-	Digest   digest.Digest `json:"digest"`
-	Layers   []Layer       `json:"layers"`
-	Duration time.Duration `json:"duration"`
+	Image    string
+	Digest   digest.Digest
+	Layers   []Layer
+	Duration time.Duration
 }
 
 // Pull pulls ref into containerd and unpacks it with the snapshotter,
@@ -86,34 +87,22 @@ func Pull(ctx context.Context, ref string, o Options) (*Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("read the pulled image's layers: %w", err)
 	}
-	digests, err := imageLayers(ctx, img)
+	manifest, err := imagesManifest(ctx, img)
 	if err != nil {
 		return res, fmt.Errorf("read the pulled image's manifest: %w", err)
 	}
 	sn := client.SnapshotService(o.Snapshotter)
 	for i := range diffIDs {
-		l := Layer{ChainID: identity.ChainID(diffIDs[:i+1])}
-		if i < len(digests) {
-			l.Digest = digests[i]
+		var l Layer
+		if i < len(manifest.Layers) {
+			l.Digest, l.Size = manifest.Layers[i].Digest, manifest.Layers[i].Size
 		}
-		if info, err := sn.Stat(ctx, l.ChainID.String()); err == nil {
+		// A layer's snapshot is keyed by its chain ID; the snapshotter
+		// labels the ones it mounted remotely.
+		if info, err := sn.Stat(ctx, identity.ChainID(diffIDs[:i+1]).String()); err == nil {
 			_, l.Streamed = info.Labels["containerd.io/snapshot/remote"]
 		}
 		res.Layers = append(res.Layers, l)
 	}
 	return res, nil
-}
-
-// imageLayers lists the layer digests of the image's manifest for this
-// platform.
-func imageLayers(ctx context.Context, img containerd.Image) ([]digest.Digest, error) {
-	manifest, err := imagesManifest(ctx, img)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]digest.Digest, len(manifest.Layers))
-	for i, l := range manifest.Layers {
-		out[i] = l.Digest
-	}
-	return out, nil
 }
