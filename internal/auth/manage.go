@@ -14,13 +14,16 @@ import (
 	"github.com/sluicehq/sluice/internal/metadata"
 )
 
-// Errors of identity management; the API maps them to its codes.
+// Errors of identity management; the API maps them to its codes. Those the
+// store finds are the store's own, whose messages already say what and
+// why ("token ci not found"): wrapping them in a sentinel of this package
+// would say it twice.
 var (
 	ErrNameInvalid = errors.New("invalid name")
-	ErrNotFound    = errors.New("not found")
-	ErrExists      = errors.New("already exists")
+	ErrNotFound    = metadata.ErrNotFound
+	ErrExists      = metadata.ErrExists
 	ErrBuiltin     = errors.New("built-in scope maps cannot be changed")
-	ErrInUse       = errors.New("in use")
+	ErrInUse       = metadata.ErrInUse
 )
 
 var (
@@ -49,18 +52,6 @@ type TokenInfo struct {
 	Passwords []Password
 }
 
-func mapErr(err error) error {
-	switch {
-	case errors.Is(err, metadata.ErrNotFound):
-		return fmt.Errorf("%w: %v", ErrNotFound, err)
-	case errors.Is(err, metadata.ErrExists):
-		return fmt.Errorf("%w: %v", ErrExists, err)
-	case errors.Is(err, metadata.ErrInUse):
-		return fmt.Errorf("%w: %v", ErrInUse, err)
-	}
-	return err
-}
-
 // newPasswords generates the named passwords, returning them with values
 // and hashed for storing.
 func (s *Service) newPasswords(names []string, expiry time.Time) ([]Password, []metadata.TokenPassword, error) {
@@ -69,7 +60,7 @@ func (s *Service) newPasswords(names []string, expiry time.Time) ([]Password, []
 	var stored []metadata.TokenPassword
 	for _, n := range names {
 		if !slices.Contains(PasswordNames, n) {
-			return nil, nil, fmt.Errorf("%w: password name %q, use password1 or password2", ErrNameInvalid, n)
+			return nil, nil, fmt.Errorf("%w %q for a password: use password1 or password2", ErrNameInvalid, n)
 		}
 		v := generatePassword()
 		h, err := bcrypt.GenerateFromPassword([]byte(v), bcrypt.DefaultCost)
@@ -86,7 +77,7 @@ func (s *Service) newPasswords(names []string, expiry time.Time) ([]Password, []
 // generated (and shown only in this answer).
 func (s *Service) CreateToken(ctx context.Context, name, scopeMap string, enabled bool, expiry time.Time) (*TokenInfo, error) {
 	if !tokenNameRE.MatchString(name) || name == s.opts.AdminUser {
-		return nil, fmt.Errorf("%w: token name %q: 5 to 50 letters, digits or hyphens, and not the admin user's", ErrNameInvalid, name)
+		return nil, fmt.Errorf("%w %q for a token: use 5 to 50 letters, digits or hyphens, starting with a letter or digit, and not the admin user's name", ErrNameInvalid, name)
 	}
 	shown, stored, err := s.newPasswords(PasswordNames, expiry)
 	if err != nil {
@@ -94,7 +85,7 @@ func (s *Service) CreateToken(ctx context.Context, name, scopeMap string, enable
 	}
 	t := &metadata.Token{Name: name, ScopeMap: scopeMap, Enabled: enabled, Passwords: stored}
 	if err := s.meta.CreateToken(ctx, t); err != nil {
-		return nil, mapErr(err)
+		return nil, err
 	}
 	info, err := s.GetToken(ctx, name)
 	if err != nil {
@@ -116,7 +107,7 @@ func (s *Service) GenerateCredentials(ctx context.Context, name string, names []
 	}
 	for _, p := range stored {
 		if err := s.meta.SetTokenPassword(ctx, name, p); err != nil {
-			return nil, mapErr(err)
+			return nil, err
 		}
 	}
 	s.flushCache()
@@ -138,7 +129,7 @@ func (s *Service) GenerateCredentials(ctx context.Context, name string, names []
 func (s *Service) GetToken(ctx context.Context, name string) (*TokenInfo, error) {
 	t, err := s.meta.GetToken(ctx, name)
 	if err != nil {
-		return nil, mapErr(err)
+		return nil, err
 	}
 	return tokenInfo(t), nil
 }
@@ -167,7 +158,7 @@ func (s *Service) ListTokens(ctx context.Context) ([]*TokenInfo, error) {
 // UpdateToken changes a token's scope map and/or status.
 func (s *Service) UpdateToken(ctx context.Context, name string, scopeMap *string, enabled *bool) (*TokenInfo, error) {
 	if err := s.meta.UpdateToken(ctx, name, scopeMap, enabled); err != nil {
-		return nil, mapErr(err)
+		return nil, err
 	}
 	s.flushCache()
 	return s.GetToken(ctx, name)
@@ -176,7 +167,7 @@ func (s *Service) UpdateToken(ctx context.Context, name string, scopeMap *string
 // DeleteToken deletes a token; its passwords stop working at once.
 func (s *Service) DeleteToken(ctx context.Context, name string) error {
 	if err := s.meta.DeleteToken(ctx, name); err != nil {
-		return mapErr(err)
+		return err
 	}
 	s.flushCache()
 	return nil
@@ -186,13 +177,13 @@ func (s *Service) DeleteToken(ctx context.Context, name string) error {
 // "repositories/team-a/*/content/read".
 func (s *Service) CreateScopeMap(ctx context.Context, name, description string, actions []string) (*metadata.ScopeMap, error) {
 	if !scopeMapNameRE.MatchString(name) {
-		return nil, fmt.Errorf("%w: scope map name %q: 5 to 50 letters, digits, hyphens or underscores, not starting with _", ErrNameInvalid, name)
+		return nil, fmt.Errorf("%w %q for a scope map: use 5 to 50 letters, digits, hyphens or underscores, starting with a letter or digit", ErrNameInvalid, name)
 	}
 	if err := checkActions(actions); err != nil {
 		return nil, err
 	}
 	if err := s.meta.PutScopeMap(ctx, &metadata.ScopeMap{Name: name, Description: description, Actions: dedupe(actions)}, false); err != nil {
-		return nil, mapErr(err)
+		return nil, err
 	}
 	return s.GetScopeMap(ctx, name)
 }
@@ -221,7 +212,7 @@ func dedupe(in []string) []string {
 func (s *Service) UpdateScopeMap(ctx context.Context, name string, add, remove []string, description *string) (*metadata.ScopeMap, error) {
 	m, err := s.meta.GetScopeMap(ctx, name)
 	if err != nil {
-		return nil, mapErr(err)
+		return nil, err
 	}
 	if m.Builtin {
 		return nil, fmt.Errorf("%w: %s", ErrBuiltin, name)
@@ -245,7 +236,7 @@ func (s *Service) UpdateScopeMap(ctx context.Context, name string, add, remove [
 // GetScopeMap reads a scope map.
 func (s *Service) GetScopeMap(ctx context.Context, name string) (*metadata.ScopeMap, error) {
 	m, err := s.meta.GetScopeMap(ctx, name)
-	return m, mapErr(err)
+	return m, err
 }
 
 // ListScopeMaps lists every scope map, built-in first.
@@ -257,10 +248,14 @@ func (s *Service) ListScopeMaps(ctx context.Context) ([]metadata.ScopeMap, error
 func (s *Service) DeleteScopeMap(ctx context.Context, name string) error {
 	m, err := s.meta.GetScopeMap(ctx, name)
 	if err != nil {
-		return mapErr(err)
+		return err
 	}
 	if m.Builtin {
 		return fmt.Errorf("%w: %s", ErrBuiltin, name)
 	}
-	return mapErr(s.meta.DeleteScopeMap(ctx, name))
+	err = s.meta.DeleteScopeMap(ctx, name)
+	if errors.Is(err, ErrInUse) {
+		return fmt.Errorf("%w; give the token another scope map, or delete it, first", err)
+	}
+	return err
 }

@@ -267,6 +267,8 @@ func goldenCases() []goldenCase {
 		{name: "error-bad-value", args: []string{"artifact-streaming", "update", "--repository", "team/app", "--enable-streaming", "maybe"}, code: ExitUsage},
 		{name: "error-unknown-registry", args: []string{"repository", "list", "-r", "elsewhere"}, code: ExitUsage},
 		{name: "error-invalid-name", args: []string{"token", "create", "--name", "x", "--scope-map", "_repositories_pull"}, code: ExitError},
+		{name: "error-token-exists", args: []string{"token", "create", "--name", "node-pull", "--scope-map", "_repositories_pull"}, code: ExitError},
+		{name: "error-token-not-found", args: []string{"token", "delete", "--name", "ci-token", "--yes"}, code: ExitNotFound},
 		{name: "logout", args: []string{"logout", "golden"}},
 		{name: "error-logged-out", args: []string{"repository", "list"}, code: ExitError},
 	}

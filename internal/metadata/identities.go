@@ -20,7 +20,7 @@ func (s *Store) GetUserHash(ctx context.Context, name string) (string, error) {
 	var h string
 	err := s.read.QueryRowContext(ctx, `SELECT password_hash FROM users WHERE name = ?`, name).Scan(&h)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("user %s: %w", name, ErrNotFound)
+		return "", fmt.Errorf("user %s %w", name, ErrNotFound)
 	}
 	return h, err
 }
@@ -65,7 +65,7 @@ func (s *Store) PutScopeMap(ctx context.Context, m *ScopeMap, replace bool) erro
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("scope map %s: %w", m.Name, ErrExists)
+			return fmt.Errorf("scope map %s %w", m.Name, ErrExists)
 		}
 		return nil
 	})
@@ -78,7 +78,7 @@ func (s *Store) GetScopeMap(ctx context.Context, name string) (*ScopeMap, error)
 		return nil, err
 	}
 	if len(maps) == 0 {
-		return nil, fmt.Errorf("scope map %s: %w", name, ErrNotFound)
+		return nil, fmt.Errorf("scope map %s %w", name, ErrNotFound)
 	}
 	return &maps[0], nil
 }
@@ -117,7 +117,7 @@ func (s *Store) DeleteScopeMap(ctx context.Context, name string) error {
 		var user string
 		err := tx.QueryRowContext(ctx, `SELECT name FROM tokens WHERE scope_map = ? LIMIT 1`, name).Scan(&user)
 		if err == nil {
-			return fmt.Errorf("scope map %s is used by token %s: %w", name, user, ErrInUse)
+			return fmt.Errorf("scope map %s is %w by token %s", name, ErrInUse, user)
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
@@ -127,7 +127,7 @@ func (s *Store) DeleteScopeMap(ctx context.Context, name string) error {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("scope map %s: %w", name, ErrNotFound)
+			return fmt.Errorf("scope map %s %w", name, ErrNotFound)
 		}
 		return nil
 	})
@@ -165,7 +165,7 @@ func (s *Store) CreateToken(ctx context.Context, t *Token) error {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("token %s: %w", t.Name, ErrExists)
+			return fmt.Errorf("token %s %w", t.Name, ErrExists)
 		}
 		for _, p := range t.Passwords {
 			if err := setTokenPassword(ctx, tx, t.Name, p); err != nil {
@@ -180,7 +180,7 @@ func scopeMapExists(ctx context.Context, tx *sql.Tx, name string) error {
 	var one int
 	err := tx.QueryRowContext(ctx, `SELECT 1 FROM scope_maps WHERE name = ?`, name).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("scope map %s: %w", name, ErrNotFound)
+		return fmt.Errorf("scope map %s %w", name, ErrNotFound)
 	}
 	return err
 }
@@ -201,7 +201,7 @@ func (s *Store) SetTokenPassword(ctx context.Context, token string, p TokenPassw
 	return s.inTx(ctx, func(tx *sql.Tx) error {
 		var one int
 		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM tokens WHERE name = ?`, token).Scan(&one); errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("token %s: %w", token, ErrNotFound)
+			return fmt.Errorf("token %s %w", token, ErrNotFound)
 		}
 		return setTokenPassword(ctx, tx, token, p)
 	})
@@ -214,7 +214,7 @@ func (s *Store) GetToken(ctx context.Context, name string) (*Token, error) {
 		return nil, err
 	}
 	if len(toks) == 0 {
-		return nil, fmt.Errorf("token %s: %w", name, ErrNotFound)
+		return nil, fmt.Errorf("token %s %w", name, ErrNotFound)
 	}
 	return &toks[0], nil
 }
@@ -289,7 +289,7 @@ func (s *Store) UpdateToken(ctx context.Context, name string, scopeMap *string, 
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("token %s: %w", name, ErrNotFound)
+			return fmt.Errorf("token %s %w", name, ErrNotFound)
 		}
 		return nil
 	})
@@ -303,7 +303,7 @@ func (s *Store) DeleteToken(ctx context.Context, name string) error {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("token %s: %w", name, ErrNotFound)
+			return fmt.Errorf("token %s %w", name, ErrNotFound)
 		}
 		return nil
 	})

@@ -2,6 +2,7 @@ package mgmt
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -95,7 +96,7 @@ func parseExpiry(s string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		return time.Time{}, errors.Join(errBadRequest, errors.New("expiry must be an RFC 3339 time like 2027-01-31T00:00:00Z"))
+		return time.Time{}, fmt.Errorf("%w: expiry must be an RFC 3339 time like 2027-01-31T00:00:00Z", errBadRequest)
 	}
 	return t, nil
 }
@@ -137,7 +138,7 @@ func (h *Handler) tokens(w http.ResponseWriter, r *http.Request, rt route) {
 			return
 		}
 		if body.ScopeMapID == "" {
-			h.fail(w, r, errors.Join(errBadRequest, errors.New("scopeMapId is required")))
+			h.fail(w, r, fmt.Errorf("%w: scopeMapId is required", errBadRequest))
 			return
 		}
 		t, err := h.auth.CreateToken(ctx, body.Name, body.ScopeMapID, body.Status != "disabled", expiry)
@@ -196,7 +197,7 @@ func (h *Handler) tokens(w http.ResponseWriter, r *http.Request, rt route) {
 		var enabled *bool
 		if body.Status != nil {
 			if *body.Status != "enabled" && *body.Status != "disabled" {
-				h.fail(w, r, errors.Join(errBadRequest, errors.New("status must be enabled or disabled")))
+				h.fail(w, r, fmt.Errorf("%w: status must be enabled or disabled", errBadRequest))
 				return
 			}
 			e := *body.Status == "enabled"
