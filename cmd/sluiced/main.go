@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -159,16 +160,41 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// Bind first: an address in use must fail before the data directory,
+	// the database and a "shown once" admin password are made.
+	ln, err := listen(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
 	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
 	return srv.Serve(ctx, ln)
+}
+
+// listen opens the registry's TCP listener. Its error names the address
+// once ("listen 127.0.0.1:5000: address already in use"), not as net's
+// does ("listen tcp 127.0.0.1:5000: bind: address already in use").
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		return ln, nil
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		err = opErr.Err
+	}
+	var sysErr *os.SyscallError
+	if errors.As(err, &sysErr) {
+		err = sysErr.Err
+	}
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("listen %s: %w; stop what serves there, or choose another address with --listen or SLUICE_LISTEN", addr, err)
+	}
+	return nil, fmt.Errorf("listen %s: %w", addr, err)
 }
 
 func runWorker(cmd *cobra.Command, f *serveFlags) error {
