@@ -279,6 +279,11 @@ func (pf *prefetcher) batch(ctx context.Context, b []streaming.Range) error {
 	open := pf.isOpen
 	pf.mu.Unlock()
 	if open {
+		if err := ctx.Err(); err != nil {
+			// The mount ended, perhaps because its TOC did not load:
+			// then it has no reader.
+			return err
+		}
 		var idx []int
 		for _, r := range b {
 			if i, ok := lm.reader.ChunkAt(r.Offset, r.Length); ok {
@@ -384,6 +389,23 @@ func (m *Manager) giveProfile(lm *mounted, rec []int) {
 		return // the registry does not keep profiles, or could not say
 	}
 	chunks := lm.reader.TOC().Chunks
+	// The registry's profile is judged against the recording cut to what
+	// a profile may hold: judged against all of a start that read more,
+	// it would be replaced by an equal one on every start.
+	limit := min(lm.ref.Size/2, profileMaxBytes)
+	ranges := make([]streaming.Range, 0, len(rec))
+	var total int64
+	for _, i := range rec {
+		if len(ranges) == profileMaxRanges || total+chunks[i].Size > limit {
+			break
+		}
+		ranges = append(ranges, streaming.Range{Offset: chunks[i].Offset, Length: chunks[i].Size})
+		total += chunks[i].Size
+	}
+	if len(ranges) == 0 {
+		return
+	}
+	rec = rec[:len(ranges)]
 	if len(p.known) > 0 {
 		inKnown := make(map[int]bool, len(p.known))
 		for _, i := range p.known {
@@ -399,19 +421,6 @@ func (m *Manager) giveProfile(lm *mounted, rec []int) {
 		if float64(missed) <= profileRecordedShare*float64(all) {
 			return
 		}
-	}
-	limit := min(lm.ref.Size/2, profileMaxBytes)
-	ranges := make([]streaming.Range, 0, len(rec))
-	var total int64
-	for _, i := range rec {
-		if len(ranges) == profileMaxRanges || total+chunks[i].Size > limit {
-			break
-		}
-		ranges = append(ranges, streaming.Range{Offset: chunks[i].Offset, Length: chunks[i].Size})
-		total += chunks[i].Size
-	}
-	if len(ranges) == 0 {
-		return
 	}
 	ctx, cancel := context.WithTimeout(lm.ctx, profileTimeout)
 	defer cancel()
