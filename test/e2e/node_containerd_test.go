@@ -263,9 +263,18 @@ done >> /out/reads.log 2>&1`
 // logLines returns the lines of the snapshotter's log with msg that contain
 // every one of attrs (key=value as its text log writes them).
 func (s *snapshotterProc) logLines(msg string, attrs ...string) []string {
+	return logLinesOf(s.logText(), msg, attrs...)
+}
+
+// managerLogLines is logLines of the FUSE manager's log.
+func (s *snapshotterProc) managerLogLines(msg string, attrs ...string) []string {
+	return logLinesOf(s.managerLog(), msg, attrs...)
+}
+
+func logLinesOf(text, msg string, attrs ...string) []string {
 	var out []string
 next:
-	for _, line := range strings.Split(s.logText(), "\n") {
+	for _, line := range strings.Split(text, "\n") {
 		if !strings.Contains(line, fmt.Sprintf("msg=%q", msg)) && !strings.Contains(line, "msg="+msg+" ") {
 			continue
 		}

@@ -88,6 +88,8 @@ type snapshotterOptions struct {
 	registry, user, password string
 	cacheMaxBytes            int64
 	backgroundDelay          string
+	// startupProfilesOff writes startupProfiles: false (on by default).
+	startupProfilesOff bool
 }
 
 // snapshotterProc is a sluice-snapshotter a test runs (and may kill and
@@ -118,12 +120,13 @@ func startSnapshotter(t *testing.T, o snapshotterOptions) *snapshotterProc {
 	writeFile(t, s.config, fmt.Appendf(nil, `metricsAddress: %q
 cacheMaxBytes: %d
 backgroundDelay: %q
+startupProfiles: %v
 registries:
   %q:
     username: %q
     password: %q
     plainHTTP: true
-`, s.metricsAddr, o.cacheMaxBytes, o.backgroundDelay, o.registry, o.user, o.password))
+`, s.metricsAddr, o.cacheMaxBytes, o.backgroundDelay, !o.startupProfilesOff, o.registry, o.user, o.password))
 	s.start()
 	return s
 }

@@ -46,6 +46,10 @@ type nodeImages struct {
 	tampered *nodeImage
 	// cache has more data than nodeSmallCache holds.
 	cache *nodeImage
+	// profiled has eight files of 1 MiB, each a chunk of its own: a
+	// start that reads three reads less than half its data layer, which
+	// a startup profile may cover at most; one that reads seven, more.
+	profiled *nodeImage
 }
 
 // TestNode runs images of a sluiced with authentication on through
@@ -53,10 +57,11 @@ type nodeImages struct {
 // containerd 2.x: streamed layers mounted lazily over FUSE (`sluice pull`,
 // `ctr run`, CRI with crictl), the fallback for an image without a streaming
 // artifact, a tampered chunk (an I/O error, never wrong bytes), a kill -9 of
-// the snapshotter under a reading container, and a cache smaller than the
-// data read. The snapshotter reaches the registry with a pull-only token
-// from its config; `sluice pull` with the same token in SLUICE_USERNAME and
-// SLUICE_PASSWORD.
+// the snapshotter under a reading container, a cache smaller than the
+// data read, and startup profiles (recorded by a first start, prefetched by
+// later ones, given and read with the node's token). The snapshotter
+// reaches the registry with a pull-only token from its config; `sluice
+// pull` with the same token in SLUICE_USERNAME and SLUICE_PASSWORD.
 func TestNode(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the node tests run containerd and mount FUSE file systems: run them as root")
@@ -76,6 +81,13 @@ func TestNode(t *testing.T) {
 	admin := newOCIClient(t, reg.addr).as(nodeAdmin, nodeAdminPassword)
 	password := createPullToken(t, admin, nodeToken)
 	imgs := pushNodeImages(t, reg, data, admin, skopeo)
+	// Startup profiles are the FUSE manager's and the registry's work;
+	// containerd only asks for the mounts, as the streamed subtests show
+	// 1.6 and 2.x do alike. So they run under one flavour, the newest here.
+	profiles := flavors[len(flavors)-1]
+	if profiles.missing != "" {
+		profiles = flavors[0]
+	}
 
 	for _, f := range flavors {
 		t.Run(f.name, func(t *testing.T) {
@@ -104,6 +116,9 @@ func TestNode(t *testing.T) {
 				t.Run("tampered chunk", func(t *testing.T) { testTamperedChunk(t, n, imgs.tampered) })
 				t.Run("full cache", func(t *testing.T) { testFullCache(t, n, imgs.cache) })
 			})
+			if f.name == profiles.name {
+				t.Run("startup profiles", func(t *testing.T) { testStartupProfiles(t, f, reg, admin, creds, imgs.profiled) })
+			}
 		})
 	}
 }
@@ -135,8 +150,9 @@ func pushNodeImages(t *testing.T, reg *sluiced, data string, admin *ociClient, s
 		tampered: newNodeImage(t, "tampered", "e2e/node/tampered", echo, map[string][]byte{"data/blob.bin": compressibleBytes(rng, 12<<20)}),
 		cache: newNodeImage(t, "cache", "e2e/node/cache", echo, dataFiles(rng, "data/cache", "part", 12, 512<<10),
 			map[string][]byte{"data/big.bin": compressibleBytes(rng, 3<<20)}),
+		profiled: newNodeImage(t, "profiled", "e2e/node/profiled", echo, dataFiles(rng, "data/start", "f", 8, 1<<20)),
 	}
-	all := []*nodeImage{imgs.main, imgs.plain, imgs.sandbox, imgs.reader, imgs.tampered, imgs.cache}
+	all := []*nodeImage{imgs.main, imgs.plain, imgs.sandbox, imgs.reader, imgs.tampered, imgs.cache, imgs.profiled}
 	cl := newClients(t)
 	for _, img := range all {
 		if img != imgs.plain {
@@ -161,18 +177,8 @@ func pushNodeImages(t *testing.T, reg *sluiced, data string, admin *ociClient, s
 // the TOC (at the end) stays intact, a data chunk does not.
 func tamperStreamedLayer(t *testing.T, data string, admin *ociClient, img *nodeImage) {
 	t.Helper()
-	refs := admin.referrers(t, img.repo, img.ManifestDigest, artifactTypeStreaming)
-	m, _ := admin.getImageManifest(t, img.repo, refs[0].Digest.String())
 	last := img.Layers[len(img.Layers)-1].Digest
-	var streamed digest.Digest
-	for _, l := range m.Layers {
-		if l.Annotations[annotationSourceDigest] == last.String() {
-			streamed = l.Digest
-		}
-	}
-	if streamed == "" {
-		t.Fatalf("streaming manifest %s has no layer made from %s", refs[0].Digest, last)
-	}
+	streamed := streamedLayers(t, admin, img)[last].Digest
 	path := filepath.Join(data, "blobs", "blobs", string(streamed.Algorithm()), streamed.Encoded()[:2], streamed.Encoded())
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -183,6 +189,27 @@ func tamperStreamedLayer(t *testing.T, data string, admin *ociClient, img *nodeI
 		t.Fatal(err)
 	}
 	t.Logf("tampered with byte %d of %s (%d bytes), the streamed twin of %s", len(b)/2, streamed, len(b), last)
+}
+
+// streamedLayers maps each layer of img to its streamed twin in the image's
+// streaming artifact.
+func streamedLayers(t *testing.T, admin *ociClient, img *nodeImage) map[digest.Digest]ocispec.Descriptor {
+	t.Helper()
+	refs := admin.referrers(t, img.repo, img.ManifestDigest, artifactTypeStreaming)
+	if len(refs) == 0 {
+		t.Fatalf("%s@%s has no streaming artifact", img.repo, img.ManifestDigest)
+	}
+	m, _ := admin.getImageManifest(t, img.repo, refs[0].Digest.String())
+	twins := map[digest.Digest]ocispec.Descriptor{}
+	for _, l := range m.Layers {
+		twins[digest.Digest(l.Annotations[annotationSourceDigest])] = l
+	}
+	for _, l := range img.Layers {
+		if _, ok := twins[l.Digest]; !ok {
+			t.Fatalf("streaming manifest %s has no layer made from %s", refs[0].Digest, l.Digest)
+		}
+	}
+	return twins
 }
 
 // testStreamedRun pulls an image with `sluice pull` (every layer streamed,
