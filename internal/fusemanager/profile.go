@@ -263,9 +263,13 @@ func (pf *prefetcher) run(ranges []streaming.Range) {
 		}
 		pf.m.log.Warn("prefetching the layer's startup profile failed; reads fetch what they need", "image", lm.ref.ImageRef, "layer", lm.ref.SourceDigest, "err", firstErr)
 	default:
+		<-lm.profile.ready
+		if len(lm.profile.known) == 0 {
+			return // none of its ranges is a chunk of the layer: profileChunks said so
+		}
 		pf.m.metrics.profiles.WithLabelValues("prefetched").Inc()
 		pf.m.log.Info("startup profile prefetched", "image", lm.ref.ImageRef, "layer", lm.ref.SourceDigest,
-			"ranges", len(ranges), "bytes", total, "duration", time.Since(start).Round(time.Millisecond))
+			"chunks", len(lm.profile.known), "bytes", total, "duration", time.Since(start).Round(time.Millisecond))
 	}
 }
 
