@@ -145,6 +145,8 @@ func startSluiced(bin, dir string) *target {
 	addr := freeAddr()
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--data", filepath.Join(dir, "data"))
 	cmd.Dir = dir
+	// Like the distribution it is compared with, without authentication.
+	cmd.Env = append(os.Environ(), "SLUICE_AUTH_ENABLED=false")
 	return startProcess("sluiced", addr, cmd)
 }
 
@@ -208,6 +210,9 @@ func (c *client) push(repo string, b blob) error {
 		return err
 	}
 	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("POST: %s", resp.Status)
+	}
 	loc := c.abs(resp.Header.Get("Location"))
 	resp, err = c.do("PATCH", loc, b.data, map[string]string{"Content-Type": "application/octet-stream"})
 	if err != nil {
