@@ -67,6 +67,15 @@ func toScopeMapJSON(m *metadata.ScopeMap) scopeMapJSON {
 	return scopeMapJSON{Name: m.Name, Description: m.Description, Type: typ, Actions: m.Actions, CreationDate: timestamp(m.CreatedAt)}
 }
 
+// reply writes v as JSON with status, or err as an identity error.
+func reply[T, J any](h *Handler, w http.ResponseWriter, r *http.Request, status int, v T, err error, toJSON func(T) J) {
+	if err != nil {
+		h.identityError(w, r, err)
+		return
+	}
+	writeJSON(w, status, toJSON(v))
+}
+
 // identityError maps the auth service's errors.
 func (h *Handler) identityError(w http.ResponseWriter, r *http.Request, err error) {
 	for _, m := range []struct {
@@ -142,11 +151,7 @@ func (h *Handler) tokens(w http.ResponseWriter, r *http.Request, rt route) {
 			return
 		}
 		t, err := h.auth.CreateToken(ctx, body.Name, body.ScopeMapID, body.Status != "disabled", expiry)
-		if err != nil {
-			h.identityError(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusCreated, toTokenJSON(t))
+		reply(h, w, r, http.StatusCreated, t, err, toTokenJSON)
 	case name == "":
 		methodNotAllowed(w, "GET", "POST")
 	case sub == "_credentials" && r.Method == "POST":
@@ -171,20 +176,12 @@ func (h *Handler) tokens(w http.ResponseWriter, r *http.Request, rt route) {
 			names = append(names, body.Name)
 		}
 		t, err := h.auth.GenerateCredentials(ctx, name, names, expiry)
-		if err != nil {
-			h.identityError(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, toTokenJSON(t))
+		reply(h, w, r, http.StatusOK, t, err, toTokenJSON)
 	case sub != "":
 		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint")
 	case r.Method == "GET":
 		t, err := h.auth.GetToken(ctx, name)
-		if err != nil {
-			h.identityError(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, toTokenJSON(t))
+		reply(h, w, r, http.StatusOK, t, err, toTokenJSON)
 	case r.Method == "PATCH":
 		var body struct {
 			ScopeMapID *string `json:"scopeMapId"`
@@ -204,11 +201,7 @@ func (h *Handler) tokens(w http.ResponseWriter, r *http.Request, rt route) {
 			enabled = &e
 		}
 		t, err := h.auth.UpdateToken(ctx, name, body.ScopeMapID, enabled)
-		if err != nil {
-			h.identityError(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, toTokenJSON(t))
+		reply(h, w, r, http.StatusOK, t, err, toTokenJSON)
 	case r.Method == "DELETE":
 		if err := h.auth.DeleteToken(ctx, name); err != nil {
 			h.identityError(w, r, err)
@@ -251,20 +244,12 @@ func (h *Handler) scopeMaps(w http.ResponseWriter, r *http.Request, rt route) {
 			return
 		}
 		m, err := h.auth.CreateScopeMap(ctx, body.Name, body.Description, body.Actions)
-		if err != nil {
-			h.identityError(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusCreated, toScopeMapJSON(m))
+		reply(h, w, r, http.StatusCreated, m, err, toScopeMapJSON)
 	case name == "":
 		methodNotAllowed(w, "GET", "POST")
 	case r.Method == "GET":
 		m, err := h.auth.GetScopeMap(ctx, name)
-		if err != nil {
-			h.identityError(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, toScopeMapJSON(m))
+		reply(h, w, r, http.StatusOK, m, err, toScopeMapJSON)
 	case r.Method == "PATCH":
 		var body struct {
 			Description   *string  `json:"description"`
@@ -276,11 +261,7 @@ func (h *Handler) scopeMaps(w http.ResponseWriter, r *http.Request, rt route) {
 			return
 		}
 		m, err := h.auth.UpdateScopeMap(ctx, name, body.AddActions, body.RemoveActions, body.Description)
-		if err != nil {
-			h.identityError(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, toScopeMapJSON(m))
+		reply(h, w, r, http.StatusOK, m, err, toScopeMapJSON)
 	case r.Method == "DELETE":
 		if err := h.auth.DeleteScopeMap(ctx, name); err != nil {
 			h.identityError(w, r, err)

@@ -1,6 +1,7 @@
 package mgmt
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/opencontainers/go-digest"
@@ -174,40 +175,47 @@ func (b attributesBody) patch() metadata.AttributesPatch {
 	return b.AttributesPatch
 }
 
-func (h *Handler) tags(w http.ResponseWriter, r *http.Request, rt route) {
-	ctx := r.Context()
-	base := map[string]any{"registry": registryName(r), "imageName": rt.repo}
-	if rt.arg == "" {
-		if r.Method != "GET" {
-			methodNotAllowed(w, "GET")
-			return
-		}
-		n, last, err := pageOf(r.URL.Query())
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		tags, more, err := h.reg.TagInfos(ctx, rt.repo, "", last, n)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		out := make([]tagJSON, len(tags))
-		for i, t := range tags {
-			out[i] = toTagJSON(t)
-		}
-		if more && len(tags) > 0 {
-			setNextLink(w, "/acr/v1/"+rt.repo+"/_tags", n, tags[len(tags)-1].Name)
-		}
-		base["tags"] = out
-		writeJSON(w, http.StatusOK, base)
+// attributed is an endpoint of things with changeable attributes, tags or
+// manifests: listed a page at a time, shown, patched, deleted.
+type attributed[T, J any] struct {
+	action           string // _tags, _manifests
+	listKey, itemKey string // their keys in the answer
+	infos            func(ctx context.Context, repo, name, last string, n int) ([]T, bool, error)
+	toJSON           func(T) J
+	name             func(T) string
+	update           func(ctx context.Context, repo, name string, p metadata.AttributesPatch) error
+}
+
+// list serves a page of them.
+func (a attributed[T, J]) list(h *Handler, w http.ResponseWriter, r *http.Request, rt route) {
+	if r.Method != "GET" {
+		methodNotAllowed(w, "GET")
 		return
 	}
-	tag := rt.arg
-	if err := oci.ValidateTag(tag); err != nil {
+	n, last, err := pageOf(r.URL.Query())
+	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
+	items, more, err := a.infos(r.Context(), rt.repo, "", last, n)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	out := make([]J, len(items))
+	for i, it := range items {
+		out[i] = a.toJSON(it)
+	}
+	if more && len(items) > 0 {
+		setNextLink(w, "/acr/v1/"+rt.repo+"/"+a.action, n, a.name(items[len(items)-1]))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"registry": registryName(r), "imageName": rt.repo, a.listKey: out})
+}
+
+// one shows, patches (then shows) or deletes the one named, which ref
+// points at.
+func (a attributed[T, J]) one(h *Handler, w http.ResponseWriter, r *http.Request, rt route, name string, ref oci.Reference) {
+	ctx := r.Context()
 	switch r.Method {
 	case "GET", "PATCH":
 		if r.Method == "PATCH" {
@@ -216,20 +224,19 @@ func (h *Handler) tags(w http.ResponseWriter, r *http.Request, rt route) {
 				h.fail(w, r, err)
 				return
 			}
-			if err := h.reg.UpdateTagAttributes(ctx, rt.repo, tag, body.patch()); err != nil {
+			if err := a.update(ctx, rt.repo, name, body.patch()); err != nil {
 				h.fail(w, r, err)
 				return
 			}
 		}
-		tags, _, err := h.reg.TagInfos(ctx, rt.repo, tag, "", 1)
+		items, _, err := a.infos(ctx, rt.repo, name, "", 1)
 		if err != nil {
 			h.fail(w, r, err)
 			return
 		}
-		base["tag"] = toTagJSON(tags[0])
-		writeJSON(w, http.StatusOK, base)
+		writeJSON(w, http.StatusOK, map[string]any{"registry": registryName(r), "imageName": rt.repo, a.itemKey: a.toJSON(items[0])})
 	case "DELETE":
-		if err := h.reg.DeleteManifest(ctx, rt.repo, oci.Reference{Tag: tag}); err != nil {
+		if err := h.reg.DeleteManifest(ctx, rt.repo, ref); err != nil {
 			h.fail(w, r, err)
 			return
 		}
@@ -237,6 +244,20 @@ func (h *Handler) tags(w http.ResponseWriter, r *http.Request, rt route) {
 	default:
 		methodNotAllowed(w, "GET", "PATCH", "DELETE")
 	}
+}
+
+func (h *Handler) tags(w http.ResponseWriter, r *http.Request, rt route) {
+	a := attributed[metadata.TagInfo, tagJSON]{action: "_tags", listKey: "tags", itemKey: "tag",
+		infos: h.reg.TagInfos, toJSON: toTagJSON, name: func(t metadata.TagInfo) string { return t.Name }, update: h.reg.UpdateTagAttributes}
+	if rt.arg == "" {
+		a.list(h, w, r, rt)
+		return
+	}
+	if err := oci.ValidateTag(rt.arg); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	a.one(h, w, r, rt, rt.arg, oci.Reference{Tag: rt.arg})
 }
 
 type manifestJSON struct {
@@ -261,32 +282,10 @@ func toManifestJSON(m metadata.ManifestInfo) manifestJSON {
 }
 
 func (h *Handler) manifests(w http.ResponseWriter, r *http.Request, rt route) {
-	ctx := r.Context()
-	base := map[string]any{"registry": registryName(r), "imageName": rt.repo}
+	a := attributed[metadata.ManifestInfo, manifestJSON]{action: "_manifests", listKey: "manifests", itemKey: "manifest",
+		infos: h.reg.ManifestInfos, toJSON: toManifestJSON, name: func(m metadata.ManifestInfo) string { return m.Digest }, update: h.reg.UpdateManifestAttributes}
 	if rt.arg == "" {
-		if r.Method != "GET" {
-			methodNotAllowed(w, "GET")
-			return
-		}
-		n, last, err := pageOf(r.URL.Query())
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		ms, more, err := h.reg.ManifestInfos(ctx, rt.repo, "", last, n)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		out := make([]manifestJSON, len(ms))
-		for i, m := range ms {
-			out[i] = toManifestJSON(m)
-		}
-		if more && len(ms) > 0 {
-			setNextLink(w, "/acr/v1/"+rt.repo+"/_manifests", n, ms[len(ms)-1].Digest)
-		}
-		base["manifests"] = out
-		writeJSON(w, http.StatusOK, base)
+		a.list(h, w, r, rt)
 		return
 	}
 	dgst, err := h.digestOrTag(r, rt.repo, rt.arg)
@@ -294,35 +293,7 @@ func (h *Handler) manifests(w http.ResponseWriter, r *http.Request, rt route) {
 		h.fail(w, r, err)
 		return
 	}
-	switch r.Method {
-	case "GET", "PATCH":
-		if r.Method == "PATCH" {
-			var body attributesBody
-			if err := readJSON(r, &body); err != nil {
-				h.fail(w, r, err)
-				return
-			}
-			if err := h.reg.UpdateManifestAttributes(ctx, rt.repo, dgst.String(), body.patch()); err != nil {
-				h.fail(w, r, err)
-				return
-			}
-		}
-		ms, _, err := h.reg.ManifestInfos(ctx, rt.repo, dgst.String(), "", 1)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		base["manifest"] = toManifestJSON(ms[0])
-		writeJSON(w, http.StatusOK, base)
-	case "DELETE":
-		if err := h.reg.DeleteManifest(ctx, rt.repo, oci.Reference{Digest: dgst.String()}); err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		w.WriteHeader(http.StatusAccepted)
-	default:
-		methodNotAllowed(w, "GET", "PATCH", "DELETE")
-	}
+	a.one(h, w, r, rt, dgst.String(), oci.Reference{Digest: dgst.String()})
 }
 
 // digestOrTag resolves a manifest reference given as a digest or a tag.
