@@ -199,7 +199,7 @@ func TestTokenPasswordWorks(t *testing.T) {
 func TestWaitShowsProgressAndStopsOnInterrupt(t *testing.T) {
 	tr := newTestRegistry(t)
 	tr.login()
-	tr.stopWork()
+	tr.srv.StopWorkers()
 	tr.pushImage("team/app", "1.0", "amd64", appFiles10)
 	var out, errOut syncBuffer
 	a := &App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut, Getenv: tr.getenv,
@@ -231,7 +231,7 @@ func TestWaitShowsProgressAndStopsOnInterrupt(t *testing.T) {
 		t.Errorf("after Ctrl-C the operation is %q, want it still queued", got)
 	}
 	// Not a terminal: nothing but the final JSON.
-	tr.startWorkers()
+	tr.srv.StartWorkers()
 	r := tr.must("artifact-streaming", "create", "--image", "team/app:1.0")
 	if r.stderr != "" || field(r.value, "status") != "Succeeded" {
 		t.Errorf("without a terminal: status %v, stderr %q", field(r.value, "status"), r.stderr)

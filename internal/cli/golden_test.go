@@ -191,7 +191,7 @@ func goldenCases() []goldenCase {
 		{name: "streaming-update", args: []string{"artifact-streaming", "update", "--repository", "team/app", "--enable-streaming", "true"}},
 		{name: "operation-show-image", args: []string{"artifact-streaming", "operation", "show", "--image", "team/app:2.0"},
 			before: func(tr *testRegistry) {
-				tr.stopWork()
+				tr.srv.StopWorkers()
 				tr.pushImage("team/app", "2.0", "amd64", appFiles20)
 			}},
 		{name: "operation-cancel-image", args: []string{"artifact-streaming", "operation", "cancel", "--image", "team/app:2.0"}},
@@ -203,7 +203,7 @@ func goldenCases() []goldenCase {
 				var once sync.Once
 				tr.onResponse = func(req *http.Request) {
 					if req.Method == "POST" && strings.Contains(req.URL.Path, "/_streaming/") {
-						once.Do(tr.startWorkers)
+						once.Do(tr.srv.StartWorkers)
 					}
 				}
 			},

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -24,7 +23,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/lazypull"
-	"github.com/sluicehq/sluice/internal/server"
+	"github.com/sluicehq/sluice/internal/server/servertest"
 )
 
 // isolatedEnv is an environment with its own home, configuration and
@@ -50,14 +49,13 @@ const (
 // over loopback HTTP, and a sluice configuration logged in to it as
 // "golden".
 type testRegistry struct {
-	t        *testing.T
-	srv      *server.Server
-	ts       *httptest.Server
-	host     string
-	getenv   func(string) string
-	stopWork func()
-	ids      map[string]string // operation ids seen, by their stable names
-	vars     map[string]string // values saved by earlier commands
+	t      *testing.T
+	srv    *servertest.Server
+	ts     *httptest.Server
+	host   string
+	getenv func(string) string
+	ids    map[string]string // operation ids seen, by their stable names
+	vars   map[string]string // values saved by earlier commands
 	// onResponse, when set, sees every response sluice receives.
 	onResponse func(*http.Request)
 	// pull stands in for containerd in sluice pull.
@@ -92,41 +90,14 @@ func (tr *testRegistry) waitReferrer(repo, tag string) {
 
 func newTestRegistry(t *testing.T) *testRegistry {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Data = t.TempDir()
-	cfg.Log.Access = false
-	cfg.AdminPassword = adminPassword
-	cfg.SoftDelete.Enabled = true
-	cfg.GC.Interval = 0
-	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &testRegistry{t: t, srv: srv, ts: httptest.NewServer(srv.Handler()), getenv: isolatedEnv(t),
-		stopWork: func() {}, ids: map[string]string{}, vars: map[string]string{}}
-	tr.host = strings.TrimPrefix(tr.ts.URL, "http://")
-	tr.startWorkers()
-	t.Cleanup(func() {
-		tr.stopWork()
-		tr.ts.Close()
-		srv.Close()
+	s := servertest.Start(t, func(c *config.Config) {
+		c.AdminPassword = adminPassword
+		c.SoftDelete.Enabled = true
+		c.GC.Interval = 0
 	})
+	tr := &testRegistry{t: t, srv: s, ts: s.TS, host: s.Host, getenv: isolatedEnv(t), ids: map[string]string{}, vars: map[string]string{}}
+	s.StartWorkers()
 	return tr
-}
-
-// startWorkers runs the conversion workers until stopWorkers.
-func (tr *testRegistry) startWorkers() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		tr.srv.Conversion.Run(ctx)
-		close(done)
-	}()
-	tr.stopWork = func() {
-		cancel()
-		<-done
-		tr.stopWork = func() {}
-	}
 }
 
 // result is one run of sluice.

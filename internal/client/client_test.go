@@ -3,38 +3,21 @@ package client
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/sluicehq/sluice/internal/config"
-	"github.com/sluicehq/sluice/internal/server"
+	"github.com/sluicehq/sluice/internal/server/servertest"
 	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 // newRegistry serves a real registry with authentication on.
 func newRegistry(t *testing.T) (host string) {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Data = t.TempDir()
-	cfg.Log.Access = false
-	cfg.AdminPassword = "secret-password"
-	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		ts.Close()
-		srv.Close()
-	})
-	return strings.TrimPrefix(ts.URL, "http://")
+	return servertest.Start(t, func(c *config.Config) { c.AdminPassword = "secret-password" }).Host
 }
 
 func TestBlobRanges(t *testing.T) {

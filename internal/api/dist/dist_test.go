@@ -2,11 +2,9 @@ package dist_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,26 +14,15 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sluicehq/sluice/internal/config"
-	"github.com/sluicehq/sluice/internal/server"
+	"github.com/sluicehq/sluice/internal/server/servertest"
 )
 
 // newRegistry serves a fresh registry over temporary stores.
 func newRegistry(t *testing.T) *httptest.Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Data = t.TempDir()
-	cfg.Log.Access = false
-	cfg.Auth.Enabled = false // these tests are about the API; auth has its own
-	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		ts.Close()
-		srv.Close()
-	})
-	return ts
+	return servertest.Start(t, func(c *config.Config) {
+		c.Auth.Enabled = false // these tests are about the API; auth has its own
+	}).TS
 }
 
 type request struct {

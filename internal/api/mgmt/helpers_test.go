@@ -4,11 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,16 +18,15 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sluicehq/sluice/internal/config"
-	"github.com/sluicehq/sluice/internal/server"
+	"github.com/sluicehq/sluice/internal/server/servertest"
 )
 
 // testRegistry is an in-process sluiced; workers run only if asked, so a
 // test can see operations wait in the queue.
 type testRegistry struct {
-	t        *testing.T
-	srv      *server.Server
-	ts       *httptest.Server
-	stopWork func()
+	t   *testing.T
+	srv *servertest.Server
+	ts  *httptest.Server
 	// user and password, when set, go with every request as basic
 	// credentials.
 	user, password string
@@ -44,40 +41,17 @@ func (tr *testRegistry) as(user, password string) *testRegistry {
 
 func newTestRegistry(t *testing.T, workers bool, tweak func(*config.Config)) *testRegistry {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Data = t.TempDir()
-	cfg.Log.Access = false
-	cfg.Auth.Enabled = false // these tests are about the API; auth has its own
-	if tweak != nil {
-		tweak(&cfg)
-	}
-	srv, err := server.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &testRegistry{t: t, srv: srv, ts: httptest.NewServer(srv.Handler()), stopWork: func() {}}
-	if workers {
-		tr.startWorkers()
-	}
-	t.Cleanup(func() {
-		tr.stopWork()
-		tr.ts.Close()
-		srv.Close()
+	s := servertest.Start(t, func(c *config.Config) {
+		c.Auth.Enabled = false // these tests are about the API; auth has its own
+		if tweak != nil {
+			tweak(c)
+		}
 	})
-	return tr
-}
-
-func (tr *testRegistry) startWorkers() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		tr.srv.Conversion.Run(ctx)
-		close(done)
-	}()
-	tr.stopWork = func() {
-		cancel()
-		<-done
+	tr := &testRegistry{t: t, srv: s, ts: s.TS}
+	if workers {
+		s.StartWorkers()
 	}
+	return tr
 }
 
 type response struct {

@@ -173,7 +173,7 @@ func TestStreamingWorkflow(t *testing.T) {
 	// Teleport's check says it is expanding.
 	tr.expect("GET", "/mount/v1/stream/_manifests/"+img.Digest.String(), "", 409)
 
-	tr.startWorkers()
+	tr.srv.StartWorkers()
 	done := tr.waitOperation(loc)
 	if done["status"] != "Succeeded" || done["progress"] != "100%" || done["name"] != "ArtifactStreamingConversion" ||
 		done["resource"] != "stream@"+img.Digest.String() || done["startTime"] == "" {
@@ -224,7 +224,7 @@ func TestCancelQueuedOperation(t *testing.T) {
 	if c["status"] != "Canceled" {
 		t.Fatalf("cancel: %v", c)
 	}
-	tr.startWorkers()
+	tr.srv.StartWorkers()
 	if got := tr.expect("GET", "/acr/v1/q/_operations/"+op["id"].(string), "", 200).json(t); got["status"] != "Canceled" {
 		t.Fatalf("after workers started: %v", got)
 	}
