@@ -150,13 +150,22 @@ func newLogger(cfg config.Config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-func runServe(cmd *cobra.Command, f *serveFlags) error {
+// setUp loads the configuration and makes its logger the default.
+func setUp(cmd *cobra.Command, f *serveFlags) (config.Config, *slog.Logger, error) {
 	cfg, err := loadConfig(cmd, f)
 	if err != nil {
-		return err
+		return cfg, nil, err
 	}
 	log := newLogger(cfg)
 	slog.SetDefault(log)
+	return cfg, log, nil
+}
+
+func runServe(cmd *cobra.Command, f *serveFlags) error {
+	cfg, log, err := setUp(cmd, f)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -198,12 +207,10 @@ func listen(addr string) (net.Listener, error) {
 }
 
 func runWorker(cmd *cobra.Command, f *serveFlags) error {
-	cfg, err := loadConfig(cmd, f)
+	cfg, log, err := setUp(cmd, f)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg)
-	slog.SetDefault(log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	srv, err := server.New(ctx, cfg, log)
