@@ -1,7 +1,6 @@
 package mgmt
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -67,35 +66,13 @@ func toScopeMapJSON(m *metadata.ScopeMap) scopeMapJSON {
 	return scopeMapJSON{Name: m.Name, Description: m.Description, Type: typ, Actions: m.Actions, CreationDate: timestamp(m.CreatedAt)}
 }
 
-// reply writes v as JSON with status, or err as an identity error.
+// reply writes v as JSON with status, or err as an error answer.
 func reply[T, J any](h *Handler, w http.ResponseWriter, r *http.Request, status int, v T, err error, toJSON func(T) J) {
 	if err != nil {
-		h.identityError(w, r, err)
+		h.fail(w, r, err)
 		return
 	}
 	writeJSON(w, status, toJSON(v))
-}
-
-// identityError maps the auth service's errors.
-func (h *Handler) identityError(w http.ResponseWriter, r *http.Request, err error) {
-	for _, m := range []struct {
-		err    error
-		code   string
-		status int
-	}{
-		{auth.ErrNameInvalid, "NAME_INVALID", http.StatusBadRequest},
-		{auth.ErrActionInvalid, "INVALID_REQUEST", http.StatusBadRequest},
-		{auth.ErrNotFound, "NOT_FOUND", http.StatusNotFound},
-		{auth.ErrExists, "ALREADY_EXISTS", http.StatusConflict},
-		{auth.ErrInUse, "IN_USE", http.StatusConflict},
-		{auth.ErrBuiltin, "DENIED", http.StatusForbidden},
-	} {
-		if errors.Is(err, m.err) {
-			writeError(w, m.status, m.code, err.Error())
-			return
-		}
-	}
-	h.fail(w, r, err)
 }
 
 // parseExpiry reads an optional RFC 3339 expiry.
@@ -122,7 +99,7 @@ func (h *Handler) tokens(w http.ResponseWriter, r *http.Request, rt route) {
 	case name == "" && r.Method == "GET":
 		toks, err := h.auth.ListTokens(ctx)
 		if err != nil {
-			h.identityError(w, r, err)
+			h.fail(w, r, err)
 			return
 		}
 		out := make([]tokenJSON, len(toks))
@@ -204,7 +181,7 @@ func (h *Handler) tokens(w http.ResponseWriter, r *http.Request, rt route) {
 		reply(h, w, r, http.StatusOK, t, err, toTokenJSON)
 	case r.Method == "DELETE":
 		if err := h.auth.DeleteToken(ctx, name); err != nil {
-			h.identityError(w, r, err)
+			h.fail(w, r, err)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -225,7 +202,7 @@ func (h *Handler) scopeMaps(w http.ResponseWriter, r *http.Request, rt route) {
 	case name == "" && r.Method == "GET":
 		maps, err := h.auth.ListScopeMaps(ctx)
 		if err != nil {
-			h.identityError(w, r, err)
+			h.fail(w, r, err)
 			return
 		}
 		out := make([]scopeMapJSON, len(maps))
@@ -264,7 +241,7 @@ func (h *Handler) scopeMaps(w http.ResponseWriter, r *http.Request, rt route) {
 		reply(h, w, r, http.StatusOK, m, err, toScopeMapJSON)
 	case r.Method == "DELETE":
 		if err := h.auth.DeleteScopeMap(ctx, name); err != nil {
-			h.identityError(w, r, err)
+			h.fail(w, r, err)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)

@@ -152,12 +152,19 @@ func methodNotAllowed(w http.ResponseWriter, allowed ...string) {
 // registryName is the registry's name as the client reached it.
 func registryName(r *http.Request) string { return r.Host }
 
-// errorStatus maps the services' errors to the management API's codes.
+// errorStatus maps the services' errors (auth's identities, the
+// registry's) to the management API's codes.
 var errorStatus = []struct {
 	err    error
 	code   string
 	status int
 }{
+	{auth.ErrNameInvalid, "NAME_INVALID", http.StatusBadRequest},
+	{auth.ErrActionInvalid, "INVALID_REQUEST", http.StatusBadRequest},
+	{auth.ErrNotFound, "NOT_FOUND", http.StatusNotFound},
+	{auth.ErrExists, "ALREADY_EXISTS", http.StatusConflict},
+	{auth.ErrInUse, "IN_USE", http.StatusConflict},
+	{auth.ErrBuiltin, "DENIED", http.StatusForbidden},
 	{oci.ErrNameInvalid, "NAME_INVALID", http.StatusBadRequest},
 	{oci.ErrTagInvalid, "TAG_INVALID", http.StatusBadRequest},
 	{oci.ErrDigestInvalid, "DIGEST_INVALID", http.StatusBadRequest},
