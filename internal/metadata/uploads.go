@@ -98,7 +98,12 @@ func (s *Store) DeleteUpload(ctx context.Context, id string) error {
 
 // StaleUploads lists up to limit uploads not written to since cutoff.
 func (s *Store) StaleUploads(ctx context.Context, cutoff time.Time, limit int) ([]*Upload, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT `+uploadColumns+` FROM uploads WHERE updated_at < ? LIMIT ?`, cutoff.UnixNano(), limit)
+	return s.queryUploads(ctx, `WHERE updated_at < ? LIMIT ?`, cutoff.UnixNano(), limit)
+}
+
+// queryUploads lists the uploads a WHERE clause selects.
+func (s *Store) queryUploads(ctx context.Context, where string, args ...any) ([]*Upload, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT `+uploadColumns+` FROM uploads `+where, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -134,18 +139,5 @@ func (s *Store) TouchUpload(ctx context.Context, id string) error {
 
 // UploadsWithPrefix lists the uploads of repo whose id starts with prefix.
 func (s *Store) UploadsWithPrefix(ctx context.Context, repo, prefix string) ([]*Upload, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT `+uploadColumns+` FROM uploads WHERE repository = ? AND substr(id, 1, ?) = ?`, repo, len(prefix), prefix)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*Upload
-	for rows.Next() {
-		u, err := scanUpload(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return s.queryUploads(ctx, `WHERE repository = ? AND substr(id, 1, ?) = ?`, repo, len(prefix), prefix)
 }
