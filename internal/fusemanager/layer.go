@@ -120,7 +120,7 @@ func (s *source) ReadAt(ctx context.Context, e *streaming.Entry, p []byte, off i
 		close(m.read)
 	})
 	m.lastDemand.Store(time.Now().UnixNano())
-	if m.profile != nil {
+	if m.profile != nil && m.profile.recording() {
 		m.profile.note(m.reader.ChunksOf(e, off, len(p)))
 	}
 	n, err := m.reader.ReadAt(withKind(ctx, onDemand), e, p, off)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/client"
@@ -64,15 +65,19 @@ type profile struct {
 	knownErr error
 	ready    chan struct{}
 
+	finished atomic.Bool // the recording is over
 	mu       sync.Mutex
 	seen     map[int]struct{}
 	order    []int
-	finished bool
 }
 
 func newProfile() *profile {
 	return &profile{ready: make(chan struct{}), seen: map[int]struct{}{}}
 }
+
+// recording reports whether reads are still being recorded: once it is
+// over, a read need not work out its chunks.
+func (p *profile) recording() bool { return !p.finished.Load() }
 
 // note records the chunks of a read not seen before, in order.
 func (p *profile) note(idx []int) {
@@ -81,7 +86,7 @@ func (p *profile) note(idx []int) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.finished {
+	if p.finished.Load() {
 		return
 	}
 	for _, i := range idx {
@@ -96,7 +101,7 @@ func (p *profile) note(idx []int) {
 func (p *profile) finish() []int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.finished = true
+	p.finished.Store(true)
 	return p.order
 }
 
