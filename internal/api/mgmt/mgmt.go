@@ -231,10 +231,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(body)
 }
 
-// readJSON decodes a small request body into v, refusing unknown fields so
-// that a misspelt attribute is an error, not a silent no-op.
-func readJSON(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+// readJSON decodes a small request body (up to 1 MiB) into v, refusing
+// unknown fields so that a misspelt attribute is an error, not a silent
+// no-op.
+func readJSON(r *http.Request, v any) error { return readJSONUpTo(r, v, 1<<20) }
+
+// readJSONUpTo is readJSON for a body of up to limit bytes.
+func readJSONUpTo(r *http.Request, v any, limit int64) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: body: %v", errBadRequest, err)

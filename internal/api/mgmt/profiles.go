@@ -1,9 +1,7 @@
 package mgmt
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 
 	"github.com/sluicehq/sluice/internal/oci"
@@ -43,10 +41,8 @@ func (h *Handler) profiles(w http.ResponseWriter, r *http.Request, rt route) {
 		var body struct {
 			Ranges []registry.ProfileRange `json:"ranges"`
 		}
-		dec := json.NewDecoder(io.LimitReader(r.Body, maxProfileBody))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil {
-			h.fail(w, r, fmt.Errorf("%w: body: %v (want {\"ranges\": [[offset, length], ...]}, at most %d bytes)", errBadRequest, err, maxProfileBody))
+		if err := readJSONUpTo(r, &body, maxProfileBody); err != nil {
+			h.fail(w, r, fmt.Errorf("%w (want {\"ranges\": [[offset, length], ...]}, at most %d bytes)", err, maxProfileBody))
 			return
 		}
 		if err := h.reg.PutStartupProfile(ctx, rt.repo, dgst, body.Ranges); err != nil {
