@@ -14,6 +14,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
+	"sync"
 	"syscall"
 	"time"
 
@@ -42,8 +44,9 @@ type Options struct {
 	// OnRead, when set, is called after every read with the bytes returned
 	// and the error, if any.
 	OnRead func(n int, err error)
-	// Debug logs every FUSE request.
-	Debug bool
+	// Debug logs every FUSE request, to DebugLog when it is set.
+	Debug    bool
+	DebugLog *log.Logger
 }
 
 func (o *Options) defaults() {
@@ -85,6 +88,10 @@ func mountRoot(mountpoint string, root *node) (*fuse.Server, error) {
 			MaxReadAhead: 128 << 10,
 			MaxWrite:     1 << 20,
 			Debug:        opts.Debug,
+			Logger:       opts.DebugLog,
+			// A layer's symlinks never change: the kernel keeps their
+			// targets instead of asking again on every path walk.
+			EnableSymlinkCaching: true,
 		},
 		EntryTimeout:    &t,
 		AttrTimeout:     &t,
@@ -124,14 +131,16 @@ type node struct {
 
 var (
 	_ fs.NodeLookuper    = (*node)(nil)
-	_ fs.NodeReaddirer   = (*node)(nil)
 	_ fs.NodeGetattrer   = (*node)(nil)
 	_ fs.NodeGetxattrer  = (*node)(nil)
 	_ fs.NodeListxattrer = (*node)(nil)
 	_ fs.NodeReadlinker  = (*node)(nil)
 	_ fs.NodeOpener      = (*node)(nil)
+	_ fs.NodeFlusher     = (*node)(nil)
 	_ fs.NodeReader      = (*node)(nil)
 	_ fs.NodeStatfser    = (*node)(nil)
+
+	_ fs.NodeOpendirHandler = (*node)(nil)
 )
 
 // Lookup makes the inode of a child from the index. go-fuse keeps one
@@ -150,18 +159,47 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	return n.NewInode(ctx, child, fs.StableAttr{Mode: child.mode & syscall.S_IFMT, Ino: child.ino}), 0
 }
 
-// Readdir lists a directory from the index, in name order.
-func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	if n.dir == nil {
-		return nil, syscall.ENOTDIR
-	}
+// entries lists a directory from the index, in name order.
+func (n *node) entries() []fuse.DirEntry {
 	children := n.dir.sorted()
 	list := make([]fuse.DirEntry, len(children))
 	for i := range children {
 		m := children[i].meta()
 		list[i] = fuse.DirEntry{Name: children[i].name, Mode: m.mode, Ino: m.ino}
 	}
-	return fs.NewListDirStream(list), 0
+	return list
+}
+
+// dirHandle is an open directory: its listing, read from a position the
+// kernel may move back (seekdir, or a readdir it retries).
+type dirHandle struct {
+	mu   sync.Mutex
+	list []fuse.DirEntry
+	pos  int
+}
+
+var (
+	_ fs.FileReaddirenter = (*dirHandle)(nil)
+	_ fs.FileSeekdirer    = (*dirHandle)(nil)
+)
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.pos >= len(d.list) {
+		return nil, 0
+	}
+	e := d.list[d.pos]
+	d.pos++
+	e.Off = uint64(d.pos)
+	return &e, 0
+}
+
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pos = int(min(off, uint64(len(d.list))))
+	return 0
 }
 
 // Getattr answers from the TOC.
@@ -239,13 +277,28 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	return []byte(n.entry.LinkName), 0
 }
 
-// Open allows reading only, and lets the kernel keep pages across opens:
-// the content never changes.
+// Open answers ENOSYS: the kernel then stops sending OPEN, RELEASE (and,
+// with Flush's ENOSYS, FLUSH) for files of this mount and keeps their pages
+// across opens (FUSE's no-open mode). A container's start opens thousands of
+// files; each would otherwise cost three round trips to this process. The
+// mount is read-only, so the kernel refuses writes before asking.
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
-		return nil, 0, syscall.EROFS
+	return nil, 0, syscall.ENOSYS
+}
+
+// Flush answers ENOSYS so that the kernel stops sending it: there is
+// nothing to flush on a read-only layer.
+func (n *node) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
+}
+
+// OpendirHandle lets the kernel cache a directory's listing: it never
+// changes.
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if n.dir == nil {
+		return nil, 0, syscall.ENOTDIR
 	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	return &dirHandle{list: n.entries()}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // Read fetches the bytes through the streaming reader. A chunk that fails

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -258,5 +260,101 @@ func TestHardLinkToHiddenFile(t *testing.T) {
 	r, _ := openLayer(t, tarball)
 	if _, err := Build(r, Options{}); err == nil || !strings.Contains(err.Error(), `hard link "etc/passwd-"`) {
 		t.Fatalf("Build: %v, want the hard link refused", err)
+	}
+}
+
+// syncBuffer is a log sink tests read while the server writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// count counts the requests of kind op, leaving out those on go-fuse's own
+// probe file (the highest node ID), which it opens once while mounting.
+func (b *syncBuffer) count(op string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, line := range strings.Split(b.buf.String(), "\n") {
+		if strings.Contains(line, ": "+op+" ") && !strings.Contains(line, fmt.Sprintf(" n%d ", uint64(math.MaxUint64))) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestOpensStayInTheKernel(t *testing.T) {
+	var entries []layerEntry
+	for i := range 300 {
+		entries = append(entries, layerEntry{hdr: tar.Header{Name: fmt.Sprintf("d/f%03d", i), Typeflag: tar.TypeReg, Mode: 0o644}, body: []byte(fmt.Sprint(i))})
+	}
+	entries = append(entries, layerEntry{hdr: tar.Header{Name: "d/link", Typeflag: tar.TypeSymlink, Linkname: "f001"}})
+	var reqs syncBuffer
+	m := mountTree(t, buildLayer(t, entries), Options{Debug: true, DebugLog: log.New(&reqs, "", 0)})
+	d := filepath.Join(m.dir, "d")
+
+	for range 20 {
+		for _, name := range []string{"f007", "link"} {
+			b, err := os.ReadFile(filepath.Join(d, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[string]string{"f007": "7", "link": "1"}[name]; string(b) != want {
+				t.Fatalf("%s reads %q, want %q", name, b, want)
+			}
+		}
+	}
+	// The first open answers ENOSYS; from then on the kernel opens, flushes
+	// and releases files by itself and keeps symlink targets.
+	for op, most := range map[string]int{"OPEN": 1, "FLUSH": 1, "RELEASE": 0, "READLINK": 1} {
+		if n := reqs.count(op); n > most {
+			t.Errorf("%d %s requests for 40 opens of two files, want at most %d", n, op, most)
+		}
+	}
+	if _, err := os.OpenFile(filepath.Join(d, "f001"), os.O_WRONLY, 0); !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("open for writing: %v, want EROFS", err)
+	}
+
+	// A listing read in small pieces, rewound and read again, comes out
+	// whole both times; later listings come from the kernel's cache.
+	f, err := os.Open(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var first []string
+	for {
+		es, err := f.ReadDir(7)
+		for _, e := range es {
+			first = append(first, e.Name())
+		}
+		if err != nil {
+			break
+		}
+	}
+	if len(first) != 301 || !slices.IsSorted(first) {
+		t.Fatalf("listing: %d names (sorted: %v), want 301 in order", len(first), slices.IsSorted(first))
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.Readdirnames(-1)
+	if err != nil || !slices.Equal(again, first) {
+		t.Fatalf("listing after a rewind: %d names, %v", len(again), err)
+	}
+	before := reqs.count("READDIRPLUS") + reqs.count("READDIR")
+	for range 5 {
+		if es, err := os.ReadDir(d); err != nil || len(es) != 301 {
+			t.Fatalf("listing: %d names, %v", len(es), err)
+		}
+	}
+	if n := reqs.count("READDIRPLUS") + reqs.count("READDIR") - before; n > 0 {
+		t.Errorf("%d listing requests for a directory the kernel has cached", n)
 	}
 }
