@@ -35,7 +35,7 @@ kept on local disk.`,
 				return err
 			}
 			delay, _ := cfg.Background()
-			m, err := fusemanager.New(fusemanager.Config{Root: root, CacheMaxBytes: cfg.CacheMaxBytes, Credential: snapshotter.ReloadingCredential(configFile, cfg, log),
+			m, err := fusemanager.New(fusemanager.Config{Root: root, CacheMaxBytes: cfg.CacheMaxBytes, CacheMemoryBytes: cfg.CacheMemoryBytes, Credential: snapshotter.ReloadingCredential(configFile, cfg, log),
 				BackgroundDelay: delay, StartupProfiles: cfg.Profiles(), Log: log})
 			if err != nil {
 				return err

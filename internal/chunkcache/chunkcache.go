@@ -59,11 +59,17 @@ type pendingChunk struct {
 // Options tune a cache.
 type Options struct {
 	// MemoryBytes is how much chunk data is also kept in memory (default
-	// 64 MiB), whatever the disk bound: a chunk larger than the disk cache
-	// is then still read from memory while it is being read, not fetched
-	// again for every read.
+	// DefaultMemoryBytes), whatever the disk bound: a chunk larger than the
+	// disk cache is then still read from memory while it is being read, not
+	// fetched again for every read.
 	MemoryBytes int64
 }
+
+// DefaultMemoryBytes is the default memory front: enough for what a large
+// image's start reads (numpy and scipy's start touches about 65 MiB of
+// chunks), so that chunks prefetched for a start are still in memory when
+// the container reads them, not read back from disk and verified again.
+const DefaultMemoryBytes = 256 << 20
 
 // Open opens (creating) a cache in dir holding at most maxBytes, and
 // indexes what an earlier run left there, oldest first to go.
@@ -77,7 +83,7 @@ func OpenWith(dir string, maxBytes int64, o Options) (*Cache, error) {
 		return nil, fmt.Errorf("chunk cache %s: %w", dir, err)
 	}
 	if o.MemoryBytes <= 0 {
-		o.MemoryBytes = 64 << 20
+		o.MemoryBytes = DefaultMemoryBytes
 	}
 	c := &Cache{dir: dir, max: maxBytes, order: list.New(), items: map[digest.Digest]*list.Element{},
 		memory: streaming.NewMemoryCache(o.MemoryBytes), pending: make(chan pendingChunk, 256)}

@@ -38,6 +38,9 @@ type Config struct {
 	Root string
 	// CacheMaxBytes bounds the chunk cache.
 	CacheMaxBytes int64
+	// CacheMemoryBytes is how much of it is also kept in memory (0: the
+	// chunk cache's default).
+	CacheMemoryBytes int64
 	// Credential returns registry credentials (docker config, node token).
 	Credential auth.CredentialFunc
 	// BackgroundDelay is how long a layer's reads must be quiet before
@@ -81,7 +84,7 @@ func New(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
 		return nil, err
 	}
-	cache, err := chunkcache.Open(filepath.Join(cfg.Root, "chunks"), cfg.CacheMaxBytes)
+	cache, err := chunkcache.OpenWith(filepath.Join(cfg.Root, "chunks"), cfg.CacheMaxBytes, chunkcache.Options{MemoryBytes: cfg.CacheMemoryBytes})
 	if err != nil {
 		return nil, err
 	}

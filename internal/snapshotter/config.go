@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
+	"github.com/sluicehq/sluice/internal/chunkcache"
 	"github.com/sluicehq/sluice/internal/client"
 )
 
@@ -30,6 +31,9 @@ type Config struct {
 	MetricsAddress string `yaml:"metricsAddress"`
 	// CacheMaxBytes bounds the on-disk chunk cache.
 	CacheMaxBytes int64 `yaml:"cacheMaxBytes"`
+	// CacheMemoryBytes is how much recently used chunk data the FUSE
+	// manager also keeps in memory.
+	CacheMemoryBytes int64 `yaml:"cacheMemoryBytes"`
 	// BackgroundDelay is how long a layer's reads must be quiet before the
 	// rest of it is fetched; "-1s" turns background completion off.
 	BackgroundDelay string `yaml:"backgroundDelay"`
@@ -62,7 +66,7 @@ const (
 
 // DefaultConfig returns the settings used without a file.
 func DefaultConfig() Config {
-	return Config{Root: DefaultRoot, Address: DefaultAddress, CacheMaxBytes: 10 << 30, BackgroundDelay: "2s"}
+	return Config{Root: DefaultRoot, Address: DefaultAddress, CacheMaxBytes: 10 << 30, CacheMemoryBytes: chunkcache.DefaultMemoryBytes, BackgroundDelay: "2s"}
 }
 
 // LoadConfig reads a config file over the defaults; an empty path means
