@@ -26,7 +26,9 @@ import (
 //
 // Recently used chunks are also kept in memory, and chunks are written to
 // disk in the background: a container's read never waits for the cache's
-// disk write.
+// disk write. The writes wait for a pause in puts (see Options.WriteDelay):
+// a container's start, when chunks arrive fastest, is when the CPU time the
+// writes take matters most.
 type Cache struct {
 	dir string
 	max int64
@@ -36,6 +38,10 @@ type Cache struct {
 	writes  sync.WaitGroup
 	qmu     sync.RWMutex // guards sends on pending against Close
 	closed  bool
+
+	writeDelay time.Duration
+	lastPut    atomic.Int64 // unix nanoseconds
+	urgent     atomic.Int32 // a Flush or Close is waiting: write at once
 
 	mu    sync.Mutex
 	size  int64
@@ -63,7 +69,14 @@ type Options struct {
 	// disk cache is then still read from memory while it is being read, not
 	// fetched again for every read.
 	MemoryBytes int64
+	// WriteDelay is how long puts must pause before queued chunks are
+	// written to disk (default DefaultWriteDelay; negative: no wait). A
+	// queue more than half full is written without waiting.
+	WriteDelay time.Duration
 }
+
+// DefaultWriteDelay is the default pause in puts before disk writes.
+const DefaultWriteDelay = time.Second
 
 // DefaultMemoryBytes is the default memory front: enough for what a large
 // image's start reads (numpy and scipy's start touches about 65 MiB of
@@ -85,8 +98,11 @@ func OpenWith(dir string, maxBytes int64, o Options) (*Cache, error) {
 	if o.MemoryBytes <= 0 {
 		o.MemoryBytes = DefaultMemoryBytes
 	}
+	if o.WriteDelay == 0 {
+		o.WriteDelay = DefaultWriteDelay
+	}
 	c := &Cache{dir: dir, max: maxBytes, order: list.New(), items: map[digest.Digest]*list.Element{},
-		memory: streaming.NewMemoryCache(o.MemoryBytes), pending: make(chan pendingChunk, 256)}
+		memory: streaming.NewMemoryCache(o.MemoryBytes), pending: make(chan pendingChunk, 256), writeDelay: o.WriteDelay}
 	type found struct {
 		item
 		mtime time.Time
@@ -132,12 +148,27 @@ func (c *Cache) writer() {
 			close(p.flush)
 			continue
 		}
+		c.waitQuiet()
 		c.store(p.sum, p.data)
+	}
+}
+
+// waitQuiet holds the disk writes back until puts pause for the write
+// delay, unless the queue is half full or a Flush or Close waits.
+func (c *Cache) waitQuiet() {
+	for c.urgent.Load() == 0 && len(c.pending) < cap(c.pending)/2 {
+		since := time.Since(time.Unix(0, c.lastPut.Load()))
+		if since >= c.writeDelay {
+			return
+		}
+		time.Sleep(min(c.writeDelay-since, 20*time.Millisecond))
 	}
 }
 
 // Flush waits until the chunks queued so far are on disk.
 func (c *Cache) Flush() {
+	c.urgent.Add(1)
+	defer c.urgent.Add(-1)
 	done := make(chan struct{})
 	c.qmu.RLock()
 	if c.closed {
@@ -151,6 +182,7 @@ func (c *Cache) Flush() {
 
 // Close waits for queued chunks to reach the disk.
 func (c *Cache) Close() {
+	c.urgent.Add(1)
 	c.qmu.Lock()
 	if !c.closed {
 		c.closed = true
@@ -222,6 +254,7 @@ func (c *Cache) Has(sum digest.Digest) bool {
 // when the queue is full the disk copy is skipped (the chunk is only
 // fetched again later, if ever needed).
 func (c *Cache) Put(sum digest.Digest, data []byte) {
+	c.lastPut.Store(time.Now().UnixNano())
 	c.memory.Put(sum, data)
 	c.qmu.RLock()
 	defer c.qmu.RUnlock()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -110,5 +111,47 @@ func TestChunkLargerThanTheCacheStaysInMemory(t *testing.T) {
 	}
 	if !c.Has(sum) {
 		t.Error("Has does not see a chunk held in memory")
+	}
+}
+
+func TestDiskWritesWaitForAPause(t *testing.T) {
+	const delay = 300 * time.Millisecond
+	c, err := OpenWith(t.TempDir(), 1<<20, Options{WriteDelay: delay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	var sums []digest.Digest
+	for i := range 3 {
+		b, s := chunk(i, 1024)
+		c.Put(s, b)
+		sums = append(sums, s)
+		time.Sleep(delay / 3) // puts closer together than the delay
+	}
+	if n := c.Stats().Chunks; n != 0 {
+		t.Fatalf("%d chunks on disk while puts keep coming", n)
+	}
+	for _, s := range sums {
+		if _, ok := c.Get(s); !ok {
+			t.Fatal("a queued chunk is not served from memory")
+		}
+	}
+	for c.Stats().Chunks < 3 {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("%d of 3 chunks on disk after the puts stopped", c.Stats().Chunks)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if d := time.Since(start); d < 2*delay/3+delay { // the last put came 2*delay/3 after the first
+		t.Fatalf("chunks written %v after the first put, before the pause", d)
+	}
+
+	// Flush does not wait for a pause.
+	b, s := chunk(9, 1024)
+	c.Put(s, b)
+	c.Flush()
+	if n := c.Stats().Chunks; n != 4 {
+		t.Fatalf("%d chunks on disk after Flush, want 4", n)
 	}
 }
