@@ -7,6 +7,7 @@ package lazypull
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -67,7 +68,7 @@ func Pull(ctx context.Context, ref string, o Options) (*Result, error) {
 	if o.PlainHTTP {
 		hostOpts.DefaultScheme = "http"
 	}
-	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: config.ConfigureHosts(ctx, hostOpts)})
+	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: configureOnce(config.ConfigureHosts(ctx, hostOpts))})
 	opts := []containerd.RemoteOpt{
 		containerd.WithResolver(resolver),
 		containerd.WithPullUnpack,
@@ -105,4 +106,25 @@ func Pull(ctx context.Context, ref string, o Options) (*Result, error) {
 		res.Layers = append(res.Layers, l)
 	}
 	return res, nil
+}
+
+// configureOnce configures each registry host once per pull. containerd's
+// ConfigureHosts makes a new HTTP client and authorizer on every call, so
+// resolving the image and fetching its manifest and config would each open
+// connections and ask for a token again.
+func configureOnce(hosts docker.RegistryHosts) docker.RegistryHosts {
+	var mu sync.Mutex
+	done := map[string][]docker.RegistryHost{}
+	return func(host string) ([]docker.RegistryHost, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if h, ok := done[host]; ok {
+			return h, nil
+		}
+		h, err := hosts(host)
+		if err == nil {
+			done[host] = h
+		}
+		return h, err
+	}
 }

@@ -134,12 +134,24 @@ func (r *Resolver) resolveImage(ctx context.Context, ref registry.Reference, man
 func (r *Resolver) lookup(ctx context.Context, ref registry.Reference, manifest digest.Digest) *resolved {
 	c := client.New(ref.Registry, client.Options{PlainHTTP: r.plainHTTP(ref.Registry), Credential: r.credential, UserAgent: "sluice-snapshotter"})
 	res := &resolved{}
-	orig, err := r.image(ctx, c, ref.Repository, manifest)
-	if err != nil {
-		res.err = notStreamed("registry", "reading the image manifest %s: %v", manifest, err)
+	// The image's manifest and config, and its referrers, are asked for
+	// at the same time: each is a round trip on the pull's critical path.
+	type imageAnswer struct {
+		parts *imageParts
+		err   error
+	}
+	imageDone := make(chan imageAnswer, 1)
+	go func() {
+		p, err := r.image(ctx, c, ref.Repository, manifest)
+		imageDone <- imageAnswer{p, err}
+	}()
+	refs, err := c.Referrers(ctx, ref.Repository, manifest, streaming.ArtifactType)
+	img := <-imageDone
+	if img.err != nil {
+		res.err = notStreamed("registry", "reading the image manifest %s: %v", manifest, img.err)
 		return res
 	}
-	refs, err := c.Referrers(ctx, ref.Repository, manifest, streaming.ArtifactType)
+	orig := img.parts
 	if err != nil {
 		res.err = notStreamed("registry", "looking up streaming referrers: %v", err)
 		return res
