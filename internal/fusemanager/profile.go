@@ -40,6 +40,9 @@ const (
 	// profile waits little behind them.
 	prefetchWorkers    = 2
 	prefetchBatchBytes = 1 << 20
+	// prefetchVerifyQueue is how many fetched batches may wait for
+	// verification before the fetchers wait too.
+	prefetchVerifyQueue = 4
 	// profileRecordedShare: a profile that missed more than this share of
 	// a start's bytes is replaced by that start's recording.
 	profileRecordedShare = 0.25
@@ -142,7 +145,8 @@ func (m *Manager) startProfile(lm *mounted, known <-chan profileAnswer) {
 			}
 			return
 		}
-		pf := &prefetcher{m: m, lm: lm, remote: &countingRanges{inner: m.client(lm.ref).BlobRanges(lm.ref.Repository, lm.ref.Digest, lm.ref.Size), metrics: m.metrics}}
+		pf := &prefetcher{m: m, lm: lm, remote: &countingRanges{inner: m.client(lm.ref).BlobRanges(lm.ref.Repository, lm.ref.Digest, lm.ref.Size), metrics: m.metrics},
+			verify: make(chan claimedBatch, prefetchVerifyQueue)}
 		pf.space = sync.NewCond(&pf.mu)
 		done := make(chan struct{})
 		go func() {
@@ -192,12 +196,16 @@ const prefetchEarlyBytes = 32 << 20
 
 // prefetcher fetches a profile's ranges in order, a few batches in flight.
 // Before the layer's TOC is loaded it fetches the frames raw and keeps
-// them; once it is, they are verified and cached, and later batches go
-// through the reader, which skips chunks already cached.
+// them; once it is, they are verified and cached. Later batches claim
+// their chunks from the reader (skipping those cached or being read), so
+// that reads of them wait for the prefetch instead of fetching them again.
+// One goroutine verifies what the fetchers bring: fetching never waits for
+// verification, which keeps the link busy on a small node.
 type prefetcher struct {
 	m      *Manager
 	lm     *mounted
 	remote streaming.MultiRangeReader
+	verify chan claimedBatch
 
 	mu        sync.Mutex
 	isOpen    bool
@@ -209,6 +217,13 @@ type prefetcher struct {
 // heldBatch is a batch of frames fetched before the TOC was loaded.
 type heldBatch struct {
 	ranges []streaming.Range
+	frames [][]byte
+}
+
+// claimedBatch is a batch of frames of chunks claimed from the reader,
+// waiting to be verified.
+type claimedBatch struct {
+	chunks []int
 	frames [][]byte
 }
 
@@ -237,6 +252,19 @@ func (pf *prefetcher) run(ranges []streaming.Range) {
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
 	var firstErr error
+	verified := make(chan struct{})
+	go func() {
+		defer close(verified)
+		for cb := range pf.verify {
+			if err := pf.supplyClaimed(ctx, cb); err != nil && ctx.Err() == nil {
+				errMu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				errMu.Unlock()
+			}
+		}
+	}()
 	for range min(prefetchWorkers, len(batches)) {
 		wg.Add(1)
 		go func() {
@@ -260,6 +288,8 @@ func (pf *prefetcher) run(ranges []streaming.Range) {
 	}
 	close(work)
 	wg.Wait()
+	close(pf.verify)
+	<-verified
 	switch {
 	case ctx.Err() != nil:
 	case firstErr != nil:
@@ -299,7 +329,23 @@ func (pf *prefetcher) batch(ctx context.Context, b []streaming.Range) error {
 				idx = append(idx, i)
 			}
 		}
-		return lm.reader.Prefetch(ctx, idx)
+		mine := lm.reader.Claim(idx)
+		if len(mine) == 0 {
+			return nil
+		}
+		chunks := lm.reader.TOC().Chunks
+		ranges := make([]streaming.Range, len(mine))
+		frames := make([][]byte, len(mine))
+		for k, i := range mine {
+			ranges[k] = streaming.Range{Offset: chunks[i].Offset, Length: chunks[i].Size}
+			frames[k] = make([]byte, chunks[i].Size)
+		}
+		if err := pf.remote.ReadRanges(ctx, ranges, frames); err != nil {
+			lm.reader.Release(mine)
+			return err
+		}
+		pf.verify <- claimedBatch{mine, frames}
+		return nil
 	}
 	sorted := slices.Clone(b)
 	slices.SortFunc(sorted, func(x, y streaming.Range) int { return cmp.Compare(x.Offset, y.Offset) })
@@ -320,7 +366,11 @@ func (pf *prefetcher) batch(ctx context.Context, b []streaming.Range) error {
 		return nil
 	}
 	pf.mu.Unlock()
-	return pf.supply(heldBatch{sorted, frames})
+	if err := ctx.Err(); err != nil {
+		return err // the mount ended: it may have no reader
+	}
+	pf.verify <- pf.claimHeld(heldBatch{sorted, frames})
+	return nil
 }
 
 // opened is called once the TOC is loaded (or the mount ended): it lets
@@ -335,8 +385,14 @@ func (pf *prefetcher) opened() {
 	if pf.lm.ctx.Err() != nil {
 		return
 	}
+	// Claim every held chunk first, so that reads starting now wait for
+	// them instead of fetching them again.
+	var batches []claimedBatch
 	for _, h := range held {
-		if err := pf.supply(h); err != nil {
+		batches = append(batches, pf.claimHeld(h))
+	}
+	for _, cb := range batches {
+		if err := pf.supplyClaimed(pf.lm.ctx, cb); err != nil {
 			if errors.Is(err, streaming.ErrChunkVerification) {
 				pf.m.metrics.verifyFailures.Inc()
 			}
@@ -345,14 +401,33 @@ func (pf *prefetcher) opened() {
 	}
 }
 
-// supply verifies and caches frames fetched raw; ranges that are not
-// chunks of the layer are dropped.
-func (pf *prefetcher) supply(h heldBatch) error {
+// claimHeld claims the chunks of frames fetched raw; ranges that are not
+// chunks of the layer, and chunks already cached or being read, are
+// dropped.
+func (pf *prefetcher) claimHeld(h heldBatch) claimedBatch {
+	var cb claimedBatch
 	for k, r := range h.ranges {
-		if i, ok := pf.lm.reader.ChunkAt(r.Offset, r.Length); ok {
-			if err := pf.lm.reader.Supply(i, h.frames[k]); err != nil {
-				return err
-			}
+		i, ok := pf.lm.reader.ChunkAt(r.Offset, r.Length)
+		if ok && len(pf.lm.reader.Claim([]int{i})) == 1 {
+			cb.chunks = append(cb.chunks, i)
+			cb.frames = append(cb.frames, h.frames[k])
+		}
+	}
+	return cb
+}
+
+// supplyClaimed verifies and caches claimed frames; once the mount has
+// ended, or after a frame fails, the rest are released (reads that want
+// them fetch them).
+func (pf *prefetcher) supplyClaimed(ctx context.Context, cb claimedBatch) error {
+	for k, i := range cb.chunks {
+		if err := ctx.Err(); err != nil {
+			pf.lm.reader.Release(cb.chunks[k:])
+			return err
+		}
+		if err := pf.lm.reader.Supply(i, cb.frames[k]); err != nil {
+			pf.lm.reader.Release(cb.chunks[k+1:])
+			return err
 		}
 	}
 	return nil

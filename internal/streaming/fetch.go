@@ -3,8 +3,10 @@ package streaming
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 
 	"github.com/opencontainers/go-digest"
@@ -114,47 +116,63 @@ func uniqueSorted(idx []int) []int {
 // another goroutine is already fetching is waited for, not fetched twice.
 func (r *Reader) getChunks(ctx context.Context, idx []int) (map[int][]byte, error) {
 	got := make(map[int][]byte, len(idx))
-	var missing []int
-	for _, i := range idx {
-		if data, ok := r.cached(i); ok {
-			got[i] = data
-		} else {
-			missing = append(missing, i)
+	for len(idx) > 0 {
+		var missing []int
+		for _, i := range idx {
+			if data, ok := r.cached(i); ok {
+				got[i] = data
+			} else {
+				missing = append(missing, i)
+			}
 		}
-	}
-	if len(missing) == 0 {
-		return got, nil
-	}
-	mine, waits := r.claim(missing)
-	err := r.fetch(ctx, mine, got)
-	r.release(mine, got, err)
-	if err != nil {
-		return nil, err
-	}
-	for i, f := range waits {
-		select {
-		case <-f.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		if len(missing) == 0 {
+			break
 		}
-		if f.err != nil {
-			return nil, f.err
+		mine, waits := r.claim(missing, false)
+		err := r.fetch(ctx, mine, got)
+		r.release(mine, got, err)
+		if err != nil {
+			return nil, err
 		}
-		got[i] = f.data
+		// Chunks a Claim gave up on are fetched on the next round.
+		idx = idx[:0]
+		for i, f := range waits {
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			switch {
+			case errors.Is(f.err, errReleased):
+				idx = append(idx, i)
+			case f.err != nil:
+				return nil, f.err
+			default:
+				got[i] = f.data
+			}
+		}
+		slices.Sort(idx)
 	}
 	return got, nil
 }
+
+// errReleased tells the reads waiting for a claimed chunk that its
+// claimer gave up: they fetch it themselves.
+var errReleased = errors.New("claim released")
 
 // flight is a chunk being fetched by one goroutine for all.
 type flight struct {
 	done chan struct{}
 	data []byte
 	err  error
+	// claimed: taken by Claim, so ended by Supply or Release, not by
+	// the read that fetches it.
+	claimed bool
 }
 
 // claim splits missing chunks into those this goroutine fetches and those
 // already in flight.
-func (r *Reader) claim(missing []int) (mine []int, waits map[int]*flight) {
+func (r *Reader) claim(missing []int, claimed bool) (mine []int, waits map[int]*flight) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	waits = map[int]*flight{}
@@ -163,7 +181,7 @@ func (r *Reader) claim(missing []int) (mine []int, waits map[int]*flight) {
 			waits[i] = f
 			continue
 		}
-		r.inflight[i] = &flight{done: make(chan struct{})}
+		r.inflight[i] = &flight{done: make(chan struct{}), claimed: claimed}
 		mine = append(mine, i)
 	}
 	return mine, waits

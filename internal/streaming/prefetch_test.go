@@ -1,18 +1,22 @@
 package streaming
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"testing"
+	"time"
 )
 
-// TestChunksOfAndPrefetch maps reads to the chunks they need, finds chunks
-// by their place in the blob, and prefetches chunks so that reads of them
-// then fetch nothing.
-func TestChunksOfAndPrefetch(t *testing.T) {
+// TestChunksOfAndChunkAt maps reads to the chunks they need and finds
+// chunks by their place in the blob.
+func TestChunksOfAndChunkAt(t *testing.T) {
 	raw := buildTar(t, everyEntryType())
 	blob, res := convertBytes(t, raw, smallOpts)
 	cache := NewMemoryCache(16 << 20)
-	r, cr := openBytes(t, blob, res, WithChunkCache(cache))
+	r, _ := openBytes(t, blob, res, WithChunkCache(cache))
 	ctx := context.Background()
 	large, _ := r.Lookup("usr/bin/large")
 	fcs := smallOpts.FileChunkSize
@@ -50,28 +54,93 @@ func TestChunksOfAndPrefetch(t *testing.T) {
 	if r.Cached(two[0]) || r.Cached(two[1]) {
 		t.Fatal("chunks cached before anything was read")
 	}
-	before := cr.requests.Load()
-	if err := r.Prefetch(ctx, two); err != nil {
-		t.Fatal(err)
-	}
-	if n := cr.requests.Load() - before; n != 1 {
-		t.Errorf("prefetching two adjacent chunks took %d requests, want 1", n)
-	}
-	if !r.Cached(two[0]) || !r.Cached(two[1]) {
-		t.Fatal("prefetched chunks are not cached")
-	}
-	before = cr.requests.Load()
 	p := make([]byte, 10)
 	if _, err := r.ReadAt(ctx, large, p, fcs-5); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Prefetch(ctx, two); err != nil {
-		t.Fatal(err)
+	if !r.Cached(two[0]) || !r.Cached(two[1]) {
+		t.Fatal("the chunks a read needed are not cached")
 	}
-	if n := cr.requests.Load() - before; n != 0 {
-		t.Errorf("reading and prefetching cached chunks made %d requests", n)
+}
+
+// TestClaimSupplyRelease: a read of a claimed chunk waits for the claimer
+// and fetches nothing itself, unless the claim is released or the frame
+// supplied is bad.
+func TestClaimSupplyRelease(t *testing.T) {
+	raw := buildTar(t, everyEntryType())
+	blob, res := convertBytes(t, raw, smallOpts)
+	r, cr := openBytes(t, blob, res, WithChunkCache(NewMemoryCache(16<<20)))
+	ctx := context.Background()
+	large, _ := r.Lookup("usr/bin/large")
+	want := raw[large.Offset : large.Offset+large.Size]
+	fcs := smallOpts.FileChunkSize
+	chunks := r.TOC().Chunks
+	frame := func(i int) []byte {
+		c := chunks[i]
+		return slices.Clone(blob[c.Offset : c.Offset+c.Size])
 	}
-	if err := r.Prefetch(ctx, []int{len(chunks)}); err == nil {
-		t.Error("prefetching a chunk the layer lacks is not an error")
+
+	// readChunk reads the first bytes of the file's k-th file chunk in the
+	// background.
+	readChunk := func(k int64) <-chan error {
+		off := k * fcs
+		done := make(chan error, 1)
+		go func() {
+			p := make([]byte, 16)
+			_, err := r.ReadAt(ctx, large, p, off)
+			if err == nil && !bytes.Equal(p, want[off:off+16]) {
+				err = fmt.Errorf("read %q, want %q", p, want[off:off+16])
+			}
+			done <- err
+		}()
+		return done
+	}
+
+	for k, mode := range []string{"supply", "release", "bad frame"} {
+		k := int64(k + 1)
+		i := r.ChunksOf(large, k*fcs, 1)[0]
+		if got := r.Claim([]int{i, i}); len(got) != 1 || got[0] != i {
+			t.Fatalf("%s: Claim(%d) = %v", mode, i, got)
+		}
+		if got := r.Claim([]int{i}); len(got) != 0 {
+			t.Fatalf("%s: a claimed chunk claimed again: %v", mode, got)
+		}
+		before := cr.requests.Load()
+		done := readChunk(k)
+		select {
+		case err := <-done:
+			t.Fatalf("%s: a read of a claimed chunk did not wait: %v", mode, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		switch mode {
+		case "supply":
+			if err := r.Supply(i, frame(i)); err != nil {
+				t.Fatal(err)
+			}
+		case "release":
+			r.Release([]int{i})
+		case "bad frame":
+			bad := frame(i)
+			bad[len(bad)/2] ^= 0xff
+			if err := r.Supply(i, bad); !errors.Is(err, ErrChunkVerification) {
+				t.Fatalf("a damaged frame supplied: %v", err)
+			}
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		wantRequests := int64(1)
+		if mode == "supply" {
+			wantRequests = 0
+		}
+		if n := cr.requests.Load() - before; n != wantRequests {
+			t.Errorf("%s: the read made %d requests, want %d", mode, n, wantRequests)
+		}
+		if !r.Cached(i) {
+			t.Errorf("%s: chunk not cached after the read", mode)
+		}
+		if got := r.Claim([]int{i}); len(got) != 0 {
+			t.Errorf("%s: a cached chunk claimed: %v", mode, got)
+		}
 	}
 }

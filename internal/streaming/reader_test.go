@@ -211,8 +211,8 @@ func TestConcurrentReadsShareFetches(t *testing.T) {
 	i := r.chunkAt(e.Offset)
 
 	// Two claims of one chunk: the first fetches, the second waits for it.
-	mine, waits := r.claim([]int{i})
-	mine2, waits2 := r.claim([]int{i})
+	mine, waits := r.claim([]int{i}, false)
+	mine2, waits2 := r.claim([]int{i}, false)
 	if len(mine) != 1 || len(waits) != 0 || len(mine2) != 0 || waits2[i] == nil {
 		t.Fatalf("claims: %v %v / %v %v", mine, waits, mine2, waits2)
 	}
