@@ -3,7 +3,9 @@ package streaming
 import (
 	"encoding/hex"
 	"fmt"
+	"runtime"
 	"sort"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -125,14 +127,22 @@ func (t *TOC) validateChunks(dataSize int64, lim Limits) error {
 }
 
 func (t *TOC) validateEntries() error {
-	byName := make(map[string]int, len(t.Entries))
-	for i := range t.Entries {
-		e := &t.Entries[i]
+	// Entries on their own first, spread over the cores; then what links
+	// them, in order.
+	err := t.eachEntry(func(i int, e *Entry) error {
 		e.index, e.target, e.nlink = i, i, 0
 		e.path = cleanPath(e.Name)
 		if err := t.validateEntry(e); err != nil {
 			return fmt.Errorf("%w (entry %d %q)", err, i, e.Name)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	byName := make(map[string]int, len(t.Entries))
+	for i := range t.Entries {
+		e := &t.Entries[i]
 		if e.Type == TypeHardlink {
 			j, ok := byName[cleanPath(e.LinkName)]
 			if !ok {
@@ -147,6 +157,33 @@ func (t *TOC) validateEntries() error {
 		byName[e.path] = i
 	}
 	t.byPath = byName
+	return nil
+}
+
+// eachEntry runs check on every entry and returns the error of the first
+// entry that failed. A large TOC's entries are split over the cores: a
+// node checks the TOC on the critical path of a container's start.
+func (t *TOC) eachEntry(check func(i int, e *Entry) error) error {
+	parts := min(runtime.GOMAXPROCS(0), max(1, len(t.Entries)/4096))
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for k := range parts {
+		lo, hi := len(t.Entries)*k/parts, len(t.Entries)*(k+1)/parts
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				if err := check(i, &t.Entries[i]); err != nil {
+					errs[k] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -1,11 +1,14 @@
 package streaming
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -243,6 +246,32 @@ func TestConcurrentReadsShareFetches(t *testing.T) {
 	for range 8 {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestLargeTOCReportsFirstBadEntry: the entries of a large TOC are checked
+// in parts at once; the error still names the first bad entry.
+func TestLargeTOCReportsFirstBadEntry(t *testing.T) {
+	var entries []testEntry
+	for i := range 12000 {
+		entries = append(entries, testEntry{hdr: tar.Header{Name: fmt.Sprintf("d%02d/f%05d", i%50, i), Typeflag: tar.TypeReg, Mode: 0o644}, data: []byte{byte(i)}})
+	}
+	blob, res := convertBytes(t, buildTar(t, entries), smallOpts)
+	r, _ := openBytes(t, blob, res)
+	if n := len(r.Entries()); n < 12000 {
+		t.Fatalf("%d entries", n)
+	}
+	for _, bad := range [][]int{{11000}, {3000, 11000}, {7000, 100}} {
+		b := rewriteTOC(t, blob, func(toc *TOC) {
+			for _, i := range bad {
+				toc.Entries[i].Mode = 0o170000
+			}
+		})
+		_, err := Open(context.Background(), ReaderAtRanges(bytes.NewReader(b)), int64(len(b)))
+		first := slices.Min(bad)
+		if !errors.Is(err, ErrInvalidFormat) || !strings.Contains(err.Error(), fmt.Sprintf("(entry %d ", first)) {
+			t.Errorf("entries %v bad: %v, want an error naming entry %d", bad, err, first)
 		}
 	}
 }

@@ -4,10 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	fastjson "github.com/goccy/go-json"
 	"path"
 	"strings"
 
+	fastjson "github.com/goccy/go-json"
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 )
