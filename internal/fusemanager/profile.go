@@ -146,7 +146,7 @@ func (m *Manager) startProfile(lm *mounted, known <-chan profileAnswer) {
 			return
 		}
 		pf := &prefetcher{m: m, lm: lm, remote: &countingRanges{inner: m.client(lm.ref).BlobRanges(lm.ref.Repository, lm.ref.Digest, lm.ref.Size), metrics: m.metrics},
-			verify: make(chan claimedBatch, prefetchVerifyQueue)}
+			verify: make(chan claimedBatch, prefetchVerifyQueue), fetching: map[*rawFetch]struct{}{}}
 		pf.space = sync.NewCond(&pf.mu)
 		done := make(chan struct{})
 		go func() {
@@ -211,7 +211,19 @@ type prefetcher struct {
 	isOpen    bool
 	held      []heldBatch
 	heldBytes int64
-	space     *sync.Cond // signalled when the TOC is loaded
+	fetching  map[*rawFetch]struct{} // raw fetches under way
+	space     *sync.Cond             // signalled when the TOC is loaded
+}
+
+// rawFetch is a batch being fetched raw, before the TOC was loaded. If the
+// TOC loads while it is under way, its chunks are claimed at once, so that
+// the container's first reads wait for them rather than fetch them again
+// (on a slow link the first batches arrive after those reads start).
+type rawFetch struct {
+	ranges  []streaming.Range
+	claimed bool
+	chunks  []int // the chunks claimed, and their positions in ranges
+	pos     []int
 }
 
 // heldBatch is a batch of frames fetched before the TOC was loaded.
@@ -315,9 +327,8 @@ func (pf *prefetcher) batch(ctx context.Context, b []streaming.Range) error {
 	for !pf.isOpen && pf.heldBytes >= prefetchEarlyBytes && ctx.Err() == nil {
 		pf.space.Wait()
 	}
-	open := pf.isOpen
-	pf.mu.Unlock()
-	if open {
+	if pf.isOpen {
+		pf.mu.Unlock()
 		if err := ctx.Err(); err != nil {
 			// The mount ended, perhaps because its TOC did not load:
 			// then it has no reader.
@@ -355,41 +366,62 @@ func (pf *prefetcher) batch(ctx context.Context, b []streaming.Range) error {
 		frames[k] = make([]byte, r.Length)
 		n += r.Length
 	}
-	if err := pf.remote.ReadRanges(ctx, sorted, frames); err != nil {
+	rf := &rawFetch{ranges: sorted}
+	pf.fetching[rf] = struct{}{}
+	pf.mu.Unlock()
+	err := pf.remote.ReadRanges(ctx, sorted, frames)
+	pf.mu.Lock()
+	delete(pf.fetching, rf)
+	if !pf.isOpen {
+		if err == nil {
+			pf.held = append(pf.held, heldBatch{sorted, frames})
+			pf.heldBytes += n
+		}
+		pf.mu.Unlock()
 		return err
 	}
-	pf.mu.Lock()
-	if !pf.isOpen {
-		pf.held = append(pf.held, heldBatch{sorted, frames})
-		pf.heldBytes += n
-		pf.mu.Unlock()
-		return nil
-	}
 	pf.mu.Unlock()
-	if err := ctx.Err(); err != nil {
-		return err // the mount ended: it may have no reader
+	if !rf.claimed {
+		return ctx.Err() // the mount ended without a reader
 	}
-	pf.verify <- pf.claimHeld(heldBatch{sorted, frames})
+	if err != nil {
+		lm.reader.Release(rf.chunks)
+		return err
+	}
+	pf.verify <- claimedBatch{rf.chunks, pick(frames, rf.pos)}
 	return nil
 }
 
 // opened is called once the TOC is loaded (or the mount ended): it lets
 // the workers go on and verifies what they fetched before.
 func (pf *prefetcher) opened() {
+	hasReader := false
+	select {
+	case <-pf.lm.opened:
+		hasReader = true
+	default:
+	}
 	pf.mu.Lock()
 	pf.isOpen = true
 	held := pf.held
 	pf.held = nil
+	if hasReader {
+		for rf := range pf.fetching {
+			rf.chunks, rf.pos = pf.claimRanges(rf.ranges)
+			rf.claimed = true
+		}
+	}
 	pf.space.Broadcast()
 	pf.mu.Unlock()
-	if pf.lm.ctx.Err() != nil {
+	if !hasReader || pf.lm.ctx.Err() != nil {
 		return
 	}
 	// Claim every held chunk first, so that reads starting now wait for
 	// them instead of fetching them again.
 	var batches []claimedBatch
 	for _, h := range held {
-		batches = append(batches, pf.claimHeld(h))
+		chunks, pos := pf.claimRanges(h.ranges)
+		batches = append(batches, claimedBatch{chunks, pick(h.frames, pos)})
 	}
 	for _, cb := range batches {
 		if err := pf.supplyClaimed(pf.lm.ctx, cb); err != nil {
@@ -401,19 +433,28 @@ func (pf *prefetcher) opened() {
 	}
 }
 
-// claimHeld claims the chunks of frames fetched raw; ranges that are not
-// chunks of the layer, and chunks already cached or being read, are
-// dropped.
-func (pf *prefetcher) claimHeld(h heldBatch) claimedBatch {
-	var cb claimedBatch
-	for k, r := range h.ranges {
+// claimRanges claims the chunks of frames fetched raw (or being fetched)
+// and returns them with their positions in ranges. Ranges that are not
+// chunks of the layer, and chunks already cached or being read, are left
+// out.
+func (pf *prefetcher) claimRanges(ranges []streaming.Range) (chunks, pos []int) {
+	for k, r := range ranges {
 		i, ok := pf.lm.reader.ChunkAt(r.Offset, r.Length)
 		if ok && len(pf.lm.reader.Claim([]int{i})) == 1 {
-			cb.chunks = append(cb.chunks, i)
-			cb.frames = append(cb.frames, h.frames[k])
+			chunks = append(chunks, i)
+			pos = append(pos, k)
 		}
 	}
-	return cb
+	return chunks, pos
+}
+
+// pick returns frames[pos[0]], frames[pos[1]], ...
+func pick(frames [][]byte, pos []int) [][]byte {
+	out := make([][]byte, len(pos))
+	for k, p := range pos {
+		out[k] = frames[p]
+	}
+	return out
 }
 
 // supplyClaimed verifies and caches claimed frames; once the mount has
