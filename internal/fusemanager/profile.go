@@ -245,12 +245,18 @@ func (pf *prefetcher) run(ranges []streaming.Range) {
 	var batches [][]streaming.Range
 	var cur []streaming.Range
 	var curBytes, total int64
+	// Batches grow: the first holds the first range alone, then 256 KiB,
+	// 512 KiB, up to prefetchBatchBytes. A read of a chunk being
+	// prefetched waits for its whole batch, and the container's first
+	// reads (containerd reads /etc/group as it creates it) come early.
+	limit := int64(0)
 	for _, r := range ranges {
 		cur = append(cur, r)
 		curBytes += r.Length
 		total += r.Length
-		if curBytes >= prefetchBatchBytes {
+		if curBytes >= limit {
 			batches, cur, curBytes = append(batches, cur), nil, 0
+			limit = min(max(2*limit, 256<<10), prefetchBatchBytes)
 		}
 	}
 	if len(cur) > 0 {
