@@ -8,6 +8,13 @@
 // of bench/images/build.sh, and bin/sluiced and bin/sluice-snapshotter
 // (make build). Each trial gets a fresh containerd and snapshotter, so every
 // start is cold.
+//
+// For looking into a run, these environment variables:
+//
+//	COLDSTART_KEEP=1        keep each node's daemon logs in $TMPDIR and the registry's directory
+//	COLDSTART_ACCESS_LOG=1  make sluiced log every request (in the kept directory)
+//	COLDSTART_RERUN=1       run the container a second time on the same node, all of it local
+//	COLDSTART_RERUN=cold    the same after dropping the page cache, so reads go through the snapshotter
 package main
 
 import (
