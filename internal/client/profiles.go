@@ -33,27 +33,20 @@ func (c *Client) StartupProfile(ctx context.Context, repo string, layer digest.D
 		return nil, err
 	}
 	var body struct {
-		Ranges [][2]int64 `json:"ranges"`
+		Ranges []streaming.Range `json:"ranges"`
 	}
 	if err := json.Unmarshal(b, &body); err != nil {
 		return nil, fmt.Errorf("startup profile of %s: %w", layer, err)
 	}
-	out := make([]streaming.Range, len(body.Ranges))
-	for i, r := range body.Ranges {
-		out[i] = streaming.Range{Offset: r[0], Length: r[1]}
-	}
-	return out, nil
+	return body.Ranges, nil
 }
 
 // PutStartupProfile gives the registry the startup profile a node recorded
 // for a streamed layer in repo.
 func (c *Client) PutStartupProfile(ctx context.Context, repo string, layer digest.Digest, ranges []streaming.Range) error {
 	body := struct {
-		Ranges [][2]int64 `json:"ranges"`
-	}{Ranges: make([][2]int64, len(ranges))}
-	for i, r := range ranges {
-		body.Ranges[i] = [2]int64{r.Offset, r.Length}
-	}
+		Ranges []streaming.Range `json:"ranges"`
+	}{ranges}
 	_, _, err := c.API(ctx, "PUT", "/acr/v1/"+repo+"/_profiles/"+layer.String(), nil, body)
 	return err
 }

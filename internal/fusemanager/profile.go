@@ -46,10 +46,6 @@ const (
 	// profileRecordedShare: a profile that missed more than this share of
 	// a start's bytes is replaced by that start's recording.
 	profileRecordedShare = 0.25
-	// Registry limits of a profile (see registry.MaxProfileRanges and
-	// MaxProfileBytes): a recording is cut to fit them.
-	profileMaxRanges = 65536
-	profileMaxBytes  = 512 << 20
 )
 
 // profileAnswer is the registry's answer to a profile request: ranges of
@@ -523,11 +519,11 @@ func (m *Manager) giveProfile(lm *mounted, rec []int) {
 	// The registry's profile is judged against the recording cut to what
 	// a profile may hold: judged against all of a start that read more,
 	// it would be replaced by an equal one on every start.
-	limit := min(lm.ref.Size/2, profileMaxBytes)
+	limit := streaming.MaxProfileBytes(lm.ref.Size)
 	ranges := make([]streaming.Range, 0, len(rec))
 	var total int64
 	for _, i := range rec {
-		if len(ranges) == profileMaxRanges || total+chunks[i].Size > limit {
+		if len(ranges) == streaming.MaxProfileRanges || total+chunks[i].Size > limit {
 			break
 		}
 		ranges = append(ranges, streaming.Range{Offset: chunks[i].Offset, Length: chunks[i].Size})

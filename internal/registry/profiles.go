@@ -1,15 +1,18 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/sluicehq/sluice/internal/metadata"
+	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 // ErrProfileUnknown means a blob has no startup profile.
@@ -18,40 +21,11 @@ var ErrProfileUnknown = errors.New("startup profile unknown to registry")
 // ErrProfileInvalid means a startup profile was refused.
 var ErrProfileInvalid = errors.New("startup profile invalid")
 
-// Limits of a startup profile: what a container reads to start is a small
-// part of a layer; a profile listing more would make every node fetch it
-// at mount for little gain.
-const (
-	MaxProfileRanges = 65536
-	MaxProfileBytes  = 512 << 20
-)
-
-// ProfileRange is a byte range of a blob.
-type ProfileRange struct {
-	Offset int64
-	Length int64
-}
-
-// MarshalJSON writes a range as [offset, length].
-func (r ProfileRange) MarshalJSON() ([]byte, error) {
-	return json.Marshal([2]int64{r.Offset, r.Length})
-}
-
-// UnmarshalJSON reads a range written as [offset, length].
-func (r *ProfileRange) UnmarshalJSON(b []byte) error {
-	var v []int64
-	if err := json.Unmarshal(b, &v); err != nil || len(v) != 2 {
-		return errors.New("a range is [offset, length]")
-	}
-	r.Offset, r.Length = v[0], v[1]
-	return nil
-}
-
 // StartupProfile is what nodes learned of how containers start from a
 // streamed layer: the ranges of the chunks they read first, in the order
 // they first read them.
 type StartupProfile struct {
-	Ranges  []ProfileRange
+	Ranges  []streaming.Range
 	Updated time.Time
 }
 
@@ -75,9 +49,9 @@ func (r *Registry) StartupProfile(ctx context.Context, repo string, dgst digest.
 }
 
 // PutStartupProfile stores the profile of a blob linked in repo, replacing
-// any. The ranges must lie inside the blob, not repeat, and cover at most
-// half of it (and MaxProfileBytes).
-func (r *Registry) PutStartupProfile(ctx context.Context, repo string, dgst digest.Digest, ranges []ProfileRange) error {
+// any. The ranges must lie inside the blob, not overlap, and be within the
+// limits of streaming.MaxProfileRanges and MaxProfileBytes.
+func (r *Registry) PutStartupProfile(ctx context.Context, repo string, dgst digest.Digest, ranges []streaming.Range) error {
 	size, err := r.StatBlob(ctx, repo, dgst)
 	if err != nil {
 		return err
@@ -99,27 +73,29 @@ func (r *Registry) PutStartupProfile(ctx context.Context, repo string, dgst dige
 	return err
 }
 
-func checkProfile(ranges []ProfileRange, blobSize int64) error {
+func checkProfile(ranges []streaming.Range, blobSize int64) error {
 	if len(ranges) == 0 {
 		return fmt.Errorf("%w: no ranges", ErrProfileInvalid)
 	}
-	if len(ranges) > MaxProfileRanges {
-		return fmt.Errorf("%w: %d ranges, at most %d", ErrProfileInvalid, len(ranges), MaxProfileRanges)
+	if len(ranges) > streaming.MaxProfileRanges {
+		return fmt.Errorf("%w: %d ranges, at most %d", ErrProfileInvalid, len(ranges), streaming.MaxProfileRanges)
 	}
-	seen := make(map[int64]bool, len(ranges))
 	var total int64
 	for i, rg := range ranges {
 		if rg.Offset < 0 || rg.Length <= 0 || rg.Offset > blobSize-rg.Length {
 			return fmt.Errorf("%w: range %d [%d, %d] is not inside the blob of %d bytes", ErrProfileInvalid, i, rg.Offset, rg.Length, blobSize)
 		}
-		if seen[rg.Offset] {
-			return fmt.Errorf("%w: range %d repeats offset %d", ErrProfileInvalid, i, rg.Offset)
-		}
-		seen[rg.Offset] = true
 		total += rg.Length
 	}
-	if limit := min(blobSize/2, MaxProfileBytes); total > limit {
-		return fmt.Errorf("%w: the ranges cover %d bytes, at most %d (half the blob, and %d)", ErrProfileInvalid, total, limit, MaxProfileBytes)
+	// In the order of the blob, each range ends before the next begins.
+	byOffset := slices.SortedFunc(slices.Values(ranges), func(a, b streaming.Range) int { return cmp.Compare(a.Offset, b.Offset) })
+	for i := 1; i < len(byOffset); i++ {
+		if prev := byOffset[i-1]; byOffset[i].Offset < prev.Offset+prev.Length {
+			return fmt.Errorf("%w: ranges [%d, %d] and [%d, %d] overlap", ErrProfileInvalid, prev.Offset, prev.Length, byOffset[i].Offset, byOffset[i].Length)
+		}
+	}
+	if limit := streaming.MaxProfileBytes(blobSize); total > limit {
+		return fmt.Errorf("%w: the ranges cover %d bytes, at most %d (half the blob, and 512 MiB)", ErrProfileInvalid, total, limit)
 	}
 	return nil
 }

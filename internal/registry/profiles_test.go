@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 // TestStartupProfileGoesWithItsBlob stores a profile and finds it gone
@@ -14,14 +16,14 @@ func TestStartupProfileGoesWithItsBlob(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	layer := put(t, e.reg, "app", make([]byte, 1000))
-	if err := e.reg.PutStartupProfile(ctx, "app", layer, []ProfileRange{{Offset: 100, Length: 200}}); err != nil {
+	if err := e.reg.PutStartupProfile(ctx, "app", layer, []streaming.Range{{Offset: 100, Length: 200}}); err != nil {
 		t.Fatal(err)
 	}
 	p, err := e.reg.StartupProfile(ctx, "app", layer)
-	if err != nil || len(p.Ranges) != 1 || p.Ranges[0] != (ProfileRange{100, 200}) || !p.Updated.Equal(e.clock.Now()) {
+	if err != nil || len(p.Ranges) != 1 || p.Ranges[0] != (streaming.Range{100, 200}) || !p.Updated.Equal(e.clock.Now()) {
 		t.Fatalf("stored profile %+v, %v", p, err)
 	}
-	if err := e.reg.PutStartupProfile(ctx, "app", layer, []ProfileRange{{Offset: 0, Length: 600}}); !errors.Is(err, ErrProfileInvalid) {
+	if err := e.reg.PutStartupProfile(ctx, "app", layer, []streaming.Range{{Offset: 0, Length: 600}}); !errors.Is(err, ErrProfileInvalid) {
 		t.Fatalf("a profile of more than half the blob: %v", err)
 	}
 

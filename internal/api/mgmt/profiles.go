@@ -5,19 +5,19 @@ import (
 	"net/http"
 
 	"github.com/sluicehq/sluice/internal/oci"
-	"github.com/sluicehq/sluice/internal/registry"
+	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 // profileJSON is a startup profile on the wire.
 type profileJSON struct {
-	Digest    string                  `json:"digest"`
-	Ranges    []registry.ProfileRange `json:"ranges"`
-	UpdatedAt string                  `json:"updatedAt"`
+	Digest    string            `json:"digest"`
+	Ranges    []streaming.Range `json:"ranges"`
+	UpdatedAt string            `json:"updatedAt"`
 }
 
-// maxProfileBody bounds a profile upload: MaxProfileRanges ranges of two
-// numbers each.
-const maxProfileBody = 4 << 20
+// maxProfileBody bounds a profile upload: streaming.MaxProfileRanges
+// ranges of two numbers of up to 19 digits each, and some room.
+const maxProfileBody = int64(streaming.MaxProfileRanges*len("[1234567890123456789,1234567890123456789],") + 4<<10)
 
 // profiles serves /acr/v1/{repo}/_profiles/{layer digest}: the startup
 // profile of a streamed layer. Nodes that may pull the repository read it
@@ -39,7 +39,7 @@ func (h *Handler) profiles(w http.ResponseWriter, r *http.Request, rt route) {
 		writeJSON(w, http.StatusOK, profileJSON{Digest: dgst.String(), Ranges: p.Ranges, UpdatedAt: timestamp(p.Updated)})
 	case "PUT":
 		var body struct {
-			Ranges []registry.ProfileRange `json:"ranges"`
+			Ranges []streaming.Range `json:"ranges"`
 		}
 		if err := readJSONUpTo(r, &body, maxProfileBody); err != nil {
 			h.fail(w, r, fmt.Errorf("%w (want {\"ranges\": [[offset, length], ...]}, at most %d bytes)", err, maxProfileBody))
