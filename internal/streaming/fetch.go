@@ -134,8 +134,9 @@ func (r *Reader) getChunks(ctx context.Context, idx []int) (map[int][]byte, erro
 		if err != nil {
 			return nil, err
 		}
-		// Chunks a Claim gave up on are fetched on the next round.
-		idx = idx[:0]
+		// Chunks a Claim gave up on are fetched on the next round (in a
+		// slice of their own: the caller's idx is not ours to change).
+		var retry []int
 		for i, f := range waits {
 			select {
 			case <-f.done:
@@ -144,14 +145,15 @@ func (r *Reader) getChunks(ctx context.Context, idx []int) (map[int][]byte, erro
 			}
 			switch {
 			case errors.Is(f.err, errReleased):
-				idx = append(idx, i)
+				retry = append(retry, i)
 			case f.err != nil:
 				return nil, f.err
 			default:
 				got[i] = f.data
 			}
 		}
-		slices.Sort(idx)
+		slices.Sort(retry)
+		idx = retry
 	}
 	return got, nil
 }
