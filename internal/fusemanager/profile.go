@@ -22,9 +22,10 @@ import (
 // and fetches those chunks at once, a few requests in parallel, while
 // containerd is still creating the container. Reads then find them cached.
 //
-// Nothing is trusted from a profile but offsets: every chunk is verified
-// against the TOC as any other, and a profile that names no chunk of the
-// layer is ignored.
+// Nothing is trusted from a profile but offsets: ranges outside the layer
+// or beyond a profile's limits are dropped before anything is fetched,
+// every chunk is verified against the TOC as any other, and a profile that
+// names no chunk of the layer is ignored.
 
 const (
 	// profileWindow ends a recording this long after the first read at
@@ -147,7 +148,7 @@ func (m *Manager) startProfile(lm *mounted, known <-chan profileAnswer) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			pf.run(ans.ranges)
+			pf.run(withinLimits(ans.ranges, lm.ref.Size))
 		}()
 		select {
 		case <-lm.opened:
@@ -560,4 +561,24 @@ func (m *Manager) giveProfile(lm *mounted, rec []int) {
 	}
 	m.metrics.profiles.WithLabelValues("recorded").Inc()
 	m.log.Info("startup profile recorded", "image", lm.ref.ImageRef, "layer", lm.ref.SourceDigest, "chunks", len(ranges), "bytes", total)
+}
+
+// withinLimits keeps the ranges of a registry's profile that lie inside a
+// layer of size bytes, up to a profile's limits: ranges are fetched before
+// the TOC can say which are chunks, so a registry that did not check them
+// must not make the node allocate what it says.
+func withinLimits(ranges []streaming.Range, size int64) []streaming.Range {
+	out := make([]streaming.Range, 0, min(len(ranges), streaming.MaxProfileRanges))
+	var total int64
+	for _, r := range ranges {
+		if len(out) == streaming.MaxProfileRanges || total+r.Length > streaming.MaxProfileBytes(size) {
+			break
+		}
+		if r.Offset < 0 || r.Length <= 0 || r.Offset > size-r.Length {
+			continue
+		}
+		out = append(out, r)
+		total += r.Length
+	}
+	return out
 }

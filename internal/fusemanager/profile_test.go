@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -156,5 +157,18 @@ func TestReadsWaitForRawFetchUnderWay(t *testing.T) {
 	}
 	if n := own.requests.Load(); n != 0 {
 		t.Fatalf("the read made %d requests of its own", n)
+	}
+}
+
+// TestProfileRangesWithinLimits: a registry's profile is cut to what lies
+// inside the layer and to a profile's limits before anything is fetched
+// (a negative length once crashed the FUSE manager).
+func TestProfileRangesWithinLimits(t *testing.T) {
+	const size = 1000
+	rg := func(off, n int64) streaming.Range { return streaming.Range{Offset: off, Length: n} }
+	got := withinLimits([]streaming.Range{rg(0, 100), rg(-5, 10), rg(100, -1), rg(200, 0), rg(950, 100), rg(300, 200), rg(600, 300)}, size)
+	want := []streaming.Range{rg(0, 100), rg(300, 200)}
+	if !slices.Equal(got, want) {
+		t.Fatalf("withinLimits = %v, want %v (inside the layer, at most half of it)", got, want)
 	}
 }

@@ -20,7 +20,7 @@ func TestStartupProfileGoesWithItsBlob(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, err := e.reg.StartupProfile(ctx, "app", layer)
-	if err != nil || len(p.Ranges) != 1 || p.Ranges[0] != (streaming.Range{100, 200}) || !p.Updated.Equal(e.clock.Now()) {
+	if err != nil || len(p.Ranges) != 1 || p.Ranges[0] != (streaming.Range{Offset: 100, Length: 200}) || !p.Updated.Equal(e.clock.Now()) {
 		t.Fatalf("stored profile %+v, %v", p, err)
 	}
 	if err := e.reg.PutStartupProfile(ctx, "app", layer, []streaming.Range{{Offset: 0, Length: 600}}); !errors.Is(err, ErrProfileInvalid) {
