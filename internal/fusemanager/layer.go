@@ -66,10 +66,6 @@ type mounted struct {
 	firstRead  sync.Once
 	// opened is closed once reader is set; read by the first read.
 	opened chan struct{}
-	// tocFetched is closed once the TOC's bytes are in (or the open
-	// failed): the prefetch waits for it so as not to slow them down.
-	tocFetched chan struct{}
-	tocOnce    sync.Once
 
 	read      chan struct{}
 	bad       atomic.Bool
@@ -95,9 +91,6 @@ func (m *mounted) goWork(f func()) {
 		f()
 	}()
 }
-
-// tocArrived says the TOC's bytes are in (or will not come).
-func (m *mounted) tocArrived() { m.tocOnce.Do(func() { close(m.tocFetched) }) }
 
 // shutdown stops the mount's workers and waits for them.
 func (m *mounted) shutdown() {
@@ -197,8 +190,8 @@ func (t *tailStore) path(toc digest.Digest) string { return filepath.Join(t.dir,
 
 // wrap returns a range reader that answers the tail from disk when it has
 // it, and keeps it when it fetches it.
-func (t *tailStore) wrap(ref LayerRef, remote streaming.MultiRangeReader, arrived func()) *tailReader {
-	return &tailReader{store: t, ref: ref, MultiRangeReader: remote, arrived: arrived}
+func (t *tailStore) wrap(ref LayerRef, remote streaming.MultiRangeReader) *tailReader {
+	return &tailReader{store: t, ref: ref, MultiRangeReader: remote}
 }
 
 type tailReader struct {
@@ -208,16 +201,11 @@ type tailReader struct {
 	// fetched is the tail as fetched from the registry, for the caller to
 	// keep once the reader verified it (nil when it came from disk).
 	fetched []byte
-	// arrived, when set, is called once the tail is read, or failed to be.
-	arrived func()
 }
 
 func (r *tailReader) ReadRange(ctx context.Context, p []byte, off int64) error {
 	if off != r.ref.TOCOffset || int64(len(p)) != r.ref.Size-r.ref.TOCOffset {
 		return r.MultiRangeReader.ReadRange(ctx, p, off)
-	}
-	if r.arrived != nil {
-		defer r.arrived()
 	}
 	path := r.store.path(r.ref.TOCDigest)
 	if b, err := os.ReadFile(path); err == nil && len(b) == len(p) {

@@ -135,7 +135,7 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 	m.mu.Unlock()
 
 	start := time.Now()
-	lm := &mounted{mountpoint: mountpoint, ref: ref, read: make(chan struct{}), opened: make(chan struct{}), tocFetched: make(chan struct{})}
+	lm := &mounted{mountpoint: mountpoint, ref: ref, read: make(chan struct{}), opened: make(chan struct{})}
 	lm.ctx, lm.stop = context.WithCancel(context.Background())
 	if profiles {
 		// The profile is asked for, and its first chunks fetched, while
@@ -143,8 +143,7 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 		lm.profile = newProfile()
 		m.startProfile(lm, m.fetchProfile(ref))
 	}
-	reader, tail, err := m.open(ctx, ref, lm.tocArrived)
-	lm.tocArrived()
+	reader, tail, err := m.open(ctx, ref)
 	if err != nil {
 		lm.shutdown()
 		return err
@@ -189,7 +188,7 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 // has it. A damaged local copy is dropped and fetched again. A tail
 // fetched from the registry is returned for the caller to keep (off the
 // mount's critical path).
-func (m *Manager) open(ctx context.Context, ref LayerRef, arrived func()) (*streaming.Reader, []byte, error) {
+func (m *Manager) open(ctx context.Context, ref LayerRef) (*streaming.Reader, []byte, error) {
 	remote := &countingRanges{inner: m.client(ref).BlobRanges(ref.Repository, ref.Digest, ref.Size), metrics: m.metrics}
 	opts := []streaming.ReaderOption{
 		streaming.WithTOC(ref.TOCDigest, ref.TOCOffset, ref.TOCSize),
@@ -198,11 +197,11 @@ func (m *Manager) open(ctx context.Context, ref LayerRef, arrived func()) (*stre
 	if ref.DiffID != "" {
 		opts = append(opts, streaming.WithDiffID(ref.DiffID))
 	}
-	tr := m.tails.wrap(ref, remote, arrived)
+	tr := m.tails.wrap(ref, remote)
 	r, err := streaming.Open(ctx, tr, ref.Size, opts...)
 	if errors.Is(err, streaming.ErrTOCVerification) || errors.Is(err, streaming.ErrInvalidFormat) {
 		_ = os.Remove(m.tails.path(ref.TOCDigest))
-		tr = m.tails.wrap(ref, remote, nil)
+		tr = m.tails.wrap(ref, remote)
 		r, err = streaming.Open(ctx, tr, ref.Size, opts...)
 	}
 	if err != nil {

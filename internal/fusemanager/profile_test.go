@@ -104,7 +104,7 @@ func TestReadsWaitForRawFetchUnderWay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lm := &mounted{read: make(chan struct{}), opened: make(chan struct{}), tocFetched: make(chan struct{}), profile: newProfile()}
+	lm := &mounted{read: make(chan struct{}), opened: make(chan struct{}), profile: newProfile()}
 	lm.ctx, lm.stop = context.WithCancel(context.Background())
 	defer lm.stop()
 	slow := &gatedRanges{blob: blob.Bytes(), gate: make(chan struct{}), started: make(chan struct{})}
