@@ -42,7 +42,7 @@ func (h *Handler) profiles(w http.ResponseWriter, r *http.Request, rt route) {
 			Ranges []streaming.Range `json:"ranges"`
 		}
 		if err := readJSONUpTo(r, &body, maxProfileBody); err != nil {
-			h.fail(w, r, fmt.Errorf("%w (want {\"ranges\": [[offset, length], ...]}, at most %d bytes)", err, maxProfileBody))
+			h.fail(w, r, fmt.Errorf("%w (want {\"ranges\": [[offset, length], ...]})", err))
 			return
 		}
 		if err := h.reg.PutStartupProfile(ctx, rt.repo, dgst, body.Ranges); err != nil {

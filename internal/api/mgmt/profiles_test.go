@@ -37,6 +37,7 @@ func TestStartupProfiles(t *testing.T) {
 		{"negative offset", `{"ranges":[[-1,20]]}`, "INVALID_REQUEST"},
 		{"empty range", `{"ranges":[[0,0]]}`, "INVALID_REQUEST"},
 		{"repeated offset", `{"ranges":[[0,10],[0,10]]}`, "INVALID_REQUEST"},
+		{"overlapping", `{"ranges":[[100,50],[0,120]]}`, "INVALID_REQUEST"},
 		{"more than half the blob", `{"ranges":[[0,3000],[3000,3000]]}`, "INVALID_REQUEST"},
 		{"not a pair", `{"ranges":[[1,2,3]]}`, "INVALID_REQUEST"},
 		{"unknown field", `{"ranges":[[0,10]],"extra":1}`, "INVALID_REQUEST"},
@@ -45,6 +46,10 @@ func TestStartupProfiles(t *testing.T) {
 		if r.code != http.StatusBadRequest || errorCode(t, r) != tc.code {
 			t.Errorf("%s: %d %s, want 400 %s", tc.name, r.code, r.body, tc.code)
 		}
+	}
+	big := `{"ranges":[[0,10]]` + strings.Repeat(" ", 4<<20) + `}` // over the 2.6 MiB a profile body may hold
+	if r := tr.do("PUT", path, "application/json", []byte(big)); r.code != http.StatusBadRequest || !strings.Contains(r.body, "body larger than") {
+		t.Errorf("a body over the limit: %d %s, want 400 saying it is too large", r.code, r.body)
 	}
 	if got := tr.expect("GET", path, "", http.StatusOK); !strings.Contains(got.body, `"ranges":[[100,50]]`) {
 		t.Fatalf("a refused profile changed the stored one: %s", got.body)
