@@ -26,7 +26,11 @@ func (c *Client) StartupProfile(ctx context.Context, repo string, layer digest.D
 	if errors.As(err, &e) && e.Code == "PROFILE_UNKNOWN" {
 		return nil, nil
 	}
-	if IsStatus(err, http.StatusNotFound) || IsStatus(err, http.StatusMethodNotAllowed) {
+	// No such endpoint: another registry (a 404 without a code, or a
+	// 405), or a Sluice from before profiles. A 404 with another code (the
+	// repository or the layer unknown) is an error of its own.
+	noEndpoint := errors.As(err, &e) && (e.Code == "" || e.Code == "NOT_FOUND")
+	if (noEndpoint && IsStatus(err, http.StatusNotFound)) || IsStatus(err, http.StatusMethodNotAllowed) {
 		return nil, fmt.Errorf("%w: %v", ErrNoProfiles, err)
 	}
 	if err != nil {
