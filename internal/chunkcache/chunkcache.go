@@ -41,7 +41,11 @@ type Cache struct {
 
 	writeDelay time.Duration
 	lastPut    atomic.Int64 // unix nanoseconds
-	urgent     atomic.Int32 // a Flush or Close is waiting: write at once
+	// queued is the bytes of the chunks waiting for the disk, held outside
+	// the memory front's bound: at most maxQueued.
+	queued    atomic.Int64
+	maxQueued int64
+	urgent    atomic.Int32 // a Flush or Close is waiting: write at once
 
 	mu    sync.Mutex
 	size  int64
@@ -102,7 +106,8 @@ func OpenWith(dir string, maxBytes int64, o Options) (*Cache, error) {
 		o.WriteDelay = DefaultWriteDelay
 	}
 	c := &Cache{dir: dir, max: maxBytes, order: list.New(), items: map[digest.Digest]*list.Element{},
-		memory: streaming.NewMemoryCache(o.MemoryBytes), pending: make(chan pendingChunk, 256), writeDelay: o.WriteDelay}
+		memory: streaming.NewMemoryCache(o.MemoryBytes), pending: make(chan pendingChunk, 256), writeDelay: o.WriteDelay,
+		maxQueued: o.MemoryBytes / 2}
 	type found struct {
 		item
 		mtime time.Time
@@ -150,13 +155,15 @@ func (c *Cache) writer() {
 		}
 		c.waitQuiet()
 		c.store(p.sum, p.data)
+		c.queued.Add(-int64(len(p.data)))
 	}
 }
 
 // waitQuiet holds the disk writes back until puts pause for the write
-// delay, unless the queue is half full or a Flush or Close waits.
+// delay, unless the queue is half full (in chunks or in bytes) or a Flush
+// or Close waits.
 func (c *Cache) waitQuiet() {
-	for c.urgent.Load() == 0 && len(c.pending) < cap(c.pending)/2 {
+	for c.urgent.Load() == 0 && len(c.pending) < cap(c.pending)/2 && c.queued.Load() < c.maxQueued/2 {
 		since := time.Since(time.Unix(0, c.lastPut.Load()))
 		if since >= c.writeDelay {
 			return
@@ -251,8 +258,9 @@ func (c *Cache) Has(sum digest.Digest) bool {
 }
 
 // Put keeps a verified chunk in memory at once and queues it for the disk;
-// when the queue is full the disk copy is skipped (the chunk is only
-// fetched again later, if ever needed).
+// when the queue is full (256 chunks, or half the memory front's bytes) the
+// disk copy is skipped (the chunk is only fetched again later, if ever
+// needed).
 func (c *Cache) Put(sum digest.Digest, data []byte) {
 	c.lastPut.Store(time.Now().UnixNano())
 	c.memory.Put(sum, data)
@@ -261,9 +269,14 @@ func (c *Cache) Put(sum digest.Digest, data []byte) {
 	if c.closed {
 		return
 	}
+	if c.queued.Add(int64(len(data))) > c.maxQueued {
+		c.queued.Add(-int64(len(data)))
+		return
+	}
 	select {
 	case c.pending <- pendingChunk{sum: sum, data: data}:
 	default:
+		c.queued.Add(-int64(len(data)))
 	}
 }
 

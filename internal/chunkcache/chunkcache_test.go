@@ -155,3 +155,25 @@ func TestDiskWritesWaitForAPause(t *testing.T) {
 		t.Fatalf("%d chunks on disk after Flush, want 4", n)
 	}
 }
+
+// TestQueuedBytesAreBounded: chunks waiting for the disk are held outside
+// the memory front's bound, so the writes start, pause or not, once they
+// reach a quarter of it.
+func TestQueuedBytesAreBounded(t *testing.T) {
+	c, err := OpenWith(t.TempDir(), 1<<20, Options{MemoryBytes: 8 << 10, WriteDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 3 {
+		b, s := chunk(i, 1024)
+		c.Put(s, b)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats().Chunks == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("3 KiB queued against an 8 KiB memory front, and nothing written")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
