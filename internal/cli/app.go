@@ -201,6 +201,16 @@ func usageErrorf(format string, args ...any) error {
 	return &usageError{fmt.Errorf(format, args...)}
 }
 
+// explainedError says in its own words what err (kept for the exit code)
+// means, when the registry's text would only repeat it.
+type explainedError struct {
+	msg string
+	err error
+}
+
+func (e *explainedError) Error() string { return e.msg }
+func (e *explainedError) Unwrap() error { return e.err }
+
 // errInterrupted stops a command on Ctrl-C after it said what to do next.
 var errInterrupted = errors.New("interrupted")
 

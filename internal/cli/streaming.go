@@ -154,9 +154,9 @@ func (a *App) findOperation(ctx context.Context, cl *client.Client, t *operation
 		var ce *client.Error
 		if errors.As(err, &ce) && ce.Code == "OPERATION_UNKNOWN" {
 			if t.latest {
-				return "", nil, fmt.Errorf("%s has never been converted (%w); start with 'sluice artifact-streaming create --image %s'", img, err, img)
+				return "", nil, &explainedError{fmt.Sprintf("the registry has no conversion of %s on record; start one with 'sluice artifact-streaming create --image %s' (an artifact pushed by 'sluice convert' has none: see 'sluice manifest list-referrers -n %s')", img, img, img), err}
 			}
-			return "", nil, fmt.Errorf("no conversion of %s is queued or running (%w); a finished one is shown by 'sluice artifact-streaming operation show --image %s', and the artifact by 'sluice manifest list-referrers -n %s'", img, err, img, img)
+			return "", nil, &explainedError{fmt.Sprintf("no conversion of %s is queued or running; a finished one is shown by 'sluice artifact-streaming operation show --image %s', and the artifact by 'sluice manifest list-referrers -n %s'", img, img, img), err}
 		}
 		if err != nil {
 			return "", nil, err
