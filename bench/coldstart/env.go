@@ -209,7 +209,7 @@ func (e *env) pushImage(ctx context.Context, w workload) error {
 // streamed layer of a workload's image.
 func (e *env) hasProfiles(ctx context.Context, w workload) bool {
 	for _, d := range e.streamed[w.name] {
-		if _, _, err := e.reg.API(ctx, "GET", "/acr/v1/"+w.name+"/_profiles/"+d.String(), nil, nil); err != nil {
+		if ranges, err := e.reg.StartupProfile(ctx, w.name, d); err != nil || ranges == nil {
 			return false
 		}
 	}

@@ -189,7 +189,7 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 // fetched from the registry is returned for the caller to keep (off the
 // mount's critical path).
 func (m *Manager) open(ctx context.Context, ref LayerRef) (*streaming.Reader, []byte, error) {
-	remote := &countingRanges{inner: m.client(ref).BlobRanges(ref.Repository, ref.Digest, ref.Size), metrics: m.metrics}
+	remote := m.remote(ref)
 	opts := []streaming.ReaderOption{
 		streaming.WithTOC(ref.TOCDigest, ref.TOCOffset, ref.TOCSize),
 		streaming.WithChunkCache(m.cache),
@@ -211,6 +211,12 @@ func (m *Manager) open(ctx context.Context, ref LayerRef) (*streaming.Reader, []
 		return nil, nil, fmt.Errorf("open streamed layer %s: %w", ref.Digest, err)
 	}
 	return r, tr.fetched, nil
+}
+
+// remote reads ranges of a streamed layer from its registry, counting the
+// bytes in the metrics.
+func (m *Manager) remote(ref LayerRef) *countingRanges {
+	return &countingRanges{inner: m.client(ref).BlobRanges(ref.Repository, ref.Digest, ref.Size), metrics: m.metrics}
 }
 
 // Unmount unmounts a layer and drops its chunks from the cache unless

@@ -142,7 +142,7 @@ func (m *Manager) startProfile(lm *mounted, known <-chan profileAnswer) {
 			}
 			return
 		}
-		pf := &prefetcher{m: m, lm: lm, remote: &countingRanges{inner: m.client(lm.ref).BlobRanges(lm.ref.Repository, lm.ref.Digest, lm.ref.Size), metrics: m.metrics},
+		pf := &prefetcher{m: m, lm: lm, remote: m.remote(lm.ref),
 			verify: make(chan claimedBatch, prefetchVerifyQueue), fetching: map[*rawFetch]struct{}{}}
 		pf.space = sync.NewCond(&pf.mu)
 		done := make(chan struct{})
