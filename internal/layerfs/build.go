@@ -8,6 +8,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sluicehq/sluice/internal/streaming"
 )
 
@@ -28,6 +29,9 @@ type dir struct {
 	// listing, so a mount pays nothing for directories nobody opens.
 	sortOnce sync.Once
 	children []child
+
+	listOnce sync.Once
+	listing  []fuse.DirEntry // what a listing shows, made on the first
 }
 
 // child is one name in a directory.

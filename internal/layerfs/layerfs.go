@@ -159,15 +159,19 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	return n.NewInode(ctx, child, fs.StableAttr{Mode: child.mode & syscall.S_IFMT, Ino: child.ino}), 0
 }
 
-// entries lists a directory from the index, in name order.
+// entries lists a directory from the index, in name order; the listing is
+// made on the first open and shared by later ones (handles only read it).
 func (n *node) entries() []fuse.DirEntry {
-	children := n.dir.sorted()
-	list := make([]fuse.DirEntry, len(children))
-	for i := range children {
-		m := children[i].meta()
-		list[i] = fuse.DirEntry{Name: children[i].name, Mode: m.mode, Ino: m.ino}
-	}
-	return list
+	d := n.dir
+	d.listOnce.Do(func() {
+		children := d.sorted()
+		d.listing = make([]fuse.DirEntry, len(children))
+		for i := range children {
+			m := children[i].meta()
+			d.listing[i] = fuse.DirEntry{Name: children[i].name, Mode: m.mode, Ino: m.ino}
+		}
+	})
+	return d.listing
 }
 
 // dirHandle is an open directory: its listing, read from a position the
