@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -66,6 +67,10 @@ type mounted struct {
 	firstRead  sync.Once
 	// opened is closed once reader is set; read by the first read.
 	opened chan struct{}
+	// gone is closed when the FUSE connection ends (unmounted, by us or
+	// anyone, or aborted); dev is the mount's device number.
+	gone chan struct{}
+	dev  uint64
 
 	read      chan struct{}
 	bad       atomic.Bool
@@ -90,6 +95,27 @@ func (m *mounted) goWork(f func()) {
 		defer m.workers.Done()
 		f()
 	}()
+}
+
+// served says why the layer is not served at its mountpoint, or nil. It
+// asks no FUSE request of the manager (statfs would, and it would queue
+// behind chunk verification just when a container is being created): the
+// connection's end is known here, and the kernel answers a stat of the
+// mount's root from its attribute cache.
+func (m *mounted) served() error {
+	select {
+	case <-m.gone:
+		return fmt.Errorf("layer at %s is no longer served: its FUSE connection ended", m.mountpoint)
+	default:
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(m.mountpoint, &st); err != nil {
+		return fmt.Errorf("layer at %s does not answer: %w", m.mountpoint, err)
+	}
+	if st.Dev != m.dev {
+		return fmt.Errorf("layer at %s is no longer mounted there", m.mountpoint)
+	}
+	return nil
 }
 
 // shutdown stops the mount's workers and waits for them.

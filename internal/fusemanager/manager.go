@@ -125,17 +125,29 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 		return err
 	}
 	m.mu.Lock()
-	if cur, ok := m.mounts[mountpoint]; ok {
-		m.mu.Unlock()
-		if cur.ref.Digest == ref.Digest {
-			return nil
-		}
-		return fmt.Errorf("%s already holds layer %s", mountpoint, cur.ref.Digest)
-	}
+	cur, ok := m.mounts[mountpoint]
 	m.mu.Unlock()
+	if ok {
+		err := cur.served()
+		if err == nil {
+			if cur.ref.Digest == ref.Digest {
+				return nil
+			}
+			return fmt.Errorf("%s already holds layer %s", mountpoint, cur.ref.Digest)
+		}
+		// Unmounted by something else than us, or its connection
+		// aborted: mount the layer again.
+		m.mu.Lock()
+		if m.mounts[mountpoint] == cur {
+			delete(m.mounts, mountpoint)
+			go m.retire(cur)
+		}
+		m.mu.Unlock()
+		m.log.Warn("a layer is no longer mounted where the manager mounted it; mounting it again", "mountpoint", mountpoint, "layer", cur.ref.SourceDigest, "reason", err)
+	}
 
 	start := time.Now()
-	lm := &mounted{mountpoint: mountpoint, ref: ref, read: make(chan struct{}), opened: make(chan struct{})}
+	lm := &mounted{mountpoint: mountpoint, ref: ref, read: make(chan struct{}), opened: make(chan struct{}), gone: make(chan struct{})}
 	lm.ctx, lm.stop = context.WithCancel(context.Background())
 	if profiles {
 		// The profile is asked for, and its first chunks fetched, while
@@ -161,6 +173,21 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 		return err
 	}
 	lm.server = server
+	go func() {
+		server.Wait()
+		close(lm.gone)
+	}()
+	// The mount's device number, to tell later whether the mountpoint
+	// still holds it (the kernel keeps the root's attributes, so this
+	// costs no FUSE request after the first).
+	var st syscall.Stat_t
+	if err := syscall.Stat(mountpoint, &st); err != nil {
+		lm.shutdown()
+		_ = server.Unmount()
+		reader.Close()
+		return fmt.Errorf("mounted layer at %s does not answer: %w", mountpoint, err)
+	}
+	lm.dev = st.Dev
 	m.mu.Lock()
 	m.mounts[mountpoint] = lm
 	m.mu.Unlock()
@@ -278,11 +305,16 @@ func (m *Manager) Check(mountpoint string) error {
 	if lm.bad.Load() {
 		return fmt.Errorf("layer %s at %s is bad: %v", lm.ref.Digest, mountpoint, lm.badReason.Load())
 	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(mountpoint, &st); err != nil {
-		return fmt.Errorf("layer at %s does not answer: %w", mountpoint, err)
-	}
-	return nil
+	return lm.served()
+}
+
+// retire lets go of a mount that is no longer at its mountpoint once its
+// FUSE connection ends: containers that still hold it keep it until then.
+func (m *Manager) retire(lm *mounted) {
+	<-lm.gone
+	lm.shutdown()
+	lm.reader.Close()
+	m.dropChunks(lm)
 }
 
 // Status describes a mount, for the status endpoint.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -163,6 +164,18 @@ func (n *nodeEnv) tryRun(img *nodeImage, id, script, out string) (stdout, stderr
 	return n.cl.try(n.flavor.ctr, args...)
 }
 
+// removeContainer kills a container started with `ctr run -d` and removes
+// it, ignoring errors (it is cleanup).
+func (n *nodeEnv) removeContainer(id string) {
+	ctr := func(args ...string) error {
+		_, _, err := n.cl.try(n.flavor.ctr, append([]string{"--address", n.sock, "--namespace", nodeNamespace}, args...)...)
+		return err
+	}
+	_ = ctr("tasks", "kill", "-s", "SIGKILL", id)
+	_ = poll(30*time.Second, func() bool { return ctr("tasks", "delete", id) == nil })
+	_ = ctr("containers", "delete", id)
+}
+
 // testSnapshotterKilled kills the snapshotter with SIGKILL while a
 // container reads files one after the other (comparing each with its
 // sha256): the container keeps reading, files it had not read yet
@@ -187,14 +200,7 @@ done >> /out/reads.log 2>&1`
 	const id = "e2e-reader"
 	n.ctr("run", "-d", "--snapshotter", "sluice", "--mount", "type=bind,src="+out+",dst=/out,options=rbind:rw",
 		img.ref(n.sn.registry), id, "/bin/busybox", "sh", "-c", script)
-	t.Cleanup(func() {
-		_, _, _ = n.cl.try(n.flavor.ctr, "--address", n.sock, "--namespace", nodeNamespace, "tasks", "kill", "-s", "SIGKILL", id)
-		_ = poll(30*time.Second, func() bool {
-			_, _, err := n.cl.try(n.flavor.ctr, "--address", n.sock, "--namespace", nodeNamespace, "tasks", "delete", id)
-			return err == nil
-		})
-		_, _, _ = n.cl.try(n.flavor.ctr, "--address", n.sock, "--namespace", nodeNamespace, "containers", "delete", id)
-	})
+	t.Cleanup(func() { n.removeContainer(id) })
 	readLog := func() (ok, bad []string) {
 		b, _ := os.ReadFile(reads)
 		// The last line may be half written.
@@ -258,6 +264,41 @@ done >> /out/reads.log 2>&1`
 	waitReads(len(afterRestart)+5, "after the restart")
 	ok, _ := readLog()
 	t.Logf("the reader read %d files without a failure: %d before the kill, %d until the restart", len(ok), len(atKill), len(afterRestart))
+}
+
+// testUnmountedByHand detaches every streamed layer's FUSE mount behind the
+// snapshotter's back while a container uses them: a new container still
+// gets the image's files (the snapshotter finds the mountpoints empty and
+// has them mounted again; the manager once answered that an empty
+// mountpoint was served), and the running container keeps reading through
+// the mount it holds.
+func testUnmountedByHand(t *testing.T, n *nodeEnv, img *nodeImage) {
+	n.pull(img)
+	const holder = "e2e-holder"
+	n.ctr("run", "-d", "--snapshotter", "sluice", img.ref(n.sn.registry), holder, "/bin/busybox", "sleep", "600")
+	t.Cleanup(func() { n.removeContainer(holder) })
+	mounts := fuseMountsUnder(t, n.sn.dir)
+	if len(mounts) < len(img.Layers) {
+		t.Fatalf("%d fuse.sluice mounts under the snapshotter's root, want at least %d: %v", len(mounts), len(img.Layers), mounts)
+	}
+	for _, mp := range mounts {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
+			t.Fatalf("unmount %s: %v", mp, err)
+		}
+	}
+	want := img.sums["/data/blob.bin"] + "  /data/blob.bin\n"
+	if got := n.run(img, "e2e-remounted", "busybox sha256sum /data/blob.bin"); got != want {
+		t.Errorf("a container started after the unmount printed %q, want %q", got, want)
+	}
+	if got := n.ctr("tasks", "exec", "--exec-id", "e2e-check", holder, "/bin/busybox", "sha256sum", "/data/blob.bin"); got != want {
+		t.Errorf("the container that held the old mounts printed %q, want %q", got, want)
+	}
+	if lines := n.sn.managerLogLines("a layer is no longer mounted where the manager mounted it; mounting it again"); len(lines) < len(img.Layers) {
+		t.Errorf("the FUSE manager logged %d remounts, want at least %d (one per layer): %q", len(lines), len(img.Layers), lines)
+	}
+	if got := fuseMountsUnder(t, n.sn.dir); len(got) < len(img.Layers) {
+		t.Errorf("%d fuse.sluice mounts after the remount, want at least %d: %v", len(got), len(img.Layers), got)
+	}
 }
 
 // logLines returns the lines of the snapshotter's log with msg that contain

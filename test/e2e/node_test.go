@@ -100,6 +100,7 @@ func TestNode(t *testing.T) {
 				o.cacheMaxBytes, o.backgroundDelay = 1<<30, "2s"
 				n := startNode(t, f, o, &criSetup{registry: reg.addr, sandbox: imgs.sandbox.ref(reg.addr), user: nodeToken, password: password})
 				t.Run("sluice pull and ctr run", func(t *testing.T) { testStreamedRun(t, n, imgs.main) })
+				t.Run("a layer unmounted by hand is mounted again", func(t *testing.T) { testUnmountedByHand(t, n, imgs.main) })
 				t.Run("fallback without a streaming artifact", func(t *testing.T) { testFallback(t, n, imgs.plain) })
 				if f.configVersion == 3 {
 					t.Run("ctr image pull through the transfer service", func(t *testing.T) { testTransferPull(t, n, imgs.main) })
