@@ -9,6 +9,10 @@
 // (make build). Each trial gets a fresh containerd and snapshotter, so every
 // start is cold.
 //
+// To compare two builds of the snapshotter, -against DIR alternates their
+// trials in one run (one row each): drift in the machine's speed, which
+// moves 5-trial medians here by tens of milliseconds, then falls on both.
+//
 // For looking into a run, these environment variables:
 //
 //	COLDSTART_KEEP=1        keep each node's daemon logs in $TMPDIR and the registry's directory
@@ -46,6 +50,7 @@ func main() {
 	trials := flag.Int("trials", 3, "trials per image, rate and mode (the median is reported)")
 	modes := flag.String("modes", "full,lazy,profiled", "full (overlayfs, download everything), lazy (sluice-snapshotter, first start anywhere), profiled (sluice-snapshotter, a later node: the registry has the first start's profile)")
 	binDir := flag.String("bin", "bin", "directory of sluiced and sluice-snapshotter")
+	against := flag.String("against", "", "directory of another sluice-snapshotter build: lazy trials alternate between the two, one row each")
 	markdown := flag.String("markdown", "", "write a markdown table to this file")
 	chart := flag.String("chart", "", "write a PNG chart to this file")
 	flag.Parse()
@@ -55,6 +60,14 @@ func main() {
 	bin, err := filepath.Abs(*binDir)
 	if err != nil {
 		log.Fatal(err)
+	}
+	builds := []string{bin}
+	if *against != "" {
+		other, err := filepath.Abs(*against)
+		if err != nil {
+			log.Fatal(err)
+		}
+		builds = append(builds, other)
 	}
 	ctx := context.Background()
 	env, err := newEnv(ctx, bin)
@@ -85,24 +98,35 @@ func main() {
 					if err := env.deleteProfiles(ctx, w); err != nil {
 						log.Fatal(err)
 					}
-					r, err := env.trial(ctx, w, "record")
+					r, err := env.trial(ctx, w, "record", bin)
 					if err != nil {
 						log.Fatalf("%s %s recording a startup profile: %v", w.name, rate, err)
 					}
 					log.Printf("%-8s %-8s record   : first line after %v, %.1f MB fetched (then %s)", w.name, rate,
 						r.firstLine.Round(time.Millisecond), float64(r.bytes)/1e6, phases.Flush())
 				}
-				var runs []trialResult
-				for i := range *trials {
-					r, err := env.trial(ctx, w, mode)
-					if err != nil {
-						log.Fatalf("%s %s %s trial %d: %v", w.name, rate, mode, i+1, err)
-					}
-					log.Printf("%-8s %-8s %-5s trial %d: first line after %v, %.1f MB fetched (pull %v; then %s)", w.name, rate, mode, i+1,
-						r.firstLine.Round(time.Millisecond), float64(r.bytes)/1e6, r.pull.Round(time.Millisecond), phases.Flush())
-					runs = append(runs, r)
+				// With two builds, their trials alternate, so that drift in
+				// the machine's speed falls on both alike.
+				sns := builds
+				if mode == "full" {
+					sns = builds[:1]
 				}
-				results = append(results, summarize(w.name, rate, mode, runs))
+				runs := make([][]trialResult, len(sns))
+				for i := range *trials {
+					for k, sn := range sns {
+						label := modeLabel(mode, sns, k)
+						r, err := env.trial(ctx, w, mode, sn)
+						if err != nil {
+							log.Fatalf("%s %s %s trial %d: %v", w.name, rate, label, i+1, err)
+						}
+						log.Printf("%-8s %-8s %-5s trial %d: first line after %v, %.1f MB fetched (pull %v; then %s)", w.name, rate, label, i+1,
+							r.firstLine.Round(time.Millisecond), float64(r.bytes)/1e6, r.pull.Round(time.Millisecond), phases.Flush())
+						runs[k] = append(runs[k], r)
+					}
+				}
+				for k := range sns {
+					results = append(results, summarize(w.name, rate, modeLabel(mode, sns, k), runs[k]))
+				}
 			}
 		}
 	}
@@ -121,6 +145,15 @@ func main() {
 			log.Fatal(err)
 		}
 	}
+}
+
+// modeLabel names a mode's row: with two snapshotter builds, the second
+// one's rows carry its directory.
+func modeLabel(mode string, builds []string, k int) string {
+	if k == 0 {
+		return mode
+	}
+	return mode + " (" + builds[k] + ")"
 }
 
 type trialResult struct {

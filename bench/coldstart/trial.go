@@ -26,7 +26,9 @@ type node struct {
 	daemons []*exec.Cmd
 }
 
-func (e *env) startNode(lazy bool) (*node, error) {
+// startNode starts a node; snBin, for a lazy one, is the directory of the
+// sluice-snapshotter to run.
+func (e *env) startNode(lazy bool, snBin string) (*node, error) {
 	dir, err := os.MkdirTemp("", "cs-")
 	if err != nil {
 		return nil, err
@@ -53,7 +55,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		if err := os.WriteFile(filepath.Join(dir, "sn.yaml"), []byte(snCfg), 0o600); err != nil {
 			return nil, err
 		}
-		if err := n.start(filepath.Join(e.bin, "sluice-snapshotter"), "--root", filepath.Join(dir, "sn"), "--address", snSock, "--config", filepath.Join(dir, "sn.yaml")); err != nil {
+		if err := n.start(filepath.Join(snBin, "sluice-snapshotter"), "--root", filepath.Join(dir, "sn"), "--address", snSock, "--config", filepath.Join(dir, "sn.yaml")); err != nil {
 			return nil, err
 		}
 		if err := waitFor(30*time.Second, func() bool { _, err := os.Stat(snSock); return err == nil }); err != nil {
@@ -134,8 +136,9 @@ func unmountUnder(dir string) {
 // the first start of the image anywhere: the registry has no startup
 // profile), profiled (sluice-snapshotter on a node after the first: the
 // registry has the profile the first recorded), record (a lazy start that
-// waits for the node to give the registry its profile).
-func (e *env) trial(ctx context.Context, w workload, mode string) (trialResult, error) {
+// waits for the node to give the registry its profile). snBin is the
+// directory of the sluice-snapshotter to run.
+func (e *env) trial(ctx context.Context, w workload, mode, snBin string) (trialResult, error) {
 	lazy := mode != "full"
 	switch mode {
 	case "lazy":
@@ -147,7 +150,7 @@ func (e *env) trial(ctx context.Context, w workload, mode string) (trialResult, 
 			return trialResult{}, fmt.Errorf("the registry has no startup profile of %s", w.name)
 		}
 	}
-	n, err := e.startNode(lazy)
+	n, err := e.startNode(lazy, snBin)
 	if err != nil {
 		return trialResult{}, err
 	}
