@@ -8,22 +8,32 @@ import (
 	"time"
 )
 
-// StartupProfile returns the stored profile of a blob (its ranges as the
-// JSON they were stored as) and when it was stored, or ErrNotFound.
-func (s *Store) StartupProfile(ctx context.Context, dgst string) (ranges []byte, updated time.Time, err error) {
+// Startup profiles are kept per repository and blob: a layer shared by
+// several repositories starts different programs in each, and pull access
+// to one repository must not change what nodes pulling another one fetch.
+
+// StartupProfile returns the profile of a blob in a repository (its ranges
+// as the JSON they were stored as) and when it was stored, or ErrNotFound.
+func (s *Store) StartupProfile(ctx context.Context, repo, dgst string) (ranges []byte, updated time.Time, err error) {
 	var at int64
-	err = s.read.QueryRowContext(ctx, `SELECT ranges, updated_at FROM startup_profiles WHERE digest = ?`, dgst).Scan(&ranges, &at)
+	err = s.read.QueryRowContext(ctx, `SELECT p.ranges, p.updated_at FROM startup_profiles p
+		JOIN repositories r ON r.id = p.repository_id WHERE r.name = ? AND p.digest = ?`, repo, dgst).Scan(&ranges, &at)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, time.Time{}, fmt.Errorf("startup profile of %s: %w", dgst, ErrNotFound)
+		return nil, time.Time{}, fmt.Errorf("startup profile of %s in %s: %w", dgst, repo, ErrNotFound)
 	}
 	return ranges, time.Unix(0, at), err
 }
 
-// PutStartupProfile stores (replacing) the profile of a live blob.
-func (s *Store) PutStartupProfile(ctx context.Context, dgst string, ranges []byte) error {
+// PutStartupProfile stores (replacing) the profile of a live blob in a
+// repository.
+func (s *Store) PutStartupProfile(ctx context.Context, repo, dgst string, ranges []byte) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
+		id, err := repositoryID(ctx, tx, repo)
+		if err != nil {
+			return err
+		}
 		var state int
-		err := tx.QueryRowContext(ctx, `SELECT state FROM blobs WHERE digest = ?`, dgst).Scan(&state)
+		err = tx.QueryRowContext(ctx, `SELECT state FROM blobs WHERE digest = ?`, dgst).Scan(&state)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("startup profile of %s: %w", dgst, ErrNotFound)
 		}
@@ -33,22 +43,23 @@ func (s *Store) PutStartupProfile(ctx context.Context, dgst string, ranges []byt
 		if state != blobLive {
 			return fmt.Errorf("startup profile of %s: %w", dgst, ErrBlobDeleting)
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO startup_profiles(digest, ranges, updated_at) VALUES (?, ?, ?)
-			ON CONFLICT(digest) DO UPDATE SET ranges = excluded.ranges, updated_at = excluded.updated_at`, dgst, string(ranges), s.nowNano())
+		_, err = tx.ExecContext(ctx, `INSERT INTO startup_profiles(repository_id, digest, ranges, updated_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT(repository_id, digest) DO UPDATE SET ranges = excluded.ranges, updated_at = excluded.updated_at`, id, dgst, string(ranges), s.nowNano())
 		return err
 	})
 }
 
-// DeleteStartupProfile removes the profile of a blob; ErrNotFound when
-// there is none.
-func (s *Store) DeleteStartupProfile(ctx context.Context, dgst string) error {
+// DeleteStartupProfile removes the profile of a blob in a repository;
+// ErrNotFound when there is none.
+func (s *Store) DeleteStartupProfile(ctx context.Context, repo, dgst string) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM startup_profiles WHERE digest = ?`, dgst)
+		res, err := tx.ExecContext(ctx, `DELETE FROM startup_profiles
+			WHERE repository_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ?`, repo, dgst)
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("startup profile of %s: %w", dgst, ErrNotFound)
+			return fmt.Errorf("startup profile of %s in %s: %w", dgst, repo, ErrNotFound)
 		}
 		return nil
 	})

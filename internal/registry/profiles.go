@@ -29,12 +29,14 @@ type StartupProfile struct {
 	Updated time.Time
 }
 
-// StartupProfile returns the profile of a blob linked in repo.
+// StartupProfile returns the profile of a blob linked in repo. Profiles are
+// kept per repository: another repository holding the same blob has its
+// own.
 func (r *Registry) StartupProfile(ctx context.Context, repo string, dgst digest.Digest) (*StartupProfile, error) {
 	if _, err := r.StatBlob(ctx, repo, dgst); err != nil {
 		return nil, err
 	}
-	b, updated, err := r.meta.StartupProfile(ctx, dgst.String())
+	b, updated, err := r.meta.StartupProfile(ctx, repo, dgst.String())
 	if errors.Is(err, metadata.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %s", ErrProfileUnknown, dgst)
 	}
@@ -63,7 +65,7 @@ func (r *Registry) PutStartupProfile(ctx context.Context, repo string, dgst dige
 	if err != nil {
 		return err
 	}
-	err = r.meta.PutStartupProfile(ctx, dgst.String(), b)
+	err = r.meta.PutStartupProfile(ctx, repo, dgst.String(), b)
 	switch {
 	case errors.Is(err, metadata.ErrNotFound):
 		return fmt.Errorf("%w: %s", ErrBlobUnknown, dgst)
@@ -105,7 +107,7 @@ func (r *Registry) DeleteStartupProfile(ctx context.Context, repo string, dgst d
 	if _, err := r.StatBlob(ctx, repo, dgst); err != nil {
 		return err
 	}
-	err := r.meta.DeleteStartupProfile(ctx, dgst.String())
+	err := r.meta.DeleteStartupProfile(ctx, repo, dgst.String())
 	if errors.Is(err, metadata.ErrNotFound) {
 		return fmt.Errorf("%w: %s", ErrProfileUnknown, dgst)
 	}

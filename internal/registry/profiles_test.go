@@ -39,3 +39,30 @@ func TestStartupProfileGoesWithItsBlob(t *testing.T) {
 		t.Fatalf("the profile outlived its blob: %v", err)
 	}
 }
+
+// TestStartupProfilesArePerRepository: two repositories hold the same
+// layer; a profile given through one is not the other's, and replacing or
+// deleting it in one leaves the other's alone.
+func TestStartupProfilesArePerRepository(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	layer := put(t, e.reg, "app", make([]byte, 1000))
+	put(t, e.reg, "other", make([]byte, 1000))
+	mine := []streaming.Range{{Offset: 100, Length: 200}}
+	if err := e.reg.PutStartupProfile(ctx, "app", layer, mine); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.StartupProfile(ctx, "other", layer); !errors.Is(err, ErrProfileUnknown) {
+		t.Fatalf("other has app's profile: %v", err)
+	}
+	if err := e.reg.PutStartupProfile(ctx, "other", layer, []streaming.Range{{Offset: 0, Length: 50}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.reg.DeleteStartupProfile(ctx, "other", layer); err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.reg.StartupProfile(ctx, "app", layer)
+	if err != nil || len(p.Ranges) != 1 || p.Ranges[0] != mine[0] {
+		t.Fatalf("app's profile after other's was given and deleted: %+v, %v", p, err)
+	}
+}

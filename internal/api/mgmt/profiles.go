@@ -20,8 +20,9 @@ type profileJSON struct {
 const maxProfileBody = int64(streaming.MaxProfileRanges*len("[1234567890123456789,1234567890123456789],") + 4<<10)
 
 // profiles serves /acr/v1/{repo}/_profiles/{layer digest}: the startup
-// profile of a streamed layer. Nodes that may pull the repository read it
-// and give the one they recorded (PUT); deleting it needs delete access.
+// profile of a streamed layer in that repository (each repository holding
+// a layer has its own). Nodes that may pull the repository read it and give
+// the one they recorded (PUT); deleting it needs delete access.
 func (h *Handler) profiles(w http.ResponseWriter, r *http.Request, rt route) {
 	dgst, err := oci.ParseDigest(rt.arg)
 	if err != nil {
