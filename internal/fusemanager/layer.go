@@ -8,11 +8,11 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	"github.com/sluicehq/sluice/internal/streaming"
 )
@@ -97,25 +97,38 @@ func (m *mounted) goWork(f func()) {
 	}()
 }
 
-// served says why the layer is not served at its mountpoint, or nil. It
-// asks no FUSE request of the manager (statfs would, and it would queue
-// behind chunk verification just when a container is being created): the
-// connection's end is known here, and the kernel answers a stat of the
-// mount's root from its attribute cache.
+// served says why the layer is not served at its mountpoint, or nil: its
+// FUSE connection ended, or the mountpoint no longer holds it (unmounted
+// behind the manager's back). It sends no FUSE request (a statfs through
+// the mount did, and queued behind chunk verification just when containers
+// were being created); so it does not prove that the manager answers
+// requests, only that the mount is there and connected.
 func (m *mounted) served() error {
 	select {
 	case <-m.gone:
 		return fmt.Errorf("layer at %s is no longer served: its FUSE connection ended", m.mountpoint)
 	default:
 	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(m.mountpoint, &st); err != nil {
-		return fmt.Errorf("layer at %s does not answer: %w", m.mountpoint, err)
+	dev, err := mountDevice(m.mountpoint)
+	if err != nil {
+		return fmt.Errorf("layer at %s: %w", m.mountpoint, err)
 	}
-	if st.Dev != m.dev {
+	if dev != m.dev {
 		return fmt.Errorf("layer at %s is no longer mounted there", m.mountpoint)
 	}
 	return nil
+}
+
+// mountDevice returns the device number of the file system at path. With
+// AT_STATX_DONT_SYNC a FUSE mount answers from what the kernel holds,
+// without a request to its server; the device comes from the superblock
+// anyway.
+func mountDevice(path string) (uint64, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE, &stx); err != nil {
+		return 0, err
+	}
+	return unix.Mkdev(stx.Dev_major, stx.Dev_minor), nil
 }
 
 // shutdown stops the mount's workers and waits for them.

@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/keyedmutex"
+
 	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
@@ -63,10 +65,12 @@ type Manager struct {
 	tails   *tailStore
 	metrics *metrics
 
-	mu      sync.Mutex
-	mounts  map[string]*mounted
-	clients map[string]*client.Client
-	stateMu sync.Mutex // serialises saveState
+	mu     sync.Mutex
+	mounts map[string]*mounted
+	// mountpoints serialises mounting and unmounting at one mountpoint.
+	mountpoints keyedmutex.Mutex
+	clients     map[string]*client.Client
+	stateMu     sync.Mutex // serialises saveState
 }
 
 // New opens the manager's stores. Call Restore to bring back the mounts of
@@ -124,6 +128,10 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 	if err := ref.Validate(); err != nil {
 		return err
 	}
+	// Requests for one mountpoint wait for each other: containers being
+	// created from one image all ask for its layers at once.
+	unlock := m.mountpoints.Lock(mountpoint)
+	defer unlock()
 	m.mu.Lock()
 	cur, ok := m.mounts[mountpoint]
 	m.mu.Unlock()
@@ -136,13 +144,17 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 			return fmt.Errorf("%s already holds layer %s", mountpoint, cur.ref.Digest)
 		}
 		// Unmounted by something else than us, or its connection
-		// aborted: mount the layer again.
-		m.mu.Lock()
-		if m.mounts[mountpoint] == cur {
-			delete(m.mounts, mountpoint)
-			go m.retire(cur)
+		// ended: mount the layer again. A connection that ended leaves
+		// its dead mount at the mountpoint; it goes first.
+		select {
+		case <-cur.gone:
+			_ = syscall.Unmount(mountpoint, syscall.MNT_DETACH)
+		default:
 		}
+		m.mu.Lock()
+		delete(m.mounts, mountpoint)
 		m.mu.Unlock()
+		go m.retire(cur)
 		m.log.Warn("a layer is no longer mounted where the manager mounted it; mounting it again", "mountpoint", mountpoint, "layer", cur.ref.SourceDigest, "reason", err)
 	}
 
@@ -176,18 +188,19 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 	go func() {
 		server.Wait()
 		close(lm.gone)
+		lm.stop() // no background work for a layer nobody can read
 	}()
 	// The mount's device number, to tell later whether the mountpoint
-	// still holds it (the kernel keeps the root's attributes, so this
-	// costs no FUSE request after the first).
-	var st syscall.Stat_t
-	if err := syscall.Stat(mountpoint, &st); err != nil {
+	// still holds it.
+	if lm.dev, err = mountDevice(mountpoint); err != nil {
 		lm.shutdown()
-		_ = server.Unmount()
+		if server.Unmount() != nil {
+			_ = syscall.Unmount(mountpoint, syscall.MNT_DETACH)
+		}
+		<-lm.gone
 		reader.Close()
-		return fmt.Errorf("mounted layer at %s does not answer: %w", mountpoint, err)
+		return fmt.Errorf("mounted layer at %s: %w", mountpoint, err)
 	}
-	lm.dev = st.Dev
 	m.mu.Lock()
 	m.mounts[mountpoint] = lm
 	m.mu.Unlock()
@@ -249,6 +262,8 @@ func (m *Manager) remote(ref LayerRef) *countingRanges {
 // Unmount unmounts a layer and drops its chunks from the cache unless
 // another mounted layer shares them.
 func (m *Manager) Unmount(ctx context.Context, mountpoint string) error {
+	unlock := m.mountpoints.Lock(mountpoint)
+	defer unlock()
 	m.mu.Lock()
 	lm, ok := m.mounts[mountpoint]
 	if ok {
@@ -310,11 +325,12 @@ func (m *Manager) Check(mountpoint string) error {
 
 // retire lets go of a mount that is no longer at its mountpoint once its
 // FUSE connection ends: containers that still hold it keep it until then.
+// Its chunks stay in the cache: the layer is being mounted again, and the
+// cache's eviction bounds what it holds.
 func (m *Manager) retire(lm *mounted) {
 	<-lm.gone
 	lm.shutdown()
 	lm.reader.Close()
-	m.dropChunks(lm)
 }
 
 // Status describes a mount, for the status endpoint.
@@ -419,6 +435,9 @@ func (m *Manager) Close() {
 		m.mu.Lock()
 		lm := m.mounts[mp]
 		m.mu.Unlock()
+		if lm == nil {
+			continue // unmounted meanwhile
+		}
 		lm.shutdown()
 		if err := lm.server.Unmount(); err != nil {
 			_ = syscall.Unmount(mp, syscall.MNT_DETACH)

@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/keyedmutex"
+
 	"github.com/opencontainers/go-digest"
 
 	"github.com/sluicehq/sluice/internal/blobstore"
@@ -72,8 +74,8 @@ type Registry struct {
 	opts  Options
 	log   *slog.Logger
 
-	repoLocks   keyedMutex
-	uploadLocks keyedMutex
+	repoLocks   keyedmutex.Mutex
+	uploadLocks keyedmutex.Mutex
 	hooks       StreamingHooks
 }
 

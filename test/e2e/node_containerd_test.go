@@ -271,12 +271,19 @@ done >> /out/reads.log 2>&1`
 // gets the image's files (the snapshotter finds the mountpoints empty and
 // has them mounted again; the manager once answered that an empty
 // mountpoint was served), and the running container keeps reading through
-// the mount it holds.
+// the mount it holds. Then, with no container holding them, the mounts are
+// detached again, which ends their FUSE connections: the layers are
+// mounted again from the node's cache, nothing fetched again.
 func testUnmountedByHand(t *testing.T, n *nodeEnv, img *nodeImage) {
 	n.pull(img)
 	const holder = "e2e-holder"
 	n.ctr("run", "-d", "--snapshotter", "sluice", img.ref(n.sn.registry), holder, "/bin/busybox", "sleep", "600")
-	t.Cleanup(func() { n.removeContainer(holder) })
+	removed := false
+	t.Cleanup(func() {
+		if !removed {
+			n.removeContainer(holder)
+		}
+	})
 	mounts := fuseMountsUnder(t, n.sn.dir)
 	if len(mounts) < len(img.Layers) {
 		t.Fatalf("%d fuse.sluice mounts under the snapshotter's root, want at least %d: %v", len(mounts), len(img.Layers), mounts)
@@ -298,6 +305,22 @@ func testUnmountedByHand(t *testing.T, n *nodeEnv, img *nodeImage) {
 	}
 	if got := fuseMountsUnder(t, n.sn.dir); len(got) < len(img.Layers) {
 		t.Errorf("%d fuse.sluice mounts after the remount, want at least %d: %v", len(got), len(img.Layers), got)
+	}
+
+	n.removeContainer(holder)
+	removed = true
+	const onDemand = `sluice_snapshotter_fetched_bytes_total{kind="on_demand"}`
+	before := n.sn.metrics()[onDemand]
+	for _, mp := range fuseMountsUnder(t, n.sn.dir) {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
+			t.Fatalf("unmount %s: %v", mp, err)
+		}
+	}
+	if got := n.run(img, "e2e-remounted-again", "busybox sha256sum /data/blob.bin"); got != want {
+		t.Errorf("a container started after the second unmount printed %q, want %q", got, want)
+	}
+	if after := n.sn.metrics()[onDemand]; after != before {
+		t.Errorf("mounting the layers again fetched %v bytes on demand: their chunks should have stayed in the cache", after-before)
 	}
 }
 

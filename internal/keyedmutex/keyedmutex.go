@@ -1,11 +1,13 @@
-package registry
+// Package keyedmutex hands out one mutex per key, so that work on
+// different keys (repositories, uploads, mountpoints) never waits.
+package keyedmutex
 
 import "sync"
 
-// keyedMutex hands out one mutex per key (a repository, an upload), so
-// writers to different keys never wait for each other. Entries are freed
-// when their last holder unlocks.
-type keyedMutex struct {
+// Mutex hands out one mutex per key, so holders of different keys never
+// wait for each other. Entries are freed when their last holder unlocks.
+// The zero value is ready to use.
+type Mutex struct {
 	mu      sync.Mutex
 	entries map[string]*keyedEntry
 }
@@ -16,7 +18,7 @@ type keyedEntry struct {
 }
 
 // Lock locks key and returns the function that unlocks it.
-func (k *keyedMutex) Lock(key string) (unlock func()) {
+func (k *Mutex) Lock(key string) (unlock func()) {
 	k.mu.Lock()
 	if k.entries == nil {
 		k.entries = make(map[string]*keyedEntry)
