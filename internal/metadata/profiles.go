@@ -24,18 +24,17 @@ func (s *Store) StartupProfile(ctx context.Context, repo, dgst string) (ranges [
 	return ranges, time.Unix(0, at), err
 }
 
-// PutStartupProfile stores (replacing) the profile of a live blob in a
-// repository.
+// PutStartupProfile stores (replacing) the profile of a live blob linked in
+// a repository. The profile goes when the link does.
 func (s *Store) PutStartupProfile(ctx context.Context, repo, dgst string, ranges []byte) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		id, err := repositoryID(ctx, tx, repo)
-		if err != nil {
-			return err
-		}
+		var id int64
 		var state int
-		err = tx.QueryRowContext(ctx, `SELECT state FROM blobs WHERE digest = ?`, dgst).Scan(&state)
+		err := tx.QueryRowContext(ctx, `SELECT rb.repository_id, b.state FROM repository_blobs rb
+			JOIN repositories r ON r.id = rb.repository_id JOIN blobs b ON b.digest = rb.digest
+			WHERE r.name = ? AND rb.digest = ?`, repo, dgst).Scan(&id, &state)
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("startup profile of %s: %w", dgst, ErrNotFound)
+			return fmt.Errorf("startup profile of %s in %s: %w", dgst, repo, ErrNotFound)
 		}
 		if err != nil {
 			return err

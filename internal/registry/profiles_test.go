@@ -42,7 +42,9 @@ func TestStartupProfileGoesWithItsBlob(t *testing.T) {
 
 // TestStartupProfilesArePerRepository: two repositories hold the same
 // layer; a profile given through one is not the other's, and replacing or
-// deleting it in one leaves the other's alone.
+// deleting it in one leaves the other's alone. Unlinking the layer from a
+// repository takes its profile with it, even while another repository
+// keeps the blob.
 func TestStartupProfilesArePerRepository(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -64,5 +66,13 @@ func TestStartupProfilesArePerRepository(t *testing.T) {
 	p, err := e.reg.StartupProfile(ctx, "app", layer)
 	if err != nil || len(p.Ranges) != 1 || p.Ranges[0] != mine[0] {
 		t.Fatalf("app's profile after other's was given and deleted: %+v, %v", p, err)
+	}
+
+	if err := e.reg.DeleteBlob(ctx, "app", layer); err != nil {
+		t.Fatal(err)
+	}
+	put(t, e.reg, "app", make([]byte, 1000))
+	if _, err := e.reg.StartupProfile(ctx, "app", layer); !errors.Is(err, ErrProfileUnknown) {
+		t.Fatalf("app's profile outlived the layer's link to app: %v", err)
 	}
 }

@@ -5,11 +5,14 @@
 -- from another one use.
 
 CREATE TABLE startup_profiles_by_repository (
-	repository_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
-	digest        TEXT    NOT NULL REFERENCES blobs(digest) ON DELETE CASCADE,
+	repository_id INTEGER NOT NULL,
+	digest        TEXT    NOT NULL,
 	ranges        TEXT    NOT NULL, -- JSON [[offset, length], ...]
 	updated_at    INTEGER NOT NULL,
-	PRIMARY KEY (repository_id, digest)
+	PRIMARY KEY (repository_id, digest),
+	-- A profile goes with the link of its blob to the repository (and so
+	-- with the repository, and with the blob).
+	FOREIGN KEY (repository_id, digest) REFERENCES repository_blobs(repository_id, digest) ON DELETE CASCADE
 );
 
 -- A profile recorded before goes to every repository that holds its blob.
