@@ -50,7 +50,7 @@ func main() {
 	trials := flag.Int("trials", 3, "trials per image, rate and mode (the median is reported)")
 	modes := flag.String("modes", "full,lazy,profiled", "full (overlayfs, download everything), lazy (sluice-snapshotter, first start anywhere), profiled (sluice-snapshotter, a later node: the registry has the first start's profile)")
 	binDir := flag.String("bin", "bin", "directory of sluiced and sluice-snapshotter")
-	against := flag.String("against", "", "directory of another sluice-snapshotter build: lazy trials alternate between the two, one row each")
+	against := flag.String("against", "", "directory of another sluice-snapshotter build: lazy and profiled trials alternate between the two, one row each (both may replace the registry's profile)")
 	markdown := flag.String("markdown", "", "write a markdown table to this file")
 	chart := flag.String("chart", "", "write a PNG chart to this file")
 	flag.Parse()

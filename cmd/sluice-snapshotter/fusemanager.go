@@ -19,8 +19,10 @@ import (
 // profile: some 30 MB for python3) ran four collections in 100 ms whose
 // mark assists fell on the TOC decode, on the critical path of a container
 // start. With the ballast counted in the heap the first collection waits
-// until 128 MiB. The kernel maps its pages only when touched, so it costs
-// no resident memory.
+// until 128 MiB. The kernel maps its pages only when touched, so the
+// ballast itself is not resident; what it costs is up to 64 MiB more
+// garbage between collections, next to a memory front of 256 MiB by
+// default.
 const gcBallastBytes = 64 << 20
 
 func newFuseManagerCommand() *cobra.Command {
