@@ -23,13 +23,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/keyedmutex"
-
 	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
 	"github.com/sluicehq/sluice/internal/chunkcache"
 	"github.com/sluicehq/sluice/internal/client"
+	"github.com/sluicehq/sluice/internal/keyedmutex"
 	"github.com/sluicehq/sluice/internal/layerfs"
 	"github.com/sluicehq/sluice/internal/streaming"
 )

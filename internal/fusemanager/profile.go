@@ -148,7 +148,10 @@ func (m *Manager) startProfile(lm *mounted, known <-chan profileAnswer) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			pf.run(withinLimits(ans.ranges, lm.ref.Size))
+			// Ranges are fetched before the TOC can say which are
+			// chunks: a registry that did not check them must not make
+			// the node allocate what they say.
+			pf.run(streaming.FitProfile(ans.ranges, lm.ref.Size))
 		}()
 		select {
 		case <-lm.opened:
@@ -520,33 +523,32 @@ func (m *Manager) giveProfile(lm *mounted, rec []int) {
 	// The registry's profile is judged against the recording cut to what
 	// a profile may hold: judged against all of a start that read more,
 	// it would be replaced by an equal one on every start.
-	limit := streaming.MaxProfileBytes(lm.ref.Size)
-	ranges := make([]streaming.Range, 0, len(rec))
-	var total int64
-	for _, i := range rec {
-		if len(ranges) == streaming.MaxProfileRanges || total+chunks[i].Size > limit {
-			break
-		}
-		ranges = append(ranges, streaming.Range{Offset: chunks[i].Offset, Length: chunks[i].Size})
-		total += chunks[i].Size
+	ranges := make([]streaming.Range, len(rec))
+	for k, i := range rec {
+		ranges[k] = streaming.Range{Offset: chunks[i].Offset, Length: chunks[i].Size}
 	}
+	// Chunks lie inside the layer: fitting only cuts the tail.
+	ranges = streaming.FitProfile(ranges, lm.ref.Size)
 	if len(ranges) == 0 {
 		return
 	}
 	rec = rec[:len(ranges)]
+	var total int64
+	for _, r := range ranges {
+		total += r.Length
+	}
 	if len(p.known) > 0 {
 		inKnown := make(map[int]bool, len(p.known))
 		for _, i := range p.known {
 			inKnown[i] = true
 		}
-		var missed, all int64
+		var missed int64
 		for _, i := range rec {
-			all += chunks[i].Size
 			if !inKnown[i] {
 				missed += chunks[i].Size
 			}
 		}
-		if float64(missed) <= profileRecordedShare*float64(all) {
+		if float64(missed) <= profileRecordedShare*float64(total) {
 			return
 		}
 	}
@@ -561,24 +563,4 @@ func (m *Manager) giveProfile(lm *mounted, rec []int) {
 	}
 	m.metrics.profiles.WithLabelValues("recorded").Inc()
 	m.log.Info("startup profile recorded", "image", lm.ref.ImageRef, "layer", lm.ref.SourceDigest, "chunks", len(ranges), "bytes", total)
-}
-
-// withinLimits keeps the ranges of a registry's profile that lie inside a
-// layer of size bytes, up to a profile's limits: ranges are fetched before
-// the TOC can say which are chunks, so a registry that did not check them
-// must not make the node allocate what it says.
-func withinLimits(ranges []streaming.Range, size int64) []streaming.Range {
-	out := make([]streaming.Range, 0, min(len(ranges), streaming.MaxProfileRanges))
-	var total int64
-	for _, r := range ranges {
-		if len(out) == streaming.MaxProfileRanges || total+r.Length > streaming.MaxProfileBytes(size) {
-			break
-		}
-		if r.Offset < 0 || r.Length <= 0 || r.Offset > size-r.Length {
-			continue
-		}
-		out = append(out, r)
-		total += r.Length
-	}
-	return out
 }

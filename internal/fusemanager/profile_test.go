@@ -166,9 +166,9 @@ func TestReadsWaitForRawFetchUnderWay(t *testing.T) {
 func TestProfileRangesWithinLimits(t *testing.T) {
 	const size = 1000
 	rg := func(off, n int64) streaming.Range { return streaming.Range{Offset: off, Length: n} }
-	got := withinLimits([]streaming.Range{rg(0, 100), rg(-5, 10), rg(100, -1), rg(200, 0), rg(950, 100), rg(300, 200), rg(600, 300)}, size)
+	got := streaming.FitProfile([]streaming.Range{rg(0, 100), rg(-5, 10), rg(100, -1), rg(200, 0), rg(950, 100), rg(300, 200), rg(600, 300)}, size)
 	want := []streaming.Range{rg(0, 100), rg(300, 200)}
 	if !slices.Equal(got, want) {
-		t.Fatalf("withinLimits = %v, want %v (inside the layer, at most half of it)", got, want)
+		t.Fatalf("FitProfile = %v, want %v (inside the layer, at most half of it)", got, want)
 	}
 }

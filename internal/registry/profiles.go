@@ -84,7 +84,7 @@ func checkProfile(ranges []streaming.Range, blobSize int64) error {
 	}
 	var total int64
 	for i, rg := range ranges {
-		if rg.Offset < 0 || rg.Length <= 0 || rg.Offset > blobSize-rg.Length {
+		if !rg.Inside(blobSize) {
 			return fmt.Errorf("%w: range %d [%d, %d] is not inside the blob of %d bytes", ErrProfileInvalid, i, rg.Offset, rg.Length, blobSize)
 		}
 		total += rg.Length
@@ -97,7 +97,7 @@ func checkProfile(ranges []streaming.Range, blobSize int64) error {
 		}
 	}
 	if limit := streaming.MaxProfileBytes(blobSize); total > limit {
-		return fmt.Errorf("%w: the ranges cover %d bytes, at most %d (half the blob, and 512 MiB)", ErrProfileInvalid, total, limit)
+		return fmt.Errorf("%w: the ranges cover %d bytes, at most %d (half the blob, and %d)", ErrProfileInvalid, total, limit, streaming.MaxProfileCap)
 	}
 	return nil
 }

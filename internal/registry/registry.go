@@ -13,11 +13,10 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/keyedmutex"
-
 	"github.com/opencontainers/go-digest"
 
 	"github.com/sluicehq/sluice/internal/blobstore"
+	"github.com/sluicehq/sluice/internal/keyedmutex"
 	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/oci"
 )

@@ -85,8 +85,10 @@ func (r *Reader) Supply(i int, frame []byte) error {
 	}
 	c := &r.toc.Chunks[i]
 	var data []byte
-	err := fmt.Errorf("%w: chunk %d is %d bytes, %d supplied", ErrChunkVerification, i, c.Size, len(frame))
-	if int64(len(frame)) == c.Size {
+	var err error
+	if int64(len(frame)) != c.Size {
+		err = fmt.Errorf("%w: chunk %d is %d bytes, %d supplied", ErrChunkVerification, i, c.Size, len(frame))
+	} else {
 		data, err = r.decodeChunk(i, frame)
 	}
 	if err != nil {

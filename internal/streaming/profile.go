@@ -13,9 +13,39 @@ import (
 // gain.
 const MaxProfileRanges = 65536
 
+// MaxProfileCap is the most bytes any profile may cover.
+const MaxProfileCap = 512 << 20
+
 // MaxProfileBytes is how many bytes a profile of a layer of layerSize bytes
-// may cover: half the layer, and 512 MiB at most.
-func MaxProfileBytes(layerSize int64) int64 { return min(layerSize/2, 512<<20) }
+// may cover: half the layer, and MaxProfileCap at most.
+func MaxProfileBytes(layerSize int64) int64 { return min(layerSize/2, MaxProfileCap) }
+
+// Inside reports whether the range is at least a byte long and lies inside
+// a blob of size bytes.
+func (r Range) Inside(size int64) bool {
+	return r.Offset >= 0 && r.Length > 0 && r.Offset <= size-r.Length
+}
+
+// FitProfile returns, in order, the ranges that lie inside a layer of
+// layerSize bytes, up to the first that would pass a profile's limits
+// (MaxProfileRanges, MaxProfileBytes). A node cuts its recording, and a
+// registry's profile before fetching anything of it, with it.
+func FitProfile(ranges []Range, layerSize int64) []Range {
+	out := make([]Range, 0, min(len(ranges), MaxProfileRanges))
+	limit := MaxProfileBytes(layerSize)
+	var total int64
+	for _, r := range ranges {
+		if len(out) == MaxProfileRanges || total+r.Length > limit {
+			break
+		}
+		if !r.Inside(layerSize) {
+			continue
+		}
+		out = append(out, r)
+		total += r.Length
+	}
+	return out
+}
 
 // MarshalJSON writes a range as [offset, length], its form in a startup
 // profile.

@@ -284,14 +284,8 @@ func testUnmountedByHand(t *testing.T, n *nodeEnv, img *nodeImage) {
 			n.removeContainer(holder)
 		}
 	})
-	mounts := fuseMountsUnder(t, n.sn.dir)
-	if len(mounts) < len(img.Layers) {
+	if mounts := detachFuseMounts(t, n.sn.dir); len(mounts) < len(img.Layers) {
 		t.Fatalf("%d fuse.sluice mounts under the snapshotter's root, want at least %d: %v", len(mounts), len(img.Layers), mounts)
-	}
-	for _, mp := range mounts {
-		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
-			t.Fatalf("unmount %s: %v", mp, err)
-		}
 	}
 	want := img.sums["/data/blob.bin"] + "  /data/blob.bin\n"
 	if got := n.run(img, "e2e-remounted", "busybox sha256sum /data/blob.bin"); got != want {
@@ -311,17 +305,26 @@ func testUnmountedByHand(t *testing.T, n *nodeEnv, img *nodeImage) {
 	removed = true
 	const onDemand = `sluice_snapshotter_fetched_bytes_total{kind="on_demand"}`
 	before := n.sn.metrics()[onDemand]
-	for _, mp := range fuseMountsUnder(t, n.sn.dir) {
-		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
-			t.Fatalf("unmount %s: %v", mp, err)
-		}
-	}
+	detachFuseMounts(t, n.sn.dir)
 	if got := n.run(img, "e2e-remounted-again", "busybox sha256sum /data/blob.bin"); got != want {
 		t.Errorf("a container started after the second unmount printed %q, want %q", got, want)
 	}
 	if after := n.sn.metrics()[onDemand]; after != before {
 		t.Errorf("mounting the layers again fetched %v bytes on demand: their chunks should have stayed in the cache", after-before)
 	}
+}
+
+// detachFuseMounts detaches, as someone unmounting by hand would, every
+// fuse.sluice mount below dir, and returns their mount points.
+func detachFuseMounts(t *testing.T, dir string) []string {
+	t.Helper()
+	mounts := fuseMountsUnder(t, dir)
+	for _, mp := range mounts {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
+			t.Fatalf("unmount %s: %v", mp, err)
+		}
+	}
+	return mounts
 }
 
 // logLines returns the lines of the snapshotter's log with msg that contain
