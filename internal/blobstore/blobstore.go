@@ -47,7 +47,12 @@ type Store struct {
 func OpenDir(dir string) (*Store, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("blob directory %s: %w", dir, err)
+	}
+	// Made here so that the error is the system's own, which names the
+	// directory and the cause ("mkdir /srv/blobs: permission denied").
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("create blob directory: %w", err)
 	}
 	b, err := fileblob.OpenBucket(abs, &fileblob.Options{
 		CreateDir: true,
@@ -67,8 +72,17 @@ func OpenURL(ctx context.Context, rawURL string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blob store URL %q: %w", rawURL, err)
 	}
-	if u.Scheme == "file" || u.Scheme == "" {
-		return OpenDir(u.Path)
+	if u.Scheme == "file" {
+		// "file://data/blobs" is the directory /blobs on host "data": a
+		// relative path made into a URL. Refuse it rather than write
+		// outside the directory the operator meant.
+		if u.Host != "" || u.Opaque != "" || !strings.HasPrefix(u.Path, "/") {
+			return nil, fmt.Errorf("blob store URL %q: a file URL takes an absolute directory and no host, as in file:///var/lib/sluice/blobs", rawURL)
+		}
+		return OpenDir(filepath.FromSlash(u.Path))
+	}
+	if u.Scheme == "" {
+		return OpenDir(rawURL)
 	}
 	b, err := blob.OpenBucket(ctx, rawURL)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -25,7 +26,9 @@ import (
 type Config struct {
 	// Listen is the address the registry serves on.
 	Listen string `yaml:"listen"`
-	// Data is the directory of the embedded stores.
+	// Data is the directory of the embedded stores: the SQLite file, the
+	// blob directory and the token signing keys. A relative directory is
+	// taken from the working directory sluiced starts in.
 	Data string `yaml:"data"`
 	// AdminUser is the admin's user name (SLUICE_ADMIN_USER).
 	AdminUser string `yaml:"adminUser"`
@@ -113,7 +116,8 @@ type Storage struct {
 type Database struct {
 	// Driver is "sqlite" (embedded, the default).
 	Driver string `yaml:"driver"`
-	// DSN is the SQLite file; empty means sluice.db inside Data.
+	// DSN is the SQLite file; empty means sluice.db inside Data. A
+	// relative file is taken from the working directory.
 	DSN string `yaml:"dsn"`
 }
 
@@ -215,12 +219,35 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// ResolvePaths makes Data and the database file absolute, against the
+// working directory, so that every path derived from them names the same
+// place whoever reads it: in a URL, a relative directory would read as a
+// host ("file://data/blobs" is host "data", path "/blobs").
+func (c *Config) ResolvePaths() error {
+	data, err := filepath.Abs(c.Data)
+	if err != nil {
+		return fmt.Errorf("data directory %s: %w", c.Data, err)
+	}
+	c.Data = data
+	if c.Database.DSN != "" {
+		dsn, err := filepath.Abs(c.Database.DSN)
+		if err != nil {
+			return fmt.Errorf("database file %s: %w", c.Database.DSN, err)
+		}
+		c.Database.DSN = dsn
+	}
+	return nil
+}
+
 // BlobURL is the blob store's URL, defaulting to a directory in Data.
+// Call ResolvePaths first: a relative Data gives a URL the blob store
+// refuses.
 func (c *Config) BlobURL() string {
 	if c.Storage.URL != "" {
 		return c.Storage.URL
 	}
-	return "file://" + filepath.ToSlash(filepath.Join(c.Data, "blobs"))
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(filepath.Join(c.Data, "blobs"))}
+	return u.String()
 }
 
 // DatabaseFile is the SQLite file, defaulting to one in Data.
@@ -230,6 +257,9 @@ func (c *Config) DatabaseFile() string {
 	}
 	return filepath.Join(c.Data, "sluice.db")
 }
+
+// KeyDir is the directory of the token signing keys.
+func (c *Config) KeyDir() string { return filepath.Join(c.Data, "keys") }
 
 func envMap(environ []string) map[string]string {
 	m := make(map[string]string, len(environ))

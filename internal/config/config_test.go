@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,5 +87,34 @@ func TestUpperSnake(t *testing.T) {
 		if got := upperSnake(in); got != want {
 			t.Errorf("upperSnake(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The default ./data is taken from the working directory: its blob URL
+// names that directory, never a host "data" with the path /blobs.
+func TestResolvePathsRelativeData(t *testing.T) {
+	wd := t.TempDir()
+	t.Chdir(wd)
+	c := Default()
+	c.Database.DSN = "meta/sluice.db"
+	if err := c.ResolvePaths(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Data != filepath.Join(wd, "data") || c.DatabaseFile() != filepath.Join(wd, "meta", "sluice.db") || c.KeyDir() != filepath.Join(wd, "data", "keys") {
+		t.Fatalf("resolved paths %s %s %s", c.Data, c.DatabaseFile(), c.KeyDir())
+	}
+	u, err := url.Parse(c.BlobURL())
+	if err != nil || u.Host != "" || u.Path != filepath.Join(wd, "data", "blobs") {
+		t.Fatalf("blob URL %s: host %q path %q (%v)", c.BlobURL(), u.Host, u.Path, err)
+	}
+}
+
+// A data directory whose name has URL syntax in it stays that directory.
+func TestBlobURLEscapesData(t *testing.T) {
+	c := Default()
+	c.Data = "/srv/my data#1?%"
+	u, err := url.Parse(c.BlobURL())
+	if err != nil || u.Path != "/srv/my data#1?%/blobs" {
+		t.Fatalf("blob URL %s: path %q (%v)", c.BlobURL(), u.Path, err)
 	}
 }

@@ -15,7 +15,9 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -55,7 +57,9 @@ func OpenSQLite(ctx context.Context, file string) (*Store, error) {
 	for _, p := range pragmas {
 		q.Add("_pragma", p)
 	}
-	dsn := "file:" + file + "?" + q.Encode()
+	// As a URI path, a file name may hold '?', '#' or '%' and still be
+	// that file.
+	dsn := "file:" + (&url.URL{Path: file}).EscapedPath() + "?" + q.Encode()
 	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open metadata database %s: %w", file, err)
@@ -65,7 +69,7 @@ func OpenSQLite(ctx context.Context, file string) (*Store, error) {
 	s := &Store{write: write, now: time.Now}
 	if err := s.migrate(ctx, "sqlite"); err != nil {
 		write.Close()
-		return nil, err
+		return nil, openError(file, err)
 	}
 	read, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
 	if err != nil {
@@ -76,6 +80,34 @@ func OpenSQLite(ctx context.Context, file string) (*Store, error) {
 	read.SetMaxIdleConns(16)
 	s.read = read
 	return s, nil
+}
+
+// openError names the database file in a failure to open it, with the
+// cause the system gives where there is one: SQLite says only "unable to
+// open database file" of a file it may not create or of a directory where
+// its write-ahead log may not go.
+func openError(file string, err error) error {
+	if cause := checkWritable(file); cause != nil {
+		return fmt.Errorf("open metadata database: %w", cause)
+	}
+	return fmt.Errorf("open metadata database %s: %w", file, err)
+}
+
+// checkWritable does what SQLite needs of the file system: open the
+// database file for writing, creating it, and create a file beside it.
+// Its error is the system's, which names the path and the cause.
+func checkWritable(file string) error {
+	f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	probe, err := os.CreateTemp(filepath.Dir(file), ".sluice-probe-*")
+	if err != nil {
+		return err
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
 }
 
 // Close releases the database connections.

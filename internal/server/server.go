@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -46,6 +45,9 @@ type Server struct {
 
 // New opens the stores and builds the services and handlers.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.ResolvePaths(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
@@ -71,12 +73,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			AdminUser: cfg.AdminUser, AdminPassword: cfg.AdminPassword, AnonymousPull: cfg.Auth.AnonymousPull,
 			TokenTTL: cfg.Auth.TokenTTL.Std(), RefreshTTL: cfg.Auth.RefreshTTL.Std(),
 			FailedLoginBurst: cfg.Auth.FailedLoginBurst, FailedLoginRefill: cfg.Auth.FailedLoginRefill.Std(),
-			KeyDir: filepath.Join(cfg.Data, "keys"), Output: os.Stderr,
+			KeyDir: cfg.KeyDir(), Output: os.Stderr,
 		}, log)
 		if err != nil {
 			meta.Close()
 			blobs.Close()
-			return nil, fmt.Errorf("authentication: %w", err)
+			return nil, fmt.Errorf("authentication (signing keys in %s): %w", cfg.KeyDir(), err)
 		}
 	} else {
 		log.Warn("authentication is turned off: every caller may do everything")

@@ -30,6 +30,11 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Some tests run sluiced as an unprivileged user, who must reach it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
 	binDir = dir
 	if err := buildSluiced(dir); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

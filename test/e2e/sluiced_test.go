@@ -34,11 +34,18 @@ type sluiced struct {
 // cleanup stops it if it is still running.
 func startSluiced(t *testing.T, data string, env ...string) *sluiced {
 	t.Helper()
-	s := &sluiced{t: t, exited: make(chan struct{})}
-	s.cmd = exec.Command(sluicedBin, "serve", "--listen", "127.0.0.1:0", "--data", data)
-	s.cmd.SysProcAttr = dieWithTest()
+	cmd := exec.Command(sluicedBin, "serve", "--listen", "127.0.0.1:0", "--data", data)
+	cmd.SysProcAttr = dieWithTest()
 	// Later entries win, so these override any SLUICE_* of the caller.
-	s.cmd.Env = append(append(os.Environ(), "SLUICE_LOG_FORMAT=json", "SLUICE_LOG_ACCESS=true", "SLUICE_AUTH_ENABLED=false"), env...)
+	cmd.Env = append(append(os.Environ(), "SLUICE_LOG_FORMAT=json", "SLUICE_LOG_ACCESS=true", "SLUICE_AUTH_ENABLED=false"), env...)
+	return runSluiced(t, cmd)
+}
+
+// runSluiced starts a sluiced command made by the caller, which must log
+// JSON, and returns once it answers /healthz.
+func runSluiced(t *testing.T, cmd *exec.Cmd) *sluiced {
+	t.Helper()
+	s := &sluiced{t: t, cmd: cmd, exited: make(chan struct{})}
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
