@@ -143,9 +143,10 @@ func (r *Registry) writeVerified(ctx context.Context, dgst digest.Digest, body i
 	if err != nil {
 		return 0, err
 	}
-	if _, err := io.Copy(w, body); err != nil {
+	src := &clientBody{r: body}
+	if _, err := io.Copy(w, src); err != nil {
 		w.Abort()
-		return w.Size(), fmt.Errorf("%w: reading body: %v", ErrUploadInvalid, err)
+		return w.Size(), src.copyError("store blob "+dgst.String(), err)
 	}
 	if err := w.Commit(); err != nil {
 		if errors.Is(err, blobstore.ErrDigestMismatch) {
@@ -154,6 +155,32 @@ func (r *Registry) writeVerified(ctx context.Context, dgst digest.Digest, body i
 		return w.Size(), err
 	}
 	return w.Size(), nil
+}
+
+// clientBody reads a client's request body and keeps why a read failed,
+// so that a failed copy tells the client's fault (a body that broke off)
+// from the registry's (a store that cannot write).
+type clientBody struct {
+	r   io.Reader
+	err error
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// copyError is the error of a failed copy from b into the store: the
+// client's ErrUploadInvalid if reading failed, else the store's error,
+// which is the registry's and is not shown to the client.
+func (b *clientBody) copyError(what string, err error) error {
+	if b.err != nil {
+		return fmt.Errorf("%w: reading body: %v", ErrUploadInvalid, b.err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 func (r *Registry) link(ctx context.Context, repo string, dgst digest.Digest, size int64) error {

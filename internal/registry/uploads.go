@@ -127,16 +127,17 @@ func (r *Registry) appendPart(ctx context.Context, u *metadata.Upload, c Chunk) 
 	if err != nil {
 		return err
 	}
-	body := c.Body
+	body := &clientBody{r: c.Body}
+	var src io.Reader = body
 	if c.Length >= 0 {
 		// Read one byte more than claimed to notice a body that is longer.
-		body = io.LimitReader(body, c.Length+1)
+		src = io.LimitReader(body, c.Length+1)
 	}
 	key := blobstore.PartKey(u.ID, len(u.Parts), nonce())
-	n, err := r.blobs.WritePart(ctx, key, io.TeeReader(body, h))
+	n, err := r.blobs.WritePart(ctx, key, io.TeeReader(src, h))
 	if err != nil {
 		_ = r.blobs.DeleteKey(context.WithoutCancel(ctx), key)
-		return fmt.Errorf("%w: chunk not stored: %v", ErrUploadInvalid, err)
+		return body.copyError("store a chunk of upload "+u.ID, err)
 	}
 	if c.Length >= 0 && n != c.Length {
 		_ = r.blobs.DeleteKey(ctx, key)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/sluicehq/sluice/internal/oci"
 	"github.com/sluicehq/sluice/internal/registry"
@@ -51,7 +52,10 @@ var (
 )
 
 // writeError answers with the OCI error body for err. Errors the mapping
-// does not know are internal: logged in full, answered without detail.
+// does not know are the registry's own, mostly of its storage (a blob
+// directory it may not write, a database it cannot open): logged in full
+// at ERROR, answered 500 without detail, since their text names the
+// server's files.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	for _, m := range errorMapping {
 		if errors.Is(err, m.err) {
@@ -63,8 +67,13 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		// The client went away; nobody reads the answer.
 		return
 	}
-	log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	writeErrorBody(w, http.StatusInternalServerError, "UNKNOWN", "internal error; the registry log has the details")
+	repo := parseRoute(strings.TrimPrefix(r.URL.Path, "/v2/")).name
+	log.Error("request failed", "route", RouteName(r.URL.Path), "method", r.Method, "repository", repo, "err", err)
+	message := "the registry could not store the data; its log has the details"
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		message = "the registry could not read the data; its log has the details"
+	}
+	writeErrorBody(w, http.StatusInternalServerError, "UNKNOWN", message)
 }
 
 func writeErrorBody(w http.ResponseWriter, status int, code, message string) {
