@@ -23,9 +23,11 @@ var (
 	// reason (unknown user, wrong password, disabled token, expired
 	// password); the reason is logged, never told to the client.
 	ErrBadCredentials = errors.New("incorrect username or password")
-	// ErrTooManyAttempts is returned when a source address failed to log in
-	// too often recently.
-	ErrTooManyAttempts = errors.New("too many failed login attempts; wait a minute and retry")
+	// ErrTooManyAttempts is returned, as a *TooManyAttemptsError that says
+	// how long to wait, when logins as a user name failed too often
+	// recently from the caller's address (or, for an address that failed
+	// too, from many addresses).
+	ErrTooManyAttempts = errors.New("too many failed login attempts")
 )
 
 // Options configure the service.
@@ -41,8 +43,9 @@ type Options struct {
 	// tokens.
 	TokenTTL   time.Duration
 	RefreshTTL time.Duration
-	// FailedLoginBurst failed logins are allowed per source address, then
-	// one per FailedLoginRefill (defaults 10 and 6s).
+	// FailedLoginBurst failed logins are allowed per user name and source
+	// address, then one per FailedLoginRefill (defaults 10 and 6s); ten
+	// times as many per user name across addresses (see failLimiter).
 	FailedLoginBurst  int
 	FailedLoginRefill time.Duration
 	// KeyDir holds the signing keys.
@@ -162,14 +165,15 @@ func (s *Service) Anonymous() *Identity {
 }
 
 // Login checks a username and password (the admin's, or a token's). Failed
-// attempts are limited per source address and logged without secrets.
+// attempts are limited per user name and source address and logged without
+// secrets.
 func (s *Service) Login(ctx context.Context, source, username, password string) (*Identity, error) {
-	if !s.limiter.allowed(source) {
-		s.log.Warn("login refused: too many failures", "user", username, "source", source)
-		return nil, ErrTooManyAttempts
+	now := s.opts.Now()
+	if wait := s.limiter.wait(now, source, username); wait > 0 {
+		s.log.Warn("login refused: too many failures", "user", username, "source", source, "wait", wait)
+		return nil, &TooManyAttemptsError{Wait: wait}
 	}
 	key := sha256.Sum256([]byte(username + "\x00" + password))
-	now := s.opts.Now()
 	s.mu.Lock()
 	c, ok := s.cache[key]
 	s.mu.Unlock()
@@ -178,7 +182,7 @@ func (s *Service) Login(ctx context.Context, source, username, password string) 
 	}
 	id, reason := s.verify(ctx, username, password, now)
 	if id == nil {
-		s.limiter.failed(source)
+		s.limiter.failed(now, source, username)
 		s.log.Warn("login failed", "user", username, "source", source, "reason", reason)
 		return nil, ErrBadCredentials
 	}

@@ -92,8 +92,15 @@ type Auth struct {
 	// tokens.
 	TokenTTL   Duration `yaml:"tokenTTL"`
 	RefreshTTL Duration `yaml:"refreshTTL"`
-	// FailedLoginBurst failed logins are allowed per source address, then
-	// one per FailedLoginRefill; beyond, logins get 429.
+	// FailedLoginBurst failed logins are allowed per user name and source
+	// address, then one per FailedLoginRefill; beyond, that name's logins
+	// from that address get 429 with a Retry-After of the real wait.
+	// Other names behind the same address (a NAT, a CI runner) are not
+	// held back, nor is the name from other addresses. Each name also has
+	// ten times the burst across all addresses: once guessing from many
+	// addresses has spent it, the addresses that failed for the name wait
+	// for it to refill, while an address without failures still gets
+	// through.
 	FailedLoginBurst  int      `yaml:"failedLoginBurst"`
 	FailedLoginRefill Duration `yaml:"failedLoginRefill"`
 }

@@ -14,12 +14,14 @@ import (
 	"encoding/pem"
 	"io"
 	"log/slog"
+	"math"
 	"math/big"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -240,6 +242,58 @@ func TestFailedLoginsAreLimited(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "login failed") || strings.Contains(logs.String(), "wrong-guess-number") || strings.Contains(logs.String(), adminPassword) {
 		t.Fatalf("failed logins must be logged without secrets:\n%s", logs.String())
+	}
+}
+
+// Wrong passwords from one address hold back that user name from that
+// address only: another identity behind the same address (loopback, a NAT,
+// a CI runner) and the same identity from another address log in, and the
+// refusal's Retry-After is the real wait, not a minute.
+func TestFailedLoginsLimitedPerUserAndAddress(t *testing.T) {
+	// The default burst; a refill long enough that no token comes back
+	// while bcrypt checks ten passwords under the race detector.
+	const refill = time.Hour
+	ar := newAuthRegistry(t, func(c *config.Config) { c.Auth.FailedLoginRefill = config.Duration(refill) })
+	pullPass := ar.createToken("ci-pull", "_repositories_pull")
+	from := func(ip, user, pass string) *http.Response {
+		t.Helper()
+		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+		defer client.CloseIdleConnections()
+		req, _ := http.NewRequest("GET", ar.ts.URL+"/oauth2/token?service="+strings.TrimPrefix(ar.ts.URL, "http://"), nil)
+		req.SetBasicAuth(user, pass)
+		r, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		return r
+	}
+
+	start := time.Now()
+	var refused *http.Response
+	for i := range 20 {
+		r := from("127.0.0.1", "admin", "wrong-guess-number")
+		if want := map[bool]int{true: 401, false: 429}[i < 10]; r.StatusCode != want {
+			t.Fatalf("wrong password %d: %d, want %d", i+1, r.StatusCode, want)
+		}
+		refused = r
+	}
+	// The bucket began to refill at the first failure, at most this long
+	// ago: the wait left is the refill less that, rounded up.
+	elapsed := time.Since(start)
+	retry, err := strconv.Atoi(refused.Header.Get("Retry-After"))
+	if lowest := int(math.Ceil((refill - elapsed).Seconds())); err != nil || retry < lowest || retry > int(refill.Seconds()) {
+		t.Fatalf("Retry-After %q after %v; want the wait left of %v, rounded up", refused.Header.Get("Retry-After"), elapsed, refill)
+	}
+	if r := from("127.0.0.1", "admin", adminPassword); r.StatusCode != 429 {
+		t.Fatalf("the guessed identity from the guessing address: %d, want 429", r.StatusCode)
+	}
+	if r := from("127.0.0.1", "ci-pull", pullPass); r.StatusCode != 200 {
+		t.Fatalf("another identity behind the same address: %d, want 200", r.StatusCode)
+	}
+	if r := from("127.0.0.2", "admin", adminPassword); r.StatusCode != 200 {
+		t.Fatalf("the same identity from another address: %d, want 200", r.StatusCode)
 	}
 }
 

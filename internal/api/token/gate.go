@@ -96,7 +96,7 @@ func (g *Gate) identify(r *http.Request) (c *auth.Caller, presented bool, err er
 func (g *Gate) refuse(w http.ResponseWriter, r *http.Request, req auth.Requirement, err error) {
 	switch {
 	case errors.Is(err, auth.ErrTooManyAttempts):
-		w.Header().Set("Retry-After", "60")
+		w.Header().Set("Retry-After", retryAfter(err))
 		writeError(w, r, http.StatusTooManyRequests, "TOOMANYREQUESTS", err.Error())
 	case errors.Is(err, auth.ErrTokenInvalid):
 		g.log.Info("bearer token refused", "source", source(r), "path", r.URL.Path, "err", err)

@@ -189,7 +189,7 @@ func (h *Handler) checkService(w http.ResponseWriter, r *http.Request, asked str
 
 func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, auth.ErrTooManyAttempts) {
-		w.Header().Set("Retry-After", "60")
+		w.Header().Set("Retry-After", retryAfter(err))
 		oauthError(w, http.StatusTooManyRequests, "too_many_requests", err.Error())
 		return
 	}
@@ -199,6 +199,16 @@ func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, err error)
 	}
 	h.log.Error("login", "err", err)
 	oauthError(w, http.StatusInternalServerError, "server_error", "login failed; the registry log has the details")
+}
+
+// retryAfter is the Retry-After of a login refused for too many failures:
+// the whole seconds, rounded up, until the limiter lets one through.
+func retryAfter(err error) string {
+	var e *auth.TooManyAttemptsError
+	if !errors.As(err, &e) {
+		return "1"
+	}
+	return strconv.Itoa(e.Seconds())
 }
 
 func oauthError(w http.ResponseWriter, status int, code, desc string) {
