@@ -21,13 +21,36 @@ if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 	echo "installing Debian packages: ${missing[*]}"
 	$SUDO apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 	# Debian's docker-registry starts a service on :5000 when installed; the
-	# tests and benchmarks start their own instance on a port of their choice.
-	if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
-		$SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
+	# tests and benchmarks start their own instance on a port of their
+	# choice. A policy-rc.d that answers 101 ("action forbidden") keeps the
+	# install from starting any service, so that nothing needs stopping
+	# afterwards. It is made only where the machine has none, and removed
+	# even if the install fails.
+	policy=/usr/sbin/policy-rc.d
+	made_policy=
+	if [ ! -e "$policy" ]; then
+		trap '$SUDO rm -f "$policy"' EXIT
+		printf '#!/bin/sh\n# made by sluice scripts/install-test-deps.sh for one apt-get install\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+		$SUDO chmod 755 "$policy"
+		made_policy=1
 	fi
-	pkill -x docker-registry 2>/dev/null || true
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	if [ -n "$made_policy" ]; then
+		$SUDO rm -f "$policy"
+		trap - EXIT
+	fi
+	if [[ " ${missing[*]} " == *" docker-registry "* ]]; then
+		if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+			# Nor may it start at the next boot.
+			$SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
+		elif [ -z "$made_policy" ] && command -v service >/dev/null; then
+			# The machine's own policy-rc.d decided; stop the service this
+			# install started through its init script, which stops the
+			# process whose PID it recorded.
+			$SUDO service docker-registry stop >/dev/null 2>&1 || true
+		fi
+	fi
 fi
 
 gobin="$(go env GOPATH)/bin"
