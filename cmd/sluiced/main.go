@@ -78,11 +78,15 @@ sharing the same stores, to convert more images at once.`,
 	var kf serveFlags
 	rotate := &cobra.Command{
 		Use:   "rotate-keys",
-		Short: "Make a new token signing key current",
-		Long: `Generate a new token signing key in the data directory and make it the one
-new tokens are signed with. Tokens signed with older keys stay valid until
-they expire; replicas sharing the data directory pick the new key up when
-they first see a token signed with it, and sign with it after a restart.`,
+		Short: "Make a new signing key current",
+		Long: `Generate a new signing key in the data directory and make it the one new
+tokens and streaming artifacts are signed with. The old key signs an
+endorsement of the new one, so nodes that pinned the old key trust the new
+one without being told. Tokens signed with older keys stay valid until they
+expire, and artifacts signed with them stay trusted while their keys are
+published (every key in the directory is). Replicas sharing the data
+directory pick the new key up when they first see something signed with it,
+and sign with it after a restart.`,
 		Example: `  sluiced rotate-keys --data /var/lib/sluice`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -95,14 +99,11 @@ they first see a token signed with it, and sign with it after a restart.`,
 				return err
 			}
 			defer srv.Close()
-			if srv.Auth == nil {
-				return fmt.Errorf("authentication is turned off; there are no signing keys")
-			}
-			kid, err := srv.Auth.RotateKeys()
+			kid, err := srv.Keys.Rotate()
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "new signing key %s; keys kept for verification: %v\n", kid, srv.Auth.KeyIDs())
+			fmt.Fprintf(cmd.OutOrStdout(), "new signing key %s, endorsed by the one before it; keys kept for verification and published: %v\n", kid, srv.Keys.IDs())
 			return nil
 		},
 	}

@@ -22,11 +22,15 @@ const (
 	ActionDelete        = "delete"
 	ActionMetadataRead  = "metadata_read"
 	ActionMetadataWrite = "metadata_write"
-	ActionAll           = "*"
+	// ActionStreamingWrite pushes streaming artifacts and their
+	// signatures: what nodes mount instead of an image's layers, so only
+	// the conversion service and identities trusted with it may.
+	ActionStreamingWrite = "streaming_write"
+	ActionAll            = "*"
 )
 
 // repositoryActions are every action on a repository, in a stable order.
-var repositoryActions = []string{ActionPull, ActionPush, ActionDelete, ActionMetadataRead, ActionMetadataWrite}
+var repositoryActions = []string{ActionPull, ActionPush, ActionDelete, ActionMetadataRead, ActionMetadataWrite, ActionStreamingWrite}
 
 // Resource types and the registry-wide resources.
 const (

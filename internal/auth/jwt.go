@@ -45,7 +45,7 @@ func newJTI() string {
 }
 
 // sign makes a JWT for claims with the current key.
-func (k *keyRing) sign(c *Claims) (string, error) {
+func (k *KeyRing) sign(c *Claims) (string, error) {
 	kid, key := k.signing()
 	t := jwt.NewWithClaims(jwt.SigningMethodES256, c)
 	t.Header["kid"] = kid
@@ -54,7 +54,7 @@ func (k *keyRing) sign(c *Claims) (string, error) {
 
 // parse verifies a JWT's signature, times, issuer and audience, and that it
 // is of the wanted kind.
-func (k *keyRing) parse(raw, audience, kind string, now time.Time) (*Claims, error) {
+func (k *KeyRing) parse(raw, audience, kind string, now time.Time) (*Claims, error) {
 	c := &Claims{}
 	_, err := jwt.ParseWithClaims(raw, c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)

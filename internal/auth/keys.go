@@ -4,9 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base32"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -15,26 +13,36 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/sluicehq/sluice/internal/atomicfile"
+	"github.com/sluicehq/sluice/internal/trust"
 )
 
-// keyRing holds the token signing keys, kept as PEM files in a directory
-// shared by every replica: the current key signs, all of them verify, so a
-// rotation does not invalidate tokens already issued.
-type keyRing struct {
+// KeyRing holds the registry's signing keys, kept as PEM files in a
+// directory shared by every replica. The current key signs access tokens
+// and streaming artifacts; all of them verify, and all are published, so a
+// rotation invalidates neither tokens already issued nor artifacts already
+// signed. A key made by a rotation is endorsed by the key it replaces
+// (<kid>.endorsement beside <kid>.pem), so nodes that trusted the old key
+// trust the new one too.
+type KeyRing struct {
 	dir string
 
-	mu      sync.RWMutex
-	current string
-	keys    map[string]*ecdsa.PrivateKey
+	mu           sync.RWMutex
+	current      string
+	keys         map[string]*ecdsa.PrivateKey
+	endorsements map[string]string
 }
 
-// openKeyRing loads the keys of dir, generating the first one if there is
+// OpenKeyRing loads the keys of dir, generating the first one if there is
 // none.
-func openKeyRing(dir string) (*keyRing, error) {
+func OpenKeyRing(dir string) (*KeyRing, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create key directory: %w", err)
 	}
-	k := &keyRing{dir: dir}
+	k := &KeyRing{dir: dir}
 	if err := k.load(); err != nil {
 		return nil, err
 	}
@@ -46,26 +54,27 @@ func openKeyRing(dir string) (*keyRing, error) {
 	return k, nil
 }
 
-func (k *keyRing) load() error {
+func (k *KeyRing) load() error {
 	entries, err := os.ReadDir(k.dir)
 	if err != nil {
 		return err
 	}
 	keys := map[string]*ecdsa.PrivateKey{}
+	endorsements := map[string]string{}
 	for _, e := range entries {
+		if kid, ok := strings.CutSuffix(e.Name(), ".endorsement"); ok {
+			b, err := os.ReadFile(filepath.Join(k.dir, e.Name()))
+			if err != nil {
+				return err
+			}
+			endorsements[kid] = strings.TrimSpace(string(b))
+			continue
+		}
 		kid, ok := strings.CutSuffix(e.Name(), ".pem")
 		if !ok {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(k.dir, e.Name()))
-		if err != nil {
-			return err
-		}
-		block, _ := pem.Decode(b)
-		if block == nil {
-			return fmt.Errorf("key %s: not PEM", e.Name())
-		}
-		key, err := x509.ParseECPrivateKey(block.Bytes)
+		key, err := trust.ReadPrivateKey(filepath.Join(k.dir, e.Name()))
 		if err != nil {
 			return fmt.Errorf("key %s: %w", e.Name(), err)
 		}
@@ -78,6 +87,7 @@ func (k *keyRing) load() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.keys = keys
+	k.endorsements = endorsements
 	k.current = strings.TrimSpace(string(current))
 	if _, ok := keys[k.current]; !ok {
 		k.current = ""
@@ -85,9 +95,9 @@ func (k *keyRing) load() error {
 	return nil
 }
 
-// Rotate generates a new signing key and makes it current; older keys keep
-// verifying. It returns the new key id.
-func (k *keyRing) Rotate() (string, error) {
+// Rotate generates a new signing key, endorsed by the current one, and
+// makes it current; older keys keep verifying. It returns the new key id.
+func (k *KeyRing) Rotate() (string, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return "", err
@@ -96,30 +106,43 @@ func (k *keyRing) Rotate() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	kid, err := trust.KeyID(&key.PublicKey)
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(pub)
-	kid := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:15]))
-	if err := writeFileAtomic(filepath.Join(k.dir, kid+".pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	// The endorsement is written before the key: a key published
+	// without its endorsement would look, to nodes, like a key set
+	// replaced by a stranger.
+	var endorsement string
+	if prevKid, prev := k.signing(); prev != nil {
+		if endorsement, err = trust.Endorse(prev, prevKid, &key.PublicKey); err != nil {
+			return "", err
+		}
+		if err := atomicfile.WriteFile(filepath.Join(k.dir, kid+".endorsement"), []byte(endorsement+"\n"), 0o644); err != nil {
+			return "", err
+		}
+	}
+	if err := atomicfile.WriteFile(filepath.Join(k.dir, kid+".pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return "", err
 	}
-	if err := writeFileAtomic(filepath.Join(k.dir, "current"), []byte(kid+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(k.dir, "current"), []byte(kid+"\n"), 0o600); err != nil {
 		return "", err
 	}
 	k.mu.Lock()
 	if k.keys == nil {
-		k.keys = map[string]*ecdsa.PrivateKey{}
+		k.keys, k.endorsements = map[string]*ecdsa.PrivateKey{}, map[string]string{}
 	}
 	k.keys[kid] = key
+	if endorsement != "" {
+		k.endorsements[kid] = endorsement
+	}
 	k.current = kid
 	k.mu.Unlock()
 	return kid, nil
 }
 
 // signing returns the current key and its id.
-func (k *keyRing) signing() (string, *ecdsa.PrivateKey) {
+func (k *KeyRing) signing() (string, *ecdsa.PrivateKey) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	return k.current, k.keys[k.current]
@@ -127,7 +150,7 @@ func (k *keyRing) signing() (string, *ecdsa.PrivateKey) {
 
 // verifying returns the public key of a key id, reloading the directory
 // once when the id is unknown (another replica may have rotated).
-func (k *keyRing) verifying(kid string) (*ecdsa.PublicKey, error) {
+func (k *KeyRing) verifying(kid string) (*ecdsa.PublicKey, error) {
 	k.mu.RLock()
 	key := k.keys[kid]
 	k.mu.RUnlock()
@@ -145,40 +168,42 @@ func (k *keyRing) verifying(kid string) (*ecdsa.PublicKey, error) {
 	return &key.PublicKey, nil
 }
 
-// IDs lists the key ids, for tests and the CLI.
-func (k *keyRing) IDs() []string {
+// JWKS is the public half of every key, with their endorsements: what
+// the registry publishes for nodes to verify streaming artifacts with.
+func (k *KeyRing) JWKS() (trust.JWKS, error) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
+	set := trust.JWKS{Keys: []trust.JWK{}}
+	for _, kid := range k.idsLocked() {
+		j, err := trust.NewJWK(&k.keys[kid].PublicKey)
+		if err != nil {
+			return trust.JWKS{}, fmt.Errorf("key %s: %w", kid, err)
+		}
+		j.Endorsement = k.endorsements[kid]
+		set.Keys = append(set.Keys, j)
+	}
+	return set, nil
+}
+
+// SignStreaming signs, with the current key, that the streaming manifest
+// was made from subject by this registry.
+func (k *KeyRing) SignStreaming(subject, manifest digest.Digest) (string, error) {
+	kid, key := k.signing()
+	return trust.Sign(key, kid, trust.Statement{Subject: subject, Manifest: manifest})
+}
+
+// IDs lists the key ids, for tests and the CLI.
+func (k *KeyRing) IDs() []string {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.idsLocked()
+}
+
+func (k *KeyRing) idsLocked() []string {
 	ids := make([]string, 0, len(k.keys))
 	for id := range k.keys {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
 	return ids
-}
-
-// writeFileAtomic writes a file under a temporary name, syncs it and
-// renames it into place, so a crash never leaves half a key.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

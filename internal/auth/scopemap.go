@@ -19,6 +19,9 @@ var verbs = map[string]string{
 	"content/delete": ActionDelete,
 	"metadata/read":  ActionMetadataRead,
 	"metadata/write": ActionMetadataWrite,
+	// Not in any built-in map but _repositories_admin: pushing content
+	// does not let an identity say what nodes mount for an image.
+	"streaming/write": ActionStreamingWrite,
 }
 
 // BuiltinScopeMaps are the scope maps every registry has.
@@ -28,7 +31,7 @@ var BuiltinScopeMaps = map[string][]string{
 	"_repositories_push":                {"repositories/*/content/read", "repositories/*/content/write"},
 	"_repositories_push_metadata_write": {"repositories/*/content/read", "repositories/*/content/write", "repositories/*/metadata/read", "repositories/*/metadata/write"},
 	"_repositories_admin": {"repositories/*/content/read", "repositories/*/content/write", "repositories/*/content/delete",
-		"repositories/*/metadata/read", "repositories/*/metadata/write"},
+		"repositories/*/metadata/read", "repositories/*/metadata/write", "repositories/*/streaming/write"},
 }
 
 // grant is one parsed scope map action: a repository pattern and the token
@@ -57,16 +60,16 @@ func ParseAction(s string) (pattern, action string, err error) {
 	}
 	i := strings.LastIndexByte(rest, '/')
 	if i < 0 {
-		return "", "", fmt.Errorf("%w %q: want repositories/<repository or pattern>/<content|metadata>/<read|write|delete>", ErrActionInvalid, s)
+		return "", "", fmt.Errorf("%w %q: want repositories/<repository or pattern>/<content|metadata|streaming>/<read|write|delete>", ErrActionInvalid, s)
 	}
 	j := strings.LastIndexByte(rest[:i], '/')
 	if j <= 0 {
-		return "", "", fmt.Errorf("%w %q: want repositories/<repository or pattern>/<content|metadata>/<read|write|delete>", ErrActionInvalid, s)
+		return "", "", fmt.Errorf("%w %q: want repositories/<repository or pattern>/<content|metadata|streaming>/<read|write|delete>", ErrActionInvalid, s)
 	}
 	pattern, verb := rest[:j], rest[j+1:]
 	action, ok = verbs[verb]
 	if !ok {
-		return "", "", fmt.Errorf("%w %q: %q is not one of content/read, content/write, content/delete, metadata/read, metadata/write", ErrActionInvalid, s, verb)
+		return "", "", fmt.Errorf("%w %q: %q is not one of content/read, content/write, content/delete, metadata/read, metadata/write, streaming/write", ErrActionInvalid, s, verb)
 	}
 	if err := validatePattern(pattern); err != nil {
 		return "", "", fmt.Errorf("%w %q: %v", ErrActionInvalid, s, err)

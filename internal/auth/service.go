@@ -48,7 +48,9 @@ type Options struct {
 	// times as many per user name across addresses (see failLimiter).
 	FailedLoginBurst  int
 	FailedLoginRefill time.Duration
-	// KeyDir holds the signing keys.
+	// Keys are the signing keys; nil means those of KeyDir.
+	Keys *KeyRing
+	// KeyDir holds the signing keys when Keys is nil.
 	KeyDir string
 	// Output receives the generated admin password.
 	Output io.Writer
@@ -59,7 +61,7 @@ type Options struct {
 // Service authenticates callers and issues and verifies tokens.
 type Service struct {
 	meta *metadata.Store
-	keys *keyRing
+	keys *KeyRing
 	opts Options
 	log  *slog.Logger
 
@@ -100,9 +102,12 @@ func NewService(ctx context.Context, meta *metadata.Store, opts Options, log *sl
 	if opts.FailedLoginRefill <= 0 {
 		opts.FailedLoginRefill = 6 * time.Second
 	}
-	keys, err := openKeyRing(opts.KeyDir)
-	if err != nil {
-		return nil, err
+	keys := opts.Keys
+	if keys == nil {
+		var err error
+		if keys, err = OpenKeyRing(opts.KeyDir); err != nil {
+			return nil, err
+		}
 	}
 	s := &Service{meta: meta, keys: keys, opts: opts, log: log, limiter: newFailLimiter(opts.FailedLoginBurst, opts.FailedLoginRefill), cache: map[[32]byte]cachedLogin{}}
 	for name, actions := range BuiltinScopeMaps {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -24,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/lazypull"
 	"github.com/sluicehq/sluice/internal/server/servertest"
+	"github.com/sluicehq/sluice/internal/trust"
 )
 
 // isolatedEnv is an environment with its own home, configuration and
@@ -94,10 +96,39 @@ func newTestRegistry(t *testing.T) *testRegistry {
 		c.AdminPassword = adminPassword
 		c.SoftDelete.Enabled = true
 		c.GC.Interval = 0
+		installSigningKey(t, filepath.Join(c.Data, "keys"), "testdata/signing-key.pem")
 	})
 	tr := &testRegistry{t: t, srv: s, ts: s.TS, host: s.Host, getenv: isolatedEnv(t), ids: map[string]string{}, vars: map[string]string{}}
 	s.StartWorkers()
 	return tr
+}
+
+// installSigningKey makes the key in file the registry's current signing
+// key, so that the signatures of streaming artifacts, and the digests of
+// the artifacts that carry them, are the same in every run.
+func installSigningKey(t *testing.T, dir, file string) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := trust.ParsePrivateKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid, err := trust.KeyID(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, kid+".pem"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "current"), []byte(kid+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // result is one run of sluice.

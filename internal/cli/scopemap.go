@@ -15,9 +15,11 @@ func (a *App) newScopeMapCmd() *cobra.Command {
 		Short: "Manage scope maps: the permissions tokens are bound to",
 		Long: `A scope map lists actions on repositories: content/read (pull),
 content/write (push), content/delete, metadata/read (list and show) and
-metadata/write (attributes and streaming settings). A repository is an exact
-name, a prefix such as team-a/*, or * for all. Built in: _repositories_pull,
-_repositories_pull_metadata_read, _repositories_push,
+metadata/write (attributes and streaming settings), and streaming/write
+(push streaming artifacts, which nodes mount in place of an image's layers;
+only _repositories_admin among the built-in maps has it). A repository is
+an exact name, a prefix such as team-a/*, or * for all. Built in:
+_repositories_pull, _repositories_pull_metadata_read, _repositories_push,
 _repositories_push_metadata_write, _repositories_admin.`,
 		Example: `  sluice scope-map create --name team-a-devs --repository team-a/* content/read content/write
   sluice scope-map list -o table`,

@@ -82,7 +82,7 @@ func (a *App) newTokenCreateCmd() *cobra.Command {
 _repositories_admin, or one made with scope-map create), or from
 --repository REPOSITORY ACTION..., which makes a scope map NAME-scope-map.
 Actions: content/read, content/write, content/delete, metadata/read,
-metadata/write.`,
+metadata/write, streaming/write.`,
 		Example: `  sluice token create --name node-pull --scope-map _repositories_pull
   PASS=$(sluice token create --name ci --scope-map _repositories_push --query credentials.passwords[0].value -o tsv)
   sluice token create --name team-a --repository team-a/* content/read content/write --expiration-in-days 90`,

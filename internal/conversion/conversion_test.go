@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/oci"
 	"github.com/sluicehq/sluice/internal/streaming"
+	"github.com/sluicehq/sluice/internal/trust"
 )
 
 func TestConvertImage(t *testing.T) {
@@ -417,5 +418,72 @@ func TestDeleteTakesStreamingArtifacts(t *testing.T) {
 	}
 	if _, err := e.conv.Start(ctx, "del", img.Digest); !isCode(err, CodeResourceNotFound) {
 		t.Fatalf("converting a deleted image: %v", err)
+	}
+}
+
+// signatures returns the streaming manifests the registry's signatures
+// among the image's referrers vouch for.
+func (e *env) signatures(repo string, subject digest.Digest) map[digest.Digest]bool {
+	e.t.Helper()
+	refs, err := e.reg.Referrers(context.Background(), repo, subject, metadata.ArtifactTypeStreamingSignature)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	jwks, err := e.keys.JWKS()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	keys, _ := jwks.KeySet()
+	out := map[digest.Digest]bool{}
+	for _, d := range refs {
+		st, _, err := keys.Verify(d.Annotations[trust.AnnotationSignature])
+		if err != nil {
+			e.t.Fatalf("signature %s: %v", d.Digest, err)
+		}
+		if st.Subject != subject {
+			e.t.Fatalf("signature %s is of %s, not of its subject %s", d.Digest, st.Subject, subject)
+		}
+		out[st.Manifest] = true
+	}
+	return out
+}
+
+func TestConversionSignsWhatItMakes(t *testing.T) {
+	e := newEnv(t, true)
+	ctx := context.Background()
+	img := e.pushImage("signed", "v1", "linux", "amd64", makeLayer(t, 21, 3, 5000))
+	op, _ := e.conv.Start(ctx, "signed", img.Digest)
+	if got := e.wait("signed", op.ID); got.Status != metadata.StatusSucceeded {
+		t.Fatalf("conversion %s: %s", got.Status, got.ErrorMessage)
+	}
+	refs := e.streamingReferrers("signed", img.Digest)
+	if sigs := e.signatures("signed", img.Digest); len(refs) != 1 || len(sigs) != 1 || !sigs[refs[0].Digest] {
+		t.Fatalf("streaming artifacts %v, signed %v: want one, signed", refs, sigs)
+	}
+
+	// An artifact left without its signature (made before signatures,
+	// or by hand) does not count as converted: converting again signs
+	// the same artifact, and nothing else is made.
+	sigs, _ := e.reg.Referrers(ctx, "signed", img.Digest, metadata.ArtifactTypeStreamingSignature)
+	if err := e.reg.DeleteArtifact(ctx, "signed", sigs[0].Digest); err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.conv.Start(ctx, "signed", img.Digest)
+	if err != nil || again.Status == metadata.StatusSucceeded {
+		t.Fatalf("start on an unsigned artifact: %v, %s (want a new conversion)", err, again.Status)
+	}
+	e.wait("signed", again.ID)
+	after := e.streamingReferrers("signed", img.Digest)
+	if sigs := e.signatures("signed", img.Digest); len(after) != 1 || after[0].Digest != refs[0].Digest || len(sigs) != 1 || !sigs[refs[0].Digest] {
+		t.Fatalf("after converting again: artifacts %v, signed %v", after, sigs)
+	}
+
+	// Deleting the image takes the signature with the artifact.
+	if err := e.reg.DeleteManifest(ctx, "signed", oci.Reference{Digest: img.Digest.String()}); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := e.reg.Referrers(ctx, "signed", img.Digest, "")
+	if len(left) != 0 {
+		t.Fatalf("referrers left after deleting the image: %v", left)
 	}
 }

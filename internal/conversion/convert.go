@@ -26,12 +26,15 @@ type job struct {
 	s        *Service
 	op       *metadata.Operation
 	p        *progress
-	layers   []digest.Digest // converted layers this job stored
-	referrer []digest.Digest // streaming manifests this job stored
+	blobs    []digest.Digest // converted layers (and a signature's empty config) this job stored
+	referrer []digest.Digest // streaming manifests and signatures this job stored
 }
 
-// convert runs a conversion operation and returns its result JSON.
+// convert runs a conversion operation and returns its result JSON. It
+// writes as the registry itself: the one writer of streaming artifacts
+// that needs no streaming/write grant.
 func (s *Service) convert(ctx context.Context, op *metadata.Operation, p *progress) (string, error) {
+	ctx = registry.AllowStreamingWrites(ctx)
 	j := &job{s: s, op: op, p: p}
 	// An earlier attempt that died (a crash, a lost lease) may have left
 	// a converted layer half uploaded: drop it before starting again.
@@ -216,6 +219,9 @@ func (j *job) convertImage(ctx context.Context, img *image, subject ocispec.Desc
 		return ocispec.Descriptor{}, err
 	}
 	dgst := digest.FromBytes(payload)
+	if err := j.sign(ctx, subject, dgst); err != nil {
+		return ocispec.Descriptor{}, err
+	}
 	if _, err := j.s.reg.PutManifest(ctx, j.op.Repository, oci.Reference{Digest: dgst.String()}, ocispec.MediaTypeImageManifest, payload, nil); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("push streaming manifest: %w", err)
 	}
@@ -303,7 +309,7 @@ func (j *job) convertAndPush(ctx context.Context, src ocispec.Descriptor) (*stre
 		_ = j.s.reg.CancelUpload(cleanup, repo, up.ID)
 		return nil, fmt.Errorf("store converted layer of %s: %w", src.Digest, err)
 	}
-	j.layers = append(j.layers, out.res.Digest)
+	j.blobs = append(j.blobs, out.res.Digest)
 	j.p.done.Store(base + src.Size)
 	return out.res, nil
 }
@@ -328,8 +334,9 @@ func layerError(src ocispec.Descriptor, err error) error {
 	return fmt.Errorf("convert layer %s: %w", src.Digest, err)
 }
 
-// rollback takes back what a canceled job stored: its streaming manifests,
-// then the layers it converted unless something else references them.
+// rollback takes back what a canceled job stored: its streaming manifests
+// and their signatures, then the blobs it stored unless something else
+// references them.
 func (j *job) rollback() {
 	ctx := context.Background()
 	repo := j.op.Repository
@@ -338,9 +345,9 @@ func (j *job) rollback() {
 			j.s.log.Warn("remove streaming manifest of a canceled conversion", "digest", d, "err", err)
 		}
 	}
-	for _, d := range j.layers {
+	for _, d := range j.blobs {
 		if err := j.s.reg.UnlinkUnreferenced(ctx, repo, d); err != nil {
-			j.s.log.Warn("remove converted layer of a canceled conversion", "digest", d, "err", err)
+			j.s.log.Warn("remove a blob of a canceled conversion", "digest", d, "err", err)
 		}
 	}
 }

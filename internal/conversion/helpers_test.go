@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/blobstore"
 	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/oci"
@@ -31,6 +32,7 @@ type env struct {
 	blobs *blobstore.Store
 	reg   *registry.Registry
 	conv  *Service
+	keys  *auth.KeyRing
 	stop  func()
 }
 
@@ -56,7 +58,11 @@ func (e *env) open(workers bool) {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	e.reg = registry.New(e.meta, e.blobs, registry.DefaultOptions(), log)
-	e.conv = New(e.reg, Options{Workers: 1, Lease: 2 * time.Second, Heartbeat: 50 * time.Millisecond, Poll: 50 * time.Millisecond}, log)
+	e.keys, err = auth.OpenKeyRing(filepath.Join(e.dir, "keys"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.conv = New(e.reg, Options{Workers: 1, Lease: 2 * time.Second, Heartbeat: 50 * time.Millisecond, Poll: 50 * time.Millisecond, Signer: e.keys}, log)
 	e.stop = func() {}
 	if workers {
 		ctx, cancel := context.WithCancel(context.Background())

@@ -53,6 +53,8 @@ type Options struct {
 	MaxAttempts int
 	// Streaming tunes the converter.
 	Streaming streaming.Options
+	// Signer signs every streaming artifact the service makes (required).
+	Signer Signer
 }
 
 // DefaultOptions suit a small machine: one worker.
@@ -62,12 +64,13 @@ func DefaultOptions() Options {
 
 // Service starts, shows, cancels and runs operations.
 type Service struct {
-	reg   *registry.Registry
-	meta  *metadata.Store
-	opts  Options
-	log   *slog.Logger
-	owner string
-	wake  chan struct{}
+	reg    *registry.Registry
+	meta   *metadata.Store
+	opts   Options
+	signer Signer
+	log    *slog.Logger
+	owner  string
+	wake   chan struct{}
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc
@@ -78,8 +81,12 @@ type Service struct {
 }
 
 // New returns the service and installs its hooks in the registry, so that
-// pushes to streaming repositories enqueue conversions.
+// pushes to streaming repositories enqueue conversions. opts.Signer is
+// required: a streaming artifact nobody signed is one no node mounts.
 func New(reg *registry.Registry, opts Options, log *slog.Logger) *Service {
+	if opts.Signer == nil {
+		panic("conversion.New: Options.Signer is required")
+	}
 	if log == nil {
 		log = slog.Default()
 	}
@@ -106,6 +113,7 @@ func New(reg *registry.Registry, opts Options, log *slog.Logger) *Service {
 		reg:     reg,
 		meta:    reg.Meta(),
 		opts:    opts,
+		signer:  opts.Signer,
 		log:     log,
 		owner:   fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:])),
 		wake:    make(chan struct{}, 1),
@@ -165,7 +173,10 @@ func (s *Service) Deleted(ctx context.Context, repo string, digests []string) {
 
 // Start starts a conversion of the image repo@dgst, or returns the one
 // already queued or running. An image that already has a streaming artifact
-// is not converted again: its operation is recorded as succeeded at once.
+// signed by the registry is not converted again: its operation is recorded
+// as succeeded at once. One with only unsigned artifacts (pushed by hand,
+// or made before artifacts were signed) is converted: conversion is
+// deterministic, so it adds the signature to the artifact it would make.
 func (s *Service) Start(ctx context.Context, repo string, dgst digest.Digest) (*metadata.Operation, error) {
 	m, err := s.reg.GetManifest(ctx, repo, oci.Reference{Digest: dgst.String()}, true)
 	if errors.Is(err, registry.ErrManifestUnknown) {
@@ -183,7 +194,7 @@ func (s *Service) Start(ctx context.Context, repo string, dgst digest.Digest) (*
 	if op, err := s.meta.ActiveOperation(ctx, KindConversion, repo, dgst.String()); err == nil {
 		return op, nil
 	}
-	existing, err := s.reg.Referrers(ctx, repo, dgst, metadata.ArtifactTypeStreaming)
+	existing, err := s.signedReferrers(ctx, repo, dgst)
 	if err != nil {
 		return nil, err
 	}

@@ -111,7 +111,9 @@ func (s *Service) runOperation(parent context.Context, op *metadata.Operation) {
 		if op.Kind == KindImport {
 			done = "Imported " + op.Digest + " into " + op.Repository
 		}
-		s.finish(final, op, metadata.Operation{Status: metadata.StatusSucceeded, Result: result, Details: done}, log)
+		// The total goes with the result: an operation quicker than a
+		// heartbeat never reported it.
+		s.finish(final, op, metadata.Operation{Status: metadata.StatusSucceeded, Result: result, Details: done, TotalBytes: p.total.Load()}, log)
 		log.Info("operation succeeded", "duration", time.Since(start), "bytes", p.total.Load())
 	default:
 		s.fail(final, op, err, log)

@@ -8,9 +8,13 @@ import (
 	"time"
 )
 
-// ArtifactTypeStreaming is the artifact type of streaming artifacts, which
-// are deleted with the image they were made from.
-const ArtifactTypeStreaming = "application/vnd.azure.artifact.streaming.v1"
+// ArtifactTypeStreaming is the artifact type of streaming artifacts, and
+// ArtifactTypeStreamingSignature of the signatures that vouch for them;
+// both are deleted with the image they were made from.
+const (
+	ArtifactTypeStreaming          = "application/vnd.azure.artifact.streaming.v1"
+	ArtifactTypeStreamingSignature = "application/vnd.sluice.streaming.signature.v1"
+)
 
 // DeleteManifest deletes a live manifest, the tags pointing at it and its
 // streaming artifacts, if the changeable attributes allow it. With soft set
@@ -65,7 +69,8 @@ func (s *Store) deleteManifestTx(ctx context.Context, tx *sql.Tx, repoID int64, 
 	} else if _, err := tx.ExecContext(ctx, `DELETE FROM manifests WHERE repository_id = ? AND digest = ?`, repoID, dgst); err != nil {
 		return nil, err
 	}
-	streaming, err := listColumn(ctx, tx, `SELECT digest FROM manifests WHERE repository_id = ? AND subject = ? AND artifact_type = ?`, repoID, dgst, ArtifactTypeStreaming)
+	streaming, err := listColumn(ctx, tx, `SELECT digest FROM manifests WHERE repository_id = ? AND subject = ? AND artifact_type IN (?, ?)`,
+		repoID, dgst, ArtifactTypeStreaming, ArtifactTypeStreamingSignature)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +259,7 @@ func (s *Store) RestoreManifest(ctx context.Context, repo, dgst, tag string, for
 		if err != nil {
 			return err
 		}
-		if artifactType == ArtifactTypeStreaming {
+		if artifactType == ArtifactTypeStreaming || artifactType == ArtifactTypeStreamingSignature {
 			return fmt.Errorf("%w: streaming artifacts are not restored; restore the image and it is converted again", ErrRestoreRefused)
 		}
 		if subject != "" {

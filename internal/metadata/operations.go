@@ -175,17 +175,20 @@ func (s *Store) Heartbeat(ctx context.Context, id, owner string, lease time.Dura
 }
 
 // FinishOperation ends a running operation held by owner with a final
-// status. It reports false if the operation was no longer the owner's to
+// status (and o.TotalBytes, when set, as its total; a success is then
+// complete). It reports false if the operation was no longer the owner's to
 // finish (canceled meanwhile, or taken over).
 func (s *Store) FinishOperation(ctx context.Context, id, owner string, o Operation) (bool, error) {
 	var ok bool
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		now := s.nowNano()
 		res, err := tx.ExecContext(ctx, `UPDATE operations SET status = ?, details = ?, error_code = ?, error_message = ?, result = ?,
-				progress_bytes = CASE WHEN ? = 'Succeeded' THEN total_bytes ELSE progress_bytes END,
+				total_bytes = CASE WHEN ? > 0 THEN ? ELSE total_bytes END,
+				progress_bytes = CASE WHEN ? = 'Succeeded' THEN (CASE WHEN ? > 0 THEN ? ELSE total_bytes END) ELSE progress_bytes END,
 				lease_owner = '', lease_expires_at = 0, finished_at = ?, updated_at = ?
 			WHERE id = ? AND lease_owner = ? AND status = 'Running'`,
-			o.Status, o.Details, o.ErrorCode, o.ErrorMessage, o.Result, o.Status, now, now, id, owner)
+			o.Status, o.Details, o.ErrorCode, o.ErrorMessage, o.Result, o.TotalBytes, o.TotalBytes,
+			o.Status, o.TotalBytes, o.TotalBytes, now, now, id, owner)
 		if err != nil {
 			return err
 		}

@@ -41,6 +41,9 @@ func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Referen
 	if err != nil {
 		return nil, err
 	}
+	if IsStreamingArtifact(m) && !streamingWritesAllowed(ctx) {
+		return nil, fmt.Errorf("%w; the manifest pushed to %s is one (artifactType %s)", ErrStreamingWriteDenied, repo, m.ArtifactType)
+	}
 	dgst := digest.Canonical.FromBytes(payload)
 	var tags []string
 	if ref.IsDigest() {

@@ -38,6 +38,8 @@ type Server struct {
 	blobs      *blobstore.Store
 	Registry   *registry.Registry
 	Conversion *conversion.Service
+	// Keys sign access tokens and streaming artifacts.
+	Keys *auth.KeyRing
 	// Auth is nil when authentication is turned off.
 	Auth    *auth.Service
 	handler http.Handler
@@ -66,19 +68,25 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		UploadTTL:     cfg.GC.UploadTTL.Std(),
 		SoftDelete:    cfg.SoftDelete.Retention(),
 	}, log)
-	conv := conversion.New(reg, conversion.Options{Workers: cfg.Streaming.Workers, Lease: cfg.Streaming.Lease.Std()}, log)
-	s := &Server{cfg: cfg, log: log, meta: meta, blobs: blobs, Registry: reg, Conversion: conv}
+	keys, err := auth.OpenKeyRing(cfg.KeyDir())
+	if err != nil {
+		meta.Close()
+		blobs.Close()
+		return nil, fmt.Errorf("signing keys in %s: %w", cfg.KeyDir(), err)
+	}
+	conv := conversion.New(reg, conversion.Options{Workers: cfg.Streaming.Workers, Lease: cfg.Streaming.Lease.Std(), Signer: keys}, log)
+	s := &Server{cfg: cfg, log: log, meta: meta, blobs: blobs, Registry: reg, Conversion: conv, Keys: keys}
 	if cfg.Auth.Enabled {
 		s.Auth, err = auth.NewService(ctx, meta, auth.Options{
 			AdminUser: cfg.AdminUser, AdminPassword: cfg.AdminPassword, AnonymousPull: cfg.Auth.AnonymousPull,
 			TokenTTL: cfg.Auth.TokenTTL.Std(), RefreshTTL: cfg.Auth.RefreshTTL.Std(),
 			FailedLoginBurst: cfg.Auth.FailedLoginBurst, FailedLoginRefill: cfg.Auth.FailedLoginRefill.Std(),
-			KeyDir: cfg.KeyDir(), Output: os.Stderr,
+			Keys: keys, Output: os.Stderr,
 		}, log)
 		if err != nil {
 			meta.Close()
 			blobs.Close()
-			return nil, fmt.Errorf("authentication (signing keys in %s): %w", cfg.KeyDir(), err)
+			return nil, fmt.Errorf("authentication: %w", err)
 		}
 	} else {
 		log.Warn("authentication is turned off: every caller may do everything")
@@ -96,7 +104,7 @@ func (s *Server) routes() http.Handler {
 	distribution := dist.New(s.Registry, s.log)
 	mux.Handle("/v2/", distribution)
 	mux.Handle("/v2", distribution)
-	management := mgmt.New(s.Registry, s.Conversion, s.Auth, mgmt.Options{IncludedStorage: s.cfg.Usage.IncludedStorage}, s.log)
+	management := mgmt.New(s.Registry, s.Conversion, s.Auth, mgmt.Options{IncludedStorage: s.cfg.Usage.IncludedStorage, Keys: s.Keys}, s.log)
 	mux.Handle("/acr/v1/", management)
 	mux.Handle("/mount/v1/", management)
 	mux.HandleFunc("GET /healthz", s.healthz)

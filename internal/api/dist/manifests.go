@@ -1,6 +1,7 @@
 package dist
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/oci"
+	"github.com/sluicehq/sluice/internal/registry"
 )
 
 func (h *Handler) getManifest(w http.ResponseWriter, r *http.Request, rt route) {
@@ -85,7 +87,19 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, rt route) 
 		return
 	}
 	extraTags := r.URL.Query()["tag"]
-	res, err := h.reg.PutManifest(r.Context(), rt.name, ref, r.Header.Get("Content-Type"), payload, extraTags)
+	ctx := r.Context()
+	caller := auth.CallerFrom(ctx)
+	if caller.Can(rt.name, auth.ActionStreamingWrite) {
+		ctx = registry.AllowStreamingWrites(ctx)
+	}
+	res, err := h.reg.PutManifest(ctx, rt.name, ref, r.Header.Get("Content-Type"), payload, extraTags)
+	if errors.Is(err, registry.ErrStreamingWriteDenied) && caller.Claims != nil && caller.Challenge != nil {
+		// A bearer token is short of streaming_write: its client may ask
+		// for a token that has it, which its identity may hold.
+		w.Header().Set("WWW-Authenticate", caller.Challenge(auth.Repo(rt.name, auth.ActionPull, auth.ActionPush, auth.ActionStreamingWrite)))
+		writeErrorBody(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
+		return
+	}
 	if err != nil {
 		writeError(w, r, h.log, err)
 		return

@@ -31,6 +31,10 @@ func Requirement(r *http.Request) auth.Requirement {
 		case "_import", "_operations":
 			// The handler checks push on the import's targets.
 			return auth.Requirement{Authenticated: true, Identity: true}
+		case "_keys":
+			// Public keys: nodes fetch them before they hold any
+			// credential for the registry.
+			return auth.Requirement{Public: true}
 		}
 		return auth.Requirement{Accesses: []auth.Access{auth.Registry(auth.Admin)}}
 	}

@@ -20,12 +20,21 @@ import (
 	"github.com/sluicehq/sluice/internal/conversion"
 	"github.com/sluicehq/sluice/internal/oci"
 	"github.com/sluicehq/sluice/internal/registry"
+	"github.com/sluicehq/sluice/internal/trust"
 )
 
 // Options are registry-wide settings the API reports.
 type Options struct {
 	// IncludedStorage is the storage limit reported by the usage API.
 	IncludedStorage int64
+	// Keys publishes the public keys that streaming artifacts are signed
+	// with (GET /acr/v1/_keys).
+	Keys PublicKeys
+}
+
+// PublicKeys gives the registry's public signing keys.
+type PublicKeys interface {
+	JWKS() (trust.JWKS, error)
 }
 
 // Handler serves /acr/v1/ and /mount/v1/.
@@ -103,6 +112,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.only(w, r, "GET", h.catalog, rt)
 	case rt.repo == "" && rt.action == "_usage":
 		h.only(w, r, "GET", h.usage, rt)
+	case rt.repo == "" && rt.action == "_keys":
+		h.only(w, r, "GET", h.keys, rt)
 	case rt.repo == "" && rt.action == "_import":
 		h.only(w, r, "POST", h.startImport, rt)
 	case rt.repo == "" && rt.action == "_operations":

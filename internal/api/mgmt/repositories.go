@@ -322,3 +322,20 @@ func (h *Handler) usage(w http.ResponseWriter, r *http.Request, _ route) {
 		{"name": "Size", "limit": h.opts.IncludedStorage, "currentValue": size, "unit": "Bytes"},
 	}})
 }
+
+// keys publishes the public keys that streaming artifacts are signed with,
+// as a JWKS (RFC 7517), to anyone: nodes verify artifacts with them, and
+// pin them the first time they stream from the registry.
+func (h *Handler) keys(w http.ResponseWriter, r *http.Request, _ route) {
+	if h.opts.Keys == nil {
+		writeError(w, http.StatusNotFound, "NOT_FOUND", "this registry publishes no signing keys")
+		return
+	}
+	set, err := h.opts.Keys.JWKS()
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "max-age=60")
+	writeJSON(w, http.StatusOK, set)
+}

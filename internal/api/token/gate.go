@@ -60,6 +60,7 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 			}
 			caller.Identity = id
 		}
+		caller.Challenge = func(need auth.Access) string { return g.challengeHeader(r, need.String(), "insufficient_scope") }
 		next.ServeHTTP(w, r.WithContext(auth.WithCaller(r.Context(), caller)))
 	})
 }
@@ -112,19 +113,25 @@ func (g *Gate) refuse(w http.ResponseWriter, r *http.Request, req auth.Requireme
 // challenge answers 401 with the Bearer challenge of the token protocol,
 // whose realm is the address the client reached.
 func (g *Gate) challenge(w http.ResponseWriter, r *http.Request, req auth.Requirement, errCode, message string) {
+	w.Header().Set("WWW-Authenticate", g.challengeHeader(r, scopeOf(req), errCode))
+	writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", message)
+}
+
+// challengeHeader is a Bearer challenge for scope (may be empty), with an
+// error code when not empty.
+func (g *Gate) challengeHeader(r *http.Request, scope, errCode string) string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
 	c := fmt.Sprintf(`Bearer realm="%s://%s/oauth2/token",service="%s"`, scheme, r.Host, g.opts.service(r))
-	if s := scopeOf(req); s != "" {
-		c += fmt.Sprintf(`,scope="%s"`, s)
+	if scope != "" {
+		c += fmt.Sprintf(`,scope="%s"`, scope)
 	}
 	if errCode != "" {
 		c += fmt.Sprintf(`,error="%s"`, errCode)
 	}
-	w.Header().Set("WWW-Authenticate", c)
-	writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", message)
+	return c
 }
 
 // scopeOf renders a requirement's accesses as the challenge's scope.
