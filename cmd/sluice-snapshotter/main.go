@@ -53,7 +53,7 @@ running containers.`,
 	serveCmd := &cobra.Command{Use: "serve", Short: "Run the snapshotter (the default command)", Args: cobra.NoArgs, RunE: run,
 		Example: "  sluice-snapshotter serve --root /var/lib/sluice-snapshotter --address /run/sluice-snapshotter/sluice.sock"}
 	addFlags(serveCmd, &f)
-	root.AddCommand(serveCmd, newFuseManagerCommand(), newInstallCommand())
+	root.AddCommand(serveCmd, newFuseManagerCommand(), newInstallCommand(), newTrustCommand())
 	return root
 }
 

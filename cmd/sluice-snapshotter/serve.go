@@ -60,7 +60,18 @@ func serve(cmd *cobra.Command, f *flags) error {
 	log.Info("FUSE manager ready", "socket", managerSocket(cfg), "started", started)
 
 	metrics := snapshotter.NewMetrics()
-	sn, err := snapshotter.New(filepath.Join(cfg.Root, "snapshotter"), layers, snapshotter.NewResolver(snapshotter.ReloadingCredential(f.configFile, cfg, log), cfg.PlainHTTP), metrics, log)
+	live := snapshotter.NewLiveConfig(f.configFile, cfg, log)
+	for host, rc := range cfg.Registries {
+		if rc.Trust == snapshotter.TrustAny {
+			log.Warn("streaming artifacts of this registry are mounted without a signature (trust: any): "+
+				"whoever may push them decides what containers run", "registry", host)
+		}
+	}
+	trust := snapshotter.NewTrust(snapshotter.TrustDir(cfg.Root), func(host string) (string, []string) {
+		c := live.Current()
+		return c.TrustOf(host)
+	}, log)
+	sn, err := snapshotter.New(filepath.Join(cfg.Root, "snapshotter"), layers, snapshotter.NewResolver(live.Credential, cfg.PlainHTTP, trust), metrics, log)
 	if err != nil {
 		return err
 	}

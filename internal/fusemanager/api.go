@@ -21,6 +21,7 @@ import (
 
 // Handler is the manager's API, served on a unix socket only root can
 // reach: POST /mount, POST /unmount, GET /check, GET /status, GET /metrics.
+// A layer found bad answers 410 Gone to /mount and /check.
 func (m *Manager) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /mount", func(w http.ResponseWriter, r *http.Request) {
@@ -33,7 +34,11 @@ func (m *Manager) Handler() http.Handler {
 			return
 		}
 		if err := m.Mount(r.Context(), req.Mountpoint, req.Layer); err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+			status := http.StatusBadGateway
+			if errors.Is(err, ErrLayerBad) {
+				status = http.StatusGone
+			}
+			http.Error(w, err.Error(), status)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -55,8 +60,11 @@ func (m *Manager) Handler() http.Handler {
 	mux.HandleFunc("GET /check", func(w http.ResponseWriter, r *http.Request) {
 		if err := m.Check(r.URL.Query().Get("mountpoint")); err != nil {
 			status := http.StatusServiceUnavailable
-			if errors.Is(err, ErrNotMounted) {
+			switch {
+			case errors.Is(err, ErrNotMounted):
 				status = http.StatusNotFound
+			case errors.Is(err, ErrLayerBad):
+				status = http.StatusGone
 			}
 			http.Error(w, err.Error(), status)
 			return
@@ -135,8 +143,11 @@ func (c *Client) call(ctx context.Context, method, path string, body any) error 
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		err := errors.New(string(bytes.TrimSpace(msg)))
-		if resp.StatusCode == http.StatusNotFound {
+		switch resp.StatusCode {
+		case http.StatusNotFound:
 			err = fmt.Errorf("%w: %v", ErrNotMounted, err)
+		case http.StatusGone:
+			err = fmt.Errorf("%w: %v", ErrLayerBad, err)
 		}
 		return err
 	}

@@ -10,8 +10,8 @@ import (
 
 // startBackground completes a layer in the background once its on-demand
 // reads have been quiet for BackgroundDelay, yielding whenever one comes,
-// then checks the whole layer's DiffID. A mismatch marks the layer bad:
-// every later read fails and the failure is logged at error level.
+// then checks the whole layer's DiffID. A mismatch marks the layer bad
+// (markBad).
 func (m *Manager) startBackground(lm *mounted) {
 	if m.cfg.BackgroundDelay < 0 {
 		return
@@ -38,12 +38,8 @@ func (m *Manager) startBackground(lm *mounted) {
 				m.log.Info("layer complete: every chunk fetched and the DiffID verified", "image", lm.ref.ImageRef, "layer", lm.ref.SourceDigest, "duration", time.Since(start))
 				return
 			case errors.Is(err, streaming.ErrDiffIDMismatch), errors.Is(err, streaming.ErrChunkVerification):
-				lm.badReason.Store(err.Error())
-				lm.bad.Store(true)
 				m.metrics.verifyFailures.Inc()
-				m.metrics.bad.Inc()
-				m.log.Error("STREAMED LAYER IS BAD: its content does not match what the image promises; reads now fail",
-					"image", lm.ref.ImageRef, "layer", lm.ref.SourceDigest, "streamed", lm.ref.Digest, "err", err)
+				m.markBad(lm, err)
 				return
 			case ctx.Err() != nil:
 				return

@@ -10,10 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"github.com/sluicehq/sluice/internal/atomicfile"
+	"github.com/sluicehq/sluice/internal/layerfs"
 	"github.com/sluicehq/sluice/internal/streaming"
 )
 
@@ -58,7 +59,7 @@ type mounted struct {
 	mountpoint string
 	ref        LayerRef
 	reader     *streaming.Reader
-	server     *fuse.Server
+	fs         *layerfs.Mounted
 	mountedAt  time.Time
 
 	// lastDemand is when an on-demand read last started or ended (Unix
@@ -151,7 +152,7 @@ func (s *source) DataEntry(e *streaming.Entry) *streaming.Entry { return s.m.rea
 func (s *source) ReadAt(ctx context.Context, e *streaming.Entry, p []byte, off int64) (int, error) {
 	m := s.m
 	if m.bad.Load() {
-		return 0, fmt.Errorf("layer %s is marked bad: %v", m.ref.Digest, m.badReason.Load())
+		return 0, fmt.Errorf("%w: %s: %v", ErrLayerBad, m.ref.Digest, m.badReason.Load())
 	}
 	m.firstRead.Do(func() {
 		d := time.Since(m.mountedAt)
@@ -168,6 +169,7 @@ func (s *source) ReadAt(ctx context.Context, e *streaming.Entry, p []byte, off i
 	if errors.Is(err, streaming.ErrChunkVerification) {
 		s.manager.metrics.verifyFailures.Inc()
 		s.manager.log.Error("chunk failed verification: answering EIO", "image", m.ref.ImageRef, "layer", m.ref.Digest, "file", e.Name, "err", err)
+		s.manager.markBad(m, err)
 	}
 	return n, err
 }
@@ -263,26 +265,5 @@ func (t *tailStore) keep(ref LayerRef, tail []byte) error {
 	if err := os.MkdirAll(t.dir, 0o700); err != nil {
 		return err
 	}
-	return writeFileAtomic(t.path(ref.TOCDigest), tail)
-}
-
-func writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-	}
-	return err
+	return atomicfile.WriteFile(t.path(ref.TOCDigest), tail, 0o600)
 }

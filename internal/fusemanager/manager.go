@@ -26,6 +26,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
+	"github.com/sluicehq/sluice/internal/atomicfile"
 	"github.com/sluicehq/sluice/internal/chunkcache"
 	"github.com/sluicehq/sluice/internal/client"
 	"github.com/sluicehq/sluice/internal/keyedmutex"
@@ -66,6 +67,9 @@ type Manager struct {
 
 	mu     sync.Mutex
 	mounts map[string]*mounted
+	// bad holds the streamed layers found bad, with why: never mounted
+	// again.
+	bad map[digest.Digest]string
 	// mountpoints serialises mounting and unmounting at one mountpoint.
 	mountpoints keyedmutex.Mutex
 	clients     map[string]*client.Client
@@ -92,7 +96,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, log: cfg.Log, cache: cache, tails: &tailStore{dir: filepath.Join(cfg.Root, "tocs")},
-		mounts: map[string]*mounted{}, clients: map[string]*client.Client{}}
+		mounts: map[string]*mounted{}, bad: map[digest.Digest]string{}, clients: map[string]*client.Client{}}
 	m.metrics = newMetrics(m)
 	return m, nil
 }
@@ -125,6 +129,9 @@ func (m *Manager) Mount(ctx context.Context, mountpoint string, ref LayerRef) er
 // containers).
 func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, profiles bool) error {
 	if err := ref.Validate(); err != nil {
+		return err
+	}
+	if err := m.checkNotBad(ref); err != nil {
 		return err
 	}
 	// Requests for one mountpoint wait for each other: containers being
@@ -177,15 +184,15 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 	// Background completion waits for the layer to be quiet, counting
 	// from the mount: a container about to start reads first.
 	lm.lastDemand.Store(lm.mountedAt.UnixNano())
-	server, err := layerfs.Mount(mountpoint, &source{m: lm, manager: m}, layerfs.Options{OverlayXattr: m.cfg.OverlayXattr})
+	mnt, err := layerfs.Mount(mountpoint, &source{m: lm, manager: m}, layerfs.Options{OverlayXattr: m.cfg.OverlayXattr})
 	if err != nil {
 		lm.shutdown()
 		reader.Close()
 		return err
 	}
-	lm.server = server
+	lm.fs = mnt
 	go func() {
-		server.Wait()
+		mnt.Wait()
 		close(lm.gone)
 		lm.stop() // no background work for a layer nobody can read
 	}()
@@ -193,7 +200,7 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 	// still holds it.
 	if lm.dev, err = mountDevice(mountpoint); err != nil {
 		lm.shutdown()
-		if server.Unmount() != nil {
+		if mnt.Unmount() != nil {
 			_ = syscall.Unmount(mountpoint, syscall.MNT_DETACH)
 		}
 		<-lm.gone
@@ -275,7 +282,7 @@ func (m *Manager) Unmount(ctx context.Context, mountpoint string) error {
 		return nil
 	}
 	lm.shutdown()
-	if err := lm.server.Unmount(); err != nil {
+	if err := lm.fs.Unmount(); err != nil {
 		if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
 			m.log.Warn("unmount layer", "mountpoint", mountpoint, "err", err)
 		}
@@ -317,7 +324,7 @@ func (m *Manager) Check(mountpoint string) error {
 		return fmt.Errorf("%s: %w", mountpoint, ErrNotMounted)
 	}
 	if lm.bad.Load() {
-		return fmt.Errorf("layer %s at %s is bad: %v", lm.ref.Digest, mountpoint, lm.badReason.Load())
+		return fmt.Errorf("%w: %s at %s: %v", ErrLayerBad, lm.ref.Digest, mountpoint, lm.badReason.Load())
 	}
 	return lm.served()
 }
@@ -360,6 +367,8 @@ func (m *Manager) Statuses() []Status {
 // state is what the manager keeps on disk to restore its mounts.
 type state struct {
 	Mounts []stateMount `json:"mounts"`
+	// Bad are the streamed layers found bad, with why.
+	Bad map[digest.Digest]string `json:"bad,omitempty"`
 }
 
 type stateMount struct {
@@ -379,13 +388,19 @@ func (m *Manager) saveState() error {
 	for mp, lm := range m.mounts {
 		st.Mounts = append(st.Mounts, stateMount{Mountpoint: mp, Layer: lm.ref})
 	}
+	if len(m.bad) > 0 {
+		st.Bad = make(map[digest.Digest]string, len(m.bad))
+		for d, why := range m.bad {
+			st.Bad[d] = why
+		}
+	}
 	m.mu.Unlock()
 	sort.Slice(st.Mounts, func(i, j int) bool { return st.Mounts[i].Mountpoint < st.Mounts[j].Mountpoint })
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(m.statePath(), b)
+	return atomicfile.WriteFile(m.statePath(), b, 0o600)
 }
 
 // Restore mounts again what an earlier run had mounted (after a crash or a
@@ -403,6 +418,11 @@ func (m *Manager) Restore(ctx context.Context) error {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return fmt.Errorf("state %s: %w", m.statePath(), err)
 	}
+	m.mu.Lock()
+	for d, why := range st.Bad {
+		m.bad[d] = why
+	}
+	m.mu.Unlock()
 	var errs []error
 	for _, sm := range st.Mounts {
 		// A stale FUSE mount of a dead manager answers ENOTCONN: detach it.
@@ -438,7 +458,7 @@ func (m *Manager) Close() {
 			continue // unmounted meanwhile
 		}
 		lm.shutdown()
-		if err := lm.server.Unmount(); err != nil {
+		if err := lm.fs.Unmount(); err != nil {
 			_ = syscall.Unmount(mp, syscall.MNT_DETACH)
 		}
 		lm.reader.Close()

@@ -64,14 +64,49 @@ const (
 	opaqueMarker   = ".wh..wh..opq"
 )
 
+// Mounted is a mounted layer: its FUSE server and the root of its tree.
+type Mounted struct {
+	*fuse.Server
+	root *node
+}
+
 // Mount mounts the layer read-only at mountpoint and returns the running
 // server; Unmount on it (or unmounting the directory) ends it.
-func Mount(mountpoint string, src Source, opts Options) (*fuse.Server, error) {
+func Mount(mountpoint string, src Source, opts Options) (*Mounted, error) {
 	root, err := Build(src, opts)
 	if err != nil {
 		return nil, fmt.Errorf("layer at %s: %w", mountpoint, err)
 	}
-	return mountRoot(mountpoint, root)
+	server, err := mountRoot(mountpoint, root)
+	if err != nil {
+		return nil, err
+	}
+	return &Mounted{Server: server, root: root}, nil
+}
+
+// Invalidate drops what the kernel caches of the layer's files: their
+// pages (mapped ones included) and attributes, so that every later read
+// asks the source again. It is how a layer found bad stops serving bytes
+// the kernel read before the verdict. It returns how many inodes it
+// invalidated. Never call it from a FUSE request of this mount: the
+// kernel waits for that request to end before it drops the pages.
+func (m *Mounted) Invalidate() int {
+	n := 0
+	queue := []*fs.Inode{m.root.EmbeddedInode()}
+	for len(queue) > 0 {
+		in := queue[0]
+		queue = queue[1:]
+		if in.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG {
+			if in.NotifyContent(0, 0) == 0 {
+				n++
+			}
+			continue
+		}
+		for _, child := range in.Children() {
+			queue = append(queue, child)
+		}
+	}
+	return n
 }
 
 // mountRoot serves a built tree at mountpoint.

@@ -90,11 +90,11 @@ func mountLayer(t *testing.T, tarball []byte, opts Options) (string, *corruptibl
 	needRoot(t)
 	r, src := openLayer(t, tarball)
 	mnt := t.TempDir()
-	server, err := Mount(mnt, r, opts)
+	m, err := Mount(mnt, r, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	unmountAtEnd(t, mnt, server)
+	unmountAtEnd(t, mnt, m.Server)
 	return mnt, src
 }
 

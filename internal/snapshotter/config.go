@@ -56,6 +56,50 @@ type RegistryConfig struct {
 	Password  string `yaml:"password"`
 	// PasswordFile holds the password instead of Password.
 	PasswordFile string `yaml:"passwordFile"`
+	// Trust says whose streaming artifacts of this registry the node
+	// mounts: "registry" (the default: signed by a key the registry
+	// publishes, pinned at first use), "keys" (signed by one of
+	// TrustKeys), "none" (never stream) or "any" (no signature needed;
+	// anyone who may push streaming artifacts decides what runs).
+	Trust string `yaml:"trust"`
+	// TrustKeys are PEM files of the public keys trusted under "keys".
+	TrustKeys []string `yaml:"trustKeys"`
+}
+
+// Trust modes of a registry (RegistryConfig.Trust).
+const (
+	TrustRegistry = "registry"
+	TrustKeys     = "keys"
+	TrustNone     = "none"
+	TrustAny      = "any"
+)
+
+// TrustOf returns a registry's trust mode and trusted key files.
+func (c *Config) TrustOf(host string) (mode string, keyFiles []string) {
+	rc := c.Registries[host]
+	if rc.Trust == "" {
+		return TrustRegistry, nil
+	}
+	return rc.Trust, rc.TrustKeys
+}
+
+// validateTrust checks every registry's trust settings.
+func (c *Config) validateTrust() error {
+	for host, rc := range c.Registries {
+		switch rc.Trust {
+		case "", TrustRegistry, TrustNone, TrustAny:
+			if len(rc.TrustKeys) > 0 {
+				return fmt.Errorf("registries.%s.trustKeys is used only with trust: keys", host)
+			}
+		case TrustKeys:
+			if len(rc.TrustKeys) == 0 {
+				return fmt.Errorf("registries.%s: trust: keys needs trustKeys, the PEM files of the public keys to trust", host)
+			}
+		default:
+			return fmt.Errorf("registries.%s.trust %q: use registry, keys, none or any", host, rc.Trust)
+		}
+	}
+	return nil
 }
 
 // Default locations.
@@ -87,6 +131,9 @@ func LoadConfig(path string) (Config, error) {
 	}
 	if _, err := c.Background(); err != nil {
 		return c, err
+	}
+	if err := c.validateTrust(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, nil
 }
@@ -129,21 +176,13 @@ func (c *Config) Credential() auth.CredentialFunc {
 	return c.credential(client.DockerCredentials())
 }
 
-// ReloadingCredential returns the node's credentials as the config file at
-// path (may be "") and docker's config.json say when asked: a file that
-// changed is read again, so a rotated token password reaches the next
-// fetch without a restart (the FUSE manager, which outlives the
-// snapshotter so as not to break running containers, included). A config
-// file that no longer parses keeps the last good settings.
-func ReloadingCredential(path string, initial Config, log *slog.Logger) auth.CredentialFunc {
-	r := &reloader{path: path, cfg: initial, log: log}
-	r.cfgStamp = stamp(path)
-	r.dockerStamp = stamp(dockerConfigPath())
-	r.cred = initial.Credential()
-	return r.credential
-}
-
-type reloader struct {
+// LiveConfig is the node's configuration as its file says when asked: a
+// file that changed is read again, so a rotated token password or a trust
+// setting reaches the next lookup and fetch without a restart (of the FUSE
+// manager too, which outlives the snapshotter so as not to break running
+// containers). A config file that no longer parses keeps the last good
+// settings. Docker's config.json is watched the same way for credentials.
+type LiveConfig struct {
 	path string
 	log  *slog.Logger
 
@@ -152,6 +191,22 @@ type reloader struct {
 	cfgStamp    fileStamp
 	dockerStamp fileStamp
 	cred        auth.CredentialFunc
+}
+
+// NewLiveConfig watches the config file at path (may be "", for none),
+// starting from initial.
+func NewLiveConfig(path string, initial Config, log *slog.Logger) *LiveConfig {
+	l := &LiveConfig{path: path, cfg: initial, log: log}
+	l.cfgStamp = stamp(path)
+	l.dockerStamp = stamp(dockerConfigPath())
+	l.cred = initial.Credential()
+	return l
+}
+
+// ReloadingCredential returns the node's credentials as the config file at
+// path and docker's config.json say when asked (see LiveConfig).
+func ReloadingCredential(path string, initial Config, log *slog.Logger) auth.CredentialFunc {
+	return NewLiveConfig(path, initial, log).Credential
 }
 
 // fileStamp tells a changed file: its modification time and size.
@@ -185,23 +240,38 @@ func dockerConfigPath() string {
 	return filepath.Join(dir, "config.json")
 }
 
-func (r *reloader) credential(ctx context.Context, host string) (auth.Credential, error) {
-	r.mu.Lock()
-	cfgNow, dockerNow := stamp(r.path), stamp(dockerConfigPath())
-	if cfgNow != r.cfgStamp || dockerNow != r.dockerStamp {
-		if cfgNow != r.cfgStamp && r.path != "" {
-			if c, err := LoadConfig(r.path); err != nil {
-				r.log.Warn("the config file changed but does not load; keeping the credentials it had", "config", r.path, "err", err)
-			} else {
-				r.cfg = c
-				r.log.Info("config file changed: registry credentials reloaded", "config", r.path)
-			}
-		}
-		r.cfgStamp, r.dockerStamp = cfgNow, dockerNow
-		r.cred = r.cfg.Credential()
+// refresh reads the files again if they changed; l.mu is held.
+func (l *LiveConfig) refresh() {
+	cfgNow, dockerNow := stamp(l.path), stamp(dockerConfigPath())
+	if cfgNow == l.cfgStamp && dockerNow == l.dockerStamp {
+		return
 	}
-	cred := r.cred
-	r.mu.Unlock()
+	if cfgNow != l.cfgStamp && l.path != "" {
+		if c, err := LoadConfig(l.path); err != nil {
+			l.log.Warn("the config file changed but does not load; keeping the settings it had", "config", l.path, "err", err)
+		} else {
+			l.cfg = c
+			l.log.Info("config file changed: registry settings reloaded", "config", l.path)
+		}
+	}
+	l.cfgStamp, l.dockerStamp = cfgNow, dockerNow
+	l.cred = l.cfg.Credential()
+}
+
+// Current returns the configuration as it is now.
+func (l *LiveConfig) Current() Config {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.refresh()
+	return l.cfg
+}
+
+// Credential returns a registry's credentials as the files say now.
+func (l *LiveConfig) Credential(ctx context.Context, host string) (auth.Credential, error) {
+	l.mu.Lock()
+	l.refresh()
+	cred := l.cred
+	l.mu.Unlock()
 	return cred(ctx, host)
 }
 

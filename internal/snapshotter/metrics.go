@@ -8,6 +8,7 @@ type Metrics struct {
 	Registry  *prometheus.Registry
 	streamed  prometheus.Counter
 	fallbacks *prometheus.CounterVec
+	replaced  prometheus.Counter
 }
 
 // NewMetrics registers the snapshotter's metrics.
@@ -22,7 +23,11 @@ func NewMetrics() *Metrics {
 			Name: "sluice_snapshotter_fallbacks_total",
 			Help: "Layers that could not be streamed and were downloaded by containerd, by reason.",
 		}, []string{"reason"}),
+		replaced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_snapshotter_bad_layers_replaced_total",
+			Help: "Streamed layers found bad and replaced by the downloaded original layer.",
+		}),
 	}
-	m.Registry.MustRegister(m.streamed, m.fallbacks)
+	m.Registry.MustRegister(m.streamed, m.fallbacks, m.replaced)
 	return m
 }

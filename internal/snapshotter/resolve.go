@@ -3,19 +3,25 @@ package snapshotter
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
 	"github.com/sluicehq/sluice/internal/client"
 	"github.com/sluicehq/sluice/internal/fusemanager"
 	"github.com/sluicehq/sluice/internal/streaming"
+	"github.com/sluicehq/sluice/internal/trust"
 )
 
 // The labels a streaming-aware pull puts on each layer's Prepare.
@@ -39,10 +45,12 @@ func notStreamed(reason, format string, args ...any) error {
 	return &notStreamable{reason: reason, err: fmt.Errorf(format, args...)}
 }
 
-// Resolver finds streamed layers in registries.
+// Resolver finds streamed layers in registries, and mounts only those
+// whose streaming artifact is signed by a key the node trusts.
 type Resolver struct {
 	credential auth.CredentialFunc
 	plainHTTP  func(host string) bool
+	trust      *Trust
 
 	mu     sync.Mutex
 	images map[string]*resolved
@@ -62,9 +70,9 @@ type resolved struct {
 const resolvedTTL = time.Minute
 
 // NewResolver returns a resolver using the given credentials; plainHTTP
-// says which registries talk HTTP.
-func NewResolver(credential auth.CredentialFunc, plainHTTP func(host string) bool) *Resolver {
-	return &Resolver{credential: credential, plainHTTP: plainHTTP, images: map[string]*resolved{}}
+// says which registries talk HTTP, trust which signatures count.
+func NewResolver(credential auth.CredentialFunc, plainHTTP func(host string) bool, trust *Trust) *Resolver {
+	return &Resolver{credential: credential, plainHTTP: plainHTTP, trust: trust, images: map[string]*resolved{}}
 }
 
 // Resolve maps a Prepare's labels to the streamed layer to mount.
@@ -129,13 +137,15 @@ func (r *Resolver) resolveImage(ctx context.Context, ref registry.Reference, man
 
 // lookup finds the streaming manifest of an image manifest: a referrer of
 // the manifest itself, or, for an image pulled through an index, the
-// index's referrer for the manifest's platform. It checks the chain of
-// trust: the artifact's subject is the image, its config is the image's.
+// index's referrer for the manifest's platform. Only artifacts signed by a
+// key the node trusts count; of those, the newest format version first,
+// then by digest, the first whose bindings to the image hold.
 func (r *Resolver) lookup(ctx context.Context, ref registry.Reference, manifest digest.Digest) *resolved {
 	c := client.New(ref.Registry, client.Options{PlainHTTP: r.plainHTTP(ref.Registry), Credential: r.credential, UserAgent: "sluice-snapshotter"})
 	res := &resolved{}
-	// The image's manifest and config, and its referrers, are asked for
-	// at the same time: each is a round trip on the pull's critical path.
+	// The image's manifest and config, its referrers and the keys to
+	// verify them with are asked for at the same time: each is a round
+	// trip on the pull's critical path.
 	type imageAnswer struct {
 		parts *imageParts
 		err   error
@@ -145,54 +155,192 @@ func (r *Resolver) lookup(ctx context.Context, ref registry.Reference, manifest 
 		p, err := r.image(ctx, c, ref.Repository, manifest)
 		imageDone <- imageAnswer{p, err}
 	}()
-	refs, err := c.Referrers(ctx, ref.Repository, manifest, streaming.ArtifactType)
+	type keysAnswer struct {
+		keys trust.KeySet
+		err  error
+	}
+	keysDone := make(chan keysAnswer, 1)
+	go func() {
+		k, err := r.trust.Keys(ctx, c, false)
+		keysDone <- keysAnswer{k, err}
+	}()
+	refs, err := c.Referrers(ctx, ref.Repository, manifest, "")
 	img := <-imageDone
+	keys := <-keysDone
 	if img.err != nil {
 		res.err = notStreamed("registry", "reading the image manifest %s: %v", manifest, img.err)
 		return res
 	}
-	orig := img.parts
 	if err != nil {
 		res.err = notStreamed("registry", "looking up streaming referrers: %v", err)
 		return res
 	}
-	subject := manifest
-	if len(refs) == 0 && ref.Reference != "" {
-		subject, refs, err = r.byIndex(ctx, c, ref, manifest)
+	subject, platform := manifest, (*ocispec.Platform)(nil)
+	if !hasStreaming(refs) && ref.Reference != "" {
+		subject, platform, refs, err = r.byIndex(ctx, c, ref, manifest)
 		if err != nil {
 			res.err = err
 			return res
 		}
 	}
-	if len(refs) == 0 {
+	if !hasStreaming(refs) {
 		res.err = notStreamed("no_artifact", "the image has no streaming artifact yet (create one with `sluice artifact-streaming create`, or enable auto-streaming on the repository)")
 		return res
 	}
-	b, _, err := c.GetManifest(ctx, ref.Repository, refs[0].Digest.String())
+	if keys.err != nil {
+		res.err = keys.err
+		return res
+	}
+	candidates, err := r.trustedCandidates(ctx, c, refs, subject, platform, keys.keys)
 	if err != nil {
-		res.err = notStreamed("registry", "reading the streaming manifest: %v", err)
+		res.err = err
 		return res
 	}
-	if err := json.Unmarshal(b, &res.streaming); err != nil {
-		res.err = notStreamed("bad_artifact", "streaming manifest %s: %v", refs[0].Digest, err)
-		return res
+	orig := img.parts
+	var firstErr error
+	for _, d := range candidates {
+		m, err := r.streamingManifest(ctx, c, ref.Repository, d, subject, platform, orig)
+		if err == nil {
+			res.streaming = *m
+			firstErr = nil
+			break
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
 	}
-	switch {
-	case res.streaming.ArtifactType != streaming.ArtifactType:
-		res.err = notStreamed("bad_artifact", "referrer %s is not a streaming artifact", refs[0].Digest)
-	case res.streaming.Subject == nil || res.streaming.Subject.Digest != subject:
-		res.err = notStreamed("bad_artifact", "streaming manifest %s does not have the image as subject", refs[0].Digest)
-	case res.streaming.Config.Digest != orig.manifest.Config.Digest:
-		res.err = notStreamed("bad_artifact", "streaming manifest %s does not share the image's config", refs[0].Digest)
+	if firstErr != nil {
+		res.err = firstErr
+		return res
 	}
 	res.subject = subject
 	res.diffIDs = map[digest.Digest]digest.Digest{}
 	for i, l := range orig.manifest.Layers {
-		if i < len(orig.config.RootFS.DiffIDs) {
-			res.diffIDs[l.Digest] = orig.config.RootFS.DiffIDs[i]
-		}
+		res.diffIDs[l.Digest] = orig.config.RootFS.DiffIDs[i]
 	}
 	return res
+}
+
+func hasStreaming(refs []ocispec.Descriptor) bool {
+	for _, d := range refs {
+		if d.ArtifactType == streaming.ArtifactType {
+			return true
+		}
+	}
+	return false
+}
+
+// trustedCandidates returns the streaming artifacts among refs (of subject,
+// for platform when subject is an index) that a signature by a trusted key
+// vouches for, in the order to try them: the newest format version this
+// node reads first, then by digest. Under trust: any (keys nil) every
+// artifact counts.
+func (r *Resolver) trustedCandidates(ctx context.Context, c *client.Client, refs []ocispec.Descriptor, subject digest.Digest, platform *ocispec.Platform, keys trust.KeySet) ([]ocispec.Descriptor, error) {
+	var artifacts []ocispec.Descriptor
+	for _, d := range refs {
+		if d.ArtifactType != streaming.ArtifactType || !streaming.SupportedVersion(d.Annotations[streaming.AnnotationVersion]) {
+			continue
+		}
+		if platform != nil && !samePlatform(d.Annotations, platform) {
+			continue
+		}
+		artifacts = append(artifacts, d)
+	}
+	if len(artifacts) == 0 {
+		return nil, notStreamed("no_artifact", "the image has no streaming artifact this node can read (format %s) for its platform", streaming.FormatVersion)
+	}
+	sort.SliceStable(artifacts, func(i, j int) bool {
+		vi := streaming.VersionNumber(artifacts[i].Annotations[streaming.AnnotationVersion])
+		vj := streaming.VersionNumber(artifacts[j].Annotations[streaming.AnnotationVersion])
+		if vi != vj {
+			return vi > vj
+		}
+		return artifacts[i].Digest < artifacts[j].Digest
+	})
+	if keys == nil {
+		return artifacts, nil
+	}
+	signed, unknownKey := signedBy(refs, subject, keys)
+	if len(signed) == 0 && unknownKey {
+		// Signed by a key the node has not seen: the registry may have
+		// rotated since its keys were fetched.
+		fresh, err := r.trust.Keys(ctx, c, true)
+		if err != nil {
+			return nil, err
+		}
+		signed, _ = signedBy(refs, subject, fresh)
+	}
+	var out []ocispec.Descriptor
+	for _, d := range artifacts {
+		if signed[d.Digest] {
+			out = append(out, d)
+		}
+	}
+	if len(out) == 0 {
+		return nil, untrusted("none of the %d streaming artifacts of %s is signed by a key this node trusts for %s (trusted: %s)",
+			len(artifacts), subject, c.Host, strings.Join(keys.IDs(), ", "))
+	}
+	return out, nil
+}
+
+// signedBy returns the streaming manifests that the signatures among refs
+// vouch for, for subject, with keys; unknownKey says some signature named
+// a key not among them.
+func signedBy(refs []ocispec.Descriptor, subject digest.Digest, keys trust.KeySet) (signed map[digest.Digest]bool, unknownKey bool) {
+	signed = map[digest.Digest]bool{}
+	for _, d := range refs {
+		if d.ArtifactType != trust.SignatureArtifactType {
+			continue
+		}
+		st, _, err := keys.Verify(d.Annotations[trust.AnnotationSignature])
+		if err != nil {
+			unknownKey = unknownKey || errors.Is(err, trust.ErrUntrusted)
+			continue
+		}
+		if st.Subject == subject {
+			signed[st.Manifest] = true
+		}
+	}
+	return signed, unknownKey
+}
+
+func samePlatform(a map[string]string, p *ocispec.Platform) bool {
+	return a[streaming.AnnotationPlatformOS] == p.OS && a[streaming.AnnotationPlatformArch] == p.Architecture &&
+		a[streaming.AnnotationPlatformVariant] == p.Variant
+}
+
+// streamingManifest fetches a streaming manifest (verified against its
+// digest) and checks its bindings to the image before anything is read
+// from it: its subject is the manifest or index the pull resolved, it
+// shares the image's config, and its layers are made from the image's
+// layers, one for one and in order.
+func (r *Resolver) streamingManifest(ctx context.Context, c *client.Client, repo string, d ocispec.Descriptor, subject digest.Digest, platform *ocispec.Platform, orig *imageParts) (*ocispec.Manifest, error) {
+	b, _, err := c.GetManifest(ctx, repo, d.Digest.String())
+	if err != nil {
+		return nil, notStreamed("registry", "reading the streaming manifest: %v", err)
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, notStreamed("bad_artifact", "streaming manifest %s: %v", d.Digest, err)
+	}
+	switch {
+	case m.ArtifactType != streaming.ArtifactType:
+		return nil, notStreamed("bad_artifact", "referrer %s is not a streaming artifact", d.Digest)
+	case m.Subject == nil || m.Subject.Digest != subject:
+		return nil, notStreamed("bad_artifact", "streaming manifest %s does not have the image as subject", d.Digest)
+	case platform != nil && !samePlatform(m.Annotations, platform):
+		return nil, notStreamed("bad_artifact", "streaming manifest %s is not for the image's platform", d.Digest)
+	case m.Config.Digest != orig.manifest.Config.Digest:
+		return nil, notStreamed("bad_artifact", "streaming manifest %s does not share the image's config", d.Digest)
+	case len(m.Layers) != len(orig.manifest.Layers):
+		return nil, notStreamed("bad_artifact", "streaming manifest %s has %d layers, the image %d", d.Digest, len(m.Layers), len(orig.manifest.Layers))
+	}
+	for i, l := range m.Layers {
+		if src := l.Annotations[streaming.AnnotationSourceDigest]; src != orig.manifest.Layers[i].Digest.String() {
+			return nil, notStreamed("bad_artifact", "layer %d of streaming manifest %s is made from %s, not from the image's layer %s", i, d.Digest, src, orig.manifest.Layers[i].Digest)
+		}
+	}
+	return &m, nil
 }
 
 type imageParts struct {
@@ -200,7 +348,11 @@ type imageParts struct {
 	config   ocispec.Image
 }
 
-// image reads an image manifest and its config.
+// maxConfigSize bounds the image configs the resolver reads.
+const maxConfigSize = 8 << 20
+
+// image reads an image manifest and its config, each checked against its
+// digest: the config's DiffIDs are what the streamed layers must match.
 func (r *Resolver) image(ctx context.Context, c *client.Client, repo string, manifest digest.Digest) (*imageParts, error) {
 	b, _, err := c.GetManifest(ctx, repo, manifest.String())
 	if err != nil {
@@ -210,56 +362,90 @@ func (r *Resolver) image(ctx context.Context, c *client.Client, repo string, man
 	if err := json.Unmarshal(b, &p.manifest); err != nil {
 		return nil, err
 	}
+	if p.manifest.Config.Size > maxConfigSize {
+		return nil, fmt.Errorf("image config %s is %d bytes, more than %d", p.manifest.Config.Digest, p.manifest.Config.Size, maxConfigSize)
+	}
 	rr, err := c.Repository(repo)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := rr.Blobs().Fetch(ctx, p.manifest.Config)
+	cfg, err := content.FetchAll(ctx, rr.Blobs(), p.manifest.Config)
 	if err != nil {
 		return nil, fmt.Errorf("image config %s: %w", p.manifest.Config.Digest, err)
 	}
-	defer cfg.Close()
-	if err := json.NewDecoder(cfg).Decode(&p.config); err != nil {
+	if err := json.Unmarshal(cfg, &p.config); err != nil {
 		return nil, fmt.Errorf("image config %s: %w", p.manifest.Config.Digest, err)
+	}
+	if len(p.config.RootFS.DiffIDs) != len(p.manifest.Layers) {
+		return nil, fmt.Errorf("image config %s lists %d layer DiffIDs for %d layers", p.manifest.Config.Digest, len(p.config.RootFS.DiffIDs), len(p.manifest.Layers))
 	}
 	return &p, nil
 }
 
-// byIndex looks for the streaming referrer of the index the image reference
-// names, for the platform of manifest.
-func (r *Resolver) byIndex(ctx context.Context, c *client.Client, ref registry.Reference, manifest digest.Digest) (digest.Digest, []ocispec.Descriptor, error) {
+// byIndex looks for the referrers of the index the image reference names,
+// when it is an index listing manifest; it returns the index's digest, the
+// platform it gives manifest, and every referrer of the index.
+func (r *Resolver) byIndex(ctx context.Context, c *client.Client, ref registry.Reference, manifest digest.Digest) (digest.Digest, *ocispec.Platform, []ocispec.Descriptor, error) {
 	b, mt, err := c.GetManifest(ctx, ref.Repository, ref.Reference)
 	if err != nil {
-		return "", nil, notStreamed("registry", "reading %s: %v", ref, err)
+		return "", nil, nil, notStreamed("registry", "reading %s: %v", ref, err)
 	}
 	if mt != ocispec.MediaTypeImageIndex && mt != "application/vnd.docker.distribution.manifest.list.v2+json" {
-		return manifest, nil, nil
+		return manifest, nil, nil, nil
 	}
 	var idx ocispec.Index
 	if err := json.Unmarshal(b, &idx); err != nil {
-		return "", nil, notStreamed("registry", "index %s: %v", ref, err)
+		return "", nil, nil, notStreamed("registry", "index %s: %v", ref, err)
 	}
 	var platform *ocispec.Platform
 	for _, d := range idx.Manifests {
-		if d.Digest == manifest {
+		if d.Digest == manifest && d.Platform != nil {
 			platform = d.Platform
 		}
 	}
 	if platform == nil {
-		return manifest, nil, nil
+		return manifest, nil, nil, nil
 	}
 	indexDigest := digest.FromBytes(b)
-	refs, err := c.Referrers(ctx, ref.Repository, indexDigest, streaming.ArtifactType)
+	refs, err := c.Referrers(ctx, ref.Repository, indexDigest, "")
 	if err != nil {
-		return "", nil, notStreamed("registry", "looking up streaming referrers of the index: %v", err)
+		return "", nil, nil, notStreamed("registry", "looking up streaming referrers of the index: %v", err)
 	}
-	var match []ocispec.Descriptor
-	for _, d := range refs {
-		a := d.Annotations
-		if a[streaming.AnnotationPlatformOS] == platform.OS && a[streaming.AnnotationPlatformArch] == platform.Architecture &&
-			a[streaming.AnnotationPlatformVariant] == platform.Variant {
-			match = append(match, d)
+	return indexDigest, platform, refs, nil
+}
+
+// OpenOriginal opens the original layer a streamed layer was made from, in
+// its registry, with the node's credentials; what it reads is checked
+// against the layer's digest, and a mismatch ends the read with an error.
+func (r *Resolver) OpenOriginal(ctx context.Context, ref fusemanager.LayerRef) (io.ReadCloser, error) {
+	c := client.New(ref.Registry, client.Options{PlainHTTP: ref.PlainHTTP, Credential: r.credential, UserAgent: "sluice-snapshotter"})
+	rr, err := c.Repository(ref.Repository)
+	if err != nil {
+		return nil, err
+	}
+	desc, err := rr.Blobs().Resolve(ctx, ref.SourceDigest.String())
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", ref.SourceDigest, err)
+	}
+	rc, err := rr.Blobs().Fetch(ctx, desc)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", ref.SourceDigest, err)
+	}
+	return verified{content.NewVerifyReader(rc, desc), rc}, nil
+}
+
+// verified reads through a digest check and closes the body.
+type verified struct {
+	v *content.VerifyReader
+	io.Closer
+}
+
+func (v verified) Read(p []byte) (int, error) {
+	n, err := v.v.Read(p)
+	if errors.Is(err, io.EOF) {
+		if verr := v.v.Verify(); verr != nil {
+			return n, verr
 		}
 	}
-	return indexDigest, match, nil
+	return n, err
 }

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -28,6 +29,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/sluicehq/sluice/internal/fusemanager"
+	"github.com/sluicehq/sluice/internal/keyedmutex"
 )
 
 // Snapshot labels.
@@ -49,9 +51,11 @@ type LayerMounter interface {
 }
 
 // LayerResolver finds the streamed twin of the layer a Prepare's labels
-// name; an error says why there is none.
+// name (an error says why there is none), and opens the original layer of
+// a streamed one, to download it in place of a streamed layer found bad.
 type LayerResolver interface {
 	Resolve(ctx context.Context, labels map[string]string) (*fusemanager.LayerRef, error)
+	OpenOriginal(ctx context.Context, ref fusemanager.LayerRef) (io.ReadCloser, error)
 }
 
 // Snapshotter implements snapshots.Snapshotter.
@@ -62,6 +66,8 @@ type Snapshotter struct {
 	resolver LayerResolver
 	log      *slog.Logger
 	metrics  *Metrics
+	// replacing serialises the replacement of a bad layer per snapshot.
+	replacing keyedmutex.Mutex
 }
 
 var _ snapshots.Snapshotter = (*Snapshotter)(nil)
@@ -151,7 +157,11 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, target, id string,
 		return errFallBack
 	}
 	if err := s.layers.Mount(ctx, s.fsPath(id), *ref); err != nil {
-		s.fallBack(image, layer, fmt.Errorf("mounting the streamed layer: %w", err))
+		reason := "mount"
+		if errors.Is(err, fusemanager.ErrLayerBad) {
+			reason = "bad_layer"
+		}
+		s.fallBack(image, layer, notStreamed(reason, "mounting the streamed layer: %v", err))
 		return errFallBack
 	}
 	b, _ := json.Marshal(ref)
@@ -375,8 +385,8 @@ func (s *Snapshotter) mounts(ctx context.Context, snap storage.Snapshot, key str
 // checkParents makes sure every streamed layer under key is served.
 func (s *Snapshotter) checkParents(ctx context.Context, key string) error {
 	type remote struct {
-		id  string
-		ref fusemanager.LayerRef
+		key, id string
+		ref     fusemanager.LayerRef
 	}
 	var remotes []remote
 	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
@@ -390,7 +400,7 @@ func (s *Snapshotter) checkParents(ctx context.Context, key string) error {
 				if err := json.Unmarshal([]byte(raw), &ref); err != nil {
 					return fmt.Errorf("snapshot %s: bad %s label: %w", k, LabelLayer, err)
 				}
-				remotes = append(remotes, remote{id, ref})
+				remotes = append(remotes, remote{k, id, ref})
 			}
 			k = info.Parent
 		}
@@ -401,13 +411,20 @@ func (s *Snapshotter) checkParents(ctx context.Context, key string) error {
 	}
 	for _, r := range remotes {
 		mp := s.fsPath(r.id)
-		if err := s.layers.Check(ctx, mp); err == nil {
+		err := s.layers.Check(ctx, mp)
+		if err == nil {
 			continue
 		}
-		if err := s.layers.Mount(ctx, mp, r.ref); err != nil {
-			return fmt.Errorf("streamed layer %s at %s is unavailable (%v): %w", r.ref.SourceDigest, mp, err, errdefs.ErrUnavailable)
+		if !errors.Is(err, fusemanager.ErrLayerBad) {
+			err = s.layers.Mount(ctx, mp, r.ref)
+			if err == nil {
+				err = s.layers.Check(ctx, mp)
+			}
 		}
-		if err := s.layers.Check(ctx, mp); err != nil {
+		if errors.Is(err, fusemanager.ErrLayerBad) {
+			err = s.replaceBad(ctx, r.key, r.id, r.ref, err)
+		}
+		if err != nil {
 			return fmt.Errorf("streamed layer %s at %s is unavailable (%v): %w", r.ref.SourceDigest, mp, err, errdefs.ErrUnavailable)
 		}
 	}

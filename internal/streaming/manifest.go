@@ -1,6 +1,9 @@
 package streaming
 
 import (
+	"strconv"
+	"strings"
+
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -33,4 +36,17 @@ func Manifest(config ocispec.Descriptor, layers []ocispec.Descriptor, subject oc
 		Subject:      &subject,
 		Annotations:  annotations,
 	}
+}
+
+// SupportedVersion reports whether this build reads streaming manifests of
+// the given format version (the streaming.version annotation).
+func SupportedVersion(v string) bool { return v == FormatVersion }
+
+// VersionNumber orders format versions: "v1" is 1; anything else is 0.
+func VersionNumber(v string) int {
+	n, err := strconv.Atoi(strings.TrimPrefix(v, "v"))
+	if err != nil || !strings.HasPrefix(v, "v") || n < 0 {
+		return 0
+	}
+	return n
 }
