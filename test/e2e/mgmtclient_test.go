@@ -18,6 +18,10 @@ import (
 // sluiced makes, the managed registry's name for them.
 const artifactTypeStreaming = "application/vnd.azure.artifact.streaming.v1"
 
+// artifactTypeStreamingSignature is the artifactType of the registry's signatures
+// of its streaming artifacts, referrers of the same image.
+const artifactTypeStreamingSignature = "application/vnd.sluice.streaming.signature.v1"
+
 // Operation statuses of the management API.
 const (
 	statusNotStarted = "NotStarted"

@@ -58,8 +58,12 @@ func TestStreamingRunsInContainerd(t *testing.T) {
 	if found.Digest != img.ManifestDigest {
 		t.Errorf("oras discover resolved v1 to %s, want %s", found.Digest, img.ManifestDigest)
 	}
-	if len(found.Referrers) != 1 || found.Referrers[0].Digest != streamed.Digest || found.Referrers[0].ArtifactType != artifactTypeStreaming {
-		t.Fatalf("oras discover lists referrers %+v, want only %s of type %s", found.Referrers, streamed.Digest, artifactTypeStreaming)
+	byType := map[string][]string{}
+	for _, r := range found.Referrers {
+		byType[r.ArtifactType] = append(byType[r.ArtifactType], r.Digest.String())
+	}
+	if len(found.Referrers) != 2 || len(byType[artifactTypeStreaming]) != 1 || byType[artifactTypeStreaming][0] != streamed.Digest.String() || len(byType[artifactTypeStreamingSignature]) != 1 {
+		t.Fatalf("oras discover lists referrers %+v, want %s of type %s and its signature", found.Referrers, streamed.Digest, artifactTypeStreaming)
 	}
 
 	sock := startContainerd(t, containerdSetup{bin: containerd, ctr: ctr})

@@ -53,15 +53,16 @@ func TestStreamingConversionSurvivesKill(t *testing.T) {
 
 	all := oc.referrers(t, repo, img.ManifestDigest, "")
 	refs := oc.referrers(t, repo, img.ManifestDigest, artifactTypeStreaming)
-	if len(all) != 1 || len(refs) != 1 {
-		t.Fatalf("after the crash %s has referrers %+v, of which %d streaming, want exactly one streaming artifact", img.ManifestDigest, all, len(refs))
+	sigs := oc.referrers(t, repo, img.ManifestDigest, artifactTypeStreamingSignature)
+	if len(all) != 2 || len(refs) != 1 || len(sigs) != 1 {
+		t.Fatalf("after the crash %s has referrers %+v, of which %d streaming and %d signatures, want exactly one of each", img.ManifestDigest, all, len(refs), len(sigs))
 	}
 	checkStreamingArtifact(t, oc, zstd, repo, refs[0], img.descriptor(), img)
 	if _, _, err := oc.do(context.Background(), http.MethodGet, mount, nil, nil, http.StatusOK); err != nil {
 		t.Errorf("the legacy expansion check once the image is converted: %v", err)
 	}
-	if info := oc.repository(t, repo); info.ManifestCount != 2 {
-		t.Errorf("%s holds %d manifests, want the image and its streaming artifact", repo, info.ManifestCount)
+	if info := oc.repository(t, repo); info.ManifestCount != 3 {
+		t.Errorf("%s holds %d manifests, want the image, its streaming artifact and the artifact's signature", repo, info.ManifestCount)
 	}
 	checkBlobFiles(t, filepath.Join(data, "blobs", "blobs"))
 
