@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/internal/streaming"
+	"github.com/sluicehq/sluice/internal/trust"
 )
 
 // TestEveryCommandHasHelp checks that every command has a short text and
@@ -340,5 +341,78 @@ func TestEnvironmentCredentials(t *testing.T) {
 	}
 	if r := tr.run("repository", "list"); r.code != ExitUsage || !strings.Contains(r.stderr, "config set defaults.acr") {
 		t.Errorf("no registry: exit %d %s", r.code, r.stderr)
+	}
+}
+
+// TestConvertSigns: --sign-key creates a key on first use, prints its
+// public key, and pushes a signature beside each streaming artifact that
+// nodes can read from the referrers list itself, in the referrers tag
+// schema too; a second key's convert signs the same artifact.
+func TestConvertSigns(t *testing.T) {
+	tr := newTestRegistry(t)
+	inner := tr.srv.Handler()
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/referrers/") {
+			http.Error(w, `{"errors":[{"code":"NOT_FOUND","message":"no referrers API"}]}`, http.StatusNotFound)
+			return
+		}
+		inner.ServeHTTP(noSubjectHeader{w}, r)
+	}))
+	defer proxy.Close()
+	tr.must("login", "old", "--url", proxy.URL, "-u", adminUser, "-p", adminPassword)
+	d := tr.pushImage("signed/app", "1", "amd64", map[string]string{"a": strings.Repeat("x", 1000)})
+	keyFile := filepath.Join(t.TempDir(), "ci", "signing.pem")
+
+	r := tr.must("convert", "--sign-key", keyFile, "signed/app:1")
+	if !strings.Contains(r.stderr, "Created the signing key "+keyFile) || !strings.Contains(r.stderr, "BEGIN PUBLIC KEY") {
+		t.Fatalf("first use of the key does not announce it: %s", r.stderr)
+	}
+	keys, err := trust.ReadPublicKeys(keyFile + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	items, _ := r.value.([]any)
+	streamingDigest, _ := field(items[0], "manifest.digest").(string)
+	if len(items) != 1 || field(items[0], "signedBy") != keys.IDs()[0] || field(items[0], "signature") == "" {
+		t.Fatalf("convert --sign-key: %s", r.stdout)
+	}
+	signedWith := func(keys trust.KeySet) int {
+		t.Helper()
+		tag := strings.Replace(d.Digest.String(), ":", "-", 1)
+		resp, body := tr.do("GET", "/v2/signed/app/manifests/"+tag, "", nil)
+		var idx ocispec.Index
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &idx) != nil {
+			t.Fatalf("referrers tag %s: %d %s", tag, resp.StatusCode, body)
+		}
+		n := 0
+		for _, m := range idx.Manifests {
+			if m.ArtifactType != trust.SignatureArtifactType {
+				continue
+			}
+			st, _, err := keys.Verify(m.Annotations[trust.AnnotationSignature])
+			if err == nil && st.Subject == d.Digest && st.Manifest.String() == streamingDigest {
+				n++
+			}
+		}
+		return n
+	}
+	if n := signedWith(keys); n != 1 {
+		t.Fatalf("%d signatures by the key in the referrers tag, want 1", n)
+	}
+	if r := tr.must("convert", "--sign-key", keyFile, "signed/app:1", "--query", "[0].existing", "-o", "tsv"); r.stdout != "true\n" || strings.Contains(r.stderr, "Created") {
+		t.Errorf("second convert with the same key: %q %q", r.stdout, r.stderr)
+	}
+	other := filepath.Join(t.TempDir(), "other.pem")
+	r = tr.must("convert", "--sign-key", other, "signed/app:1")
+	items, _ = r.value.([]any)
+	if field(items[0], "existing") == true || field(items[0], "manifest.digest") != streamingDigest {
+		t.Fatalf("convert with another key: %s, want the same artifact signed again", r.stdout)
+	}
+	otherKeys, _ := trust.ReadPublicKeys(other + ".pub")
+	if signedWith(otherKeys) != 1 || signedWith(keys) != 1 {
+		t.Fatal("each key should have signed the artifact once")
+	}
+	if r := tr.run("convert", "--sign-key", keyFile, "oci:"+t.TempDir()); r.code == 0 || !strings.Contains(r.stderr, "not pushed") {
+		t.Errorf("--sign-key with a layout: exit %d %s", r.code, r.stderr)
 	}
 }

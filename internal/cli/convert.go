@@ -20,6 +20,8 @@ type convertFlags struct {
 	force                    bool
 	chunkSize, fileChunkSize int64
 	level                    int
+	signKey                  string
+	sign                     bool
 }
 
 func (a *App) newConvertCmd() *cobra.Command {
@@ -54,13 +56,25 @@ file, an OCI layout, or an image in any OCI registry.
       registry makes them. An image that already has a streaming artifact
       is skipped unless --force.
 
+      With --sign-key FILE (a PEM EC P-256 private key, created if there is
+      no such file) each streaming manifest is signed, and the signature
+      pushed beside it as a referrer of the image: nodes configured to trust
+      that key (trust: keys, trustKeys: [its public key]) mount it, from any
+      registry. --sign uses streaming-signing-key.pem in the user's
+      configuration directory. A key created is announced with its public
+      key, written beside it as FILE.pub. An image whose artifact the key has
+      not signed yet is converted again: conversion is deterministic, so that
+      adds the signature to the same artifact.
+
 Only Linux images, of any architecture, can stream: an image of another
 platform, or whose config sets no os, is refused with UNSUPPORTED_PLATFORM,
 as the registry's conversions refuse it.`,
 		Example: `  sluice convert --layer --verify layer.tar.gz layer.szst
   sluice convert oci:./my-image:1.0
   sluice convert registry.example.com/team/app:1.0
-  sluice convert -r myregistry team/app:1.0 -o table`,
+  sluice convert -r myregistry team/app:1.0 -o table
+  sluice convert --sign-key ci-signing.pem registry.example.com/team/app:1.0
+  sluice convert --sign team/app:1.0`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if f.layer {
 				return cobra.ExactArgs(2)(cmd, args)
@@ -72,13 +86,21 @@ as the registry's conversions refuse it.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := streaming.Options{ChunkSize: f.chunkSize, FileChunkSize: f.fileChunkSize, Level: f.level}
+			local := f.layer || strings.HasPrefix(args[0], "oci:")
+			if (f.signKey != "" || f.sign) && local {
+				return usageErrorf("--sign-key signs the streaming artifacts convert pushes to a registry; a layer file or an OCI layout is not pushed")
+			}
 			switch {
 			case f.layer:
 				return a.convertLayerFile(cmd.Context(), args[0], args[1], opts, f.verify)
 			case strings.HasPrefix(args[0], "oci:"):
 				return a.convertLayout(cmd.Context(), args[0], opts)
 			}
-			return a.convertRemote(cmd.Context(), args[0], opts, f.force)
+			signer, err := a.signer(f.signKey, f.sign)
+			if err != nil {
+				return err
+			}
+			return a.convertRemote(cmd.Context(), args[0], opts, f.force, signer)
 		},
 	}
 	fl := cmd.Flags()
@@ -88,6 +110,9 @@ as the registry's conversions refuse it.`,
 	fl.Int64Var(&f.chunkSize, "chunk-size", 0, fmt.Sprintf("close a chunk at the first entry boundary after this many bytes (default %d)", streaming.DefaultChunkSize))
 	fl.Int64Var(&f.fileChunkSize, "file-chunk-size", 0, fmt.Sprintf("split files larger than this at this size (default %d)", streaming.DefaultFileChunkSize))
 	fl.IntVar(&f.level, "level", 0, fmt.Sprintf("zstd level (default %d)", streaming.DefaultLevel))
+	fl.StringVar(&f.signKey, "sign-key", "", "for a registry image: sign the streaming artifacts with this PEM EC P-256 key (created if missing)")
+	fl.BoolVar(&f.sign, "sign", false, "for a registry image: sign with streaming-signing-key.pem in the configuration directory (created on first use)")
+	cmd.MarkFlagsMutuallyExclusive("sign", "sign-key")
 	return cmd
 }
 
@@ -187,6 +212,10 @@ type convertedImage struct {
 	Repository      string `json:"repository,omitempty"`
 	ReferrersSchema string `json:"referrersSchema,omitempty"`
 	Existing        bool   `json:"existing,omitempty"`
+	// SignedBy is the id of the key that signed the artifact, and
+	// Signature the digest of the signature pushed, with --sign-key.
+	SignedBy  string `json:"signedBy,omitempty"`
+	Signature string `json:"signature,omitempty"`
 }
 
 var convertTable = columns("", [2]string{"Platform", "platform"}, [2]string{"Subject", "subject"},

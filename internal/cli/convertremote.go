@@ -35,6 +35,7 @@ type remoteConversion struct {
 	repo   string
 	opts   streaming.Options
 	schema client.ReferrersSchema
+	signer *streamingSigner // nil: artifacts are not signed
 	// converted layers by source digest: an index's platforms may share.
 	layers map[digest.Digest]ocispec.Descriptor
 	done   atomic.Int64
@@ -50,8 +51,8 @@ type imageToConvert struct {
 }
 
 // convertRemote converts a registry image here and pushes its streaming
-// artifact back as a referrer.
-func (a *App) convertRemote(ctx context.Context, ref string, opts streaming.Options, force bool) error {
+// artifact back as a referrer, signed when signer is not nil.
+func (a *App) convertRemote(ctx context.Context, ref string, opts streaming.Options, force bool, signer *streamingSigner) error {
 	c, err := a.config()
 	if err != nil {
 		return err
@@ -74,19 +75,20 @@ func (a *App) convertRemote(ctx context.Context, ref string, opts streaming.Opti
 		return err
 	}
 	cl := a.Client(ctx, reg)
+	ctx = cl.ForStreamingPush(ctx, img.Repository)
 	root, err := cl.Resolve(ctx, img.Repository, img.Reference())
 	if err != nil {
 		return err
 	}
-	rc := &remoteConversion{a: a, cl: cl, repo: img.Repository, opts: opts, layers: map[digest.Digest]ocispec.Descriptor{}}
+	rc := &remoteConversion{a: a, cl: cl, repo: img.Repository, opts: opts, signer: signer, layers: map[digest.Digest]ocispec.Descriptor{}}
 	if !force {
-		existing, err := cl.Referrers(ctx, img.Repository, root.Digest, streaming.ArtifactType)
+		refs, err := cl.Referrers(ctx, img.Repository, root.Digest, "")
 		if err != nil {
 			return err
 		}
-		if len(existing) > 0 {
+		if existing := rc.alreadyConverted(refs, root.Digest); len(existing) > 0 {
 			a.hint("%s already has a streaming artifact; not converted again (--force converts it anyway).", img)
-			return a.print(existingConversions(img.Repository, root.Digest, existing), convertTable)
+			return a.print(existingConversions(img.Repository, root.Digest, existing, signer), convertTable)
 		}
 	}
 	if rc.schema, err = cl.ReferrersSupport(ctx, img.Repository, root.Digest); err != nil {
@@ -109,24 +111,47 @@ func (a *App) convertRemote(ctx context.Context, ref string, opts streaming.Opti
 	rc.bar = a.byteProgress("Converting", rc.total)
 	out := []convertedImage{}
 	for _, im := range images {
-		d, n, err := rc.convertImage(ctx, im, subject)
+		c, err := rc.convertImage(ctx, im, subject)
 		if rc.bar != nil {
 			rc.bar(-1)
 		}
 		if err != nil {
 			return fmt.Errorf("%s (%s): %w", img, platformString(im.platform.OS, im.platform.Architecture, im.platform.Variant), err)
 		}
-		out = append(out, convertedImage{Platform: platformString(im.platform.OS, im.platform.Architecture, im.platform.Variant),
-			Subject: root.Digest.String(), Manifest: d, Layers: n, Repository: img.Repository, ReferrersSchema: string(rc.schema)})
+		c.Platform = platformString(im.platform.OS, im.platform.Architecture, im.platform.Variant)
+		c.Subject, c.Repository, c.ReferrersSchema = root.Digest.String(), img.Repository, string(rc.schema)
+		out = append(out, c)
 	}
 	return a.print(out, convertTable)
 }
 
-func existingConversions(repo string, subject digest.Digest, refs []ocispec.Descriptor) []convertedImage {
+// alreadyConverted returns the streaming artifacts among the referrers of subject that
+// make converting it again pointless: every one, or with a signer, those
+// its key signed. With a signer and unsigned artifacts only, converting
+// again signs the same artifact.
+func (rc *remoteConversion) alreadyConverted(refs []ocispec.Descriptor, subject digest.Digest) []ocispec.Descriptor {
+	var signed map[digest.Digest]bool
+	if rc.signer != nil {
+		signed = rc.signer.signedBy(refs, subject)
+	}
+	var out []ocispec.Descriptor
+	for _, d := range refs {
+		if d.ArtifactType == streaming.ArtifactType && (signed == nil || signed[d.Digest]) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func existingConversions(repo string, subject digest.Digest, refs []ocispec.Descriptor, signer *streamingSigner) []convertedImage {
 	out := make([]convertedImage, 0, len(refs))
 	for _, r := range refs {
-		out = append(out, convertedImage{Platform: platformString(r.Annotations[streaming.AnnotationPlatformOS], r.Annotations[streaming.AnnotationPlatformArch],
-			r.Annotations[streaming.AnnotationPlatformVariant]), Subject: subject.String(), Manifest: r, Repository: repo, Existing: true})
+		c := convertedImage{Platform: platformString(r.Annotations[streaming.AnnotationPlatformOS], r.Annotations[streaming.AnnotationPlatformArch],
+			r.Annotations[streaming.AnnotationPlatformVariant]), Subject: subject.String(), Manifest: r, Repository: repo, Existing: true}
+		if signer != nil {
+			c.SignedBy = signer.kid
+		}
+		out = append(out, c)
 	}
 	return out
 }
@@ -239,28 +264,39 @@ func (rc *remoteConversion) image(ctx context.Context, payload []byte, platform 
 	return im, nil
 }
 
-// convertImage converts an image's layers, pushes them and its streaming
-// manifest, and returns the manifest's descriptor and layer count.
-func (rc *remoteConversion) convertImage(ctx context.Context, im *imageToConvert, subject ocispec.Descriptor) (ocispec.Descriptor, int, error) {
+// convertImage converts an image's layers, pushes them, the signature (with
+// a signer) and the streaming manifest, and says what it pushed.
+func (rc *remoteConversion) convertImage(ctx context.Context, im *imageToConvert, subject ocispec.Descriptor) (convertedImage, error) {
 	layers := make([]ocispec.Descriptor, len(im.manifest.Layers))
 	for i, l := range im.manifest.Layers {
 		d, err := rc.convertLayer(ctx, l, im.config.RootFS.DiffIDs[i])
 		if err != nil {
-			return ocispec.Descriptor{}, 0, fmt.Errorf("layer %d (%s): %w", i, l.Digest, err)
+			return convertedImage{}, fmt.Errorf("layer %d (%s): %w", i, l.Digest, err)
 		}
 		layers[i] = d
 	}
 	m := streaming.Manifest(im.manifest.Config, layers, subject, im.platform)
 	payload, err := json.Marshal(m)
 	if err != nil {
-		return ocispec.Descriptor{}, 0, err
+		return convertedImage{}, err
+	}
+	out := convertedImage{Layers: len(layers)}
+	if rc.signer != nil {
+		// The signature goes first: a node never sees the artifact
+		// without it.
+		sig, err := rc.signer.push(ctx, rc.cl, rc.repo, subject, digest.FromBytes(payload), rc.schema)
+		if err != nil {
+			return convertedImage{}, fmt.Errorf("push the signature: %w", err)
+		}
+		out.SignedBy, out.Signature = rc.signer.kid, sig.Digest.String()
 	}
 	d, err := rc.cl.PushManifest(ctx, rc.repo, ocispec.MediaTypeImageManifest, payload, rc.schema)
 	if err != nil {
-		return ocispec.Descriptor{}, 0, err
+		return convertedImage{}, err
 	}
 	d.ArtifactType, d.Annotations = streaming.ArtifactType, m.Annotations
-	return d, len(layers), nil
+	out.Manifest = d
+	return out, nil
 }
 
 // convertLayer fetches a layer, converts it into a temporary file, checks

@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry/remote/auth"
 )
 
 // ReferrersSchema says how a registry indexes referrers.
@@ -66,6 +67,15 @@ func (c *Client) PushBlob(ctx context.Context, repo string, desc ocispec.Descrip
 		return fmt.Errorf("push blob %s to %s: %w", desc.Digest, repo, err)
 	}
 	return nil
+}
+
+// ForStreamingPush returns ctx asking the registry's token service, up
+// front, for what pushing streaming artifacts to repo takes: pull, push
+// and, at a Sluice registry, streaming_write (other token services grant
+// what they know of it). A manifest upload is not replayed after a 401,
+// so the token must hold it before the push.
+func (c *Client) ForStreamingPush(ctx context.Context, repo string) context.Context {
+	return auth.AppendScopesForHost(ctx, c.Host, "repository:"+repo+":pull,push,streaming_write")
 }
 
 // PushManifest pushes a manifest by digest. When it has a subject and
