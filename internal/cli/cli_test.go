@@ -262,16 +262,7 @@ func (b *syncBuffer) String() string {
 // manifest goes into the referrers tag, where list-referrers finds it.
 func TestConvertWithoutReferrersAPI(t *testing.T) {
 	tr := newTestRegistry(t)
-	inner := tr.srv.Handler()
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.URL.Path, "/referrers/") {
-			http.Error(w, `{"errors":[{"code":"NOT_FOUND","message":"no referrers API"}]}`, http.StatusNotFound)
-			return
-		}
-		inner.ServeHTTP(noSubjectHeader{w}, r)
-	}))
-	defer proxy.Close()
-	tr.must("login", "old", "--url", proxy.URL, "-u", adminUser, "-p", adminPassword)
+	loginWithoutReferrersAPI(tr)
 	d := tr.pushImage("plain/app", "1", "amd64", map[string]string{"a": strings.Repeat("x", 100000)})
 	r := tr.must("convert", "plain/app:1")
 	items, _ := r.value.([]any)
@@ -305,6 +296,23 @@ func TestConvertWithoutReferrersAPI(t *testing.T) {
 	if r := tr.must("convert", "plain/app:1", "--query", "[0].existing", "-o", "tsv"); r.stdout != "true\n" {
 		t.Errorf("second convert: %q", r.stdout)
 	}
+}
+
+// loginWithoutReferrersAPI logs in, as the default registry, to the test
+// registry behind a proxy that hides its referrers API, as a registry
+// without one would answer.
+func loginWithoutReferrersAPI(tr *testRegistry) {
+	tr.t.Helper()
+	inner := tr.srv.Handler()
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/referrers/") {
+			http.Error(w, `{"errors":[{"code":"NOT_FOUND","message":"no referrers API"}]}`, http.StatusNotFound)
+			return
+		}
+		inner.ServeHTTP(noSubjectHeader{w}, r)
+	}))
+	tr.t.Cleanup(proxy.Close)
+	tr.must("login", "old", "--url", proxy.URL, "-u", adminUser, "-p", adminPassword)
 }
 
 // noSubjectHeader hides OCI-Subject, as a registry without the referrers
@@ -350,16 +358,7 @@ func TestEnvironmentCredentials(t *testing.T) {
 // schema too; a second key's convert signs the same artifact.
 func TestConvertSigns(t *testing.T) {
 	tr := newTestRegistry(t)
-	inner := tr.srv.Handler()
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.URL.Path, "/referrers/") {
-			http.Error(w, `{"errors":[{"code":"NOT_FOUND","message":"no referrers API"}]}`, http.StatusNotFound)
-			return
-		}
-		inner.ServeHTTP(noSubjectHeader{w}, r)
-	}))
-	defer proxy.Close()
-	tr.must("login", "old", "--url", proxy.URL, "-u", adminUser, "-p", adminPassword)
+	loginWithoutReferrersAPI(tr)
 	d := tr.pushImage("signed/app", "1", "amd64", map[string]string{"a": strings.Repeat("x", 1000)})
 	keyFile := filepath.Join(t.TempDir(), "ci", "signing.pem")
 
