@@ -90,6 +90,18 @@ type snapshotterOptions struct {
 	backgroundDelay          string
 	// startupProfilesOff writes startupProfiles: false (on by default).
 	startupProfilesOff bool
+	// trust and trustKeys set the registry's trust (registry, the
+	// default, when empty).
+	trust     string
+	trustKeys []string
+	// others are more registries' settings.
+	others map[string]registryOptions
+}
+
+// registryOptions are a registry's settings in the node's config.
+type registryOptions struct {
+	user, password, trust string
+	trustKeys             []string
 }
 
 // snapshotterProc is a sluice-snapshotter a test runs (and may kill and
@@ -101,6 +113,7 @@ type snapshotterProc struct {
 	config, metricsAddr     string
 	// registry is the one the node's credentials (user, password) are for.
 	registry, user, password string
+	opts                     snapshotterOptions
 	d                        *daemon
 }
 
@@ -117,18 +130,36 @@ func startSnapshotter(t *testing.T, o snapshotterOptions) *snapshotterProc {
 		log: filepath.Join(dir, "snapshotter.log"), config: filepath.Join(dir, "snapshotter.yaml"), metricsAddr: freeLoopbackAddr(t),
 		registry: o.registry, user: o.user, password: o.password}
 	t.Cleanup(s.cleanup)
-	writeFile(t, s.config, fmt.Appendf(nil, `metricsAddress: %q
-cacheMaxBytes: %d
-backgroundDelay: %q
-startupProfiles: %v
-registries:
-  %q:
-    username: %q
-    password: %q
-    plainHTTP: true
-`, s.metricsAddr, o.cacheMaxBytes, o.backgroundDelay, !o.startupProfilesOff, o.registry, o.user, o.password))
+	s.configure(o)
 	s.start()
 	return s
+}
+
+// configure writes the snapshotter's config file; a running snapshotter
+// (and its FUSE manager) reads it again at its next lookup.
+func (s *snapshotterProc) configure(o snapshotterOptions) {
+	s.t.Helper()
+	s.opts = o
+	var b strings.Builder
+	fmt.Fprintf(&b, "metricsAddress: %q\ncacheMaxBytes: %d\nbackgroundDelay: %q\nstartupProfiles: %v\nregistries:\n",
+		s.metricsAddr, o.cacheMaxBytes, o.backgroundDelay, !o.startupProfilesOff)
+	registries := map[string]registryOptions{o.registry: {user: o.user, password: o.password, trust: o.trust, trustKeys: o.trustKeys}}
+	for host, r := range o.others {
+		registries[host] = r
+	}
+	for host, r := range registries {
+		fmt.Fprintf(&b, "  %q:\n    username: %q\n    password: %q\n    plainHTTP: true\n", host, r.user, r.password)
+		if r.trust != "" {
+			fmt.Fprintf(&b, "    trust: %s\n", r.trust)
+		}
+		if len(r.trustKeys) > 0 {
+			b.WriteString("    trustKeys:\n")
+			for _, k := range r.trustKeys {
+				fmt.Fprintf(&b, "      - %q\n", k)
+			}
+		}
+	}
+	writeFile(s.t, s.config, []byte(b.String()))
 }
 
 // start runs the snapshotter and waits until it answers on its socket and
