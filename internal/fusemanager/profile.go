@@ -519,6 +519,9 @@ func (m *Manager) giveProfile(lm *mounted, rec []int) {
 	if p.knownErr != nil {
 		return // the registry does not keep profiles, or could not say
 	}
+	if lm.bad.Load() {
+		return // what a bad layer's start read is nothing to prefetch
+	}
 	chunks := lm.reader.TOC().Chunks
 	// The registry's profile is judged against the recording cut to what
 	// a profile may hold: judged against all of a start that read more,

@@ -5,12 +5,14 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -338,6 +340,33 @@ func testTamperedChunk(t *testing.T, n *nodeEnv, img *nodeImage) {
 	}
 	if !strings.Contains(n.sn.managerLog(), "chunk failed verification") {
 		t.Errorf("the FUSE manager did not log the verification failure")
+	}
+
+	// The layer is bad from then on: no read of it is answered, not even
+	// of the bytes read, and cached, before the tampered chunk.
+	file := ""
+	for _, mp := range fuseMountsUnder(t, n.sn.dir) {
+		if _, err := os.Stat(filepath.Join(mp, "data/blob.bin")); err == nil {
+			file = filepath.Join(mp, "data/blob.bin")
+		}
+	}
+	if file == "" {
+		t.Fatal("no streamed layer mount holds /data/blob.bin")
+	}
+	waitFor(t, 10*time.Second, "reads of the bad layer fail, cached pages included", func() bool {
+		_, err := os.ReadFile(file)
+		return errors.Is(err, syscall.EIO)
+	})
+	if err := readDirect(file); !errors.Is(err, syscall.EIO) {
+		t.Errorf("an O_DIRECT read of the bad layer: %v, want EIO", err)
+	}
+	// The next container runs on the original layer, downloaded in place
+	// of the streamed one.
+	if stdout := n.run(img, "e2e-tampered-again", "busybox sha256sum /data/blob.bin"); stdout != img.sums["/data/blob.bin"]+"  /data/blob.bin\n" {
+		t.Errorf("the next container printed %q, want the file's sum", stdout)
+	}
+	if got := n.sn.metrics()["sluice_snapshotter_bad_layers_replaced_total"]; got != 1 {
+		t.Errorf("sluice_snapshotter_bad_layers_replaced_total is %v, want 1", got)
 	}
 }
 
