@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -22,9 +23,11 @@ registry name from 'sluice login' in place of REGISTRY) and unpack it with the
 snapshotter, labelling each layer with the image so that sluice-snapshotter
 can mount streamed layers lazily instead of downloading them. It prints the
 image, its digest, the time the pull took and each layer with its size and
-whether it was streamed or downloaded (-o table: a row per layer). A layer
-is downloaded when the image has no streaming artifact (yet), and the
-snapshotter's log says why.
+how it got to the node: streamed, downloaded, or present (on the node before
+this pull: another image has it, or the image was pulled before). -o table
+has a row for the image, then a row per layer. A layer is downloaded when
+the image has no streaming artifact (yet), and the snapshotter's log says
+why.
 
 Credentials are those of 'sluice login' for the registry, else docker's
 config.json. Run it as root, on a node where sluice-snapshotter runs.`,
@@ -69,15 +72,12 @@ config.json. Run it as root, on a node where sluice-snapshotter runs.`,
 			}
 			out := newPullResult(res)
 			if a.interactive() {
-				streamed := 0
+				fmt.Fprintf(a.Stderr, "%s: %s, pulled in %s\n", ref, layerCounts(res.Layers), out.Duration)
 				for _, l := range res.Layers {
-					if l.Streamed {
-						streamed++
+					if l.How() == "downloaded" && o.Snapshotter == "sluice" {
+						a.hint("layers without a streaming artifact were downloaded; the snapshotter's log says why for each")
+						break
 					}
-				}
-				fmt.Fprintf(a.Stderr, "%s: %d of %d layers streamed, pulled in %s\n", ref, streamed, len(res.Layers), out.Duration)
-				if streamed < len(res.Layers) && o.Snapshotter == "sluice" {
-					a.hint("layers without a streaming artifact were downloaded; the snapshotter's log says why for each")
 				}
 			}
 			return a.print(out, pullTable)
@@ -109,16 +109,41 @@ func newPullResult(res *lazypull.Result) pullResult {
 	return pullResult{Image: res.Image, Digest: res.Digest, Duration: res.Duration.Round(time.Millisecond).String(), Layers: layers}
 }
 
-// pullTable lists the layers, each streamed or downloaded.
+// pullTable is a row for the image (its digest, the size of its layers,
+// how they came and the time the pull took), then a row per layer:
+// streamed, downloaded or present.
 func pullTable(v any) []tableRow {
 	layers, _ := field(v, "layers").([]any)
-	rows := make([]tableRow, 0, len(layers))
+	var size float64
+	var hows []lazypull.Layer
 	for _, l := range layers {
-		how := "downloaded"
-		if field(l, "streamed") == true {
-			how = "streamed"
-		}
-		rows = append(rows, tableRow{{Header: "Layer", Value: field(l, "digest")}, {Header: "Size", Value: field(l, "size")}, {Header: "Pulled", Value: how}})
+		n, _ := field(l, "size").(float64)
+		size += n
+		hows = append(hows, lazypull.Layer{Streamed: field(l, "streamed") == true, Present: field(l, "present") == true})
+	}
+	rows := []tableRow{{{Header: "Image", Value: field(v, "image")}, {Header: "Digest", Value: field(v, "digest")},
+		{Header: "Size", Value: size}, {Header: "Pulled", Value: layerCounts(hows)}, {Header: "Time", Value: field(v, "duration")}}}
+	for i, l := range layers {
+		rows = append(rows, tableRow{{Header: "Image", Value: fmt.Sprintf("  layer %d", i+1)}, {Header: "Digest", Value: field(l, "digest")},
+			{Header: "Size", Value: field(l, "size")}, {Header: "Pulled", Value: hows[i].How()}})
 	}
 	return rows
+}
+
+// layerCounts says how many layers came each way: "2 streamed, 1 present".
+func layerCounts(layers []lazypull.Layer) string {
+	counts := map[string]int{}
+	for _, l := range layers {
+		counts[l.How()]++
+	}
+	var parts []string
+	for _, how := range []string{"streamed", "downloaded", "present"} {
+		if counts[how] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[how], how))
+		}
+	}
+	if len(parts) == 0 {
+		return "no layers"
+	}
+	return strings.Join(parts, ", ")
 }

@@ -1,7 +1,7 @@
 // Package lazypull pulls an image through containerd with the labels that
 // let a remote snapshotter stream its layers (what `sluice pull` runs, like
-// stargz's `ctr-remote rpull`), and reports which layers were streamed and
-// which were downloaded.
+// stargz's `ctr-remote rpull`), and reports which layers were streamed,
+// which were downloaded and which were on the node already.
 package lazypull
 
 import (
@@ -33,11 +33,25 @@ type Options struct {
 }
 
 // Layer says how one layer of the pulled image got to the node: streamed
-// (mounted lazily by the snapshotter) or downloaded.
+// (mounted lazily by the snapshotter), downloaded, or present (on the node
+// before the pull, which then neither streamed nor downloaded it).
 type Layer struct {
 	Digest   digest.Digest `json:"digest"`
 	Size     int64         `json:"size"`
 	Streamed bool          `json:"streamed"`
+	Present  bool          `json:"present"`
+}
+
+// How names the way a layer got to the node: "streamed", "downloaded" or
+// "present".
+func (l Layer) How() string {
+	switch {
+	case l.Present:
+		return "present"
+	case l.Streamed:
+		return "streamed"
+	}
+	return "downloaded"
 }
 
 // Result describes a pull.
@@ -99,9 +113,12 @@ func Pull(ctx context.Context, ref string, o Options) (*Result, error) {
 			l.Digest, l.Size = manifest.Layers[i].Digest, manifest.Layers[i].Size
 		}
 		// A layer's snapshot is keyed by its chain ID; the snapshotter
-		// labels the ones it mounted remotely.
+		// labels the ones it mounted remotely. One made before the pull
+		// started was there already, however it came.
 		if info, err := sn.Stat(ctx, identity.ChainID(diffIDs[:i+1]).String()); err == nil {
-			_, l.Streamed = info.Labels["containerd.io/snapshot/remote"]
+			l.Present = info.Created.Before(start)
+			_, remote := info.Labels["containerd.io/snapshot/remote"]
+			l.Streamed = remote && !l.Present
 		}
 		res.Layers = append(res.Layers, l)
 	}
