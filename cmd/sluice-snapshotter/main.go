@@ -42,8 +42,12 @@ running containers.`,
 		Example: `  # Write containerd's configuration and a systemd unit, then start
   sluice-snapshotter install && systemctl restart containerd && systemctl start sluice-snapshotter
 
-  # Run in the foreground with a config file
-  sluice-snapshotter --config /etc/sluice/snapshotter.yaml`,
+  # Run in the foreground with a config file (Ctrl-C stops it; its FUSE
+  # manager and the mounts stay for running containers)
+  sluice-snapshotter --config /etc/sluice/snapshotter.yaml
+
+  # Stop it and its FUSE manager, unmounting every streamed layer
+  sluice-snapshotter stop --config /etc/sluice/snapshotter.yaml`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
@@ -53,7 +57,7 @@ running containers.`,
 	serveCmd := &cobra.Command{Use: "serve", Short: "Run the snapshotter (the default command)", Args: cobra.NoArgs, RunE: run,
 		Example: "  sluice-snapshotter serve --root /var/lib/sluice-snapshotter --address /run/sluice-snapshotter/sluice.sock"}
 	addFlags(serveCmd, &f)
-	root.AddCommand(serveCmd, newFuseManagerCommand(), newInstallCommand(), newTrustCommand())
+	root.AddCommand(serveCmd, newFuseManagerCommand(), newInstallCommand(), newTrustCommand(), newStopCommand())
 	return root
 }
 

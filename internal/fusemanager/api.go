@@ -20,8 +20,9 @@ import (
 )
 
 // Handler is the manager's API, served on a unix socket only root can
-// reach: POST /mount, POST /unmount, GET /check, GET /status, GET /metrics.
-// A layer found bad answers 410 Gone to /mount and /check.
+// reach: POST /mount, POST /unmount, GET /check, GET /status, GET /metrics,
+// GET /in-use and POST /stop. A layer found bad answers 410 Gone to /mount
+// and /check; /stop answers 409 Conflict while layers are in use.
 func (m *Manager) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /mount", func(w http.ResponseWriter, r *http.Request) {
@@ -76,10 +77,52 @@ func (m *Manager) Handler() http.Handler {
 		_ = json.NewEncoder(w).Encode(m.Statuses())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /in-use", func(w http.ResponseWriter, r *http.Request) {
+		busy, err := m.InUse()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, http.StatusOK, StopResult{InUse: busy})
+	})
+	mux.HandleFunc("POST /stop", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Force bool `json:"force"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			http.Error(w, "body must be {force}", http.StatusBadRequest)
+			return
+		}
+		n, busy, err := m.Stop(req.Force)
+		switch {
+		case errors.Is(err, ErrInUse):
+			writeJSON(w, http.StatusConflict, StopResult{Unmounted: n, InUse: busy})
+		case errors.Is(err, ErrStopping):
+			http.Error(w, err.Error(), http.StatusConflict)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		default:
+			writeJSON(w, http.StatusOK, StopResult{Unmounted: n, InUse: busy})
+		}
+	})
 	return mux
 }
 
-// Serve serves the API on a unix socket until ctx ends.
+// StopResult is the answer to /stop and /in-use: how many layers were
+// unmounted, and those in use (left mounted, or detached with force).
+type StopResult struct {
+	Unmounted int     `json:"unmounted"`
+	InUse     []InUse `json:"inUse"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Serve serves the API on a unix socket until ctx ends or Stop has
+// unmounted every layer.
 func (m *Manager) Serve(ctx context.Context, socket string) error {
 	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
 		return err
@@ -100,10 +143,13 @@ func (m *Manager) Serve(ctx context.Context, socket string) error {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(shutdown)
+	case <-m.stopped:
 	}
+	// Requests being answered, the /stop that ended Serve among them,
+	// get their answers.
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdown)
 }
 
 // Client talks to a manager over its socket.
@@ -122,22 +168,31 @@ func NewClient(socket string) *Client {
 	}}}
 }
 
-func (c *Client) call(ctx context.Context, method, path string, body any) error {
+// do sends a request with body as JSON.
+func (c *Client) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		r = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, "http://fuse-manager"+path, r)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("FUSE manager at %s: %w", c.socket, err)
+		return nil, fmt.Errorf("FUSE manager at %s: %w", c.socket, err)
+	}
+	return resp, nil
+}
+
+func (c *Client) call(ctx context.Context, method, path string, body any) error {
+	resp, err := c.do(ctx, method, path, body)
+	if err != nil {
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -167,6 +222,39 @@ func (c *Client) Unmount(ctx context.Context, mountpoint string) error {
 // Check asks whether a mount is served and healthy.
 func (c *Client) Check(ctx context.Context, mountpoint string) error {
 	return c.call(ctx, "GET", "/check?mountpoint="+url.QueryEscape(mountpoint), nil)
+}
+
+// InUse lists the mounted layers that something uses.
+func (c *Client) InUse(ctx context.Context) ([]InUse, error) {
+	res, err := c.stopCall(ctx, "GET", "/in-use", nil)
+	return res.InUse, err
+}
+
+// Stop asks the manager to unmount every layer and exit (see
+// Manager.Stop). While layers are in use the error wraps ErrInUse and the
+// result lists them.
+func (c *Client) Stop(ctx context.Context, force bool) (StopResult, error) {
+	return c.stopCall(ctx, "POST", "/stop", map[string]bool{"force": force})
+}
+
+func (c *Client) stopCall(ctx context.Context, method, path string, body any) (StopResult, error) {
+	var res StopResult
+	resp, err := c.do(ctx, method, path, body)
+	if err != nil {
+		return res, err
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "application/json" {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return res, fmt.Errorf("FUSE manager at %s: %s: %s", c.socket, resp.Status, bytes.TrimSpace(msg))
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		return res, fmt.Errorf("FUSE manager at %s: %s: %w", c.socket, path, err)
+	}
+	if resp.StatusCode == http.StatusConflict {
+		return res, ErrInUse
+	}
+	return res, nil
 }
 
 // Alive reports whether a manager answers on the socket.
