@@ -6,7 +6,7 @@ PKGS     := ./...
 
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build run test test-deps bench bench-images fuzz fmt clean $(addprefix $(BIN)/,$(BINARIES))
+.PHONY: all build run node test test-deps bench bench-images fuzz fmt clean $(addprefix $(BIN)/,$(BINARIES))
 
 all: build
 
@@ -19,6 +19,12 @@ $(addprefix $(BIN)/,$(BINARIES)):
 # listening on 127.0.0.1:5000.
 run: $(BIN)/sluiced
 	./$(BIN)/sluiced serve
+
+# Starts a throw-away containerd and sluice-snapshotter in a scratch
+# directory (as root), to try a lazy start against `make run`'s registry
+# without touching the system's containerd; Ctrl-C stops and removes them.
+node: build
+	./scripts/node.sh
 
 test-deps:
 	./scripts/install-test-deps.sh
