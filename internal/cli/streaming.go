@@ -98,26 +98,94 @@ func (a *App) newStreamingShowCmd() *cobra.Command {
 func (a *App) newStreamingUpdateCmd() *cobra.Command {
 	var repo string
 	var enable *bool
+	var existing, noWait bool
 	cmd := &cobra.Command{
-		Use:   "update --repository REPOSITORY --enable-streaming true|false",
+		Use:   "update --repository REPOSITORY --enable-streaming true|false [--convert-existing] [--no-wait]",
 		Short: "Turn auto-streaming of a repository on or off",
 		Long: `With auto-streaming on, every image pushed or imported into the repository
 is converted; a repository can be set up before its first push. Turning it
-off stops new conversions; existing streaming artifacts stay.`,
-		Example: "  sluice artifact-streaming update --repository team/app --enable-streaming true",
-		Args:    noArgs,
+off stops new conversions; existing streaming artifacts stay.
+
+--convert-existing also converts the images the repository's tags point at
+now, one conversion per image (an image that already streams is not
+converted again; artifacts are skipped), and waits for them with a progress
+bar on a terminal unless --no-wait. The answer lists the operations.`,
+		Example: `  sluice artifact-streaming update --repository team/app --enable-streaming true
+  sluice artifact-streaming update --repository team/app --enable-streaming true --convert-existing`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if enable == nil {
 				return usageErrorf("give --enable-streaming true or false")
 			}
-			return a.call(cmd.Context(), "POST", "/acr/v1/"+repo+"/_streaming", map[string]bool{"convertPushedImages": *enable}, "", nil)
+			body := map[string]bool{"convertPushedImages": *enable}
+			if !existing {
+				return a.call(cmd.Context(), "POST", "/acr/v1/"+repo+"/_streaming", body, "", nil)
+			}
+			body["convertExistingImages"] = true
+			return a.convertExisting(cmd.Context(), repo, body, noWait)
 		},
 	}
 	a.registryNameFlag(cmd)
 	cmd.Flags().StringVar(&repo, "repository", "", "the repository")
 	optionalBoolFlag(cmd, &enable, "enable-streaming", "convert every image pushed to the repository")
+	cmd.Flags().BoolVar(&existing, "convert-existing", false, "also convert the images the repository's tags point at now")
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "with --convert-existing: return once the conversions are queued")
 	_ = cmd.MarkFlagRequired("repository")
 	return cmd
+}
+
+// convertExisting turns auto-streaming on with convertExistingImages, then
+// follows each conversion it started, one after the other, and prints the
+// settings with the operations as they ended.
+func (a *App) convertExisting(ctx context.Context, repo string, body any, noWait bool) error {
+	reg, err := a.registry()
+	if err != nil {
+		return err
+	}
+	cl := a.Client(ctx, reg)
+	b, _, err := cl.API(ctx, "POST", "/acr/v1/"+repo+"/_streaming", nil, body)
+	if err != nil {
+		return err
+	}
+	var answer map[string]any
+	var ops struct {
+		Operations []json.RawMessage `json:"operations"`
+	}
+	if err := json.Unmarshal(b, &answer); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &ops); err != nil {
+		return err
+	}
+	var failed []error
+	for i, raw := range ops.Operations {
+		var op operation
+		if err := json.Unmarshal(raw, &op); err != nil {
+			return err
+		}
+		final := raw
+		if op.active() && !noWait {
+			hints := a.operationHints(reg, repo, op.ID, fmt.Sprintf("Converting %d/%d", i+1, len(ops.Operations)))
+			if final, err = a.waitOperation(ctx, cl, operationPath(repo, op.ID), raw, hints); err != nil {
+				return err
+			}
+		}
+		var v any
+		if err := json.Unmarshal(final, &v); err != nil {
+			return err
+		}
+		answer["operations"].([]any)[i] = v
+		if err := operationError(final); err != nil {
+			failed = append(failed, err)
+		}
+	}
+	if noWait && len(ops.Operations) > 0 {
+		a.hint("Queued %d conversions. Follow one with: sluice artifact-streaming operation show -r %s --repository %s --id ID", len(ops.Operations), reg.Name, repo)
+	}
+	if err := a.print(answer, nil); err != nil {
+		return err
+	}
+	return errors.Join(failed...)
 }
 
 // operationTarget is how operation show and cancel name an operation:

@@ -17,6 +17,9 @@ const (
 	expansionReady     = "layers ready"
 	expansionExpanding = "expanding layers"
 	expansionDisabled  = "not enabled"
+	// expansionMissing is Sluice's own: the repository streams, but this
+	// image has no streaming artifact and none is being made.
+	expansionMissing = "no streaming artifact yet"
 )
 
 func (a *App) newTeleportCmd() *cobra.Command {
@@ -33,12 +36,14 @@ a repository's teleportEnabled attribute (sluice repository update
 	var timeout time.Duration
 	check := &cobra.Command{
 		Use:   "check-expansion REPOSITORY TAG [--wait]",
-		Short: `Report whether an image's streaming layers are ready: "layers ready", "expanding layers" or "not enabled"`,
+		Short: `Report whether an image's streaming layers are ready: "layers ready", "expanding layers", "no streaming artifact yet" or "not enabled"`,
 		Long: `Check-expansion asks the registry's legacy endpoint /mount/v1 about the
 image REPOSITORY:TAG and prints "layers ready" (its streaming artifact
-exists), "expanding layers" (its conversion is queued or running) or "not
-enabled" (it has none and none is coming), as the old check-expansion.sh
-did. With -o or --query it prints an object with the digest and details.
+exists, signed by the registry), "expanding layers" (its conversion is
+queued or running) or "not enabled" (the repository does not stream), as
+the old check-expansion.sh did, and "no streaming artifact yet" when the
+repository streams but the image was pushed before that, or its conversion
+failed (the details say how to convert it). With -o or --query it prints an object with the digest and details.
 --wait polls while the layers are expanding.`,
 		Example: `  sluice teleport check-expansion team/app 1.0
   sluice teleport check-expansion team/app 1.0 --wait --timeout 10m
@@ -92,7 +97,7 @@ did. With -o or --query it prints an object with the digest and details.
 }
 
 // checkExpansion asks /mount/v1: 200 ready, 409 expanding, 404 not
-// enabled.
+// expanded (the repository streams) or not enabled.
 func checkExpansion(ctx context.Context, cl *client.Client, repo, dgst string) (status, details string, err error) {
 	_, _, err = cl.API(ctx, "GET", "/mount/v1/"+repo+"/_manifests/"+dgst, nil, nil)
 	var ce *client.Error
@@ -103,6 +108,8 @@ func checkExpansion(ctx context.Context, cl *client.Client, repo, dgst string) (
 		return "", "", err
 	case ce.Status == http.StatusConflict:
 		return expansionExpanding, "the conversion is queued or running", nil
+	case ce.Status == http.StatusNotFound && ce.Code == "NOT_EXPANDED":
+		return expansionMissing, ce.Message, nil
 	case ce.Status == http.StatusNotFound && ce.Code != "NAME_UNKNOWN" && ce.Code != "MANIFEST_UNKNOWN":
 		return expansionDisabled, ce.Message, nil
 	}

@@ -194,7 +194,7 @@ func (s *Service) Start(ctx context.Context, repo string, dgst digest.Digest) (*
 	if op, err := s.meta.ActiveOperation(ctx, KindConversion, repo, dgst.String()); err == nil {
 		return op, nil
 	}
-	existing, err := s.signedReferrers(ctx, repo, dgst)
+	existing, err := s.SignedReferrers(ctx, repo, dgst)
 	if err != nil {
 		return nil, err
 	}
@@ -260,5 +260,58 @@ func (s *Service) stopLocal(id string) {
 	s.mu.Unlock()
 	if cancel != nil {
 		cancel()
+	}
+}
+
+// Skipped is a tagged manifest StartExisting did not convert, and why.
+type Skipped struct {
+	Tag    string `json:"tag"`
+	Digest string `json:"digest"`
+	Reason string `json:"reason"`
+}
+
+// StartExisting starts the conversion of every image a tag of repo points
+// at, once per image, as Start does (an image already streaming succeeds at
+// once); what cannot be converted (an artifact, a streaming artifact, a
+// Windows image) is skipped, with why.
+func (s *Service) StartExisting(ctx context.Context, repo string) ([]*metadata.Operation, []Skipped, error) {
+	var ops []*metadata.Operation
+	var skipped []Skipped
+	seen := map[digest.Digest]bool{}
+	for last := ""; ; {
+		tags, more, err := s.reg.Tags(ctx, repo, last, 1000)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, tag := range tags {
+			m, err := s.reg.GetManifest(ctx, repo, oci.Reference{Tag: tag}, true)
+			if errors.Is(err, registry.ErrManifestUnknown) {
+				continue // untagged meanwhile
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+			if seen[m.Digest] {
+				continue
+			}
+			seen[m.Digest] = true
+			if parsed, err := oci.ParseManifest(m.MediaType, m.Payload); err != nil || !convertible(parsed) {
+				skipped = append(skipped, Skipped{Tag: tag, Digest: m.Digest.String(), Reason: "not a runnable image (an artifact or a referrer)"})
+				continue
+			}
+			op, err := s.Start(ctx, repo, m.Digest)
+			if e, ok := codeOf(err); ok {
+				skipped = append(skipped, Skipped{Tag: tag, Digest: m.Digest.String(), Reason: e.Code + ": " + e.Message})
+				continue
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+			ops = append(ops, op)
+		}
+		if !more || len(tags) == 0 {
+			return ops, skipped, nil
+		}
+		last = tags[len(tags)-1]
 	}
 }

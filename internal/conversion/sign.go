@@ -24,12 +24,12 @@ type Signer interface {
 	JWKS() (trust.JWKS, error)
 }
 
-// signedReferrers returns the streaming artifacts of subject that carry a
+// SignedReferrers returns the streaming artifacts of subject that carry a
 // valid signature by one of the registry's keys: those a node trusting the
 // registry mounts. Streaming artifacts pushed without the converter's
 // signature (by an identity holding streaming/write, or before signatures
 // existed) are not among them.
-func (s *Service) signedReferrers(ctx context.Context, repo string, subject digest.Digest) ([]ocispec.Descriptor, error) {
+func (s *Service) SignedReferrers(ctx context.Context, repo string, subject digest.Digest) ([]ocispec.Descriptor, error) {
 	refs, err := s.reg.Referrers(ctx, repo, subject, "")
 	if err != nil {
 		return nil, err

@@ -27,6 +27,8 @@ type repositoryJSON struct {
 	TagCount             int                  `json:"tagCount"`
 	Size                 int64                `json:"size"`
 	ChangeableAttributes repositoryAttributes `json:"changeableAttributes"`
+	// Streaming is the repository's auto-streaming setting.
+	Streaming streamingSettings `json:"streaming"`
 }
 
 func toRepositoryJSON(r *http.Request, repo *metadata.Repository) repositoryJSON {
@@ -35,6 +37,7 @@ func toRepositoryJSON(r *http.Request, repo *metadata.Repository) repositoryJSON
 		CreatedTime: timestamp(repo.CreatedAt), LastUpdateTime: timestamp(repo.UpdatedAt),
 		ManifestCount: repo.ManifestCount, TagCount: repo.TagCount, Size: repo.Size,
 		ChangeableAttributes: repositoryAttributes{Attributes: repo.Attributes, TeleportEnabled: repo.Streaming},
+		Streaming:            settingsJSON(repo.Streaming),
 	}
 }
 

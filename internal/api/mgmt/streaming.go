@@ -18,6 +18,10 @@ type streamingSettings struct {
 	ConvertPushedImages bool   `json:"convertPushedImages"`
 	ConversionFormat    string `json:"conversionFormat"`
 	ConversionVersion   string `json:"conversionVersion"`
+	// Operations and Skipped answer convertExistingImages: a conversion
+	// per image a tag points at, and what could not be converted.
+	Operations []any                `json:"operations,omitempty"`
+	Skipped    []conversion.Skipped `json:"skipped,omitempty"`
 }
 
 func settingsJSON(on bool) streamingSettings {
@@ -49,6 +53,9 @@ func (h *Handler) streaming(w http.ResponseWriter, r *http.Request, rt route) {
 			ConvertPushedImages *bool  `json:"convertPushedImages"`
 			ConversionFormat    string `json:"conversionFormat,omitempty"`
 			ConversionVersion   string `json:"conversionVersion,omitempty"`
+			// ConvertExistingImages also converts the images the
+			// repository's tags point at now.
+			ConvertExistingImages bool `json:"convertExistingImages,omitempty"`
 		}
 		if err := readJSON(r, &body); err != nil {
 			h.fail(w, r, err)
@@ -67,7 +74,19 @@ func (h *Handler) streaming(w http.ResponseWriter, r *http.Request, rt route) {
 			h.fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusAccepted, settingsJSON(repo.Streaming))
+		out := settingsJSON(repo.Streaming)
+		if body.ConvertExistingImages {
+			ops, skipped, err := h.conv.StartExisting(ctx, rt.repo)
+			if err != nil {
+				h.fail(w, r, err)
+				return
+			}
+			out.Operations, out.Skipped = make([]any, len(ops)), skipped
+			for i, op := range ops {
+				out.Operations[i] = operationJSON(op, "")
+			}
+		}
+		writeJSON(w, http.StatusAccepted, out)
 	default:
 		methodNotAllowed(w, "GET", "POST")
 	}
@@ -270,7 +289,8 @@ func (h *Handler) mount(w http.ResponseWriter, r *http.Request, rt route) {
 		h.fail(w, r, err)
 		return
 	}
-	refs, err := h.reg.Referrers(ctx, rt.repo, dgst, metadata.ArtifactTypeStreaming)
+	// Ready means nodes trusting the registry can mount it: signed.
+	refs, err := h.conv.SignedReferrers(ctx, rt.repo, dgst)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -285,7 +305,9 @@ func (h *Handler) mount(w http.ResponseWriter, r *http.Request, rt route) {
 	}
 	repo, err := h.reg.Repository(ctx, rt.repo)
 	if err == nil && repo.Streaming {
-		writeError(w, http.StatusNotFound, "NOT_EXPANDED", fmt.Sprintf("%s@%s has no streaming artifact; create one with artifact-streaming create", rt.repo, dgst))
+		writeError(w, http.StatusNotFound, "NOT_EXPANDED", fmt.Sprintf("%s@%s has no streaming artifact yet, though the repository streams: "+
+			"it was pushed before streaming was enabled, or its conversion failed; create one with artifact-streaming create "+
+			"(or artifact-streaming update --enable-streaming true --convert-existing for every tag)", rt.repo, dgst))
 		return
 	}
 	writeError(w, http.StatusNotFound, "TELEPORT_NOT_ENABLED", "repository "+rt.repo+" does not stream; enable it with teleportEnabled or convertPushedImages")
