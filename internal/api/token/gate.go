@@ -37,19 +37,12 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 			g.refuse(w, r, req, err)
 			return
 		}
-		if req.Authenticated && !presented {
+		if !presented && (req.Authenticated || !caller.Check(req)) {
 			g.challenge(w, r, req, "", "authentication required")
 			return
 		}
 		if !caller.Check(req) {
-			switch {
-			case !presented:
-				g.challenge(w, r, req, "", "authentication required")
-			case caller.Claims != nil:
-				g.challenge(w, r, req, "insufficient_scope", "the token does not grant "+scopeOf(req))
-			default:
-				writeError(w, r, http.StatusForbidden, "DENIED", fmt.Sprintf("%s may not %s", caller.Identity.Name, scopeOf(req)))
-			}
+			g.deny(w, r, req, caller)
 			return
 		}
 		if req.Identity && caller.Claims != nil {
@@ -60,7 +53,7 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 			}
 			caller.Identity = id
 		}
-		caller.Challenge = func(need auth.Access) string { return g.challengeHeader(r, need.String(), "insufficient_scope") }
+		caller.Challenge = func(need auth.Access) string { return g.challengeHeader(r, need.String(), "insufficient_scope", "") }
 		next.ServeHTTP(w, r.WithContext(auth.WithCaller(r.Context(), caller)))
 	})
 }
@@ -98,7 +91,7 @@ func (g *Gate) refuse(w http.ResponseWriter, r *http.Request, req auth.Requireme
 	switch {
 	case errors.Is(err, auth.ErrTooManyAttempts):
 		w.Header().Set("Retry-After", retryAfter(err))
-		writeError(w, r, http.StatusTooManyRequests, "TOOMANYREQUESTS", err.Error())
+		writeError(w, r, http.StatusTooManyRequests, "TOOMANYREQUESTS", err.Error(), nil)
 	case errors.Is(err, auth.ErrTokenInvalid):
 		g.log.Info("bearer token refused", "source", source(r), "path", r.URL.Path, "err", err)
 		g.challenge(w, r, req, "invalid_token", "the bearer token is invalid or expired")
@@ -106,20 +99,40 @@ func (g *Gate) refuse(w http.ResponseWriter, r *http.Request, req auth.Requireme
 		g.challenge(w, r, req, "", err.Error())
 	default:
 		g.log.Error("authenticate", "err", err)
-		writeError(w, r, http.StatusInternalServerError, "UNKNOWN", "authentication failed; the registry log has the details")
+		writeError(w, r, http.StatusInternalServerError, "UNKNOWN", "authentication failed; the registry log has the details", nil)
 	}
 }
 
 // challenge answers 401 with the Bearer challenge of the token protocol,
 // whose realm is the address the client reached.
 func (g *Gate) challenge(w http.ResponseWriter, r *http.Request, req auth.Requirement, errCode, message string) {
-	w.Header().Set("WWW-Authenticate", g.challengeHeader(r, scopeOf(req), errCode))
-	writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", message)
+	w.Header().Set("WWW-Authenticate", g.challengeHeader(r, scopeOf(req), errCode, ""))
+	writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", message, nil)
+}
+
+// deny answers a caller that proved who it is but may not do what the
+// request needs, naming what it lacks. A bearer caller gets 401
+// insufficient_scope, as the token protocol wants, so that its client asks
+// for a token with the scope (which the identity may hold) and tries
+// again; a basic-auth caller has nothing to ask for and gets 403 DENIED.
+// Both bodies list the missing accesses in their detail.
+func (g *Gate) deny(w http.ResponseWriter, r *http.Request, req auth.Requirement, caller *auth.Caller) {
+	missing := shortfall(caller, req.Accesses)
+	message := refusal(caller, missing)
+	if caller.Claims == nil {
+		writeError(w, r, http.StatusForbidden, "DENIED", message, missing)
+		return
+	}
+	w.Header().Set("WWW-Authenticate", g.challengeHeader(r, scopeOf(req), "insufficient_scope", message))
+	writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", message, missing)
 }
 
 // challengeHeader is a Bearer challenge for scope (may be empty), with an
-// error code when not empty.
-func (g *Gate) challengeHeader(r *http.Request, scope, errCode string) string {
+// error code when not empty. The description is sent only in answers to
+// HEAD, which have no body to carry the message: clients that read the
+// challenge (containers/image, distribution's client) print its
+// error_description before the body's errors, and would say it twice.
+func (g *Gate) challengeHeader(r *http.Request, scope, errCode, description string) string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -131,7 +144,106 @@ func (g *Gate) challengeHeader(r *http.Request, scope, errCode string) string {
 	if errCode != "" {
 		c += fmt.Sprintf(`,error="%s"`, errCode)
 	}
+	if description != "" && r.Method == http.MethodHead {
+		// A quoted-string of RFC 6750 holds neither quotes nor backslashes.
+		c += fmt.Sprintf(`,error_description="%s"`, strings.NewReplacer(`"`, "'", `\`, "/").Replace(description))
+	}
 	return c
+}
+
+// shortfall is the part of need the caller is not granted: each access
+// with only the actions missing, judged as Check judges the request.
+func shortfall(c *auth.Caller, need []auth.Access) []auth.Access {
+	var missing []auth.Access
+	for _, a := range need {
+		lack := auth.Access{Type: a.Type, Name: a.Name}
+		for _, act := range a.Actions {
+			one := auth.Access{Type: a.Type, Name: a.Name, Actions: []string{act}}
+			if !c.Check(auth.Requirement{Accesses: []auth.Access{one}}) {
+				lack.Actions = append(lack.Actions, act)
+			}
+		}
+		if len(lack.Actions) > 0 {
+			missing = append(missing, lack)
+		}
+	}
+	return missing
+}
+
+// deeds word each repository action for a refusal, with the scope map
+// action that grants it.
+var deeds = map[string]struct{ verb, grantedBy string }{
+	auth.ActionPull:           {"pull from", "content/read"},
+	auth.ActionPush:           {"push to", "content/write"},
+	auth.ActionDelete:         {"delete from", "content/delete"},
+	auth.ActionMetadataRead:   {"read the metadata of", "metadata/read"},
+	auth.ActionMetadataWrite:  {"change the metadata of", "metadata/write"},
+	auth.ActionStreamingWrite: {"push streaming artifacts to", "streaming/write"},
+}
+
+// refusal says who may not do what and what would allow it, in the terms
+// of scope maps: "token ci-bot may not push to team/app (it needs
+// content/write)"; anonymous callers are told to log in.
+func refusal(c *auth.Caller, missing []auth.Access) string {
+	who := callerName(c)
+	var denied []string
+	for _, a := range missing {
+		for _, act := range a.Actions {
+			d := deed(a, act)
+			if who != anonymousCallers {
+				d += " (" + remedy(a, act) + ")"
+			}
+			denied = append(denied, d)
+		}
+	}
+	msg := who + " may not " + strings.Join(denied, ", nor ")
+	if who == anonymousCallers {
+		msg += "; log in first"
+	}
+	return msg
+}
+
+// deed words one action on a resource: "push to team/app".
+func deed(a auth.Access, action string) string {
+	switch {
+	case a.Type == auth.TypeRegistry && a.Name == auth.Admin:
+		return "manage the registry"
+	case a.Type == auth.TypeRegistry && a.Name == auth.Catalog:
+		return "list the repositories"
+	}
+	if d, ok := deeds[action]; ok && a.Type == auth.TypeRepository {
+		return d.verb + " " + a.Name
+	}
+	return "use " + auth.Access{Type: a.Type, Name: a.Name, Actions: []string{action}}.String()
+}
+
+// remedy says what grants one action: the scope map action, or the scope.
+func remedy(a auth.Access, action string) string {
+	switch {
+	case a.Type == auth.TypeRegistry && a.Name == auth.Admin:
+		return "only the admin user may"
+	case a.Type == auth.TypeRepository && deeds[action].grantedBy != "":
+		return "it needs " + deeds[action].grantedBy
+	}
+	return "it needs " + auth.Access{Type: a.Type, Name: a.Name, Actions: []string{action}}.String()
+}
+
+const anonymousCallers = "anonymous callers"
+
+// callerName names the identity behind a caller: "token ci-bot", "user
+// admin" or "anonymous callers".
+func callerName(c *auth.Caller) string {
+	kind, name := c.Identity.Kind, c.Identity.Name
+	if c.Claims != nil {
+		kind, name = c.Claims.IdentityKind, c.Claims.Subject
+	}
+	switch kind {
+	case auth.TokenUser:
+		return "token " + name
+	case auth.AdminUser:
+		return "user " + name
+	}
+	return anonymousCallers
 }
 
 // scopeOf renders a requirement's accesses as the challenge's scope.
@@ -144,9 +256,13 @@ func scopeOf(req auth.Requirement) string {
 }
 
 // writeError answers in the OCI error shape, which the management API
-// shares.
-func writeError(w http.ResponseWriter, r *http.Request, status int, code, message string) {
-	b, _ := json.Marshal(map[string]any{"errors": []map[string]string{{"code": code, "message": message}}})
+// shares; detail, when not nil, is the error's detail.
+func writeError(w http.ResponseWriter, r *http.Request, status int, code, message string, detail any) {
+	e := map[string]any{"code": code, "message": message}
+	if detail != nil {
+		e["detail"] = detail
+	}
+	b, _ := json.Marshal(map[string]any{"errors": []any{e}})
 	w.Header().Set("Content-Type", "application/json")
 	if strings.HasPrefix(r.URL.Path, "/v2") {
 		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
