@@ -19,6 +19,7 @@ import (
 
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"github.com/sluicehq/sluice/internal/client"
 	"github.com/sluicehq/sluice/internal/lazypull"
@@ -47,6 +48,9 @@ type App struct {
 	// pull pulls through containerd (lazypull.Pull when nil); golden
 	// tests, which have no containerd, give a stand-in.
 	pull func(ctx context.Context, ref string, o lazypull.Options) (*lazypull.Result, error)
+	// sentCredentials: a registry client had credentials, so a refusal
+	// for lack of permission is not for want of a login.
+	sentCredentials bool
 }
 
 // globalFlags are the flags every command has, and the registry name that
@@ -227,7 +231,7 @@ func Execute(ctx context.Context, a *App, root *cobra.Command, args []string) in
 	}
 	code := exitCode(err)
 	if code != ExitInterrupted {
-		fmt.Fprintln(a.Stderr, "ERROR: "+errorText(err))
+		fmt.Fprintln(a.Stderr, "ERROR: "+a.errorText(err))
 	}
 	if code == ExitUsage && !strings.Contains(err.Error(), "--help") {
 		fmt.Fprintln(a.Stderr, "See 'sluice --help' or add --help to a command.")
@@ -262,19 +266,83 @@ func isCobraUsage(err error) bool {
 	return false
 }
 
-// errorText explains an error; a registry's refusal of credentials gets a
-// hint on logging in.
-func errorText(err error) string {
+// errorText explains an error: a registry's refusal of a permission the
+// credentials lack says what is not allowed and how an admin grants it;
+// its refusal of the credentials, or of a caller without any, gets a hint
+// on logging in.
+func (a *App) errorText(err error) string {
+	if missing := client.MissingAccess(err); len(missing) > 0 && a.sentCredentials {
+		return err.Error() + "\n" + notAllowed(missing)
+	}
+	status := 0
 	var ce *client.Error
-	if errors.As(err, &ce) {
-		switch ce.Status {
-		case http.StatusUnauthorized:
-			return err.Error() + "\nNot logged in, or the credentials were refused: sluice login NAME --url URL -u USER -p PASSWORD (or set $SLUICE_USERNAME and $SLUICE_PASSWORD)."
-		case http.StatusForbidden:
-			return err.Error() + "\nThe credentials are valid but lack the permission; an admin can grant it with a scope map."
-		}
+	var oe *errcode.ErrorResponse
+	switch {
+	case errors.As(err, &ce):
+		status = ce.Status
+	case errors.As(err, &oe):
+		// oras-go's, from a token service or a registry.
+		status = oe.StatusCode
+	}
+	switch status {
+	case http.StatusUnauthorized:
+		return err.Error() + "\nNot logged in, or the credentials were refused: sluice login NAME --url URL -u USER -p PASSWORD (or set $SLUICE_USERNAME and $SLUICE_PASSWORD)."
+	case http.StatusForbidden:
+		return err.Error() + "\nThe credentials are valid but lack the permission; an admin can grant it with a scope map."
 	}
 	return err.Error()
+}
+
+// repositoryDeeds words each repository action of a token scope, with the
+// scope map action that grants it, as the registry's refusals do.
+var repositoryDeeds = map[string]struct{ verb, grantedBy string }{
+	"pull":            {"pull from", "content/read"},
+	"push":            {"push to", "content/write"},
+	"delete":          {"delete from", "content/delete"},
+	"metadata_read":   {"read the metadata of", "metadata/read"},
+	"metadata_write":  {"change the metadata of", "metadata/write"},
+	"streaming_write": {"push streaming artifacts to", "streaming/write"},
+}
+
+// notAllowed says what the credentials may not do, given the token scopes
+// they lack ("repository:team/app:pull"), and how an admin grants it:
+// "Not allowed to pull from team/app.", then the sluice scope-map update
+// that adds content/read on team/app.
+func notAllowed(missing []string) string {
+	var deeds, grants []string
+	adminOnly := false
+	for _, scope := range missing {
+		typ, rest, _ := strings.Cut(scope, ":")
+		i := strings.LastIndexByte(rest, ':')
+		if i < 0 {
+			continue
+		}
+		name, actions := rest[:i], strings.Split(rest[i+1:], ",")
+		for _, act := range actions {
+			d, ok := repositoryDeeds[act]
+			switch {
+			case typ == "registry" && name == "admin":
+				deeds, adminOnly = append(deeds, "manage the registry"), true
+			case typ == "registry" && name == "catalog":
+				deeds = append(deeds, "list the repositories")
+			case typ == "repository" && ok:
+				deeds = append(deeds, d.verb+" "+name)
+				grants = append(grants, "--add-repository "+name+" "+d.grantedBy)
+			default:
+				deeds = append(deeds, "use "+typ+":"+name+":"+act)
+			}
+		}
+	}
+	msg := "Not allowed to " + strings.Join(deeds, ", nor ") + "."
+	switch {
+	case len(grants) > 0:
+		msg += "\nAn admin can grant it in the token's scope map: sluice scope-map update --name SCOPE_MAP " + strings.Join(grants, " ")
+	case adminOnly:
+		msg += " Only the admin user may."
+	default:
+		msg += " The credentials are valid but lack the permission."
+	}
+	return msg
 }
 
 // completeRegistries completes --registry with the configured names.

@@ -333,16 +333,7 @@ func (w noSubjectHeader) Write(b []byte) (int, error) {
 // registry given by address, without a login.
 func TestEnvironmentCredentials(t *testing.T) {
 	tr := newTestRegistry(t)
-	env := tr.getenv
-	tr.getenv = func(k string) string {
-		switch k {
-		case "SLUICE_USERNAME":
-			return adminUser
-		case "SLUICE_PASSWORD":
-			return adminPassword
-		}
-		return env(k)
-	}
+	tr.getenv = withCredentials(tr.getenv, adminUser, adminPassword)
 	tr.pushImage("team/app", "1.0", "amd64", appFiles10)
 	if r := tr.must("tag", "list", "-r", tr.host, "--repository", "team/app", "-o", "tsv"); r.stdout != "1.0\n" {
 		t.Errorf("tag list by address: %q", r.stdout)

@@ -165,6 +165,7 @@ func (a *App) Client(ctx context.Context, r *Registry) *client.Client {
 	cred := a.credential(ctx, r)
 	var credFn auth.CredentialFunc
 	if cred != auth.EmptyCredential {
+		a.sentCredentials = true
 		credFn = client.StaticCredential(r.Host(), cred.Username, cred.Password)
 		if cred.RefreshToken != "" {
 			credFn = auth.StaticCredential(r.Host(), cred)

@@ -41,6 +41,19 @@ func isolatedEnv(t *testing.T) func(string) string {
 	return func(k string) string { return env[k] }
 }
 
+// withCredentials is getenv with $SLUICE_USERNAME and $SLUICE_PASSWORD set.
+func withCredentials(getenv func(string) string, user, pass string) func(string) string {
+	return func(k string) string {
+		switch k {
+		case "SLUICE_USERNAME":
+			return user
+		case "SLUICE_PASSWORD":
+			return pass
+		}
+		return getenv(k)
+	}
+}
+
 // Credentials of the test registry's admin.
 const (
 	adminUser     = "admin"

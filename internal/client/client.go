@@ -8,6 +8,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 	"oras.land/oras-go/v2/registry/remote/retry"
 )
 
@@ -97,6 +99,11 @@ type Error struct {
 	Status  int
 	Code    string
 	Message string
+	// Missing, when the registry refused a permission the caller lacks,
+	// lists what it lacks as token scopes ("repository:team/app:pull"):
+	// the accesses of the error's detail, else the scope of a 401's
+	// insufficient_scope challenge.
+	Missing []string
 }
 
 func (e *Error) Error() string {
@@ -107,23 +114,110 @@ func (e *Error) Error() string {
 }
 
 // ErrorFrom reads an error answer in the OCI shape
-// ({"errors":[{"code","message"}]}), or describes the status.
+// ({"errors":[{"code","message","detail"}]}), or describes the status. An
+// answer without a body (to HEAD) takes its message from the challenge's
+// error_description.
 func ErrorFrom(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	e := &Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(b))}
 	var body struct {
 		Errors []struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
+			Code    string          `json:"code"`
+			Message string          `json:"message"`
+			Detail  json.RawMessage `json:"detail"`
 		} `json:"errors"`
 	}
 	if jsonUnmarshal(b, &body) == nil && len(body.Errors) > 0 {
 		e.Code, e.Message = body.Errors[0].Code, body.Errors[0].Message
+		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+			e.Missing = scopesOf(body.Errors[0].Detail)
+		}
+	}
+	if scheme, params := parseChallenge(resp.Header.Get("WWW-Authenticate")); resp.StatusCode == http.StatusUnauthorized &&
+		scheme == "bearer" && params["error"] == "insufficient_scope" {
+		if e.Missing == nil {
+			e.Missing = strings.Fields(params["scope"])
+		}
+		if e.Message == "" {
+			e.Message = params["error_description"]
+		}
 	}
 	if e.Message == "" {
 		e.Message = http.StatusText(resp.StatusCode)
 	}
 	return e
+}
+
+// MissingAccess returns the token scopes a registry said the caller lacks
+// when it refused a request (see Error.Missing), from this package's
+// errors or oras-go's; nil when err is no such refusal.
+func MissingAccess(err error) []string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Missing
+	}
+	var oe *errcode.ErrorResponse
+	if errors.As(err, &oe) && (oe.StatusCode == http.StatusUnauthorized || oe.StatusCode == http.StatusForbidden) {
+		for _, x := range oe.Errors {
+			b, _ := json.Marshal(x.Detail)
+			if s := scopesOf(b); s != nil {
+				return s
+			}
+		}
+	}
+	return nil
+}
+
+// scopesOf reads an error detail that lists accesses as a token's access
+// claim does ([{"type","name","actions"}]) into scopes; nil when it is
+// not such a list.
+func scopesOf(detail []byte) []string {
+	var accesses []struct {
+		Type    string   `json:"type"`
+		Name    string   `json:"name"`
+		Actions []string `json:"actions"`
+	}
+	if len(detail) == 0 || json.Unmarshal(detail, &accesses) != nil {
+		return nil
+	}
+	var scopes []string
+	for _, a := range accesses {
+		if a.Type != "" && a.Name != "" && len(a.Actions) > 0 {
+			scopes = append(scopes, a.Type+":"+a.Name+":"+strings.Join(a.Actions, ","))
+		}
+	}
+	return scopes
+}
+
+// parseChallenge reads a WWW-Authenticate challenge: its scheme, lower
+// case, and its parameters (quoted or not).
+func parseChallenge(h string) (scheme string, params map[string]string) {
+	scheme, rest, _ := strings.Cut(strings.TrimSpace(h), " ")
+	params = map[string]string{}
+	for rest = strings.TrimSpace(rest); rest != ""; rest = strings.TrimLeft(rest, ", ") {
+		key, after, ok := strings.Cut(rest, "=")
+		if !ok {
+			break
+		}
+		key = strings.ToLower(strings.TrimSpace(key))
+		var value strings.Builder
+		if after, ok = strings.CutPrefix(after, `"`); ok {
+			i := 0
+			for ; i < len(after) && after[i] != '"'; i++ {
+				if after[i] == '\\' && i+1 < len(after) {
+					i++
+				}
+				value.WriteByte(after[i])
+			}
+			rest = after[min(i+1, len(after)):]
+		} else {
+			v, tail, _ := strings.Cut(after, ",")
+			value.WriteString(strings.TrimSpace(v))
+			rest = tail
+		}
+		params[key] = value.String()
+	}
+	return strings.ToLower(scheme), params
 }
 
 // IsStatus reports whether err is a registry error with that HTTP status.
