@@ -487,3 +487,51 @@ func TestConversionSignsWhatItMakes(t *testing.T) {
 		t.Fatalf("referrers left after deleting the image: %v", left)
 	}
 }
+
+// Deleting an image stops its conversion running in this process at once,
+// not at the worker's next heartbeat.
+func TestDeleteStopsTheRunningConversion(t *testing.T) {
+	e := &env{t: t, dir: t.TempDir(), tweak: func(o *Options) { o.Heartbeat, o.Lease = time.Minute, 5*time.Minute }}
+	e.open(true)
+	t.Cleanup(e.close)
+	ctx := context.Background()
+	e.conv.sourceHook = func(r io.Reader) io.Reader { return &slowReader{r: r, delay: 2 * time.Millisecond} }
+	// 40 MiB read 32 KiB per 2 ms: the conversion alone takes seconds.
+	img := e.pushImage("gone", "v1", "linux", "amd64", makeLayer(t, 31, 40, 1<<20))
+	op, err := e.conv.Start(ctx, "gone", img.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		e.conv.mu.Lock()
+		running := e.conv.running[op.ID] != nil
+		e.conv.mu.Unlock()
+		if running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the conversion did not start")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := e.reg.DeleteManifest(ctx, "gone", oci.Reference{Digest: img.Digest.String()}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(time.Second)
+	for {
+		e.conv.mu.Lock()
+		n := len(e.conv.running)
+		e.conv.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the conversion of a deleted image still runs a second later (its heartbeat is a minute away)")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got, _ := e.conv.Get(ctx, "gone", op.ID); got.Status != metadata.StatusCanceled {
+		t.Fatalf("operation of the deleted image: %s", got.Status)
+	}
+}

@@ -61,7 +61,7 @@ func (j *job) run(ctx context.Context) ([]ocispec.Descriptor, error) {
 		return nil, err
 	}
 	if m.ArtifactType == metadata.ArtifactTypeStreaming {
-		return nil, errorf(CodeUnsupportedArtifact, messageUnsupportedArtifac)
+		return nil, errorf(CodeUnsupportedArtifact, messageUnsupportedArtifact)
 	}
 	parsed, err := oci.ParseManifest(m.MediaType, m.Payload)
 	if err != nil {

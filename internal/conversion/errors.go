@@ -9,19 +9,19 @@ import (
 
 // Error codes of failed operations, as the managed service reports them.
 const (
-	CodeUnknown               = "UNKNOWN_ERROR"
-	CodeResourceNotFound      = "RESOURCE_NOT_FOUND"
-	CodeUnsupportedPlatform   = streaming.CodeUnsupportedPlatform
-	CodeNoSupportedPlatform   = "NO_SUPPORTED_PLATFORM_FOUND"
-	CodeUnsupportedMediaType  = "UNSUPPORTED_MEDIATYPE"
-	CodeUnsupportedArtifact   = "UNSUPPORTED_ARTIFACT_TYPE"
-	CodeImageNotRunnable      = "IMAGE_NOT_RUNNABLE"
-	CodeOperationUnknown      = "OPERATION_UNKNOWN"
-	CodeTagAlreadyExists      = "TAG_ALREADY_EXISTS"
-	CodeImportSourceFailed    = "IMPORT_SOURCE_FAILED"
-	CodeInvalidImportRequest  = "INVALID_REQUEST"
-	messageUnsupportedMedia   = "Allowed: OCI manifest/index v1, Docker v2 manifest/list v2"
-	messageUnsupportedArtifac = "Streaming artifacts can't be converted again"
+	CodeUnknown                = "UNKNOWN_ERROR"
+	CodeResourceNotFound       = "RESOURCE_NOT_FOUND"
+	CodeUnsupportedPlatform    = streaming.CodeUnsupportedPlatform
+	CodeNoSupportedPlatform    = "NO_SUPPORTED_PLATFORM_FOUND"
+	CodeUnsupportedMediaType   = "UNSUPPORTED_MEDIATYPE"
+	CodeUnsupportedArtifact    = "UNSUPPORTED_ARTIFACT_TYPE"
+	CodeImageNotRunnable       = "IMAGE_NOT_RUNNABLE"
+	CodeOperationUnknown       = "OPERATION_UNKNOWN"
+	CodeTagAlreadyExists       = "TAG_ALREADY_EXISTS"
+	CodeImportSourceFailed     = "IMPORT_SOURCE_FAILED"
+	CodeInvalidImportRequest   = "INVALID_REQUEST"
+	messageUnsupportedMedia    = "Allowed: OCI manifest/index v1, Docker v2 manifest/list v2"
+	messageUnsupportedArtifact = "Streaming artifacts can't be converted again"
 )
 
 // Error is a failure with a code the API reports: a request that can never

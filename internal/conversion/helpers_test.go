@@ -34,6 +34,8 @@ type env struct {
 	conv  *Service
 	keys  *auth.KeyRing
 	stop  func()
+	// tweak, when set, changes the service's options.
+	tweak func(*Options)
 }
 
 // newEnv builds a registry and a conversion service over temporary stores;
@@ -62,7 +64,11 @@ func (e *env) open(workers bool) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.conv = New(e.reg, Options{Workers: 1, Lease: 2 * time.Second, Heartbeat: 50 * time.Millisecond, Poll: 50 * time.Millisecond, Signer: e.keys}, log)
+	opts := Options{Workers: 1, Lease: 2 * time.Second, Heartbeat: 50 * time.Millisecond, Poll: 50 * time.Millisecond, Signer: e.keys}
+	if e.tweak != nil {
+		e.tweak(&opts)
+	}
+	e.conv = New(e.reg, opts, log)
 	e.stop = func() {}
 	if workers {
 		ctx, cancel := context.WithCancel(context.Background())

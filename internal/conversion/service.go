@@ -160,14 +160,14 @@ func (s *Service) Enqueued() {
 // Deleted implements registry.StreamingHooks: conversions of deleted images
 // are canceled.
 func (s *Service) Deleted(ctx context.Context, repo string, digests []string) {
-	if err := s.meta.CancelOperationsFor(ctx, KindConversion, repo, digests); err != nil {
+	ids, err := s.meta.CancelOperationsFor(ctx, KindConversion, repo, digests)
+	if err != nil {
 		s.log.Warn("cancel conversions of deleted images", "repository", repo, "err", err)
 		return
 	}
-	for _, d := range digests {
-		if op, err := s.meta.ActiveOperation(ctx, KindConversion, repo, d); err == nil {
-			s.stopLocal(op.ID)
-		}
+	// Those running here stop now; elsewhere, at their next heartbeat.
+	for _, id := range ids {
+		s.stopLocal(id)
 	}
 }
 
@@ -186,7 +186,7 @@ func (s *Service) Start(ctx context.Context, repo string, dgst digest.Digest) (*
 		return nil, err
 	}
 	if m.ArtifactType == metadata.ArtifactTypeStreaming {
-		return nil, errorf(CodeUnsupportedArtifact, messageUnsupportedArtifac)
+		return nil, errorf(CodeUnsupportedArtifact, messageUnsupportedArtifact)
 	}
 	if !oci.IsManifestMediaType(m.MediaType) {
 		return nil, errorf(CodeUnsupportedMediaType, "%s is %s. %s", dgst, m.MediaType, messageUnsupportedMedia)

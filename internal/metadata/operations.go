@@ -227,18 +227,33 @@ func (s *Store) CancelOperation(ctx context.Context, id string) (*Operation, err
 }
 
 // CancelOperationsFor cancels the active operations of a kind for images
-// that were deleted.
-func (s *Store) CancelOperationsFor(ctx context.Context, kind, repo string, digests []string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+// that were deleted, and returns the ids of those it canceled.
+func (s *Store) CancelOperationsFor(ctx context.Context, kind, repo string, digests []string) ([]string, error) {
+	var ids []string
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		ids = ids[:0]
 		now := s.nowNano()
 		for _, d := range digests {
-			if _, err := tx.ExecContext(ctx, `UPDATE operations SET status = 'Canceled', details = 'Canceled: the image was deleted', finished_at = ?, updated_at = ?
-				WHERE kind = ? AND repository = ? AND digest = ? AND status IN ('NotStarted', 'Running')`, now, now, kind, repo, d); err != nil {
+			rows, err := tx.QueryContext(ctx, `UPDATE operations SET status = 'Canceled', details = 'Canceled: the image was deleted', finished_at = ?, updated_at = ?
+				WHERE kind = ? AND repository = ? AND digest = ? AND status IN ('NotStarted', 'Running') RETURNING id`, now, now, kind, repo, d)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return err
+				}
+				ids = append(ids, id)
+			}
+			if err := rows.Close(); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	return ids, err
 }
 
 // ConvertedLayer is a layer converted before, reusable by any image that
