@@ -141,15 +141,6 @@ func (s *Store) openKey(ctx context.Context, key string) (*Content, error) {
 	return c, nil
 }
 
-// OpenRange opens length bytes of a blob from offset (length < 0: to the end).
-func (s *Store) OpenRange(ctx context.Context, dgst digest.Digest, offset, length int64) (io.ReadCloser, error) {
-	r, err := s.bucket.NewRangeReader(ctx, BlobKey(dgst), offset, length, nil)
-	if err != nil {
-		return nil, mapErr(BlobKey(dgst), err)
-	}
-	return r, nil
-}
-
 // Delete removes a blob's object. Deleting what is not there is not an error.
 func (s *Store) Delete(ctx context.Context, dgst digest.Digest) error {
 	return s.DeleteKey(ctx, BlobKey(dgst))

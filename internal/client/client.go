@@ -242,22 +242,5 @@ func StaticCredential(host, username, password string) auth.CredentialFunc {
 	return auth.StaticCredential(host, auth.Credential{Username: username, Password: password})
 }
 
-// ChainCredentials asks each function in turn, returning the first
-// non-empty credentials.
-func ChainCredentials(fns ...auth.CredentialFunc) auth.CredentialFunc {
-	return func(ctx context.Context, host string) (auth.Credential, error) {
-		for _, fn := range fns {
-			if fn == nil {
-				continue
-			}
-			cred, err := fn(ctx, host)
-			if err == nil && cred != auth.EmptyCredential {
-				return cred, nil
-			}
-		}
-		return auth.EmptyCredential, nil
-	}
-}
-
 // defaultTimeout bounds metadata requests (not blob transfers).
 const defaultTimeout = 30 * time.Second

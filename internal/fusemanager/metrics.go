@@ -79,6 +79,3 @@ func (mt *metrics) fetched(k fetchKind, n int64) {
 	}
 	mt.fetchedBytes.WithLabelValues(kind).Add(float64(n))
 }
-
-// Gatherer exposes the metrics, for the snapshotter's endpoint.
-func (m *Manager) Gatherer() prometheus.Gatherer { return m.metrics.reg }

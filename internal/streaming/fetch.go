@@ -249,15 +249,14 @@ func (r *Reader) cached(i int) ([]byte, bool) {
 }
 
 // plan groups sorted chunk indices into runs [first, last] fetched as one
-// range each: adjacent chunks, or chunks at most coalesceGap bytes apart,
-// up to maxRequestBytes a run.
+// range each: adjacent chunks, up to maxRequestBytes a run.
 func (r *Reader) plan(missing []int) [][2]int {
 	var runs [][2]int
 	for _, i := range missing {
 		if k := len(runs) - 1; k >= 0 {
 			last, c := &r.toc.Chunks[runs[k][1]], &r.toc.Chunks[i]
 			start := r.toc.Chunks[runs[k][0]].Offset
-			if c.Offset-(last.Offset+last.Size) <= r.cfg.coalesceGap && c.Offset+c.Size-start <= r.cfg.maxRequestBytes {
+			if c.Offset <= last.Offset+last.Size && c.Offset+c.Size-start <= r.cfg.maxRequestBytes {
 				runs[k][1] = i
 				continue
 			}

@@ -36,7 +36,6 @@ type readerConfig struct {
 	diffID          digest.Digest
 	cache           ChunkCache
 	limits          Limits
-	coalesceGap     int64
 	verifyCache     bool
 	maxRequestBytes int64
 }
@@ -70,11 +69,6 @@ func WithVerifyCache() ReaderOption { return func(c *readerConfig) { c.verifyCac
 
 // WithLimits sets the limits the TOC is checked against.
 func WithLimits(l Limits) ReaderOption { return func(c *readerConfig) { c.limits = l } }
-
-// WithCoalesceGap lets one range request span up to gap bytes of chunks not
-// asked for between two that are (they are verified and cached too); 0, the
-// default, merges only adjacent chunks.
-func WithCoalesceGap(gap int64) ReaderOption { return func(c *readerConfig) { c.coalesceGap = gap } }
 
 // Open reads, verifies and indexes the TOC of a blob of size bytes.
 func Open(ctx context.Context, rr RangeReader, size int64, opts ...ReaderOption) (*Reader, error) {
