@@ -61,7 +61,7 @@ func TestConvertImage(t *testing.T) {
 	orig, _ := e.reg.GetManifest(ctx, "app", oci.Reference{Tag: "v1"}, true)
 	var om ocispec.Manifest
 	_ = json.Unmarshal(orig.Payload, &om)
-	if m.Config.Digest != om.Config.Digest || m.Subject == nil || m.Subject.Digest != img.Digest || m.ArtifactType != metadata.ArtifactTypeStreaming {
+	if m.Config.Digest != om.Config.Digest || m.Subject == nil || m.Subject.Digest != img.Digest || m.ArtifactType != streaming.ArtifactType {
 		t.Fatalf("streaming manifest: config %s subject %v artifactType %s", m.Config.Digest, m.Subject, m.ArtifactType)
 	}
 	for i, l := range m.Layers {
@@ -425,7 +425,7 @@ func TestDeleteTakesStreamingArtifacts(t *testing.T) {
 // among the image's referrers vouch for.
 func (e *env) signatures(repo string, subject digest.Digest) map[digest.Digest]bool {
 	e.t.Helper()
-	refs, err := e.reg.Referrers(context.Background(), repo, subject, metadata.ArtifactTypeStreamingSignature)
+	refs, err := e.reg.Referrers(context.Background(), repo, subject, trust.SignatureArtifactType)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -464,7 +464,7 @@ func TestConversionSignsWhatItMakes(t *testing.T) {
 	// An artifact left without its signature (made before signatures,
 	// or by hand) does not count as converted: converting again signs
 	// the same artifact, and nothing else is made.
-	sigs, _ := e.reg.Referrers(ctx, "signed", img.Digest, metadata.ArtifactTypeStreamingSignature)
+	sigs, _ := e.reg.Referrers(ctx, "signed", img.Digest, trust.SignatureArtifactType)
 	if err := e.reg.DeleteArtifact(ctx, "signed", sigs[0].Digest); err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func (j *job) run(ctx context.Context) ([]ocispec.Descriptor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.ArtifactType == metadata.ArtifactTypeStreaming {
+	if m.ArtifactType == streaming.ArtifactType {
 		return nil, errorf(CodeUnsupportedArtifact, messageUnsupportedArtifact)
 	}
 	parsed, err := oci.ParseManifest(m.MediaType, m.Payload)
@@ -227,7 +227,7 @@ func (j *job) convertImage(ctx context.Context, img *image, subject ocispec.Desc
 	}
 	j.referrer = append(j.referrer, dgst)
 	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: dgst, Size: int64(len(payload)),
-		ArtifactType: metadata.ArtifactTypeStreaming, Annotations: m.Annotations}, nil
+		ArtifactType: streaming.ArtifactType, Annotations: m.Annotations}, nil
 }
 
 // convertLayer returns the converted twin of a source layer: from the cache

@@ -23,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/oci"
 	"github.com/sluicehq/sluice/internal/registry"
+	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 type env struct {
@@ -195,7 +196,7 @@ func (e *env) wait(repo, id string) *metadata.Operation {
 // streamingReferrers lists the streaming artifacts of an image.
 func (e *env) streamingReferrers(repo string, d digest.Digest) []ocispec.Descriptor {
 	e.t.Helper()
-	refs, err := e.reg.Referrers(context.Background(), repo, d, metadata.ArtifactTypeStreaming)
+	refs, err := e.reg.Referrers(context.Background(), repo, d, streaming.ArtifactType)
 	if err != nil {
 		e.t.Fatal(err)
 	}

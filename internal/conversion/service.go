@@ -185,7 +185,7 @@ func (s *Service) Start(ctx context.Context, repo string, dgst digest.Digest) (*
 	if err != nil {
 		return nil, err
 	}
-	if m.ArtifactType == metadata.ArtifactTypeStreaming {
+	if m.ArtifactType == streaming.ArtifactType {
 		return nil, errorf(CodeUnsupportedArtifact, messageUnsupportedArtifact)
 	}
 	if !oci.IsManifestMediaType(m.MediaType) {

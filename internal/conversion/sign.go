@@ -9,8 +9,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/oci"
+	"github.com/sluicehq/sluice/internal/streaming"
 	"github.com/sluicehq/sluice/internal/trust"
 )
 
@@ -40,7 +40,7 @@ func (s *Service) SignedReferrers(ctx context.Context, repo string, subject dige
 	}
 	var out []ocispec.Descriptor
 	for _, d := range refs {
-		if d.ArtifactType == metadata.ArtifactTypeStreaming && signed[d.Digest] {
+		if d.ArtifactType == streaming.ArtifactType && signed[d.Digest] {
 			out = append(out, d)
 		}
 	}
@@ -57,7 +57,7 @@ func (s *Service) signedBy(refs []ocispec.Descriptor, subject digest.Digest) (ma
 	keys, _ := jwks.KeySet()
 	signed := map[digest.Digest]bool{}
 	for _, d := range refs {
-		if d.ArtifactType != metadata.ArtifactTypeStreamingSignature {
+		if d.ArtifactType != trust.SignatureArtifactType {
 			continue
 		}
 		st, _, err := keys.Verify(d.Annotations[trust.AnnotationSignature])
@@ -74,7 +74,7 @@ func (s *Service) signedBy(refs []ocispec.Descriptor, subject digest.Digest) (ma
 // node never sees the artifact without it.
 func (j *job) sign(ctx context.Context, subject ocispec.Descriptor, manifest digest.Digest) error {
 	repo := j.op.Repository
-	refs, err := j.s.reg.Referrers(ctx, repo, subject.Digest, metadata.ArtifactTypeStreamingSignature)
+	refs, err := j.s.reg.Referrers(ctx, repo, subject.Digest, trust.SignatureArtifactType)
 	if err != nil {
 		return err
 	}

@@ -5,24 +5,26 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
-// ArtifactTypeStreaming is the artifact type of streaming artifacts, and
-// ArtifactTypeStreamingSignature of the signatures that vouch for them;
-// both are deleted with the image they were made from.
-const (
-	ArtifactTypeStreaming          = "application/vnd.azure.artifact.streaming.v1"
-	ArtifactTypeStreamingSignature = "application/vnd.sluice.streaming.signature.v1"
-)
+// Deletion says how a delete treats what it removes.
+type Deletion struct {
+	// Soft keeps the deleted manifests and tags, as deleted, until they are
+	// purged (their blobs stay referenced meanwhile).
+	Soft bool
+	// OwnedReferrers are the artifact types of referrers that belong to
+	// their subject (made from it, such as its streaming artifacts): they
+	// are deleted with it, and for good even when the delete is soft,
+	// since only the subject can be restored.
+	OwnedReferrers []string
+}
 
 // DeleteManifest deletes a live manifest, the tags pointing at it and its
-// streaming artifacts, if the changeable attributes allow it. With soft set
-// the manifest and its tags are kept as deleted until purged (its blobs
-// stay referenced meanwhile); streaming artifacts are always deleted for
-// good, since only the original can be restored. It returns the digests
-// deleted, the manifest's first.
-func (s *Store) DeleteManifest(ctx context.Context, repo, dgst string, soft bool) ([]string, error) {
+// owned referrers, if the changeable attributes allow it. It returns the
+// digests deleted, the manifest's first.
+func (s *Store) DeleteManifest(ctx context.Context, repo, dgst string, d Deletion) ([]string, error) {
 	var deleted []string
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		id, err := checkRepositoryDelete(ctx, tx, repo)
@@ -43,17 +45,17 @@ func (s *Store) DeleteManifest(ctx context.Context, repo, dgst string, soft bool
 		if err := checkTagsOf(ctx, tx, id, dgst); err != nil {
 			return err
 		}
-		deleted, err = s.deleteManifestTx(ctx, tx, id, dgst, soft)
+		deleted, err = s.deleteManifestTx(ctx, tx, id, dgst, d)
 		return err
 	})
 	return deleted, err
 }
 
-// deleteManifestTx deletes (or soft-deletes) one manifest and its
-// streaming artifacts without checking attributes.
-func (s *Store) deleteManifestTx(ctx context.Context, tx *sql.Tx, repoID int64, dgst string, soft bool) ([]string, error) {
+// deleteManifestTx deletes (or soft-deletes) one manifest and its owned
+// referrers without checking attributes.
+func (s *Store) deleteManifestTx(ctx context.Context, tx *sql.Tx, repoID int64, dgst string, d Deletion) ([]string, error) {
 	deleted := []string{dgst}
-	if soft {
+	if d.Soft {
 		now := s.nowNano()
 		if _, err := tx.ExecContext(ctx, `INSERT INTO deleted_tags(repository_id, name, digest, deleted_at)
 			SELECT repository_id, name, digest, ? FROM tags WHERE repository_id = ? AND digest = ?
@@ -69,17 +71,24 @@ func (s *Store) deleteManifestTx(ctx context.Context, tx *sql.Tx, repoID int64, 
 	} else if _, err := tx.ExecContext(ctx, `DELETE FROM manifests WHERE repository_id = ? AND digest = ?`, repoID, dgst); err != nil {
 		return nil, err
 	}
-	streaming, err := listColumn(ctx, tx, `SELECT digest FROM manifests WHERE repository_id = ? AND subject = ? AND artifact_type IN (?, ?)`,
-		repoID, dgst, ArtifactTypeStreaming, ArtifactTypeStreamingSignature)
+	if len(d.OwnedReferrers) == 0 {
+		return deleted, nil
+	}
+	args := []any{repoID, dgst}
+	for _, t := range d.OwnedReferrers {
+		args = append(args, t)
+	}
+	owned, err := listColumn(ctx, tx, `SELECT digest FROM manifests WHERE repository_id = ? AND subject = ? AND artifact_type IN (?`+
+		strings.Repeat(", ?", len(d.OwnedReferrers)-1)+`) ORDER BY digest`, args...)
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range streaming {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM manifests WHERE repository_id = ? AND digest = ?`, repoID, d); err != nil {
+	for _, o := range owned {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM manifests WHERE repository_id = ? AND digest = ?`, repoID, o); err != nil {
 			return nil, err
 		}
 	}
-	return append(deleted, streaming...), nil
+	return append(deleted, owned...), nil
 }
 
 // checkRepositoryDelete returns the id of a repository whose attributes
@@ -150,10 +159,10 @@ func (s *Store) DeleteTag(ctx context.Context, repo, tag string, soft bool) erro
 }
 
 // DeleteRepository deletes a repository with everything in it, if no
-// attribute of it, its manifests or its tags forbids it. With soft set its
-// manifests and tags are kept as deleted until purged. It returns the
-// digests of the manifests deleted.
-func (s *Store) DeleteRepository(ctx context.Context, repo string, soft bool) ([]string, error) {
+// attribute of it, its manifests or its tags forbids it. A soft delete
+// keeps its manifests and tags as deleted until purged, less the owned
+// referrers. It returns the digests of the manifests deleted.
+func (s *Store) DeleteRepository(ctx context.Context, repo string, d Deletion) ([]string, error) {
 	var deleted []string
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		id, err := checkRepositoryDelete(ctx, tx, repo)
@@ -173,13 +182,13 @@ func (s *Store) DeleteRepository(ctx context.Context, repo string, soft bool) ([
 		if err != nil {
 			return err
 		}
-		if !soft {
+		if !d.Soft {
 			deleted = live
 			_, err := tx.ExecContext(ctx, `DELETE FROM repositories WHERE id = ?`, id)
 			return err
 		}
-		for _, d := range live {
-			gone, err := s.deleteManifestTx(ctx, tx, id, d, true)
+		for _, m := range live {
+			gone, err := s.deleteManifestTx(ctx, tx, id, m, d)
 			if err != nil && !errors.Is(err, ErrNotFound) {
 				return err
 			}
@@ -242,25 +251,22 @@ var ErrRestoreRefused = errors.New("restore refused")
 
 // RestoreManifest restores a soft-deleted manifest, pointing tag (if not
 // empty) at it. A tag that exists elsewhere is moved only with force. A
-// manifest whose subject is still deleted, or a streaming artifact, is
-// refused. If enqueue is set and the repository streams, the operation is
-// recorded in the same transaction.
+// manifest whose subject is still deleted is refused. If enqueue is set and
+// the repository streams, the operation is recorded in the same
+// transaction.
 func (s *Store) RestoreManifest(ctx context.Context, repo, dgst, tag string, force bool, enqueue *Operation) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
 		id, err := repositoryID(ctx, tx, repo)
 		if err != nil {
 			return err
 		}
-		var subject, artifactType string
-		err = tx.QueryRowContext(ctx, `SELECT COALESCE(subject, ''), artifact_type FROM manifests WHERE repository_id = ? AND digest = ? AND deleted_at IS NOT NULL`, id, dgst).Scan(&subject, &artifactType)
+		var subject string
+		err = tx.QueryRowContext(ctx, `SELECT COALESCE(subject, '') FROM manifests WHERE repository_id = ? AND digest = ? AND deleted_at IS NOT NULL`, id, dgst).Scan(&subject)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("deleted manifest %s in %s: %w", dgst, repo, ErrNotFound)
 		}
 		if err != nil {
 			return err
-		}
-		if artifactType == ArtifactTypeStreaming || artifactType == ArtifactTypeStreamingSignature {
-			return fmt.Errorf("%w: streaming artifacts are not restored; restore the image and it is converted again", ErrRestoreRefused)
 		}
 		if subject != "" {
 			var subjectDeleted bool

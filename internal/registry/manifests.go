@@ -160,13 +160,12 @@ func (r *Registry) GetManifest(ctx context.Context, repo string, ref oci.Referen
 // deleted stays restorable for the retention period.
 func (r *Registry) DeleteManifest(ctx context.Context, repo string, ref oci.Reference) error {
 	defer r.repoLocks.Lock(repo)()
-	soft := r.opts.SoftDelete > 0
 	var err error
 	var deleted []string
 	if ref.IsDigest() {
-		deleted, err = r.meta.DeleteManifest(ctx, repo, ref.Digest, soft)
+		deleted, err = r.meta.DeleteManifest(ctx, repo, ref.Digest, r.deletion())
 	} else {
-		err = r.meta.DeleteTag(ctx, repo, ref.Tag, soft)
+		err = r.meta.DeleteTag(ctx, repo, ref.Tag, r.deletion().Soft)
 	}
 	if errors.Is(err, metadata.ErrNotFound) {
 		return fmt.Errorf("%w: %s in %s", ErrManifestUnknown, ref, repo)
@@ -176,6 +175,12 @@ func (r *Registry) DeleteManifest(ctx context.Context, repo string, ref oci.Refe
 	}
 	r.notifyDeleted(ctx, repo, deleted)
 	return nil
+}
+
+// deletion is how the registry deletes: softly when soft delete is on, and
+// an image's owned referrers with it.
+func (r *Registry) deletion() metadata.Deletion {
+	return metadata.Deletion{Soft: r.opts.SoftDelete > 0, OwnedReferrers: ownedReferrers}
 }
 
 func (r *Registry) notifyDeleted(ctx context.Context, repo string, digests []string) {
@@ -188,7 +193,7 @@ func (r *Registry) notifyDeleted(ctx context.Context, repo string, digests []str
 // setting: conversion uses it to take back what a canceled operation made.
 func (r *Registry) DeleteArtifact(ctx context.Context, repo string, dgst digest.Digest) error {
 	defer r.repoLocks.Lock(repo)()
-	_, err := r.meta.DeleteManifest(ctx, repo, dgst.String(), false)
+	_, err := r.meta.DeleteManifest(ctx, repo, dgst.String(), metadata.Deletion{OwnedReferrers: ownedReferrers})
 	if errors.Is(err, metadata.ErrNotFound) {
 		return nil
 	}

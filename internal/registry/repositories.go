@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/opencontainers/go-digest"
 
@@ -42,7 +43,7 @@ func (r *Registry) UpdateRepository(ctx context.Context, name string, p metadata
 // (kept restorable when soft delete is on).
 func (r *Registry) DeleteRepository(ctx context.Context, name string) ([]string, error) {
 	defer r.repoLocks.Lock(name)()
-	deleted, err := r.meta.DeleteRepository(ctx, name, r.opts.SoftDelete > 0)
+	deleted, err := r.meta.DeleteRepository(ctx, name, r.deletion())
 	if errors.Is(err, metadata.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %s", ErrNameUnknown, name)
 	}
@@ -128,8 +129,13 @@ func (r *Registry) RestoreManifest(ctx context.Context, repo string, dgst digest
 		return err
 	}
 	var enqueue *metadata.Operation
-	if m, err := oci.ParseManifest(mediaType, payload); err == nil && r.hooks != nil {
-		enqueue = r.hooks.OperationFor(repo, dgst, m)
+	if m, err := oci.ParseManifest(mediaType, payload); err == nil {
+		if slices.Contains(ownedReferrers, m.ArtifactType) {
+			return fmt.Errorf("%w: %s is a streaming artifact or its signature, which are not restored; restore the image and it is converted again", ErrConflict, dgst)
+		}
+		if r.hooks != nil {
+			enqueue = r.hooks.OperationFor(repo, dgst, m)
+		}
 	}
 	defer r.repoLocks.Lock(repo)()
 	err = r.meta.RestoreManifest(ctx, repo, dgst.String(), tag, force, enqueue)

@@ -3,10 +3,12 @@ package registry
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
-	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/oci"
+	"github.com/sluicehq/sluice/internal/streaming"
+	"github.com/sluicehq/sluice/internal/trust"
 )
 
 // ErrStreamingWriteDenied is returned for a push of a streaming artifact,
@@ -14,6 +16,13 @@ import (
 // streaming artifact in place of its image's layers, so being allowed to
 // push an image is not enough to say what nodes run for it.
 var ErrStreamingWriteDenied = fmt.Errorf("%w: storing streaming artifacts needs the streaming/write action", ErrDenied)
+
+// ownedReferrers are the artifact types of the referrers made from an
+// image: its streaming artifacts and the registry's signatures of them.
+// They go with the image when it is deleted, for good even when the delete
+// is soft (restoring the image converts it again), and are never restored
+// on their own.
+var ownedReferrers = []string{streaming.ArtifactType, trust.SignatureArtifactType}
 
 // streamingLayerAnnotations starts the keys of a streaming layer's
 // annotations (the TOC's place and digest, the source layer).
@@ -39,11 +48,10 @@ func streamingWritesAllowed(ctx context.Context) bool {
 // for an image manifest without one is its config's media type) or by
 // layers annotated as streaming layers.
 func IsStreamingArtifact(m *oci.Manifest) bool {
-	switch m.ArtifactType {
-	case metadata.ArtifactTypeStreaming, metadata.ArtifactTypeStreamingSignature:
+	if slices.Contains(ownedReferrers, m.ArtifactType) {
 		return true
 	}
-	if m.Config != nil && (m.Config.MediaType == metadata.ArtifactTypeStreaming || m.Config.MediaType == metadata.ArtifactTypeStreamingSignature) {
+	if m.Config != nil && slices.Contains(ownedReferrers, m.Config.MediaType) {
 		return true
 	}
 	for _, l := range m.Layers {
