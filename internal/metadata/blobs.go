@@ -144,10 +144,3 @@ func (s *Store) UnlinkUnreferencedBlob(ctx context.Context, repo, dgst string) e
 		return err
 	})
 }
-
-// ListLinkedBlobs lists the digests linked in a repository.
-func (s *Store) ListLinkedBlobs(ctx context.Context, repo string, out *[]string) error {
-	var err error
-	*out, err = listColumn(ctx, s.read, `SELECT l.digest FROM repository_blobs l JOIN repositories r ON r.id = l.repository_id WHERE r.name = ? ORDER BY l.digest`, repo)
-	return err
-}

@@ -308,11 +308,6 @@ func (s *Store) LinkStoredBlob(ctx context.Context, repo, dgst string) error {
 	})
 }
 
-// CountConvertedLayers counts the recorded layer conversions.
-func (s *Store) CountConvertedLayers(ctx context.Context, n *int) error {
-	return s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM converted_layers`).Scan(n)
-}
-
 // LatestOperation returns the most recent operation of a kind for an image,
 // whatever its status, or ErrNotFound.
 func (s *Store) LatestOperation(ctx context.Context, kind, repo, dgst string) (*Operation, error) {

@@ -49,9 +49,18 @@ type Store struct {
 	now   func() time.Time
 }
 
+// Option tunes a store being opened.
+type Option func(*Store)
+
+// WithClock gives the store a clock other than time.Now; tests use it to
+// age records.
+func WithClock(now func() time.Time) Option {
+	return func(s *Store) { s.now = now }
+}
+
 // OpenSQLite opens (creating if needed) the SQLite database at file and
 // brings its schema up to date.
-func OpenSQLite(ctx context.Context, file string) (*Store, error) {
+func OpenSQLite(ctx context.Context, file string, opts ...Option) (*Store, error) {
 	pragmas := []string{"journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(1)", "busy_timeout(10000)"}
 	q := url.Values{}
 	for _, p := range pragmas {
@@ -67,6 +76,9 @@ func OpenSQLite(ctx context.Context, file string) (*Store, error) {
 	write.SetMaxOpenConns(1)
 	write.SetConnMaxIdleTime(0)
 	s := &Store{write: write, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
 	if err := s.migrate(ctx, "sqlite"); err != nil {
 		write.Close()
 		return nil, openError(file, err)
@@ -114,9 +126,6 @@ func checkWritable(file string) error {
 func (s *Store) Close() error {
 	return errors.Join(s.read.Close(), s.write.Close())
 }
-
-// SetClock replaces the store's clock; tests use it to age records.
-func (s *Store) SetClock(now func() time.Time) { s.now = now }
 
 func (s *Store) nowNano() int64 { return s.now().UnixNano() }
 

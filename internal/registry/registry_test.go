@@ -59,11 +59,10 @@ func newEnv(t *testing.T) *env {
 func (e *env) open(t *testing.T) {
 	t.Helper()
 	var err error
-	e.meta, err = metadata.OpenSQLite(context.Background(), filepath.Join(e.dir, "sluice.db"))
+	e.meta, err = metadata.OpenSQLite(context.Background(), filepath.Join(e.dir, "sluice.db"), metadata.WithClock(e.clock.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.meta.SetClock(e.clock.Now)
 	e.blobs, err = blobstore.OpenDir(filepath.Join(e.dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
