@@ -60,7 +60,7 @@ type Options struct {
 
 // Service authenticates callers and issues and verifies tokens.
 type Service struct {
-	meta *metadata.Store
+	meta IdentityStore
 	keys *KeyRing
 	opts Options
 	log  *slog.Logger
@@ -83,7 +83,7 @@ const loginCacheTTL = 30 * time.Second
 
 // NewService opens the signing keys, installs the built-in scope maps and
 // makes sure the admin user exists.
-func NewService(ctx context.Context, meta *metadata.Store, opts Options, log *slog.Logger) (*Service, error) {
+func NewService(ctx context.Context, meta IdentityStore, opts Options, log *slog.Logger) (*Service, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}

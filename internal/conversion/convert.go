@@ -235,7 +235,7 @@ func (j *job) convertImage(ctx context.Context, img *image, subject ocispec.Desc
 // now and pushed into the repository through an ordinary upload.
 func (j *job) convertLayer(ctx context.Context, src ocispec.Descriptor, diffID digest.Digest) (ocispec.Descriptor, error) {
 	repo := j.op.Repository
-	if cached, err := j.s.meta.GetConvertedLayer(ctx, src.Digest.String(), streaming.FormatVersion); err == nil {
+	if cached, err := j.s.store.GetConvertedLayer(ctx, src.Digest.String(), streaming.FormatVersion); err == nil {
 		if err := j.s.reg.LinkStoredBlob(ctx, repo, digest.Digest(cached.Digest)); err == nil {
 			j.p.done.Add(src.Size)
 			var ann map[string]string
@@ -254,7 +254,7 @@ func (j *job) convertLayer(ctx context.Context, src ocispec.Descriptor, diffID d
 	d := res.Descriptor()
 	d.Annotations[streaming.AnnotationSourceDigest] = src.Digest.String()
 	ann, _ := json.Marshal(d.Annotations)
-	err = j.s.meta.PutConvertedLayer(ctx, &metadata.ConvertedLayer{SourceDigest: src.Digest.String(), FormatVersion: streaming.FormatVersion,
+	err = j.s.store.PutConvertedLayer(ctx, &metadata.ConvertedLayer{SourceDigest: src.Digest.String(), FormatVersion: streaming.FormatVersion,
 		Digest: d.Digest.String(), Size: d.Size, MediaType: d.MediaType, Annotations: string(ann)})
 	if err != nil {
 		return ocispec.Descriptor{}, err

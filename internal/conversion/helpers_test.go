@@ -69,7 +69,7 @@ func (e *env) open(workers bool) {
 	if e.tweak != nil {
 		e.tweak(&opts)
 	}
-	e.conv = New(e.reg, opts, log)
+	e.conv = New(e.reg, e.meta, opts, log)
 	e.stop = func() {}
 	if workers {
 		ctx, cancel := context.WithCancel(context.Background())

@@ -92,7 +92,7 @@ func (s *Service) StartImport(ctx context.Context, req *ImportRequest) (*metadat
 	if req.Source.Credentials != nil {
 		importCredentials.Store(op.ID, *req.Source.Credentials)
 	}
-	got, err := s.meta.CreateOperation(ctx, op)
+	got, err := s.store.CreateOperation(ctx, op)
 	if err != nil && !errors.Is(err, metadata.ErrOperationActive) {
 		importCredentials.Delete(op.ID)
 		return nil, err

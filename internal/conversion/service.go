@@ -65,7 +65,7 @@ func DefaultOptions() Options {
 // Service starts, shows, cancels and runs operations.
 type Service struct {
 	reg    *registry.Registry
-	meta   *metadata.Store
+	store  Store
 	opts   Options
 	signer Signer
 	log    *slog.Logger
@@ -80,10 +80,12 @@ type Service struct {
 	sourceHook func(io.Reader) io.Reader
 }
 
-// New returns the service and installs its hooks in the registry, so that
-// pushes to streaming repositories enqueue conversions. opts.Signer is
-// required: a streaming artifact nobody signed is one no node mounts.
-func New(reg *registry.Registry, opts Options, log *slog.Logger) *Service {
+// New returns the service over the registry and the store of its
+// operations (the one the registry writes to), and installs its hooks in
+// the registry, so that pushes to streaming repositories enqueue
+// conversions. opts.Signer is required: a streaming artifact nobody signed
+// is one no node mounts.
+func New(reg *registry.Registry, store Store, opts Options, log *slog.Logger) *Service {
 	if opts.Signer == nil {
 		panic("conversion.New: Options.Signer is required")
 	}
@@ -111,7 +113,7 @@ func New(reg *registry.Registry, opts Options, log *slog.Logger) *Service {
 	_, _ = rand.Read(b[:])
 	s := &Service{
 		reg:     reg,
-		meta:    reg.Meta(),
+		store:   store,
 		opts:    opts,
 		signer:  opts.Signer,
 		log:     log,
@@ -160,7 +162,7 @@ func (s *Service) Enqueued() {
 // Deleted implements registry.StreamingHooks: conversions of deleted images
 // are canceled.
 func (s *Service) Deleted(ctx context.Context, repo string, digests []string) {
-	ids, err := s.meta.CancelOperationsFor(ctx, KindConversion, repo, digests)
+	ids, err := s.store.CancelOperationsFor(ctx, KindConversion, repo, digests)
 	if err != nil {
 		s.log.Warn("cancel conversions of deleted images", "repository", repo, "err", err)
 		return
@@ -191,7 +193,7 @@ func (s *Service) Start(ctx context.Context, repo string, dgst digest.Digest) (*
 	if !oci.IsManifestMediaType(m.MediaType) {
 		return nil, errorf(CodeUnsupportedMediaType, "%s is %s. %s", dgst, m.MediaType, messageUnsupportedMedia)
 	}
-	if op, err := s.meta.ActiveOperation(ctx, KindConversion, repo, dgst.String()); err == nil {
+	if op, err := s.store.ActiveOperation(ctx, KindConversion, repo, dgst.String()); err == nil {
 		return op, nil
 	}
 	existing, err := s.SignedReferrers(ctx, repo, dgst)
@@ -204,7 +206,7 @@ func (s *Service) Start(ctx context.Context, repo string, dgst digest.Digest) (*
 		op.Details = fmt.Sprintf("%s@%s already has a streaming artifact (%s); not converted again", repo, dgst, existing[0].Digest)
 		op.Result = resultJSON(existing)
 	}
-	got, err := s.meta.CreateOperation(ctx, op)
+	got, err := s.store.CreateOperation(ctx, op)
 	if err != nil && !errors.Is(err, metadata.ErrOperationActive) {
 		return nil, err
 	}
@@ -214,7 +216,7 @@ func (s *Service) Start(ctx context.Context, repo string, dgst digest.Digest) (*
 
 // Get reads an operation of a repository.
 func (s *Service) Get(ctx context.Context, repo, id string) (*metadata.Operation, error) {
-	op, err := s.meta.GetOperation(ctx, id)
+	op, err := s.store.GetOperation(ctx, id)
 	if errors.Is(err, metadata.ErrNotFound) || (err == nil && repo != "" && op.Repository != repo) {
 		return nil, errorf(CodeOperationUnknown, "operation %s not found in repository %s", id, repo)
 	}
@@ -223,7 +225,7 @@ func (s *Service) Get(ctx context.Context, repo, id string) (*metadata.Operation
 
 // Active returns the queued or running conversion of an image.
 func (s *Service) Active(ctx context.Context, repo string, dgst digest.Digest) (*metadata.Operation, error) {
-	op, err := s.meta.ActiveOperation(ctx, KindConversion, repo, dgst.String())
+	op, err := s.store.ActiveOperation(ctx, KindConversion, repo, dgst.String())
 	if errors.Is(err, metadata.ErrNotFound) {
 		return nil, errorf(CodeOperationUnknown, "no conversion running for %s@%s", repo, dgst)
 	}
@@ -232,7 +234,7 @@ func (s *Service) Active(ctx context.Context, repo string, dgst digest.Digest) (
 
 // Latest returns the most recent conversion of an image, finished or not.
 func (s *Service) Latest(ctx context.Context, repo string, dgst digest.Digest) (*metadata.Operation, error) {
-	op, err := s.meta.LatestOperation(ctx, KindConversion, repo, dgst.String())
+	op, err := s.store.LatestOperation(ctx, KindConversion, repo, dgst.String())
 	if errors.Is(err, metadata.ErrNotFound) {
 		return nil, errorf(CodeOperationUnknown, "%s@%s has never been converted", repo, dgst)
 	}
@@ -246,7 +248,7 @@ func (s *Service) Cancel(ctx context.Context, repo, id string) (*metadata.Operat
 	if _, err := s.Get(ctx, repo, id); err != nil {
 		return nil, err
 	}
-	op, err := s.meta.CancelOperation(ctx, id)
+	op, err := s.store.CancelOperation(ctx, id)
 	if err != nil {
 		return nil, err
 	}

@@ -47,9 +47,9 @@ func (s *Service) workLoop(ctx context.Context) {
 // claim takes the next operation, imports first: they are what a user
 // waits on interactively.
 func (s *Service) claim(ctx context.Context) (*metadata.Operation, error) {
-	op, err := s.meta.ClaimOperation(ctx, KindImport, s.owner, s.opts.Lease)
+	op, err := s.store.ClaimOperation(ctx, KindImport, s.owner, s.opts.Lease)
 	if errors.Is(err, metadata.ErrNotFound) {
-		op, err = s.meta.ClaimOperation(ctx, KindConversion, s.owner, s.opts.Lease)
+		op, err = s.store.ClaimOperation(ctx, KindConversion, s.owner, s.opts.Lease)
 	}
 	return op, err
 }
@@ -103,7 +103,7 @@ func (s *Service) runOperation(parent context.Context, op *metadata.Operation) {
 	case parent.Err() != nil:
 		// Shutting down: hand the operation back so the next process
 		// resumes it without waiting for the lease to run out.
-		if rerr := s.meta.RetryOperation(final, op.ID, s.owner, 0, "Interrupted by a shutdown; will resume"); rerr != nil {
+		if rerr := s.store.RetryOperation(final, op.ID, s.owner, 0, "Interrupted by a shutdown; will resume"); rerr != nil {
 			log.Warn("hand back operation", "err", rerr)
 		}
 	case err == nil:
@@ -139,7 +139,7 @@ func (s *Service) heartbeat(ctx context.Context, op *metadata.Operation, p *prog
 				return
 			case <-t.C:
 			}
-			status, err := s.meta.Heartbeat(ctx, op.ID, s.owner, s.opts.Lease, p.done.Load(), p.total.Load(), details)
+			status, err := s.store.Heartbeat(ctx, op.ID, s.owner, s.opts.Lease, p.done.Load(), p.total.Load(), details)
 			if err != nil {
 				if ctx.Err() == nil {
 					s.log.Warn("operation heartbeat", "operation", op.ID, "err", err)
@@ -159,7 +159,7 @@ func (s *Service) heartbeat(ctx context.Context, op *metadata.Operation, p *prog
 }
 
 func (s *Service) finish(ctx context.Context, op *metadata.Operation, final metadata.Operation, log *slog.Logger) {
-	ok, err := s.meta.FinishOperation(ctx, op.ID, s.owner, final)
+	ok, err := s.store.FinishOperation(ctx, op.ID, s.owner, final)
 	if err != nil {
 		log.Warn("record operation end", "err", err)
 	} else if !ok {
@@ -179,7 +179,7 @@ func (s *Service) fail(ctx context.Context, op *metadata.Operation, err error, l
 	if op.Attempts < s.opts.MaxAttempts {
 		delay := time.Duration(op.Attempts) * 5 * time.Second
 		log.Warn("operation failed; will retry", "err", err, "retry_in", delay)
-		if rerr := s.meta.RetryOperation(ctx, op.ID, s.owner, delay, "Retrying after an error: "+err.Error()); rerr != nil {
+		if rerr := s.store.RetryOperation(ctx, op.ID, s.owner, delay, "Retrying after an error: "+err.Error()); rerr != nil {
 			log.Warn("requeue operation", "err", rerr)
 		}
 		return

@@ -68,7 +68,7 @@ const (
 
 // Registry is the registry service.
 type Registry struct {
-	meta  *metadata.Store
+	meta  Store
 	blobs *blobstore.Store
 	opts  Options
 	log   *slog.Logger
@@ -82,7 +82,7 @@ type Registry struct {
 func (r *Registry) SetStreamingHooks(h StreamingHooks) { r.hooks = h }
 
 // New returns a registry service over the given stores.
-func New(meta *metadata.Store, blobs *blobstore.Store, opts Options, log *slog.Logger) *Registry {
+func New(meta Store, blobs *blobstore.Store, opts Options, log *slog.Logger) *Registry {
 	if log == nil {
 		log = slog.Default()
 	}

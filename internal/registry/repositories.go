@@ -150,7 +150,3 @@ func (r *Registry) RestoreManifest(ctx context.Context, repo string, dgst digest
 
 // TotalSize is the deduplicated size of everything stored.
 func (r *Registry) TotalSize(ctx context.Context) (int64, error) { return r.meta.TotalSize(ctx) }
-
-// Meta exposes the metadata store to the services built on the registry
-// (conversion operations live there too).
-func (r *Registry) Meta() *metadata.Store { return r.meta }
