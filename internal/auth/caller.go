@@ -27,10 +27,11 @@ type Caller struct {
 	// Claims of the bearer token, nil for basic credentials.
 	Claims *Claims
 	// Challenge, set by the gate, is the WWW-Authenticate value that asks
-	// a bearer caller's client for a token with the access a handler
-	// found missing (the token protocol's insufficient_scope): clients
-	// then ask the token service for it and try again.
-	Challenge func(need Access) string
+	// a bearer caller's client for a token with scope (the token
+	// protocol's challenge, with an error code and, where a body cannot
+	// carry it, a description): clients ask the token service for it and
+	// try again.
+	Challenge func(scope, errCode, description string) string
 }
 
 // Can reports whether the caller may do action on repo: by its token's

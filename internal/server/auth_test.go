@@ -183,7 +183,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	ar.createToken("expired-tok", "_repositories_admin")
 	hash, _ := bcrypt.GenerateFromPassword([]byte("expired-password"), bcrypt.MinCost)
-	if err := ar.srv.Registry.Meta().SetTokenPassword(ctx, "expired-tok", metadata.TokenPassword{Name: "password1", Hash: string(hash),
+	if err := ar.srv.meta.SetTokenPassword(ctx, "expired-tok", metadata.TokenPassword{Name: "password1", Hash: string(hash),
 		CreatedAt: time.Now().Add(-48 * time.Hour), ExpiresAt: time.Now().Add(-time.Hour)}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicehq/sluice/internal/api/route"
 )
 
 // httpMetrics are the request metrics of the HTTP edge.
@@ -43,8 +45,8 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 }
 
 // instrument wraps next with the request metrics and, if access is set, one
-// log line per request. route names the endpoint a path reaches.
-func instrument(next http.Handler, m *httpMetrics, log *slog.Logger, access bool, route func(*http.Request) string) http.Handler {
+// log line per request, labelled with the route the request matched.
+func instrument(next http.Handler, m *httpMetrics, log *slog.Logger, access bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		body := &countingBody{ReadCloser: r.Body}
@@ -52,7 +54,7 @@ func instrument(next http.Handler, m *httpMetrics, log *slog.Logger, access bool
 		rw := &responseRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rw, r)
 
-		name := route(r)
+		name := route.From(r.Context()).Name()
 		code := strconv.Itoa(rw.status)
 		elapsed := time.Since(start)
 		m.requests.WithLabelValues(name, r.Method, code).Inc()
@@ -61,7 +63,7 @@ func instrument(next http.Handler, m *httpMetrics, log *slog.Logger, access bool
 		m.bytesOut.WithLabelValues(name).Add(float64(rw.n))
 		if access {
 			log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-				slog.String("method", r.Method), slog.String("path", r.URL.Path),
+				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", name),
 				slog.Int("status", rw.status), slog.Int64("in", body.n), slog.Int64("out", rw.n),
 				slog.Duration("duration", elapsed), slog.String("remote", r.RemoteAddr))
 		}

@@ -19,8 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/sluicehq/sluice/internal/api/dist"
+	"github.com/sluicehq/sluice/internal/api/distribution"
 	"github.com/sluicehq/sluice/internal/api/mgmt"
+	"github.com/sluicehq/sluice/internal/api/route"
 	"github.com/sluicehq/sluice/internal/api/token"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/blobstore"
@@ -43,6 +44,7 @@ type Server struct {
 	// Auth is nil when authentication is turned off.
 	Auth    *auth.Service
 	handler http.Handler
+	apis    []*route.API
 }
 
 // New opens the stores and builds the services and handlers.
@@ -74,7 +76,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		blobs.Close()
 		return nil, fmt.Errorf("signing keys in %s: %w", cfg.KeyDir(), err)
 	}
-	conv := conversion.New(reg, conversion.Options{Workers: cfg.Streaming.Workers, Lease: cfg.Streaming.Lease.Std(), Signer: keys}, log)
+	conv := conversion.New(reg, meta, conversion.Options{Workers: cfg.Streaming.Workers, Lease: cfg.Streaming.Lease.Std(), Signer: keys}, log)
 	s := &Server{cfg: cfg, log: log, meta: meta, blobs: blobs, Registry: reg, Conversion: conv, Keys: keys}
 	if cfg.Auth.Enabled {
 		s.Auth, err = auth.NewService(ctx, meta, auth.Options{
@@ -95,68 +97,70 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	return s, nil
 }
 
+// routes is the HTTP edge: every API's route table, matched once per
+// request, then the request metrics and access log, the gate (when
+// authentication is on) and the route's handler, each reading the match.
 func (s *Server) routes() http.Handler {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := newHTTPMetrics(promReg)
 
-	mux := http.NewServeMux()
-	distribution := dist.New(s.Registry, s.log)
-	mux.Handle("/v2/", distribution)
-	mux.Handle("/v2", distribution)
-	management := mgmt.New(s.Registry, s.Conversion, s.Auth, mgmt.Options{IncludedStorage: s.cfg.Usage.IncludedStorage, Keys: s.Keys}, s.log)
-	mux.Handle("/acr/v1/", management)
-	mux.Handle("/mount/v1/", management)
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
-	var h http.Handler = mux
+	apis := []*route.API{distribution.New(s.Registry, s.log).API()}
+	apis = append(apis, mgmt.New(s.Registry, s.Conversion, s.Auth, mgmt.Options{IncludedStorage: s.cfg.Usage.IncludedStorage, Keys: s.Keys}, s.log).APIs()...)
+	topts := token.Options{Service: s.cfg.Auth.Service}
 	if s.Auth != nil {
-		topts := token.Options{Service: s.cfg.Auth.Service}
-		mux.Handle("/oauth2/", token.New(s.Auth, topts, s.log))
-		h = token.NewGate(s.Auth, topts, s.log, requirement).Wrap(mux)
+		apis = append(apis, token.New(s.Auth, topts, s.log).API())
 	}
-	return instrument(h, metrics, s.log, s.cfg.Log.Access, routeName)
+	metricsHandler := promhttp.HandlerFor(promReg, promhttp.HandlerOpts{})
+	apis = append(apis, (&route.API{
+		Prefix: "",
+		Routes: []route.Route{
+			{Method: "GET", Pattern: "/healthz", Name: "healthz", Handle: s.healthz},
+			{Method: "GET", Pattern: "/metrics", Name: "metrics", Need: route.Registry(auth.Admin),
+				Handle: func(w http.ResponseWriter, r *http.Request, _ route.Params) error {
+					metricsHandler.ServeHTTP(w, r)
+					return nil
+				}},
+		},
+		Error: plainError,
+	}).Compile())
+	s.apis = apis
+	chain := func(next http.Handler) http.Handler {
+		if s.Auth != nil {
+			next = token.NewGate(s.Auth, topts, s.log).Wrap(next)
+		}
+		return instrument(next, metrics, s.log, s.cfg.Log.Access)
+	}
+	return route.NewMux(chain, apis...)
 }
 
-// requirement says what each request needs of its caller.
-func requirement(r *http.Request) auth.Requirement {
-	p := r.URL.Path
-	switch {
-	case p == "/v2" || strings.HasPrefix(p, "/v2/"):
-		return dist.Requirement(r)
-	case strings.HasPrefix(p, "/acr/v1/") || strings.HasPrefix(p, "/mount/v1/"):
-		return mgmt.Requirement(r)
-	case p == "/metrics":
-		return auth.Requirement{Accesses: []auth.Access{auth.Registry(auth.Admin)}}
+// plainError answers the server's own paths (and unknown ones) in plain
+// text.
+func plainError(w http.ResponseWriter, r *http.Request, err error) {
+	var me *route.MethodError
+	if errors.As(err, &me) {
+		w.Header().Set("Allow", strings.Join(me.Allow, ", "))
+		http.Error(w, me.Error(), http.StatusMethodNotAllowed)
+		return
 	}
-	// /healthz, /oauth2/ (which authenticates itself) and unknown paths.
-	return auth.Requirement{Public: true}
-}
-
-func routeName(r *http.Request) string {
-	p := r.URL.Path
-	switch {
-	case p == "/v2" || strings.HasPrefix(p, "/v2/"):
-		return dist.RouteName(p)
-	case strings.HasPrefix(p, "/acr/v1/") || strings.HasPrefix(p, "/mount/v1/"):
-		return mgmt.RouteName(p)
-	case p == "/healthz" || p == "/metrics" || p == "/oauth2/token" || p == "/oauth2/exchange":
-		return strings.ReplaceAll(p[1:], "/", "_")
-	}
-	return "other"
+	http.NotFound(w, r)
 }
 
 // healthz answers 200 when the metadata database answers.
-func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ route.Params) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if _, _, err := s.meta.ListRepositories(ctx, "", 0); err != nil {
 		http.Error(w, "metadata database unavailable", http.StatusServiceUnavailable)
-		return
+		return nil
 	}
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = w.Write([]byte("ok\n"))
+	return nil
 }
+
+// APIs are the server's route tables, for tests that walk every route.
+func (s *Server) APIs() []*route.API { return s.apis }
 
 // Handler is the whole HTTP edge, for tests that serve it themselves.
 func (s *Server) Handler() http.Handler { return s.handler }

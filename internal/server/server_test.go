@@ -59,7 +59,7 @@ func TestHealthAndMetrics(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
-	if !strings.Contains(logs.String(), "path=/v2/app/manifests/missing status=404") {
+	if !strings.Contains(logs.String(), "path=/v2/app/manifests/missing route=v2_manifest status=404") {
 		t.Errorf("no access log line: %s", logs.String())
 	}
 	if code, _ := get("/nothing"); code != 404 {

@@ -1,4 +1,4 @@
-package dist
+package distribution
 
 import (
 	"errors"
@@ -8,16 +8,16 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/sluicehq/sluice/internal/api/route"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/oci"
 	"github.com/sluicehq/sluice/internal/registry"
 )
 
-func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request, rt route) {
-	dgst, err := oci.ParseDigest(rt.arg)
+func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	dgst, err := oci.ParseDigest(p[pDigest])
 	if err != nil {
-		writeError(w, r, h.log, err)
-		return
+		return err
 	}
 	hdr := w.Header()
 	hdr.Set("Docker-Content-Digest", dgst.String())
@@ -25,137 +25,128 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request, rt route) {
 	hdr.Set("Accept-Ranges", "bytes")
 	hdr.Set("Content-Type", "application/octet-stream")
 	if r.Method == http.MethodHead && r.Header.Get("Range") == "" {
-		size, err := h.reg.StatBlob(r.Context(), rt.name, dgst)
+		size, err := h.reg.StatBlob(r.Context(), p[pName], dgst)
 		if err != nil {
-			writeError(w, r, h.log, err)
-			return
+			return err
 		}
 		hdr.Set("Content-Length", strconv.FormatInt(size, 10))
 		w.WriteHeader(http.StatusOK)
-		return
+		return nil
 	}
-	c, err := h.reg.OpenBlob(r.Context(), rt.name, dgst)
+	c, err := h.reg.OpenBlob(r.Context(), p[pName], dgst)
 	if err != nil {
-		writeError(w, r, h.log, err)
-		return
+		return err
 	}
 	defer c.Close()
 	// ServeContent answers Range (416 for an unsatisfiable one), If-Range
 	// and If-None-Match against the ETag; a local blob is an *os.File, which
 	// the server sends with sendfile.
 	http.ServeContent(w, r, "", c.ModTime, c.ReadSeeker)
+	return nil
 }
 
-func (h *Handler) deleteBlob(w http.ResponseWriter, r *http.Request, rt route) {
-	dgst, err := oci.ParseDigest(rt.arg)
+func (h *Handler) deleteBlob(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	dgst, err := oci.ParseDigest(p[pDigest])
 	if err != nil {
-		writeError(w, r, h.log, err)
-		return
+		return err
 	}
-	if err := h.reg.DeleteBlob(r.Context(), rt.name, dgst); err != nil {
-		writeError(w, r, h.log, err)
-		return
+	if err := h.reg.DeleteBlob(r.Context(), p[pName], dgst); err != nil {
+		return err
 	}
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusAccepted)
+	return nil
 }
 
 // startUpload handles POST .../blobs/uploads/: a cross-repository mount, a
 // single-request (monolithic) upload with ?digest=, or a new session.
-func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, rt route) {
+func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, p route.Params) error {
 	q := r.URL.Query()
 	if mount := q.Get("mount"); mount != "" {
 		dgst, err := oci.ParseDigest(mount)
 		if err != nil {
-			writeError(w, r, h.log, err)
-			return
+			return err
 		}
 		if from := q.Get("from"); from != "" {
-			_, err = h.reg.MountBlob(r.Context(), rt.name, from, dgst)
+			_, err = h.reg.MountBlob(r.Context(), p[pName], from, dgst)
 		} else {
-			_, err = h.reg.MountBlobFromAny(r.Context(), rt.name, dgst, h.mayRead(r))
+			_, err = h.reg.MountBlobFromAny(r.Context(), p[pName], dgst, h.mayRead(r))
 		}
 		if err == nil {
-			blobCreated(w, rt.name, dgst)
-			return
+			blobCreated(w, p[pName], dgst)
+			return nil
 		}
 		if !errors.Is(err, registry.ErrBlobUnknown) {
-			writeError(w, r, h.log, err)
-			return
+			return err
 		}
 		// Not mountable: fall back to an ordinary upload session.
 	}
 	if d := q.Get("digest"); d != "" {
 		dgst, err := oci.ParseDigest(d)
 		if err != nil {
-			writeError(w, r, h.log, err)
-			return
+			return err
 		}
-		if _, err := h.reg.PutBlob(r.Context(), rt.name, dgst, r.Body); err != nil {
-			writeError(w, r, h.log, err)
-			return
+		if _, err := h.reg.PutBlob(r.Context(), p[pName], dgst, r.Body); err != nil {
+			return err
 		}
-		blobCreated(w, rt.name, dgst)
-		return
+		blobCreated(w, p[pName], dgst)
+		return nil
 	}
 	alg := digest.Algorithm(q.Get("digest-algorithm"))
-	u, err := h.reg.StartUpload(r.Context(), rt.name, alg)
+	u, err := h.reg.StartUpload(r.Context(), p[pName], alg)
 	if err != nil {
-		writeError(w, r, h.log, err)
-		return
+		return err
 	}
 	uploadAccepted(w, u, http.StatusAccepted)
+	return nil
 }
 
-func (h *Handler) uploadStatus(w http.ResponseWriter, r *http.Request, rt route) {
-	u, err := h.reg.UploadStatus(r.Context(), rt.name, rt.arg)
+func (h *Handler) uploadStatus(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	u, err := h.reg.UploadStatus(r.Context(), p[pName], p[pUpload])
 	if err != nil {
-		writeError(w, r, h.log, err)
-		return
+		return err
 	}
 	uploadAccepted(w, u, http.StatusNoContent)
+	return nil
 }
 
-func (h *Handler) patchUpload(w http.ResponseWriter, r *http.Request, rt route) {
+func (h *Handler) patchUpload(w http.ResponseWriter, r *http.Request, p route.Params) error {
 	c, err := chunkOf(r)
 	if err != nil {
-		writeError(w, r, h.log, err)
-		return
+		return err
 	}
-	u, err := h.reg.WriteChunk(r.Context(), rt.name, rt.arg, c)
+	u, err := h.reg.WriteChunk(r.Context(), p[pName], p[pUpload], c)
 	if err != nil {
-		h.uploadError(w, r, u, err)
-		return
+		return uploadError(w, u, err)
 	}
 	uploadAccepted(w, u, http.StatusAccepted)
+	return nil
 }
 
-func (h *Handler) putUpload(w http.ResponseWriter, r *http.Request, rt route) {
+func (h *Handler) putUpload(w http.ResponseWriter, r *http.Request, p route.Params) error {
 	dgst, err := oci.ParseDigest(r.URL.Query().Get("digest"))
 	if err != nil {
-		writeError(w, r, h.log, fmt.Errorf("the digest query parameter is required to finish an upload: %w", err))
-		return
+		return fmt.Errorf("the digest query parameter is required to finish an upload: %w", err)
 	}
 	c, err := chunkOf(r)
 	if err != nil {
-		writeError(w, r, h.log, err)
-		return
+		return err
 	}
-	u, err := h.reg.CompleteUpload(r.Context(), rt.name, rt.arg, dgst, c)
+	u, err := h.reg.CompleteUpload(r.Context(), p[pName], p[pUpload], dgst, c)
 	if err != nil {
-		h.uploadError(w, r, u, err)
-		return
+		return uploadError(w, u, err)
 	}
-	blobCreated(w, rt.name, dgst)
+	blobCreated(w, p[pName], dgst)
+	return nil
 }
 
-func (h *Handler) cancelUpload(w http.ResponseWriter, r *http.Request, rt route) {
-	if err := h.reg.CancelUpload(r.Context(), rt.name, rt.arg); err != nil {
-		writeError(w, r, h.log, err)
-		return
+func (h *Handler) cancelUpload(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	if err := h.reg.CancelUpload(r.Context(), p[pName], p[pUpload]); err != nil {
+		return err
 	}
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // mayRead says which repositories the request's caller may pull from, for
@@ -165,13 +156,13 @@ func (h *Handler) mayRead(r *http.Request) func(repo string) bool {
 	return func(repo string) bool { return caller.Can(repo, auth.ActionPull) }
 }
 
-// uploadError answers a failed chunk; an out-of-order chunk also tells the
-// client where the upload stands, so it can resume.
-func (h *Handler) uploadError(w http.ResponseWriter, r *http.Request, u *registry.Upload, err error) {
+// uploadError is the error of a failed chunk; for an out-of-order chunk it
+// first tells the client where the upload stands, so it can resume.
+func uploadError(w http.ResponseWriter, u *registry.Upload, err error) error {
 	if u != nil && errors.Is(err, registry.ErrRangeInvalid) {
 		setUploadHeaders(w, u)
 	}
-	writeError(w, r, h.log, err)
+	return err
 }
 
 // chunkOf reads the optional Content-Range and Content-Length of a chunk.

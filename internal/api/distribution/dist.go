@@ -1,115 +1,119 @@
-// Package dist serves the OCI Distribution API v1.1 under /v2/: it parses
-// requests, asks the registry service, and answers with the spec's headers,
-// bodies and error codes. It holds no state of its own.
-package dist
+// Package distribution serves the OCI Distribution API v1.1 under /v2/:
+// its route table, handlers that parse requests, ask the registry service
+// and answer with the spec's headers and bodies, and the one function that
+// turns errors into the spec's error codes. It holds no state of its own.
+package distribution
 
 import (
-	"encoding/json"
 	"log/slog"
 	"net/http"
-	"strconv"
-	"strings"
 
+	"github.com/sluicehq/sluice/internal/api/route"
+	"github.com/sluicehq/sluice/internal/api/wire"
+	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/oci"
 	"github.com/sluicehq/sluice/internal/registry"
 )
 
 // Handler serves /v2/.
 type Handler struct {
-	reg    *registry.Registry
-	log    *slog.Logger
-	routes map[routeKey]routeHandler
+	reg *registry.Registry
+	log *slog.Logger
 }
 
-type routeKey struct {
-	kind   routeKind
-	method string
-}
-
-type routeHandler func(http.ResponseWriter, *http.Request, route)
-
-// New returns the /v2/ handler over a registry service.
+// New returns the /v2/ API over a registry service.
 func New(reg *registry.Registry, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	h := &Handler{reg: reg, log: log}
-	h.routes = map[routeKey]routeHandler{
-		{routeBase, "GET"}:        h.base,
-		{routeBase, "HEAD"}:       h.base,
-		{routeCatalog, "GET"}:     h.catalog,
-		{routeTags, "GET"}:        h.tags,
-		{routeManifest, "GET"}:    h.getManifest,
-		{routeManifest, "HEAD"}:   h.getManifest,
-		{routeManifest, "PUT"}:    h.putManifest,
-		{routeManifest, "DELETE"}: h.deleteManifest,
-		{routeBlob, "GET"}:        h.getBlob,
-		{routeBlob, "HEAD"}:       h.getBlob,
-		{routeBlob, "DELETE"}:     h.deleteBlob,
-		{routeUploads, "POST"}:    h.startUpload,
-		{routeUpload, "GET"}:      h.uploadStatus,
-		{routeUpload, "PATCH"}:    h.patchUpload,
-		{routeUpload, "PUT"}:      h.putUpload,
-		{routeUpload, "DELETE"}:   h.cancelUpload,
-		{routeReferrers, "GET"}:   h.referrers,
-	}
-	return h
+	return &Handler{reg: reg, log: log}
 }
 
-// RouteName names the endpoint a /v2/ path reaches, for metrics labels.
-func RouteName(path string) string {
-	p, ok := strings.CutPrefix(path, "/v2/")
-	if !ok {
-		if path == "/v2" {
-			return string(routeBase)
+// Path parameters of the routes.
+const (
+	pName   = "name"      // a repository
+	pRef    = "reference" // a tag or a digest
+	pDigest = "digest"
+	pUpload = "upload" // an upload session's id
+)
+
+// API is the distribution API's route table.
+func (h *Handler) API() *route.API {
+	pull := route.Repo(pName, auth.ActionPull)
+	push := route.Repo(pName, auth.ActionPush)
+	del := route.Repo(pName, auth.ActionDelete)
+	named := func(fn func(w http.ResponseWriter, r *http.Request, p route.Params) error) route.Handler {
+		return func(w http.ResponseWriter, r *http.Request, p route.Params) error {
+			if err := oci.ValidateName(p[pName]); err != nil {
+				return err
+			}
+			return fn(w, r, p)
 		}
-		return string(routeUnknown)
 	}
-	return "v2_" + string(parseRoute(p).kind)
+	rt := func(method, pattern, name string, need route.Need, fn route.Handler) route.Route {
+		return route.Route{Method: method, Pattern: pattern, Name: name, Need: need, Handle: fn}
+	}
+	const (
+		manifest = "/v2/{name...}/manifests/{reference}"
+		blob     = "/v2/{name...}/blobs/{digest}"
+		upload   = "/v2/{name...}/blobs/uploads/{upload}"
+	)
+	return (&route.API{
+		Prefix: "/v2",
+		Routes: []route.Route{
+			rt("GET", "/v2/", "v2_base", authenticated, h.base),
+			rt("GET", "/v2", "v2_base", nil, redirectToBase),
+			rt("GET", "/v2/_catalog", "v2_catalog", route.Registry(auth.Catalog), h.catalog),
+			rt("GET", "/v2/{name...}/tags/list", "v2_tags", pull, named(h.tags)),
+			rt("GET", "/v2/{name...}/referrers/{digest}", "v2_referrers", pull, named(h.referrers)),
+			rt("GET", manifest, "v2_manifest", pull, named(h.getManifest)),
+			rt("PUT", manifest, "v2_manifest", push, named(h.putManifest)),
+			rt("DELETE", manifest, "v2_manifest", del, named(h.deleteManifest)),
+			// Uploads before blobs: .../blobs/uploads is not a blob.
+			rt("POST", "/v2/{name...}/blobs/uploads/", "v2_uploads", uploadsNeed, named(h.startUpload)),
+			rt("POST", "/v2/{name...}/blobs/uploads", "v2_uploads", uploadsNeed, named(h.startUpload)),
+			rt("GET", upload, "v2_upload", push, named(h.uploadStatus)),
+			rt("PATCH", upload, "v2_upload", push, named(h.patchUpload)),
+			rt("PUT", upload, "v2_upload", push, named(h.putUpload)),
+			rt("DELETE", upload, "v2_upload", push, named(h.cancelUpload)),
+			rt("GET", blob, "v2_blob", pull, named(h.getBlob)),
+			rt("DELETE", blob, "v2_blob", del, named(h.deleteBlob)),
+		},
+		Error:        h.writeError,
+		NotFoundName: "v2_unknown",
+		Headers:      map[string]string{"Docker-Distribution-API-Version": "registry/2.0"},
+	}).Compile()
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	p, ok := strings.CutPrefix(r.URL.Path, "/v2/")
-	if !ok {
-		if r.URL.Path == "/v2" {
-			http.Redirect(w, r, "/v2/", http.StatusMovedPermanently)
-			return
-		}
-		writeErrorBody(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint")
-		return
-	}
-	rt := parseRoute(p)
-	if rt.name != "" {
-		if err := oci.ValidateName(rt.name); err != nil {
-			writeError(w, r, h.log, err)
-			return
-		}
-	}
-	handler := h.routes[routeKey{rt.kind, r.Method}]
-	if handler == nil {
-		if rt.kind == routeUnknown {
-			writeErrorBody(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint")
-			return
-		}
-		writeError(w, r, h.log, errUnsupported)
-		return
-	}
-	handler(w, r, rt)
+// authenticated needs credentials or a token: the base endpoint is how
+// clients learn they must log in.
+func authenticated(*http.Request, route.Params) auth.Requirement {
+	return auth.Requirement{Authenticated: true}
 }
 
-func (h *Handler) base(w http.ResponseWriter, r *http.Request, _ route) {
-	writeJSON(w, http.StatusOK, "application/json", struct{}{})
+// uploadsNeed is push, and for a cross-repository mount pull on its source
+// (or, without one, the caller's identity to look through the repositories
+// it may read).
+func uploadsNeed(r *http.Request, p route.Params) auth.Requirement {
+	req := route.Repo(pName, auth.ActionPush)(r, p)
+	q := r.URL.Query()
+	if q.Get("mount") == "" || len(req.Accesses) == 0 {
+		return req
+	}
+	if from := q.Get("from"); from != "" && oci.ValidateName(from) == nil {
+		req.Accesses = append(req.Accesses, auth.Repo(from, auth.ActionPull))
+	} else {
+		req.Identity = true
+	}
+	return req
 }
 
-func writeJSON(w http.ResponseWriter, status int, contentType string, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", contentType)
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+func redirectToBase(w http.ResponseWriter, r *http.Request, _ route.Params) error {
+	http.Redirect(w, r, "/v2/", http.StatusMovedPermanently)
+	return nil
+}
+
+func (h *Handler) base(w http.ResponseWriter, r *http.Request, _ route.Params) error {
+	wire.JSON(w, http.StatusOK, "application/json", struct{}{})
+	return nil
 }

@@ -1,23 +1,18 @@
-package dist
+package distribution
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"log/slog"
 	"net/http"
 	"strings"
 
+	"github.com/sluicehq/sluice/internal/api/route"
+	"github.com/sluicehq/sluice/internal/api/token"
+	"github.com/sluicehq/sluice/internal/api/wire"
+	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/oci"
 	"github.com/sluicehq/sluice/internal/registry"
 )
-
-// apiError is one entry of the OCI error body.
-type apiError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Detail  any    `json:"detail,omitempty"`
-}
 
 // errorMapping gives each service error its OCI code and HTTP status.
 var errorMapping = []struct {
@@ -41,25 +36,41 @@ var errorMapping = []struct {
 	{registry.ErrSizeInvalid, "SIZE_INVALID", http.StatusBadRequest},
 	{registry.ErrDenied, "DENIED", http.StatusForbidden},
 	{registry.ErrConflict, "DENIED", http.StatusForbidden},
-	{registry.ErrBusy, "TOOMANYREQUESTS", http.StatusServiceUnavailable},
-	{errUnsupported, "UNSUPPORTED", http.StatusMethodNotAllowed},
-	{errPaginationInvalid, "PAGINATION_NUMBER_INVALID", http.StatusBadRequest},
+	{registry.ErrBusy, "TOOMANYREQUESTS", http.StatusTooManyRequests},
+	{wire.ErrPageInvalid, "PAGINATION_NUMBER_INVALID", http.StatusBadRequest},
+	{route.ErrNotFound, "NOT_FOUND", http.StatusNotFound},
 }
 
-var (
-	errUnsupported       = errors.New("the operation is unsupported")
-	errPaginationInvalid = errors.New("invalid number of results requested")
-)
-
-// writeError answers with the OCI error body for err. Errors the mapping
-// does not know are the registry's own, mostly of its storage (a blob
-// directory it may not write, a database it cannot open): logged in full
-// at ERROR, answered 500 without detail, since their text names the
-// server's files.
-func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	for _, m := range errorMapping {
-		if errors.Is(err, m.err) {
-			writeErrorBody(w, m.status, m.code, err.Error())
+// writeError answers with the OCI error body for err, its detail the
+// request's path parameters (the repository and the reference, digest or
+// upload it names) or, for a refusal, the accesses the caller lacks. Errors
+// the mapping does not know are the registry's own, mostly of its storage
+// (a blob directory it may not write, a database it cannot open): logged
+// in full at ERROR, answered 500 without detail, since their text names
+// the server's files.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var denied *auth.DeniedError
+	if errors.As(err, &denied) {
+		token.WriteDenied(w, r, denied)
+		return
+	}
+	var me *route.MethodError
+	if errors.As(err, &me) {
+		w.Header().Set("Allow", strings.Join(me.Allow, ", "))
+		wire.Errors(w, http.StatusMethodNotAllowed, "UNSUPPORTED", me.Error(), nil)
+		return
+	}
+	m := route.From(r.Context())
+	var detail any
+	if m != nil && len(m.Params) > 0 {
+		detail = m.Params
+	}
+	for _, e := range errorMapping {
+		if errors.Is(err, e.err) {
+			if e.status == http.StatusTooManyRequests {
+				w.Header().Set("Retry-After", "1")
+			}
+			wire.Errors(w, e.status, e.code, err.Error(), detail)
 			return
 		}
 	}
@@ -67,20 +78,10 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		// The client went away; nobody reads the answer.
 		return
 	}
-	repo := parseRoute(strings.TrimPrefix(r.URL.Path, "/v2/")).name
-	log.Error("request failed", "route", RouteName(r.URL.Path), "method", r.Method, "repository", repo, "err", err)
+	h.log.Error("request failed", "route", m.Name(), "method", r.Method, "repository", m.Params[pName], "err", err)
 	message := "the registry could not store the data; its log has the details"
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		message = "the registry could not read the data; its log has the details"
 	}
-	writeErrorBody(w, http.StatusInternalServerError, "UNKNOWN", message)
-}
-
-func writeErrorBody(w http.ResponseWriter, status int, code, message string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Del("Content-Length")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
-		Errors []apiError `json:"errors"`
-	}{[]apiError{{Code: code, Message: message}}})
+	wire.Errors(w, http.StatusInternalServerError, "UNKNOWN", message, nil)
 }

@@ -1,4 +1,4 @@
-package dist_test
+package distribution_test
 
 import (
 	"fmt"

@@ -3,9 +3,9 @@ package mgmt
 import (
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/api/route"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/metadata"
 )
@@ -66,13 +66,20 @@ func toScopeMapJSON(m *metadata.ScopeMap) scopeMapJSON {
 	return scopeMapJSON{Name: m.Name, Description: m.Description, Type: typ, Actions: m.Actions, CreationDate: timestamp(m.CreatedAt)}
 }
 
-// reply writes v as JSON with status, or err as an error answer.
-func reply[T, J any](h *Handler, w http.ResponseWriter, r *http.Request, status int, v T, err error, toJSON func(T) J) {
+// reply answers v as JSON with status, or err.
+func reply[T, J any](w http.ResponseWriter, status int, v T, err error, toJSON func(T) J) error {
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return err
 	}
-	writeJSON(w, status, toJSON(v))
+	return writeJSON(w, status, toJSON(v))
+}
+
+// identities is the auth service, which is nil when authentication is off.
+func (h *Handler) identities() (*auth.Service, error) {
+	if h.auth == nil {
+		return nil, errAuthDisabled
+	}
+	return h.auth, nil
 }
 
 // parseExpiry reads an optional RFC 3339 expiry.
@@ -87,165 +94,188 @@ func parseExpiry(s string) (time.Time, error) {
 	return t, nil
 }
 
-// tokens serves /acr/v1/_tokens[/{name}[/_credentials]].
-func (h *Handler) tokens(w http.ResponseWriter, r *http.Request, rt route) {
-	if h.auth == nil {
-		writeError(w, http.StatusNotFound, "AUTH_DISABLED", "authentication is turned off (auth.enabled: false); there are no tokens")
-		return
+func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request, _ route.Params) error {
+	a, err := h.identities()
+	if err != nil {
+		return err
 	}
-	ctx := r.Context()
-	name, sub, _ := strings.Cut(rt.arg, "/")
-	switch {
-	case name == "" && r.Method == "GET":
-		toks, err := h.auth.ListTokens(ctx)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		out := make([]tokenJSON, len(toks))
-		for i, t := range toks {
-			out[i] = toTokenJSON(t)
-		}
-		writeJSON(w, http.StatusOK, out)
-	case name == "" && r.Method == "POST":
-		var body struct {
-			Name       string `json:"name"`
-			ScopeMapID string `json:"scopeMapId"`
-			Status     string `json:"status"`
-			Expiry     string `json:"expiry"`
-		}
-		if err := readJSON(r, &body); err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		expiry, err := parseExpiry(body.Expiry)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		if body.ScopeMapID == "" {
-			h.fail(w, r, fmt.Errorf("%w: scopeMapId is required", errBadRequest))
-			return
-		}
-		t, err := h.auth.CreateToken(ctx, body.Name, body.ScopeMapID, body.Status != "disabled", expiry)
-		reply(h, w, r, http.StatusCreated, t, err, toTokenJSON)
-	case name == "":
-		methodNotAllowed(w, "GET", "POST")
-	case sub == "_credentials" && r.Method == "POST":
-		var body struct {
-			Name      string   `json:"name"`
-			Passwords []string `json:"passwords"`
-			Expiry    string   `json:"expiry"`
-		}
-		if r.ContentLength != 0 {
-			if err := readJSON(r, &body); err != nil {
-				h.fail(w, r, err)
-				return
-			}
-		}
-		expiry, err := parseExpiry(body.Expiry)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		names := body.Passwords
-		if body.Name != "" {
-			names = append(names, body.Name)
-		}
-		t, err := h.auth.GenerateCredentials(ctx, name, names, expiry)
-		reply(h, w, r, http.StatusOK, t, err, toTokenJSON)
-	case sub != "":
-		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint")
-	case r.Method == "GET":
-		t, err := h.auth.GetToken(ctx, name)
-		reply(h, w, r, http.StatusOK, t, err, toTokenJSON)
-	case r.Method == "PATCH":
-		var body struct {
-			ScopeMapID *string `json:"scopeMapId"`
-			Status     *string `json:"status"`
-		}
-		if err := readJSON(r, &body); err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		var enabled *bool
-		if body.Status != nil {
-			if *body.Status != "enabled" && *body.Status != "disabled" {
-				h.fail(w, r, fmt.Errorf("%w: status must be enabled or disabled", errBadRequest))
-				return
-			}
-			e := *body.Status == "enabled"
-			enabled = &e
-		}
-		t, err := h.auth.UpdateToken(ctx, name, body.ScopeMapID, enabled)
-		reply(h, w, r, http.StatusOK, t, err, toTokenJSON)
-	case r.Method == "DELETE":
-		if err := h.auth.DeleteToken(ctx, name); err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	default:
-		methodNotAllowed(w, "GET", "PATCH", "DELETE")
+	toks, err := a.ListTokens(r.Context())
+	if err != nil {
+		return err
 	}
+	out := make([]tokenJSON, len(toks))
+	for i, t := range toks {
+		out[i] = toTokenJSON(t)
+	}
+	return writeJSON(w, http.StatusOK, out)
 }
 
-// scopeMaps serves /acr/v1/_scopemaps[/{name}].
-func (h *Handler) scopeMaps(w http.ResponseWriter, r *http.Request, rt route) {
-	if h.auth == nil {
-		writeError(w, http.StatusNotFound, "AUTH_DISABLED", "authentication is turned off (auth.enabled: false); there are no scope maps")
-		return
+func (h *Handler) createToken(w http.ResponseWriter, r *http.Request, _ route.Params) error {
+	a, err := h.identities()
+	if err != nil {
+		return err
 	}
-	ctx := r.Context()
-	name := rt.arg
-	switch {
-	case name == "" && r.Method == "GET":
-		maps, err := h.auth.ListScopeMaps(ctx)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		out := make([]scopeMapJSON, len(maps))
-		for i := range maps {
-			out[i] = toScopeMapJSON(&maps[i])
-		}
-		writeJSON(w, http.StatusOK, out)
-	case name == "" && r.Method == "POST":
-		var body struct {
-			Name        string   `json:"name"`
-			Description string   `json:"description"`
-			Actions     []string `json:"actions"`
-		}
-		if err := readJSON(r, &body); err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		m, err := h.auth.CreateScopeMap(ctx, body.Name, body.Description, body.Actions)
-		reply(h, w, r, http.StatusCreated, m, err, toScopeMapJSON)
-	case name == "":
-		methodNotAllowed(w, "GET", "POST")
-	case r.Method == "GET":
-		m, err := h.auth.GetScopeMap(ctx, name)
-		reply(h, w, r, http.StatusOK, m, err, toScopeMapJSON)
-	case r.Method == "PATCH":
-		var body struct {
-			Description   *string  `json:"description"`
-			AddActions    []string `json:"addActions"`
-			RemoveActions []string `json:"removeActions"`
-		}
-		if err := readJSON(r, &body); err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		m, err := h.auth.UpdateScopeMap(ctx, name, body.AddActions, body.RemoveActions, body.Description)
-		reply(h, w, r, http.StatusOK, m, err, toScopeMapJSON)
-	case r.Method == "DELETE":
-		if err := h.auth.DeleteScopeMap(ctx, name); err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	default:
-		methodNotAllowed(w, "GET", "PATCH", "DELETE")
+	var body struct {
+		Name       string `json:"name"`
+		ScopeMapID string `json:"scopeMapId"`
+		Status     string `json:"status"`
+		Expiry     string `json:"expiry"`
 	}
+	if err := readJSON(r, &body); err != nil {
+		return err
+	}
+	expiry, err := parseExpiry(body.Expiry)
+	if err != nil {
+		return err
+	}
+	if body.ScopeMapID == "" {
+		return fmt.Errorf("%w: scopeMapId is required", errBadRequest)
+	}
+	t, err := a.CreateToken(r.Context(), body.Name, body.ScopeMapID, body.Status != "disabled", expiry)
+	return reply(w, http.StatusCreated, t, err, toTokenJSON)
+}
+
+func (h *Handler) getToken(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	a, err := h.identities()
+	if err != nil {
+		return err
+	}
+	t, err := a.GetToken(r.Context(), p[pToken])
+	return reply(w, http.StatusOK, t, err, toTokenJSON)
+}
+
+func (h *Handler) updateToken(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	a, err := h.identities()
+	if err != nil {
+		return err
+	}
+	var body struct {
+		ScopeMapID *string `json:"scopeMapId"`
+		Status     *string `json:"status"`
+	}
+	if err := readJSON(r, &body); err != nil {
+		return err
+	}
+	var enabled *bool
+	if body.Status != nil {
+		if *body.Status != "enabled" && *body.Status != "disabled" {
+			return fmt.Errorf("%w: status must be enabled or disabled", errBadRequest)
+		}
+		e := *body.Status == "enabled"
+		enabled = &e
+	}
+	t, err := a.UpdateToken(r.Context(), p[pToken], body.ScopeMapID, enabled)
+	return reply(w, http.StatusOK, t, err, toTokenJSON)
+}
+
+func (h *Handler) deleteToken(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	a, err := h.identities()
+	if err != nil {
+		return err
+	}
+	if err := a.DeleteToken(r.Context(), p[pToken]); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// generateCredentials makes new passwords of a token (all of them, or
+// those named), answered once.
+func (h *Handler) generateCredentials(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	a, err := h.identities()
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Name      string   `json:"name"`
+		Passwords []string `json:"passwords"`
+		Expiry    string   `json:"expiry"`
+	}
+	if r.ContentLength != 0 {
+		if err := readJSON(r, &body); err != nil {
+			return err
+		}
+	}
+	expiry, err := parseExpiry(body.Expiry)
+	if err != nil {
+		return err
+	}
+	names := body.Passwords
+	if body.Name != "" {
+		names = append(names, body.Name)
+	}
+	t, err := a.GenerateCredentials(r.Context(), p[pToken], names, expiry)
+	return reply(w, http.StatusOK, t, err, toTokenJSON)
+}
+
+func (h *Handler) listScopeMaps(w http.ResponseWriter, r *http.Request, _ route.Params) error {
+	a, err := h.identities()
+	if err != nil {
+		return err
+	}
+	maps, err := a.ListScopeMaps(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]scopeMapJSON, len(maps))
+	for i := range maps {
+		out[i] = toScopeMapJSON(&maps[i])
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) createScopeMap(w http.ResponseWriter, r *http.Request, _ route.Params) error {
+	a, err := h.identities()
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Name        string   `json:"name"`
+		Description string   `json:"description"`
+		Actions     []string `json:"actions"`
+	}
+	if err := readJSON(r, &body); err != nil {
+		return err
+	}
+	m, err := a.CreateScopeMap(r.Context(), body.Name, body.Description, body.Actions)
+	return reply(w, http.StatusCreated, m, err, toScopeMapJSON)
+}
+
+func (h *Handler) getScopeMap(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	a, err := h.identities()
+	if err != nil {
+		return err
+	}
+	m, err := a.GetScopeMap(r.Context(), p[pScopeMap])
+	return reply(w, http.StatusOK, m, err, toScopeMapJSON)
+}
+
+func (h *Handler) updateScopeMap(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	a, err := h.identities()
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Description   *string  `json:"description"`
+		AddActions    []string `json:"addActions"`
+		RemoveActions []string `json:"removeActions"`
+	}
+	if err := readJSON(r, &body); err != nil {
+		return err
+	}
+	m, err := a.UpdateScopeMap(r.Context(), p[pScopeMap], body.AddActions, body.RemoveActions, body.Description)
+	return reply(w, http.StatusOK, m, err, toScopeMapJSON)
+}
+
+func (h *Handler) deleteScopeMap(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	a, err := h.identities()
+	if err != nil {
+		return err
+	}
+	if err := a.DeleteScopeMap(r.Context(), p[pScopeMap]); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

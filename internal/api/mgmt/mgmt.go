@@ -1,8 +1,10 @@
 // Package mgmt serves the management API under /acr/v1/ (repositories,
 // tags, manifests and their changeable attributes, artifact streaming
-// settings and operations, soft delete, usage, import) and the legacy
-// Teleport endpoint under /mount/v1/. Its JSON follows the managed
-// registry's shapes so that the habits and scripts of its users carry over.
+// settings and operations, soft delete, usage, import, tokens and scope
+// maps) and the legacy Teleport endpoint under /mount/v1/: their route
+// tables, their handlers, and the one function that turns errors into the
+// management API's codes. Its JSON follows the managed registry's shapes
+// so that the habits and scripts of its users carry over.
 package mgmt
 
 import (
@@ -11,11 +13,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/api/route"
+	"github.com/sluicehq/sluice/internal/api/token"
+	"github.com/sluicehq/sluice/internal/api/wire"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/conversion"
 	"github.com/sluicehq/sluice/internal/oci"
@@ -55,108 +58,113 @@ func New(reg *registry.Registry, conv *conversion.Service, a *auth.Service, opts
 	return &Handler{reg: reg, conv: conv, auth: a, opts: opts, log: log}
 }
 
-// route is a parsed management path: the repository (if any), the action
-// segment (_tags, _manifests, ...) and what follows it.
-type route struct {
-	repo   string
-	action string
-	arg    string
-}
+// Path parameters of the routes.
+const (
+	pRepo     = "repo"
+	pTag      = "tag"
+	pDigest   = "digest"
+	pRef      = "ref" // a digest or a tag
+	pID       = "id"  // an operation
+	pToken    = "token"
+	pScopeMap = "scopemap"
+)
 
-// parseRoute splits a path below /acr/v1/ at its first segment starting
-// with "_": repository names never have one.
-func parseRoute(p string) route {
-	seg := strings.Split(strings.Trim(p, "/"), "/")
-	for i, s := range seg {
-		if strings.HasPrefix(s, "_") {
-			return route{repo: strings.Join(seg[:i], "/"), action: s, arg: strings.Join(seg[i+1:], "/")}
+// APIs are the management API's route table and the legacy Teleport one.
+func (h *Handler) APIs() []*route.API {
+	admin := route.Registry(auth.Admin)
+	read := route.Repo(pRepo, auth.ActionMetadataRead)
+	write := route.Repo(pRepo, auth.ActionMetadataWrite)
+	del := route.Repo(pRepo, auth.ActionDelete)
+	pull := route.Repo(pRepo, auth.ActionPull)
+	push := route.Repo(pRepo, auth.ActionPush)
+	rt := func(method, pattern, name string, need route.Need, fn route.Handler) route.Route {
+		if strings.Contains(pattern, "{"+pRepo+"...}") {
+			fn = validRepo(fn)
 		}
+		return route.Route{Method: method, Pattern: pattern, Name: name, Need: need, Handle: fn}
 	}
-	return route{repo: strings.Join(seg, "/")}
+	const (
+		repo      = "/acr/v1/{repo...}"
+		tag       = repo + "/_tags/{tag}"
+		manifest  = repo + "/_manifests/{ref}"
+		settings  = repo + "/_streaming"
+		operation = repo + "/_operations/{id}"
+		profile   = repo + "/_profiles/{digest}"
+		tokenPath = "/acr/v1/_tokens/{token}"
+		scopeMap  = "/acr/v1/_scopemaps/{scopemap}"
+	)
+	acr := &route.API{
+		Prefix: "/acr/v1",
+		Routes: []route.Route{
+			rt("GET", "/acr/v1/_catalog", "acr_catalog", route.Registry(auth.Catalog), h.catalog),
+			rt("GET", "/acr/v1/_usage", "acr_usage", admin, h.usage),
+			rt("GET", "/acr/v1/_keys", "acr_keys", nil, h.keys),
+			// Imports check push on their targets themselves.
+			rt("POST", "/acr/v1/_import", "acr_import", route.Authenticated, h.startImport),
+			rt("GET", "/acr/v1/_operations/{id}", "acr_operations", route.Authenticated, h.getOperation),
+			rt("POST", "/acr/v1/_operations/{id}:cancel", "acr_operations", route.Authenticated, h.cancelOperation),
+			rt("GET", "/acr/v1/_deleted/_catalog", "acr_deleted", admin, h.deletedRepositories),
+			rt("GET", "/acr/v1/_deleted/{repo...}/_manifests", "acr_deleted", read, h.deletedManifests),
+			rt("GET", "/acr/v1/_deleted/{repo...}/_tags", "acr_deleted", read, h.deletedTags),
+			rt("POST", "/acr/v1/_deleted/{repo...}/_manifests/{digest}", "acr_deleted", push, h.restore),
+			rt("GET", "/acr/v1/_tokens", "acr_tokens", admin, h.listTokens),
+			rt("POST", "/acr/v1/_tokens", "acr_tokens", admin, h.createToken),
+			rt("GET", tokenPath, "acr_tokens", admin, h.getToken),
+			rt("PATCH", tokenPath, "acr_tokens", admin, h.updateToken),
+			rt("DELETE", tokenPath, "acr_tokens", admin, h.deleteToken),
+			rt("POST", tokenPath+"/_credentials", "acr_tokens", admin, h.generateCredentials),
+			rt("GET", "/acr/v1/_scopemaps", "acr_scopemaps", admin, h.listScopeMaps),
+			rt("POST", "/acr/v1/_scopemaps", "acr_scopemaps", admin, h.createScopeMap),
+			rt("GET", scopeMap, "acr_scopemaps", admin, h.getScopeMap),
+			rt("PATCH", scopeMap, "acr_scopemaps", admin, h.updateScopeMap),
+			rt("DELETE", scopeMap, "acr_scopemaps", admin, h.deleteScopeMap),
+			rt("GET", repo+"/_tags", "acr_repository_tags", read, h.tags().list),
+			rt("GET", tag, "acr_repository_tags", read, h.tags().show),
+			rt("PATCH", tag, "acr_repository_tags", write, h.tags().patch),
+			rt("DELETE", tag, "acr_repository_tags", del, h.tags().delete),
+			rt("GET", repo+"/_manifests", "acr_repository_manifests", read, h.manifests().list),
+			rt("GET", manifest, "acr_repository_manifests", read, h.manifests().show),
+			rt("PATCH", manifest, "acr_repository_manifests", write, h.manifests().patch),
+			rt("DELETE", manifest, "acr_repository_manifests", del, h.manifests().delete),
+			rt("GET", settings, "acr_repository_streaming", read, h.getStreaming),
+			rt("POST", settings, "acr_repository_streaming", write, h.setStreaming),
+			rt("PATCH", settings, "acr_repository_streaming", write, h.setStreaming),
+			rt("PUT", settings, "acr_repository_streaming", write, h.setStreaming),
+			rt("GET", settings+"/{ref}", "acr_repository_streaming", read, h.imageConversion),
+			rt("POST", settings+"/{ref}", "acr_repository_streaming", write, h.startConversion),
+			rt("GET", operation, "acr_repository_operations", read, h.getOperation),
+			rt("POST", operation+":cancel", "acr_repository_operations", write, h.cancelOperation),
+			// Nodes hold pull-only tokens: reading and giving a startup
+			// profile needs pull, nothing more.
+			rt("GET", profile, "acr_repository_profiles", pull, h.getProfile),
+			rt("PUT", profile, "acr_repository_profiles", pull, h.putProfile),
+			rt("DELETE", profile, "acr_repository_profiles", del, h.deleteProfile),
+			rt("GET", repo, "acr_repository", read, h.showRepository),
+			rt("PATCH", repo, "acr_repository", write, h.updateRepository),
+			rt("DELETE", repo, "acr_repository", del, h.deleteRepository),
+		},
+		Error:        h.writeError,
+		NotFoundName: "acr_unknown",
+	}
+	mount := &route.API{
+		Prefix: "/mount/v1",
+		Routes: []route.Route{
+			rt("GET", "/mount/v1/{repo...}/_manifests/{ref}", "mount", pull, h.mount),
+		},
+		Error:        h.writeError,
+		NotFoundName: "mount_unknown",
+	}
+	return []*route.API{acr.Compile(), mount.Compile()}
 }
 
-// RouteName names the endpoint a path reaches, for metrics labels.
-func RouteName(path string) string {
-	if strings.HasPrefix(path, "/mount/v1/") {
-		return "mount"
-	}
-	rt := parseRoute(strings.TrimPrefix(path, "/acr/v1/"))
-	switch {
-	case rt.action == "":
-		return "acr_repository"
-	case rt.repo == "":
-		return "acr" + rt.action
-	}
-	return "acr_repository" + rt.action
-}
-
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if p, ok := strings.CutPrefix(r.URL.Path, "/mount/v1/"); ok {
-		h.mount(w, r, parseRoute(p))
-		return
-	}
-	p, ok := strings.CutPrefix(r.URL.Path, "/acr/v1/")
-	if !ok {
-		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint")
-		return
-	}
-	rt := parseRoute(p)
-	if rt.repo != "" && rt.action != "_deleted" {
-		if err := oci.ValidateName(rt.repo); err != nil {
-			h.fail(w, r, err)
-			return
+// validRepo answers NAME_INVALID for a repository name that is not one.
+func validRepo(fn route.Handler) route.Handler {
+	return func(w http.ResponseWriter, r *http.Request, p route.Params) error {
+		if err := oci.ValidateName(p[pRepo]); err != nil {
+			return err
 		}
+		return fn(w, r, p)
 	}
-	switch {
-	case rt.repo == "" && rt.action == "_catalog":
-		h.only(w, r, "GET", h.catalog, rt)
-	case rt.repo == "" && rt.action == "_usage":
-		h.only(w, r, "GET", h.usage, rt)
-	case rt.repo == "" && rt.action == "_keys":
-		h.only(w, r, "GET", h.keys, rt)
-	case rt.repo == "" && rt.action == "_import":
-		h.only(w, r, "POST", h.startImport, rt)
-	case rt.repo == "" && rt.action == "_operations":
-		h.operation(w, r, rt)
-	case rt.repo == "" && rt.action == "_deleted":
-		h.deleted(w, r, rt)
-	case rt.repo == "" && rt.action == "_tokens":
-		h.tokens(w, r, rt)
-	case rt.repo == "" && rt.action == "_scopemaps":
-		h.scopeMaps(w, r, rt)
-	case rt.repo == "":
-		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint")
-	case rt.action == "":
-		h.repository(w, r, rt)
-	case rt.action == "_tags":
-		h.tags(w, r, rt)
-	case rt.action == "_manifests":
-		h.manifests(w, r, rt)
-	case rt.action == "_streaming":
-		h.streaming(w, r, rt)
-	case rt.action == "_operations":
-		h.operation(w, r, rt)
-	case rt.action == "_profiles":
-		h.profiles(w, r, rt)
-	default:
-		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint")
-	}
-}
-
-type handlerFunc func(http.ResponseWriter, *http.Request, route)
-
-// only runs fn for the one method the endpoint accepts.
-func (h *Handler) only(w http.ResponseWriter, r *http.Request, method string, fn handlerFunc, rt route) {
-	if r.Method != method {
-		methodNotAllowed(w, method)
-		return
-	}
-	fn(w, r, rt)
-}
-
-func methodNotAllowed(w http.ResponseWriter, allowed ...string) {
-	w.Header().Set("Allow", strings.Join(allowed, ", "))
-	writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "method not allowed; use "+strings.Join(allowed, " or "))
 }
 
 // registryName is the registry's name as the client reached it.
@@ -185,11 +193,19 @@ var errorStatus = []struct {
 	{registry.ErrConflict, "CONFLICT", http.StatusConflict},
 	{registry.ErrProfileUnknown, "PROFILE_UNKNOWN", http.StatusNotFound},
 	{registry.ErrProfileInvalid, "INVALID_REQUEST", http.StatusBadRequest},
-	{registry.ErrBusy, "BUSY", http.StatusServiceUnavailable},
+	{registry.ErrBusy, "BUSY", http.StatusTooManyRequests},
 	{errBadRequest, "INVALID_REQUEST", http.StatusBadRequest},
+	{wire.ErrPageInvalid, "INVALID_REQUEST", http.StatusBadRequest},
+	{errAuthDisabled, "AUTH_DISABLED", http.StatusNotFound},
+	{errNoKeys, "NOT_FOUND", http.StatusNotFound},
+	{route.ErrNotFound, "NOT_FOUND", http.StatusNotFound},
 }
 
-var errBadRequest = errors.New("invalid request")
+var (
+	errBadRequest   = errors.New("invalid request")
+	errAuthDisabled = errors.New("authentication is turned off (auth.enabled: false); there are no tokens or scope maps")
+	errNoKeys       = errors.New("this registry publishes no signing keys")
+)
 
 // conversionStatus gives the coded errors of the conversion service their
 // HTTP status.
@@ -202,43 +218,50 @@ var conversionStatus = map[string]int{
 	conversion.CodeInvalidImportRequest: http.StatusBadRequest,
 }
 
-func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+// writeError answers err in the management API's error body: a refusal
+// as the token protocol wants it, the conversion service's codes, the
+// services' errors by errorStatus; anything else is the registry's own
+// failure, logged and answered 500 without its text.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var denied *auth.DeniedError
+	if errors.As(err, &denied) {
+		token.WriteDenied(w, r, denied)
+		return
+	}
+	var me *route.MethodError
+	if errors.As(err, &me) {
+		w.Header().Set("Allow", strings.Join(me.Allow, ", "))
+		wire.Errors(w, http.StatusMethodNotAllowed, "UNSUPPORTED", me.Error(), nil)
+		return
+	}
 	var ce *conversion.Error
 	if errors.As(err, &ce) {
 		status, ok := conversionStatus[ce.Code]
 		if !ok {
 			status = http.StatusBadRequest
 		}
-		writeError(w, status, ce.Code, ce.Message)
+		wire.Errors(w, status, ce.Code, ce.Message, nil)
 		return
 	}
 	for _, m := range errorStatus {
 		if errors.Is(err, m.err) {
-			writeError(w, m.status, m.code, err.Error())
+			if m.status == http.StatusTooManyRequests {
+				w.Header().Set("Retry-After", "1")
+			}
+			wire.Errors(w, m.status, m.code, err.Error(), nil)
 			return
 		}
 	}
 	if r.Context().Err() != nil {
 		return
 	}
-	h.log.Error("management request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	writeError(w, http.StatusInternalServerError, "UNKNOWN_ERROR", "internal error; the registry log has the details")
+	h.log.Error("management request failed", "route", route.From(r.Context()).Name(), "method", r.Method, "err", err)
+	wire.Errors(w, http.StatusInternalServerError, "UNKNOWN_ERROR", "internal error; the registry log has the details", nil)
 }
 
-func writeError(w http.ResponseWriter, status int, code, message string) {
-	writeJSON(w, status, map[string]any{"errors": []map[string]string{{"code": code, "message": message}}})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	wire.JSON(w, status, "application/json; charset=utf-8", v)
+	return nil
 }
 
 // readJSON decodes a small request body (up to 1 MiB) into v, refusing
@@ -260,24 +283,9 @@ func readJSONUpTo(r *http.Request, v any, limit int64) error {
 	return nil
 }
 
-// pageOf reads the n and last query parameters (n defaults to 100).
-func pageOf(q url.Values) (int, string, error) {
-	n := 100
-	if v := q.Get("n"); v != "" {
-		var err error
-		n, err = strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return 0, "", fmt.Errorf("%w: n=%q must be a non-negative integer", errBadRequest, v)
-		}
-		n = min(n, 1000)
-	}
-	return n, q.Get("last"), nil
-}
-
-func setNextLink(w http.ResponseWriter, path string, n int, last string) {
-	q := url.Values{"n": {strconv.Itoa(n)}, "last": {last}}
-	w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, path, q.Encode()))
-}
+// pageOf reads the n and last query parameters (n defaults to 100, at
+// most 1000).
+func pageOf(r *http.Request) (int, string, error) { return wire.Page(r.URL.Query(), 100, 1000) }
 
 // timestamp formats times as the managed service does (RFC 3339, UTC).
 func timestamp(t time.Time) string {

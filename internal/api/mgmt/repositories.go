@@ -6,6 +6,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/sluicehq/sluice/internal/api/route"
+	"github.com/sluicehq/sluice/internal/api/wire"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/oci"
@@ -41,21 +43,19 @@ func toRepositoryJSON(r *http.Request, repo *metadata.Repository) repositoryJSON
 	}
 }
 
-func (h *Handler) catalog(w http.ResponseWriter, r *http.Request, _ route) {
-	n, last, err := pageOf(r.URL.Query())
+func (h *Handler) catalog(w http.ResponseWriter, r *http.Request, _ route.Params) error {
+	n, last, err := pageOf(r)
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return err
 	}
 	repos, more, err := h.reg.ReadableRepositories(r.Context(), last, n, auth.CallerFrom(r.Context()).MayRead)
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return err
 	}
 	if more && len(repos) > 0 {
-		setNextLink(w, "/acr/v1/_catalog", n, repos[len(repos)-1])
+		wire.NextLink(w, "/acr/v1/_catalog", n, repos[len(repos)-1])
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"repositories": repos})
+	return writeJSON(w, http.StatusOK, map[string]any{"repositories": repos})
 }
 
 // repositoryPatch is the body of PATCH /acr/v1/{repo}: any subset of the
@@ -71,61 +71,55 @@ type repositoryAttributePatch struct {
 	TeleportEnabled *bool `json:"teleportEnabled,omitempty"`
 }
 
-func (h *Handler) repository(w http.ResponseWriter, r *http.Request, rt route) {
-	ctx := r.Context()
-	switch r.Method {
-	case "GET":
-		repo, err := h.reg.Repository(ctx, rt.repo)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, toRepositoryJSON(r, repo))
-	case "PATCH":
-		var body repositoryPatch
-		if err := readJSON(r, &body); err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		p := metadata.RepositoryPatch{Attributes: body.AttributesPatch, Streaming: body.TeleportEnabled}
-		if c := body.ChangeableAttributes; c != nil {
-			p.Attributes = mergePatch(p.Attributes, c.AttributesPatch)
-			if c.TeleportEnabled != nil {
-				p.Streaming = c.TeleportEnabled
-			}
-		}
-		if _, err := h.reg.Repository(ctx, rt.repo); err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		repo, err := h.reg.UpdateRepository(ctx, rt.repo, p)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		if p.Streaming != nil && *p.Streaming {
-			h.conv.Enqueued()
-		}
-		writeJSON(w, http.StatusOK, toRepositoryJSON(r, repo))
-	case "DELETE":
-		tags, _, err := h.reg.TagInfos(ctx, rt.repo, "", "", -1)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		deleted, err := h.reg.DeleteRepository(ctx, rt.repo)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		names := make([]string, len(tags))
-		for i, t := range tags {
-			names[i] = t.Name
-		}
-		writeJSON(w, http.StatusAccepted, map[string]any{"manifestsDeleted": nonNil(deleted), "tagsDeleted": names})
-	default:
-		methodNotAllowed(w, "GET", "PATCH", "DELETE")
+func (h *Handler) showRepository(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	repo, err := h.reg.Repository(r.Context(), p[pRepo])
+	if err != nil {
+		return err
 	}
+	return writeJSON(w, http.StatusOK, toRepositoryJSON(r, repo))
+}
+
+func (h *Handler) updateRepository(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	ctx := r.Context()
+	var body repositoryPatch
+	if err := readJSON(r, &body); err != nil {
+		return err
+	}
+	patch := metadata.RepositoryPatch{Attributes: body.AttributesPatch, Streaming: body.TeleportEnabled}
+	if c := body.ChangeableAttributes; c != nil {
+		patch.Attributes = mergePatch(patch.Attributes, c.AttributesPatch)
+		if c.TeleportEnabled != nil {
+			patch.Streaming = c.TeleportEnabled
+		}
+	}
+	if _, err := h.reg.Repository(ctx, p[pRepo]); err != nil {
+		return err
+	}
+	repo, err := h.reg.UpdateRepository(ctx, p[pRepo], patch)
+	if err != nil {
+		return err
+	}
+	if patch.Streaming != nil && *patch.Streaming {
+		h.conv.Enqueued()
+	}
+	return writeJSON(w, http.StatusOK, toRepositoryJSON(r, repo))
+}
+
+func (h *Handler) deleteRepository(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	ctx := r.Context()
+	tags, _, err := h.reg.TagInfos(ctx, p[pRepo], "", "", -1)
+	if err != nil {
+		return err
+	}
+	deleted, err := h.reg.DeleteRepository(ctx, p[pRepo])
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(tags))
+	for i, t := range tags {
+		names[i] = t.Name
+	}
+	return writeJSON(w, http.StatusAccepted, map[string]any{"manifestsDeleted": nonNil(deleted), "tagsDeleted": names})
 }
 
 func mergePatch(a, b metadata.AttributesPatch) metadata.AttributesPatch {
@@ -181,86 +175,90 @@ func (b attributesBody) patch() metadata.AttributesPatch {
 // attributed is an endpoint of things with changeable attributes, tags or
 // manifests: listed a page at a time, shown, patched, deleted.
 type attributed[T, J any] struct {
+	h                *Handler
 	action           string // _tags, _manifests
 	listKey, itemKey string // their keys in the answer
 	infos            func(ctx context.Context, repo, name, last string, n int) ([]T, bool, error)
 	toJSON           func(T) J
 	name             func(T) string
 	update           func(ctx context.Context, repo, name string, p metadata.AttributesPatch) error
+	// resolve names the one a request is about and the reference a delete
+	// removes.
+	resolve func(r *http.Request, p route.Params) (string, oci.Reference, error)
 }
 
 // list serves a page of them.
-func (a attributed[T, J]) list(h *Handler, w http.ResponseWriter, r *http.Request, rt route) {
-	if r.Method != "GET" {
-		methodNotAllowed(w, "GET")
-		return
-	}
-	n, last, err := pageOf(r.URL.Query())
+func (a attributed[T, J]) list(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	n, last, err := pageOf(r)
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return err
 	}
-	items, more, err := a.infos(r.Context(), rt.repo, "", last, n)
+	items, more, err := a.infos(r.Context(), p[pRepo], "", last, n)
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return err
 	}
 	out := make([]J, len(items))
 	for i, it := range items {
 		out[i] = a.toJSON(it)
 	}
 	if more && len(items) > 0 {
-		setNextLink(w, "/acr/v1/"+rt.repo+"/"+a.action, n, a.name(items[len(items)-1]))
+		wire.NextLink(w, "/acr/v1/"+p[pRepo]+"/"+a.action, n, a.name(items[len(items)-1]))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"registry": registryName(r), "imageName": rt.repo, a.listKey: out})
+	return writeJSON(w, http.StatusOK, map[string]any{"registry": registryName(r), "imageName": p[pRepo], a.listKey: out})
 }
 
-// one shows, patches (then shows) or deletes the one named, which ref
-// points at.
-func (a attributed[T, J]) one(h *Handler, w http.ResponseWriter, r *http.Request, rt route, name string, ref oci.Reference) {
-	ctx := r.Context()
-	switch r.Method {
-	case "GET", "PATCH":
-		if r.Method == "PATCH" {
-			var body attributesBody
-			if err := readJSON(r, &body); err != nil {
-				h.fail(w, r, err)
-				return
-			}
-			if err := a.update(ctx, rt.repo, name, body.patch()); err != nil {
-				h.fail(w, r, err)
-				return
-			}
-		}
-		items, _, err := a.infos(ctx, rt.repo, name, "", 1)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"registry": registryName(r), "imageName": rt.repo, a.itemKey: a.toJSON(items[0])})
-	case "DELETE":
-		if err := h.reg.DeleteManifest(ctx, rt.repo, ref); err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		w.WriteHeader(http.StatusAccepted)
-	default:
-		methodNotAllowed(w, "GET", "PATCH", "DELETE")
+// show serves the one named.
+func (a attributed[T, J]) show(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	name, _, err := a.resolve(r, p)
+	if err != nil {
+		return err
 	}
+	items, _, err := a.infos(r.Context(), p[pRepo], name, "", 1)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"registry": registryName(r), "imageName": p[pRepo], a.itemKey: a.toJSON(items[0])})
 }
 
-func (h *Handler) tags(w http.ResponseWriter, r *http.Request, rt route) {
-	a := attributed[metadata.TagInfo, tagJSON]{action: "_tags", listKey: "tags", itemKey: "tag",
-		infos: h.reg.TagInfos, toJSON: toTagJSON, name: func(t metadata.TagInfo) string { return t.Name }, update: h.reg.UpdateTagAttributes}
-	if rt.arg == "" {
-		a.list(h, w, r, rt)
-		return
+// patch changes the attributes of the one named, then shows it.
+func (a attributed[T, J]) patch(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	name, _, err := a.resolve(r, p)
+	if err != nil {
+		return err
 	}
-	if err := oci.ValidateTag(rt.arg); err != nil {
-		h.fail(w, r, err)
-		return
+	var body attributesBody
+	if err := readJSON(r, &body); err != nil {
+		return err
 	}
-	a.one(h, w, r, rt, rt.arg, oci.Reference{Tag: rt.arg})
+	if err := a.update(r.Context(), p[pRepo], name, body.patch()); err != nil {
+		return err
+	}
+	return a.show(w, r, p)
+}
+
+// delete deletes the one named (a tag's manifest, as the managed service
+// does).
+func (a attributed[T, J]) delete(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	_, ref, err := a.resolve(r, p)
+	if err != nil {
+		return err
+	}
+	if err := a.h.reg.DeleteManifest(r.Context(), p[pRepo], ref); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+func (h *Handler) tags() attributed[metadata.TagInfo, tagJSON] {
+	return attributed[metadata.TagInfo, tagJSON]{h: h, action: "_tags", listKey: "tags", itemKey: "tag",
+		infos: h.reg.TagInfos, toJSON: toTagJSON, name: func(t metadata.TagInfo) string { return t.Name }, update: h.reg.UpdateTagAttributes,
+		resolve: func(_ *http.Request, p route.Params) (string, oci.Reference, error) {
+			if err := oci.ValidateTag(p[pTag]); err != nil {
+				return "", oci.Reference{}, err
+			}
+			return p[pTag], oci.Reference{Tag: p[pTag]}, nil
+		}}
 }
 
 type manifestJSON struct {
@@ -284,19 +282,13 @@ func toManifestJSON(m metadata.ManifestInfo) manifestJSON {
 		Subject: m.Subject, Tags: m.Tags, ChangeableAttributes: m.Attributes}
 }
 
-func (h *Handler) manifests(w http.ResponseWriter, r *http.Request, rt route) {
-	a := attributed[metadata.ManifestInfo, manifestJSON]{action: "_manifests", listKey: "manifests", itemKey: "manifest",
-		infos: h.reg.ManifestInfos, toJSON: toManifestJSON, name: func(m metadata.ManifestInfo) string { return m.Digest }, update: h.reg.UpdateManifestAttributes}
-	if rt.arg == "" {
-		a.list(h, w, r, rt)
-		return
-	}
-	dgst, err := h.digestOrTag(r, rt.repo, rt.arg)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	a.one(h, w, r, rt, dgst.String(), oci.Reference{Digest: dgst.String()})
+func (h *Handler) manifests() attributed[metadata.ManifestInfo, manifestJSON] {
+	return attributed[metadata.ManifestInfo, manifestJSON]{h: h, action: "_manifests", listKey: "manifests", itemKey: "manifest",
+		infos: h.reg.ManifestInfos, toJSON: toManifestJSON, name: func(m metadata.ManifestInfo) string { return m.Digest }, update: h.reg.UpdateManifestAttributes,
+		resolve: func(r *http.Request, p route.Params) (string, oci.Reference, error) {
+			dgst, err := h.digestOrTag(r, p[pRepo], p[pRef])
+			return dgst.String(), oci.Reference{Digest: dgst.String()}, err
+		}}
 }
 
 // digestOrTag resolves a manifest reference given as a digest or a tag.
@@ -315,13 +307,12 @@ func (h *Handler) digestOrTag(r *http.Request, repo, ref string) (digest.Digest,
 	return m.Digest, nil
 }
 
-func (h *Handler) usage(w http.ResponseWriter, r *http.Request, _ route) {
+func (h *Handler) usage(w http.ResponseWriter, r *http.Request, _ route.Params) error {
 	size, err := h.reg.TotalSize(r.Context())
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"value": []map[string]any{
+	return writeJSON(w, http.StatusOK, map[string]any{"value": []map[string]any{
 		{"name": "Size", "limit": h.opts.IncludedStorage, "currentValue": size, "unit": "Bytes"},
 	}})
 }
@@ -329,16 +320,14 @@ func (h *Handler) usage(w http.ResponseWriter, r *http.Request, _ route) {
 // keys publishes the public keys that streaming artifacts are signed with,
 // as a JWKS (RFC 7517), to anyone: nodes verify artifacts with them, and
 // pin them the first time they stream from the registry.
-func (h *Handler) keys(w http.ResponseWriter, r *http.Request, _ route) {
+func (h *Handler) keys(w http.ResponseWriter, r *http.Request, _ route.Params) error {
 	if h.opts.Keys == nil {
-		writeError(w, http.StatusNotFound, "NOT_FOUND", "this registry publishes no signing keys")
-		return
+		return errNoKeys
 	}
 	set, err := h.opts.Keys.JWKS()
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return err
 	}
 	w.Header().Set("Cache-Control", "max-age=60")
-	writeJSON(w, http.StatusOK, set)
+	return writeJSON(w, http.StatusOK, set)
 }

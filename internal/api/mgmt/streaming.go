@@ -6,10 +6,13 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/opencontainers/go-digest"
+
+	"github.com/sluicehq/sluice/internal/api/route"
+	"github.com/sluicehq/sluice/internal/api/wire"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/conversion"
 	"github.com/sluicehq/sluice/internal/metadata"
-	"github.com/sluicehq/sluice/internal/oci"
 	"github.com/sluicehq/sluice/internal/registry"
 	"github.com/sluicehq/sluice/internal/streaming"
 )
@@ -28,109 +31,100 @@ func settingsJSON(on bool) streamingSettings {
 	return streamingSettings{ConvertPushedImages: on, ConversionFormat: streaming.FormatName, ConversionVersion: streaming.FormatVersion}
 }
 
-// streaming serves /acr/v1/{repo}/_streaming (the auto-streaming setting)
-// and /acr/v1/{repo}/_streaming/{digest} (the conversion of one image).
-func (h *Handler) streaming(w http.ResponseWriter, r *http.Request, rt route) {
-	if rt.arg != "" {
-		h.imageConversion(w, r, rt)
-		return
+// getStreaming answers a repository's auto-streaming setting (off for a
+// repository that does not exist yet).
+func (h *Handler) getStreaming(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	repo, err := h.reg.Repository(r.Context(), p[pRepo])
+	if errors.Is(err, registry.ErrNameUnknown) {
+		return writeJSON(w, http.StatusOK, settingsJSON(false))
 	}
-	ctx := r.Context()
-	switch r.Method {
-	case "GET":
-		repo, err := h.reg.Repository(ctx, rt.repo)
-		if errors.Is(err, registry.ErrNameUnknown) {
-			writeJSON(w, http.StatusOK, settingsJSON(false))
-			return
-		}
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, settingsJSON(repo.Streaming))
-	case "POST", "PATCH", "PUT":
-		var body struct {
-			ConvertPushedImages *bool  `json:"convertPushedImages"`
-			ConversionFormat    string `json:"conversionFormat,omitempty"`
-			ConversionVersion   string `json:"conversionVersion,omitempty"`
-			// ConvertExistingImages also converts the images the
-			// repository's tags point at now.
-			ConvertExistingImages bool `json:"convertExistingImages,omitempty"`
-		}
-		if err := readJSON(r, &body); err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		if body.ConvertPushedImages == nil {
-			h.fail(w, r, fmt.Errorf("%w: convertPushedImages (true or false) is required", errBadRequest))
-			return
-		}
-		if (body.ConversionFormat != "" && body.ConversionFormat != streaming.FormatName) || (body.ConversionVersion != "" && body.ConversionVersion != streaming.FormatVersion) {
-			h.fail(w, r, fmt.Errorf("%w: only conversionFormat %q version %q is supported", errBadRequest, streaming.FormatName, streaming.FormatVersion))
-			return
-		}
-		repo, err := h.reg.UpdateRepository(ctx, rt.repo, metadata.RepositoryPatch{Streaming: body.ConvertPushedImages})
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		out := settingsJSON(repo.Streaming)
-		if body.ConvertExistingImages {
-			ops, skipped, err := h.conv.StartExisting(ctx, rt.repo)
-			if err != nil {
-				h.fail(w, r, err)
-				return
-			}
-			out.Operations, out.Skipped = make([]any, len(ops)), skipped
-			for i, op := range ops {
-				out.Operations[i] = operationJSON(op, "")
-			}
-		}
-		writeJSON(w, http.StatusAccepted, out)
-	default:
-		methodNotAllowed(w, "GET", "POST")
+	if err != nil {
+		return err
 	}
+	return writeJSON(w, http.StatusOK, settingsJSON(repo.Streaming))
 }
 
-// imageConversion starts (POST) or finds (GET) the conversion of an image,
-// named by digest or tag.
-func (h *Handler) imageConversion(w http.ResponseWriter, r *http.Request, rt route) {
+// setStreaming changes a repository's auto-streaming setting, and with
+// convertExistingImages converts the images its tags point at now.
+func (h *Handler) setStreaming(w http.ResponseWriter, r *http.Request, p route.Params) error {
 	ctx := r.Context()
-	dgst, err := h.digestOrTag(r, rt.repo, rt.arg)
-	if errors.Is(err, registry.ErrManifestUnknown) {
-		h.fail(w, r, &conversion.Error{Code: conversion.CodeResourceNotFound, Message: fmt.Sprintf("image %s:%s not found", rt.repo, rt.arg)})
-		return
+	var body struct {
+		ConvertPushedImages *bool  `json:"convertPushedImages"`
+		ConversionFormat    string `json:"conversionFormat,omitempty"`
+		ConversionVersion   string `json:"conversionVersion,omitempty"`
+		// ConvertExistingImages also converts the images the
+		// repository's tags point at now.
+		ConvertExistingImages bool `json:"convertExistingImages,omitempty"`
 	}
+	if err := readJSON(r, &body); err != nil {
+		return err
+	}
+	if body.ConvertPushedImages == nil {
+		return fmt.Errorf("%w: convertPushedImages (true or false) is required", errBadRequest)
+	}
+	if (body.ConversionFormat != "" && body.ConversionFormat != streaming.FormatName) || (body.ConversionVersion != "" && body.ConversionVersion != streaming.FormatVersion) {
+		return fmt.Errorf("%w: only conversionFormat %q version %q is supported", errBadRequest, streaming.FormatName, streaming.FormatVersion)
+	}
+	repo, err := h.reg.UpdateRepository(ctx, p[pRepo], metadata.RepositoryPatch{Streaming: body.ConvertPushedImages})
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return err
+	}
+	out := settingsJSON(repo.Streaming)
+	if body.ConvertExistingImages {
+		ops, skipped, err := h.conv.StartExisting(ctx, p[pRepo])
+		if err != nil {
+			return err
+		}
+		out.Operations, out.Skipped = make([]any, len(ops)), skipped
+		for i, op := range ops {
+			out.Operations[i] = operationJSON(op, "")
+		}
+	}
+	return writeJSON(w, http.StatusAccepted, out)
+}
+
+// imageConversion answers the conversion of an image, named by digest or
+// tag: the running one, as clients expect before starting one, or with
+// ?latest=true the most recent, whatever its status.
+func (h *Handler) imageConversion(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	dgst, err := h.conversionSubject(r, p)
+	if err != nil {
+		return err
 	}
 	var op *metadata.Operation
-	switch r.Method {
-	case "GET":
-		// The running conversion, as clients expect before starting one;
-		// ?latest=true the most recent, whatever its status.
-		if r.URL.Query().Get("latest") == "true" {
-			op, err = h.conv.Latest(ctx, rt.repo, dgst)
-		} else {
-			op, err = h.conv.Active(ctx, rt.repo, dgst)
-		}
-	case "POST":
-		op, err = h.conv.Start(ctx, rt.repo, dgst)
-	default:
-		methodNotAllowed(w, "GET", "POST")
-		return
+	if r.URL.Query().Get("latest") == "true" {
+		op, err = h.conv.Latest(r.Context(), p[pRepo], dgst)
+	} else {
+		op, err = h.conv.Active(r.Context(), p[pRepo], dgst)
 	}
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return err
 	}
-	status := http.StatusOK
-	if r.Method == "POST" {
-		status = http.StatusAccepted
-		setOperationHeaders(w, op)
+	return writeJSON(w, http.StatusOK, operationJSON(op, ""))
+}
+
+// startConversion starts the conversion of an image, or answers the one
+// running.
+func (h *Handler) startConversion(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	dgst, err := h.conversionSubject(r, p)
+	if err != nil {
+		return err
 	}
-	writeJSON(w, status, operationJSON(op, ""))
+	op, err := h.conv.Start(r.Context(), p[pRepo], dgst)
+	if err != nil {
+		return err
+	}
+	setOperationHeaders(w, op)
+	return writeJSON(w, http.StatusAccepted, operationJSON(op, ""))
+}
+
+// conversionSubject resolves the image of a conversion request.
+func (h *Handler) conversionSubject(r *http.Request, p route.Params) (digest.Digest, error) {
+	dgst, err := h.digestOrTag(r, p[pRepo], p[pRef])
+	if errors.Is(err, registry.ErrManifestUnknown) {
+		return "", &conversion.Error{Code: conversion.CodeResourceNotFound, Message: fmt.Sprintf("image %s:%s not found", p[pRepo], p[pRef])}
+	}
+	return dgst, err
 }
 
 func operationLocation(op *metadata.Operation) string {
@@ -200,115 +194,90 @@ func progressPercent(op *metadata.Operation) string {
 	return fmt.Sprintf("%d%%", pct)
 }
 
-// operation serves GET .../_operations/{id} and POST .../_operations/{id}:cancel.
-func (h *Handler) operation(w http.ResponseWriter, r *http.Request, rt route) {
-	id, cancel := strings.CutSuffix(rt.arg, ":cancel")
-	if id == "" || strings.Contains(id, "/") {
-		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint")
-		return
-	}
-	ctx := r.Context()
-	if cancel {
-		if r.Method != "POST" {
-			methodNotAllowed(w, "POST")
-			return
-		}
-		if rt.repo == "" {
-			if op, err := h.conv.Get(ctx, "", id); err == nil && !auth.CallerFrom(ctx).Can(op.Repository, auth.ActionPush) {
-				h.fail(w, r, &conversion.Error{Code: conversion.CodeOperationUnknown, Message: "operation " + id + " not found"})
-				return
-			}
-		}
-		op, err := h.conv.Cancel(ctx, rt.repo, id)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, operationJSON(op, "Cancel: "))
-		return
-	}
-	if r.Method != "GET" {
-		methodNotAllowed(w, "GET")
-		return
-	}
-	op, err := h.conv.Get(ctx, rt.repo, id)
-	if err == nil && rt.repo == "" && !auth.CallerFrom(ctx).Can(op.Repository, auth.ActionPush) {
-		// Registry-level operations are imports: visible to whoever may
-		// write their target.
-		err = &conversion.Error{Code: conversion.CodeOperationUnknown, Message: "operation " + id + " not found"}
-	}
+// getOperation answers an operation: of a repository, or (without one)
+// a registry-level import, visible to whoever may write its target.
+func (h *Handler) getOperation(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	op, err := h.operation(r, p)
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return err
 	}
-	writeJSON(w, http.StatusOK, operationJSON(op, ""))
+	return writeJSON(w, http.StatusOK, operationJSON(op, ""))
 }
 
-func (h *Handler) startImport(w http.ResponseWriter, r *http.Request, _ route) {
+// cancelOperation cancels an operation, found as getOperation finds it.
+func (h *Handler) cancelOperation(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	if _, err := h.operation(r, p); err != nil {
+		return err
+	}
+	op, err := h.conv.Cancel(r.Context(), p[pRepo], p[pID])
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, operationJSON(op, "Cancel: "))
+}
+
+// operation finds the operation a request names: a repository's, or a
+// registry-level import the caller may push to the target of.
+func (h *Handler) operation(r *http.Request, p route.Params) (*metadata.Operation, error) {
+	ctx := r.Context()
+	op, err := h.conv.Get(ctx, p[pRepo], p[pID])
+	if err == nil && p[pRepo] == "" && !auth.CallerFrom(ctx).Can(op.Repository, auth.ActionPush) {
+		err = &conversion.Error{Code: conversion.CodeOperationUnknown, Message: "operation " + p[pID] + " not found"}
+	}
+	return op, err
+}
+
+func (h *Handler) startImport(w http.ResponseWriter, r *http.Request, _ route.Params) error {
 	var req conversion.ImportRequest
 	if err := readJSON(r, &req); err != nil {
-		h.fail(w, r, err)
-		return
+		return err
 	}
 	caller := auth.CallerFrom(r.Context())
+	var need []auth.Access
 	for _, t := range append(append([]string{}, req.TargetTags...), req.UntaggedTargetRepositories...) {
 		repo, _, _ := strings.Cut(t, ":")
-		if !caller.Can(repo, auth.ActionPush) {
-			writeError(w, http.StatusForbidden, "DENIED", caller.Identity.Name+" may not push to "+repo)
-			return
-		}
+		need = append(need, auth.Repo(repo, auth.ActionPush))
+	}
+	if missing := auth.Shortfall(caller, need); len(missing) > 0 {
+		return &auth.DeniedError{Caller: caller, Missing: missing}
 	}
 	op, err := h.conv.StartImport(r.Context(), &req)
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return err
 	}
 	setOperationHeaders(w, op)
-	writeJSON(w, http.StatusAccepted, operationJSON(op, ""))
+	return writeJSON(w, http.StatusAccepted, operationJSON(op, ""))
 }
 
-// mount serves the legacy Teleport check: GET /mount/v1/{repo}/_manifests/{digest}
-// answers 200 when the image's streaming artifact exists, 409 while its
-// conversion is queued or running, and 404 otherwise.
-func (h *Handler) mount(w http.ResponseWriter, r *http.Request, rt route) {
-	if rt.action != "_manifests" || rt.arg == "" {
-		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such endpoint")
-		return
-	}
-	if r.Method != "GET" && r.Method != "HEAD" {
-		methodNotAllowed(w, "GET")
-		return
-	}
-	if err := oci.ValidateName(rt.repo); err != nil {
-		h.fail(w, r, err)
-		return
-	}
+// mount serves the legacy Teleport check: GET /mount/v1/{repo}/_manifests/{ref}
+// answers 200 when the image's streaming artifact exists (signed by the
+// registry), 409 while its conversion is queued or running, and 404
+// otherwise.
+func (h *Handler) mount(w http.ResponseWriter, r *http.Request, p route.Params) error {
 	ctx := r.Context()
-	dgst, err := h.digestOrTag(r, rt.repo, rt.arg)
+	repoName := p[pRepo]
+	dgst, err := h.digestOrTag(r, repoName, p[pRef])
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return err
 	}
 	// Ready means nodes trusting the registry can mount it: signed.
-	refs, err := h.conv.SignedReferrers(ctx, rt.repo, dgst)
+	refs, err := h.conv.SignedReferrers(ctx, repoName, dgst)
 	if err != nil {
-		h.fail(w, r, err)
-		return
+		return err
 	}
 	if len(refs) > 0 {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "digest": dgst, "referrers": refs})
-		return
+		return writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "digest": dgst, "referrers": refs})
 	}
-	if _, err := h.conv.Active(ctx, rt.repo, dgst); err == nil {
-		writeJSON(w, http.StatusConflict, map[string]any{"status": "expanding", "digest": dgst})
-		return
+	if _, err := h.conv.Active(ctx, repoName, dgst); err == nil {
+		return writeJSON(w, http.StatusConflict, map[string]any{"status": "expanding", "digest": dgst})
 	}
-	repo, err := h.reg.Repository(ctx, rt.repo)
+	repo, err := h.reg.Repository(ctx, repoName)
 	if err == nil && repo.Streaming {
-		writeError(w, http.StatusNotFound, "NOT_EXPANDED", fmt.Sprintf("%s@%s has no streaming artifact yet, though the repository streams: "+
+		wire.Errors(w, http.StatusNotFound, "NOT_EXPANDED", fmt.Sprintf("%s@%s has no streaming artifact yet, though the repository streams: "+
 			"it was pushed before streaming was enabled, or its conversion failed; create one with artifact-streaming create "+
-			"(or artifact-streaming update --enable-streaming true --convert-existing for every tag)", rt.repo, dgst))
-		return
+			"(or artifact-streaming update --enable-streaming true --convert-existing for every tag)", repoName, dgst), nil)
+		return nil
 	}
-	writeError(w, http.StatusNotFound, "TELEPORT_NOT_ENABLED", "repository "+rt.repo+" does not stream; enable it with teleportEnabled or convertPushedImages")
+	wire.Errors(w, http.StatusNotFound, "TELEPORT_NOT_ENABLED", "repository "+repoName+" does not stream; enable it with teleportEnabled or convertPushedImages", nil)
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/sluicehq/sluice/internal/api/route"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/metadata"
 )
@@ -32,24 +33,26 @@ func FuzzAuthorizationHeader(f *testing.F) {
 		f.Fatal(err)
 	}
 	reached := false
-	protected := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached = true })
-	gate := NewGate(svc, Options{}, log, func(*http.Request) auth.Requirement {
-		return auth.Requirement{Accesses: []auth.Access{auth.Repo("app", auth.ActionPush)}}
-	}).Wrap(protected)
-	tokens := New(svc, Options{}, log)
+	protected := &route.API{Prefix: "/v2", Routes: []route.Route{{Method: "POST", Pattern: "/v2/{name...}/blobs/uploads/", Name: "uploads",
+		Need: route.Repo("name", auth.ActionPush),
+		Handle: func(http.ResponseWriter, *http.Request, route.Params) error {
+			reached = true
+			return nil
+		}}}}
+	mux := route.NewMux(NewGate(svc, Options{}, log).Wrap, protected.Compile(), New(svc, Options{}, log).API())
 	f.Fuzz(func(t *testing.T, header string) {
 		reached = false
 		req := httptest.NewRequest("POST", "/v2/app/blobs/uploads/", nil)
 		req.Header.Set("Authorization", header)
 		rec := httptest.NewRecorder()
-		gate.ServeHTTP(rec, req)
+		mux.ServeHTTP(rec, req)
 		if reached || (rec.Code != 401 && rec.Code != 429) {
 			t.Fatalf("header %q: reached=%v status %d", header, reached, rec.Code)
 		}
 		req = httptest.NewRequest("GET", "/oauth2/token?scope=repository:app:push", nil)
 		req.Header.Set("Authorization", header)
 		rec = httptest.NewRecorder()
-		tokens.ServeHTTP(rec, req)
+		mux.ServeHTTP(rec, req)
 		if rec.Code >= 500 {
 			t.Fatalf("token endpoint, header %q: status %d", header, rec.Code)
 		}

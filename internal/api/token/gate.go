@@ -8,26 +8,27 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/sluicehq/sluice/internal/api/route"
 	"github.com/sluicehq/sluice/internal/auth"
 )
 
-// Gate authenticates and authorizes every request before its handler.
+// Gate authenticates and authorizes every request before its handler: it
+// reads what the request needs from the route the server matched.
 type Gate struct {
-	auth        *auth.Service
-	opts        Options
-	log         *slog.Logger
-	requirement func(*http.Request) auth.Requirement
+	auth *auth.Service
+	opts Options
+	log  *slog.Logger
 }
 
-// NewGate returns the gate; requirement says what each request needs.
-func NewGate(a *auth.Service, opts Options, log *slog.Logger, requirement func(*http.Request) auth.Requirement) *Gate {
-	return &Gate{auth: a, opts: opts, log: log, requirement: requirement}
+// NewGate returns the gate.
+func NewGate(a *auth.Service, opts Options, log *slog.Logger) *Gate {
+	return &Gate{auth: a, opts: opts, log: log}
 }
 
 // Wrap puts the gate in front of next.
 func (g *Gate) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		req := g.requirement(r)
+		req := route.From(r.Context()).Requirement(r)
 		if req.Public {
 			next.ServeHTTP(w, r)
 			return
@@ -37,12 +38,15 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 			g.refuse(w, r, req, err)
 			return
 		}
+		caller.Challenge = func(scope, errCode, description string) string {
+			return g.challengeHeader(r, scope, errCode, description)
+		}
 		if !presented && (req.Authenticated || !caller.Check(req)) {
 			g.challenge(w, r, req, "", "authentication required")
 			return
 		}
 		if !caller.Check(req) {
-			g.deny(w, r, req, caller)
+			WriteDenied(w, r, &auth.DeniedError{Caller: caller, Missing: auth.Shortfall(caller, req.Accesses), Scope: req.Accesses})
 			return
 		}
 		if req.Identity && caller.Claims != nil {
@@ -53,7 +57,6 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 			}
 			caller.Identity = id
 		}
-		caller.Challenge = func(need auth.Access) string { return g.challengeHeader(r, need.String(), "insufficient_scope", "") }
 		next.ServeHTTP(w, r.WithContext(auth.WithCaller(r.Context(), caller)))
 	})
 }
@@ -110,21 +113,22 @@ func (g *Gate) challenge(w http.ResponseWriter, r *http.Request, req auth.Requir
 	writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", message, nil)
 }
 
-// deny answers a caller that proved who it is but may not do what the
-// request needs, naming what it lacks. A bearer caller gets 401
-// insufficient_scope, as the token protocol wants, so that its client asks
-// for a token with the scope (which the identity may hold) and tries
-// again; a basic-auth caller has nothing to ask for and gets 403 DENIED.
-// Both bodies list the missing accesses in their detail.
-func (g *Gate) deny(w http.ResponseWriter, r *http.Request, req auth.Requirement, caller *auth.Caller) {
-	missing := shortfall(caller, req.Accesses)
-	message := refusal(caller, missing)
-	if caller.Claims == nil {
-		writeError(w, r, http.StatusForbidden, "DENIED", message, missing)
+// WriteDenied answers a caller that proved who it is but may not do what
+// the request needs, naming what it lacks: the gate's refusals, and those
+// a handler finds (a push of a streaming artifact, an import's targets). A
+// bearer caller gets 401 insufficient_scope, as the token protocol wants,
+// so that its client asks for a token with the scope (which the identity
+// may hold) and tries again; a basic-auth caller has nothing to ask for
+// and gets 403 DENIED. Both bodies list the missing accesses in their
+// detail.
+func WriteDenied(w http.ResponseWriter, r *http.Request, d *auth.DeniedError) {
+	message := d.Error()
+	if d.Caller.Claims == nil || d.Caller.Challenge == nil {
+		writeError(w, r, http.StatusForbidden, "DENIED", message, d.Missing)
 		return
 	}
-	w.Header().Set("WWW-Authenticate", g.challengeHeader(r, scopeOf(req), "insufficient_scope", message))
-	writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", message, missing)
+	w.Header().Set("WWW-Authenticate", d.Caller.Challenge(d.ChallengeScope(), "insufficient_scope", message))
+	writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", message, d.Missing)
 }
 
 // challengeHeader is a Bearer challenge for scope (may be empty), with an
@@ -151,101 +155,6 @@ func (g *Gate) challengeHeader(r *http.Request, scope, errCode, description stri
 	return c
 }
 
-// shortfall is the part of need the caller is not granted: each access
-// with only the actions missing, judged as Check judges the request.
-func shortfall(c *auth.Caller, need []auth.Access) []auth.Access {
-	var missing []auth.Access
-	for _, a := range need {
-		lack := auth.Access{Type: a.Type, Name: a.Name}
-		for _, act := range a.Actions {
-			one := auth.Access{Type: a.Type, Name: a.Name, Actions: []string{act}}
-			if !c.Check(auth.Requirement{Accesses: []auth.Access{one}}) {
-				lack.Actions = append(lack.Actions, act)
-			}
-		}
-		if len(lack.Actions) > 0 {
-			missing = append(missing, lack)
-		}
-	}
-	return missing
-}
-
-// deeds word each repository action for a refusal, with the scope map
-// action that grants it.
-var deeds = map[string]struct{ verb, grantedBy string }{
-	auth.ActionPull:           {"pull from", "content/read"},
-	auth.ActionPush:           {"push to", "content/write"},
-	auth.ActionDelete:         {"delete from", "content/delete"},
-	auth.ActionMetadataRead:   {"read the metadata of", "metadata/read"},
-	auth.ActionMetadataWrite:  {"change the metadata of", "metadata/write"},
-	auth.ActionStreamingWrite: {"push streaming artifacts to", "streaming/write"},
-}
-
-// refusal says who may not do what and what would allow it, in the terms
-// of scope maps: "token ci-bot may not push to team/app (it needs
-// content/write)"; anonymous callers are told to log in.
-func refusal(c *auth.Caller, missing []auth.Access) string {
-	who := callerName(c)
-	var denied []string
-	for _, a := range missing {
-		for _, act := range a.Actions {
-			d := deed(a, act)
-			if who != anonymousCallers {
-				d += " (" + remedy(a, act) + ")"
-			}
-			denied = append(denied, d)
-		}
-	}
-	msg := who + " may not " + strings.Join(denied, ", nor ")
-	if who == anonymousCallers {
-		msg += "; log in first"
-	}
-	return msg
-}
-
-// deed words one action on a resource: "push to team/app".
-func deed(a auth.Access, action string) string {
-	switch {
-	case a.Type == auth.TypeRegistry && a.Name == auth.Admin:
-		return "manage the registry"
-	case a.Type == auth.TypeRegistry && a.Name == auth.Catalog:
-		return "list the repositories"
-	}
-	if d, ok := deeds[action]; ok && a.Type == auth.TypeRepository {
-		return d.verb + " " + a.Name
-	}
-	return "use " + auth.Access{Type: a.Type, Name: a.Name, Actions: []string{action}}.String()
-}
-
-// remedy says what grants one action: the scope map action, or the scope.
-func remedy(a auth.Access, action string) string {
-	switch {
-	case a.Type == auth.TypeRegistry && a.Name == auth.Admin:
-		return "only the admin user may"
-	case a.Type == auth.TypeRepository && deeds[action].grantedBy != "":
-		return "it needs " + deeds[action].grantedBy
-	}
-	return "it needs " + auth.Access{Type: a.Type, Name: a.Name, Actions: []string{action}}.String()
-}
-
-const anonymousCallers = "anonymous callers"
-
-// callerName names the identity behind a caller: "token ci-bot", "user
-// admin" or "anonymous callers".
-func callerName(c *auth.Caller) string {
-	kind, name := c.Identity.Kind, c.Identity.Name
-	if c.Claims != nil {
-		kind, name = c.Claims.IdentityKind, c.Claims.Subject
-	}
-	switch kind {
-	case auth.TokenUser:
-		return "token " + name
-	case auth.AdminUser:
-		return "user " + name
-	}
-	return anonymousCallers
-}
-
 // scopeOf renders a requirement's accesses as the challenge's scope.
 func scopeOf(req auth.Requirement) string {
 	parts := make([]string, len(req.Accesses))
@@ -264,9 +173,6 @@ func writeError(w http.ResponseWriter, r *http.Request, status int, code, messag
 	}
 	b, _ := json.Marshal(map[string]any{"errors": []any{e}})
 	w.Header().Set("Content-Type", "application/json")
-	if strings.HasPrefix(r.URL.Path, "/v2") {
-		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	}
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/api/route"
 	"github.com/sluicehq/sluice/internal/auth"
 )
 
@@ -64,20 +65,39 @@ type tokenResponse struct {
 	TokenType    string `json:"token_type"`
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch {
-	case r.URL.Path == "/oauth2/token" && r.Method == "GET":
-		h.getToken(w, r)
-	case r.URL.Path == "/oauth2/token" && r.Method == "POST":
-		h.postToken(w, r, false)
-	case r.URL.Path == "/oauth2/exchange" && r.Method == "POST":
-		h.postToken(w, r, true)
-	case r.URL.Path == "/oauth2/token" || r.URL.Path == "/oauth2/exchange":
-		w.Header().Set("Allow", "GET, POST")
-		oauthError(w, http.StatusMethodNotAllowed, "invalid_request", "use GET or POST")
-	default:
-		oauthError(w, http.StatusNotFound, "invalid_request", "no such endpoint")
+// API is the token service's route table; every route is public (the
+// endpoints authenticate the credentials they are given themselves).
+func (h *Handler) API() *route.API {
+	adapt := func(fn func(http.ResponseWriter, *http.Request)) route.Handler {
+		return func(w http.ResponseWriter, r *http.Request, _ route.Params) error {
+			fn(w, r)
+			return nil
+		}
 	}
+	return (&route.API{
+		Prefix: "/oauth2",
+		Routes: []route.Route{
+			{Method: "GET", Pattern: "/oauth2/token", Name: "oauth2_token", Handle: adapt(h.getToken)},
+			{Method: "POST", Pattern: "/oauth2/token", Name: "oauth2_token",
+				Handle: adapt(func(w http.ResponseWriter, r *http.Request) { h.postToken(w, r, false) })},
+			{Method: "POST", Pattern: "/oauth2/exchange", Name: "oauth2_exchange",
+				Handle: adapt(func(w http.ResponseWriter, r *http.Request) { h.postToken(w, r, true) })},
+		},
+		Error:        writeRouteError,
+		NotFoundName: "oauth2_unknown",
+	}).Compile()
+}
+
+// writeRouteError answers a path or method the table does not know, in
+// OAuth2's error shape.
+func writeRouteError(w http.ResponseWriter, r *http.Request, err error) {
+	var me *route.MethodError
+	if errors.As(err, &me) {
+		w.Header().Set("Allow", strings.Join(me.Allow, ", "))
+		oauthError(w, http.StatusMethodNotAllowed, "invalid_request", "use "+strings.Join(me.Allow, " or "))
+		return
+	}
+	oauthError(w, http.StatusNotFound, "invalid_request", "no such endpoint")
 }
 
 // getToken is the Docker token protocol: basic credentials (or none, for an

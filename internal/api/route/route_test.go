@@ -1,0 +1,102 @@
+package route
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"testing"
+)
+
+func TestMatch(t *testing.T) {
+	noop := func(http.ResponseWriter, *http.Request, Params) error { return nil }
+	api := (&API{Prefix: "/v2", Routes: []Route{
+		{Method: "GET", Pattern: "/v2/", Name: "base", Handle: noop},
+		{Method: "GET", Pattern: "/v2/_catalog", Name: "catalog", Handle: noop},
+		{Method: "GET", Pattern: "/v2/{name...}/manifests/{reference}", Name: "manifest", Handle: noop},
+		{Method: "PUT", Pattern: "/v2/{name...}/manifests/{reference}", Name: "manifest", Handle: noop},
+		{Method: "POST", Pattern: "/v2/{name...}/blobs/uploads/", Name: "uploads", Handle: noop},
+		{Method: "PATCH", Pattern: "/v2/{name...}/blobs/uploads/{upload}", Name: "upload", Handle: noop},
+		{Method: "GET", Pattern: "/v2/{name...}/blobs/{digest}", Name: "blob", Handle: noop},
+		{Method: "POST", Pattern: "/v2/_operations/{id}:cancel", Name: "cancel", Handle: noop},
+	}}).Compile()
+	for _, tc := range []struct {
+		method, path string
+		want         string // route name; "" with wantErr
+		params       Params
+		wantErr      error
+		allow        []string
+	}{
+		{"GET", "/v2/", "base", Params{}, nil, nil},
+		{"HEAD", "/v2/", "base", Params{}, nil, nil},
+		{"GET", "/v2/_catalog", "catalog", Params{}, nil, nil},
+		{"GET", "/v2/team/app/manifests/latest", "manifest", Params{"name": "team/app", "reference": "latest"}, nil, nil},
+		// The name is what lies before the last /manifests/: a repository
+		// may have the word in its name.
+		{"GET", "/v2/a/manifests/b/manifests/v1", "manifest", Params{"name": "a/manifests/b", "reference": "v1"}, nil, nil},
+		{"POST", "/v2/app/blobs/uploads/", "uploads", Params{"name": "app"}, nil, nil},
+		{"PATCH", "/v2/app/blobs/uploads/abc", "upload", Params{"name": "app", "upload": "abc"}, nil, nil},
+		{"GET", "/v2/app/blobs/sha256:aa", "blob", Params{"name": "app", "digest": "sha256:aa"}, nil, nil},
+		{"POST", "/v2/_operations/42:cancel", "cancel", Params{"id": "42"}, nil, nil},
+		{"DELETE", "/v2/app/manifests/v1", "", nil, nil, []string{"GET", "PUT"}},
+		{"GET", "/v2/app/manifests/", "", nil, ErrNotFound, nil},       // an empty reference
+		{"GET", "/v2/manifests/v1", "", nil, ErrNotFound, nil},         // no name
+		{"GET", "/v2/_x/manifests/v1", "", nil, ErrNotFound, nil},      // a name component starting with _
+		{"GET", "/v2/a//b/manifests/v1", "", nil, ErrNotFound, nil},    // an empty component
+		{"POST", "/v2/_operations/:cancel", "", nil, ErrNotFound, nil}, // an empty id
+	} {
+		req := httptest.NewRequest(tc.method, tc.path, nil)
+		rt, p, err := api.Match(req)
+		var me *MethodError
+		switch {
+		case tc.allow != nil:
+			if !errors.As(err, &me) || !reflect.DeepEqual(me.Allow, tc.allow) {
+				t.Errorf("%s %s: %v, want a method error allowing %v", tc.method, tc.path, err, tc.allow)
+			}
+		case tc.wantErr != nil:
+			if !errors.Is(err, tc.wantErr) {
+				t.Errorf("%s %s: %v, want %v", tc.method, tc.path, err, tc.wantErr)
+			}
+		case err != nil || rt.Name != tc.want || !reflect.DeepEqual(p, tc.params):
+			t.Errorf("%s %s: %v %v %v, want %s %v", tc.method, tc.path, rt, p, err, tc.want, tc.params)
+		}
+	}
+}
+
+func TestBadPatternsPanic(t *testing.T) {
+	for _, pattern := range []string{"/v2/{a...}/x/{b...}", "/v2/{a", "/other/x", "/v2/{a...}:s"} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("pattern %q compiled", pattern)
+				}
+			}()
+			(&API{Prefix: "/v2", Routes: []Route{{Method: "GET", Pattern: pattern}}}).Compile()
+		}()
+	}
+}
+
+func TestMuxServesTheMatch(t *testing.T) {
+	var seen string
+	api := (&API{Prefix: "/v2", Routes: []Route{{Method: "GET", Pattern: "/v2/{name...}/tags/list", Name: "tags",
+		Handle: func(w http.ResponseWriter, r *http.Request, p Params) error {
+			seen = From(r.Context()).Name() + " " + p["name"]
+			return errors.New("boom")
+		}}},
+		Headers: map[string]string{"X-Api": "v2"},
+		Error: func(w http.ResponseWriter, r *http.Request, err error) {
+			w.WriteHeader(http.StatusTeapot)
+			_, _ = w.Write([]byte(err.Error()))
+		}}).Compile()
+	mux := NewMux(nil, api)
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/v2/team/app/tags/list", nil))
+	if seen != "tags team/app" || rec.Code != http.StatusTeapot || rec.Body.String() != "boom" || rec.Header().Get("X-Api") != "v2" {
+		t.Fatalf("seen %q, answer %d %q %v", seen, rec.Code, rec.Body.String(), rec.Header())
+	}
+	rec = httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/elsewhere", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Fatalf("a path under no API: %d", rec.Code)
+	}
+}

@@ -1,0 +1,69 @@
+// Package wire writes what the HTTP APIs of sluiced share on the wire:
+// JSON answers, the OCI error body (which the management API uses too),
+// and the n/last pagination of listings with its Link header.
+package wire
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// JSON answers v as JSON with the given status and content type
+// ("application/json" when empty).
+func JSON(w http.ResponseWriter, status int, contentType string, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if contentType == "" {
+		contentType = "application/json"
+	}
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// Error is one entry of the OCI error body.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Detail  any    `json:"detail,omitempty"`
+}
+
+// Errors answers the OCI error body {"errors":[...]} with one error.
+func Errors(w http.ResponseWriter, status int, code, message string, detail any) {
+	w.Header().Del("Content-Length")
+	JSON(w, status, "application/json", struct {
+		Errors []Error `json:"errors"`
+	}{[]Error{{Code: code, Message: message, Detail: detail}}})
+}
+
+// ErrPageInvalid is returned for an n that is not a count.
+var ErrPageInvalid = errors.New("invalid number of results requested")
+
+// Page reads the n and last parameters of a listing: n is def when absent
+// (negative: all) and at most max.
+func Page(q url.Values, def, max int) (n int, last string, err error) {
+	n = def
+	if v := q.Get("n"); v != "" {
+		n, err = strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return 0, "", fmt.Errorf("%w: n=%q must be a non-negative integer", ErrPageInvalid, v)
+		}
+		n = min(n, max)
+	}
+	return n, q.Get("last"), nil
+}
+
+// NextLink points the client at the next page, as the distribution spec's
+// Link header does.
+func NextLink(w http.ResponseWriter, path string, n int, last string) {
+	q := url.Values{"n": {strconv.Itoa(n)}, "last": {last}}
+	w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, path, q.Encode()))
+}
