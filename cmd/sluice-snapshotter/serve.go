@@ -103,6 +103,7 @@ func serve(cmd *cobra.Command, f *flags) error {
 	case <-ctx.Done():
 	}
 	srv.GracefulStop()
+	trust.Wait()
 	return err
 }
 

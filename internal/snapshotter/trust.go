@@ -35,8 +35,18 @@ type Trust struct {
 
 	mu        sync.Mutex
 	published map[string]publishedKeys
-	// pinLocks serialises pinning per registry.
+	// pinMu serialises pinning; pins are the pins as last read or
+	// written, by registry, with the stamp of their file.
 	pinMu sync.Mutex
+	pins  map[string]pinned
+	// writes are the pin files being written.
+	writes sync.WaitGroup
+}
+
+// pinned is a registry's pins in memory.
+type pinned struct {
+	keys  trust.JWKS
+	stamp fileStamp
 }
 
 // publishedKeys is a registry's key set as last fetched.
@@ -52,7 +62,7 @@ const publishedTTL = 5 * time.Minute
 // NewTrust keeps its pins under dir; policy gives a registry's trust mode
 // as the configuration says now.
 func NewTrust(dir string, policy func(host string) (string, []string), log *slog.Logger) *Trust {
-	return &Trust{dir: dir, policy: policy, log: log, published: map[string]publishedKeys{}}
+	return &Trust{dir: dir, policy: policy, log: log, published: map[string]publishedKeys{}, pins: map[string]pinned{}}
 }
 
 // TrustDir is where a node root keeps its pinned registry keys.
@@ -95,7 +105,7 @@ func (t *Trust) Keys(ctx context.Context, c *client.Client, fresh bool) (trust.K
 		return nil, untrusted("%s publishes no signing keys (/acr/v1/_keys), so none of its streaming artifacts can be verified; "+
 			"trust a converter's keys with trust: keys, or (unsafe) trust: any, in the node's configuration", c.Host)
 	}
-	return t.pinned(c.Host, published)
+	return t.pinnedKeys(c.Host, published)
 }
 
 // publishedKeys returns a registry's key set, fetched again when old.
@@ -116,23 +126,24 @@ func (t *Trust) publishedKeys(ctx context.Context, c *client.Client, fresh bool)
 	return keys, nil
 }
 
-// pinned returns the published keys the registry's pins vouch for,
+// pinnedKeys returns the published keys the registry's pins vouch for,
 // pinning the set on first use and keys endorsed by a rotation as they
-// appear.
-func (t *Trust) pinned(host string, published trust.JWKS) (trust.KeySet, error) {
+// appear. Pins are kept in memory and written to the node's state off the
+// pull's path: a write lost to a crash only means pinning again at the
+// next first use. A pin file changed by `sluice-snapshotter trust` is read
+// again.
+func (t *Trust) pinnedKeys(host string, published trust.JWKS) (trust.KeySet, error) {
 	t.pinMu.Lock()
 	defer t.pinMu.Unlock()
-	pins, err := ReadPins(t.dir, host)
-	if errors.Is(err, os.ErrNotExist) {
-		if err := WritePins(t.dir, host, published); err != nil {
-			return nil, fmt.Errorf("pin the signing keys of %s: %w", host, err)
-		}
+	pins, found, err := t.currentPins(host)
+	if err != nil {
+		return nil, untrusted("pinned keys of %s: %v", host, err)
+	}
+	if !found {
+		t.savePins(host, published)
 		ks, _ := published.KeySet()
 		t.log.Info("pinned the signing keys of a registry at first use", "registry", host, "keys", ks.IDs())
 		return ks, nil
-	}
-	if err != nil {
-		return nil, untrusted("pinned keys of %s: %v", host, err)
 	}
 	pinnedSet, _ := pins.KeySet()
 	trusted := trust.Extend(pinnedSet, published)
@@ -143,10 +154,7 @@ func (t *Trust) pinned(host string, published trust.JWKS) (trust.KeySet, error) 
 		}
 	}
 	if len(added) > 0 {
-		pins.Keys = append(pins.Keys, added...)
-		if err := WritePins(t.dir, host, pins); err != nil {
-			return nil, fmt.Errorf("pin the rotated signing keys of %s: %w", host, err)
-		}
+		t.savePins(host, trust.JWKS{Keys: append(append([]trust.JWK(nil), pins.Keys...), added...)})
 		for _, k := range added {
 			t.log.Info("a registry rotated its signing key; the new key, endorsed by a pinned one, is pinned", "registry", host, "key", k.Kid)
 		}
@@ -158,6 +166,47 @@ func (t *Trust) pinned(host string, published trust.JWKS) (trust.KeySet, error) 
 	}
 	return trusted, nil
 }
+
+// currentPins returns a registry's pins: from memory, or from its file
+// when the file changed (or was never read). t.pinMu is held.
+func (t *Trust) currentPins(host string) (trust.JWKS, bool, error) {
+	st := stamp(pinPath(t.dir, host))
+	if p, ok := t.pins[host]; ok && p.stamp == st {
+		return p.keys, len(p.keys.Keys) > 0, nil
+	}
+	keys, err := ReadPins(t.dir, host)
+	if errors.Is(err, os.ErrNotExist) {
+		delete(t.pins, host)
+		return trust.JWKS{}, false, nil
+	}
+	if err != nil {
+		return trust.JWKS{}, false, err
+	}
+	t.pins[host] = pinned{keys: keys, stamp: st}
+	return keys, true, nil
+}
+
+// savePins keeps a registry's pins in memory and writes them in the
+// background. t.pinMu is held.
+func (t *Trust) savePins(host string, keys trust.JWKS) {
+	t.pins[host] = pinned{keys: keys}
+	t.writes.Add(1)
+	go func() {
+		defer t.writes.Done()
+		t.pinMu.Lock()
+		defer t.pinMu.Unlock()
+		if err := WritePins(t.dir, host, keys); err != nil {
+			t.log.Warn("could not write the pinned keys of a registry; they will be pinned again after a restart", "registry", host, "err", err)
+			return
+		}
+		if p, ok := t.pins[host]; ok && len(p.keys.Keys) == len(keys.Keys) {
+			t.pins[host] = pinned{keys: keys, stamp: stamp(pinPath(t.dir, host))}
+		}
+	}()
+}
+
+// Wait waits for the pin files being written.
+func (t *Trust) Wait() { t.writes.Wait() }
 
 // pinFile is a registry's pinned keys in the node's state.
 type pinFile struct {

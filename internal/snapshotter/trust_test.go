@@ -77,6 +77,7 @@ func TestTrustPinsAtFirstUseAndFollowsRotations(t *testing.T) {
 	srv := newKeyServer(t)
 	dir := t.TempDir()
 	tr := NewTrust(dir, func(string) (string, []string) { return TrustRegistry, nil }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t.Cleanup(tr.Wait)
 	c := client.New(srv.host(), client.Options{PlainHTTP: true})
 	ctx := context.Background()
 
@@ -91,6 +92,7 @@ func TestTrustPinsAtFirstUseAndFollowsRotations(t *testing.T) {
 	if err != nil || len(keys) != 1 || keys[firstJWK.Kid] == nil {
 		t.Fatalf("first use: %v %v", keys.IDs(), err)
 	}
+	tr.Wait() // pins are written off the pull's path
 	if pins, err := ReadPins(dir, srv.host()); err != nil || len(pins.Keys) != 1 {
 		t.Fatalf("pins after first use: %v %v", pins, err)
 	}
@@ -118,6 +120,7 @@ func TestTrustPinsAtFirstUseAndFollowsRotations(t *testing.T) {
 	if !isReason(err, "untrusted") || !strings.Contains(err.Error(), "sluice-snapshotter trust "+srv.host()) {
 		t.Fatalf("replaced key set: %v, want untrusted with the command to run", err)
 	}
+	tr.Wait()
 	if err := WritePins(dir, srv.host(), trust.JWKS{Keys: []trust.JWK{strangerJWK}}); err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +155,7 @@ func TestTrustModes(t *testing.T) {
 		{mode: TrustAny, anyKeys: true},
 	} {
 		tr := NewTrust(t.TempDir(), func(string) (string, []string) { return tc.mode, tc.files }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		defer tr.Wait()
 		keys, err := tr.Keys(context.Background(), c, false)
 		switch {
 		case tc.wantErr:
