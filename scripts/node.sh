@@ -149,6 +149,10 @@ TMPDIR=$dir setsid containerd --config "$dir/containerd.toml" >"$dir/containerd.
 ctrdpid=$!
 wait_for "containerd (log: $dir/containerd.log)" "$ctrdpid" ctr --address "$sock" version
 
+# runc keeps its state under /run whichever containerd asks: a container
+# name of this node's own, so two nodes never meet there.
+container="try-$(basename "$dir" | tr -cd 'A-Za-z0-9_.-')"
+
 cat <<EOF
 
 node: a throw-away node runs in $dir
@@ -160,7 +164,7 @@ artifact in $registry (make run; README: "Artifact streaming, step by step"):
 
   export SLUICE_USERNAME=admin SLUICE_PASSWORD='...'   # if the registry wants a login
   $BIN/sluice pull --address $sock $registry/$image
-  ctr --address $sock run --rm --snapshotter sluice $registry/$image try1
+  ctr --address $sock run --rm --snapshotter sluice $registry/$image $container
 
 Ctrl-C stops the node and removes $dir.
 
