@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/sluicehq/sluice/internal/api/route"
-	"github.com/sluicehq/sluice/internal/api/token"
 	"github.com/sluicehq/sluice/internal/api/wire"
-	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/oci"
 	"github.com/sluicehq/sluice/internal/registry"
 )
@@ -49,15 +46,7 @@ var errorMapping = []struct {
 // in full at ERROR, answered 500 without detail, since their text names
 // the server's files.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var denied *auth.DeniedError
-	if errors.As(err, &denied) {
-		token.WriteDenied(w, r, denied)
-		return
-	}
-	var me *route.MethodError
-	if errors.As(err, &me) {
-		w.Header().Set("Allow", strings.Join(me.Allow, ", "))
-		wire.Errors(w, http.StatusMethodNotAllowed, "UNSUPPORTED", me.Error(), nil)
+	if wire.Refusal(w, r, err) {
 		return
 	}
 	m := route.From(r.Context())

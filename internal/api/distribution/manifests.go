@@ -129,40 +129,16 @@ const (
 )
 
 func (h *Handler) tags(w http.ResponseWriter, r *http.Request, p route.Params) error {
-	n, last, err := wire.Page(r.URL.Query(), -1, maxPage)
-	if err != nil {
-		return err
-	}
-	tags, more, err := h.reg.Tags(r.Context(), p[pName], last, n)
-	if err != nil {
-		return err
-	}
-	if more && len(tags) > 0 {
-		wire.NextLink(w, "/v2/"+p[pName]+"/tags/list", n, tags[len(tags)-1])
-	}
-	wire.JSON(w, http.StatusOK, "application/json", struct {
-		Name string   `json:"name"`
-		Tags []string `json:"tags"`
-	}{p[pName], tags})
-	return nil
+	return wire.Names(w, r, "/v2/"+p[pName]+"/tags/list", "tags", -1, maxPage, map[string]any{"name": p[pName]}, func(last string, n int) ([]string, bool, error) {
+		return h.reg.Tags(r.Context(), p[pName], last, n)
+	})
 }
 
 func (h *Handler) catalog(w http.ResponseWriter, r *http.Request, _ route.Params) error {
-	n, last, err := wire.Page(r.URL.Query(), defaultCatalogPage, maxPage)
-	if err != nil {
-		return err
-	}
-	repos, more, err := h.reg.ReadableRepositories(r.Context(), last, n, auth.CallerFrom(r.Context()).MayRead)
-	if err != nil {
-		return err
-	}
-	if more && len(repos) > 0 {
-		wire.NextLink(w, "/v2/_catalog", n, repos[len(repos)-1])
-	}
-	wire.JSON(w, http.StatusOK, "application/json", struct {
-		Repositories []string `json:"repositories"`
-	}{repos})
-	return nil
+	mayRead := auth.CallerFrom(r.Context()).MayRead
+	return wire.Names(w, r, "/v2/_catalog", "repositories", defaultCatalogPage, maxPage, nil, func(last string, n int) ([]string, bool, error) {
+		return h.reg.ReadableRepositories(r.Context(), last, n, mayRead)
+	})
 }
 
 func (h *Handler) referrers(w http.ResponseWriter, r *http.Request, p route.Params) error {

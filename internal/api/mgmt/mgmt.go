@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/api/route"
-	"github.com/sluicehq/sluice/internal/api/token"
 	"github.com/sluicehq/sluice/internal/api/wire"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/conversion"
@@ -223,15 +222,7 @@ var conversionStatus = map[string]int{
 // services' errors by errorStatus; anything else is the registry's own
 // failure, logged and answered 500 without its text.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var denied *auth.DeniedError
-	if errors.As(err, &denied) {
-		token.WriteDenied(w, r, denied)
-		return
-	}
-	var me *route.MethodError
-	if errors.As(err, &me) {
-		w.Header().Set("Allow", strings.Join(me.Allow, ", "))
-		wire.Errors(w, http.StatusMethodNotAllowed, "UNSUPPORTED", me.Error(), nil)
+	if wire.Refusal(w, r, err) {
 		return
 	}
 	var ce *conversion.Error

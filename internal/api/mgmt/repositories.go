@@ -44,18 +44,10 @@ func toRepositoryJSON(r *http.Request, repo *metadata.Repository) repositoryJSON
 }
 
 func (h *Handler) catalog(w http.ResponseWriter, r *http.Request, _ route.Params) error {
-	n, last, err := pageOf(r)
-	if err != nil {
-		return err
-	}
-	repos, more, err := h.reg.ReadableRepositories(r.Context(), last, n, auth.CallerFrom(r.Context()).MayRead)
-	if err != nil {
-		return err
-	}
-	if more && len(repos) > 0 {
-		wire.NextLink(w, "/acr/v1/_catalog", n, repos[len(repos)-1])
-	}
-	return writeJSON(w, http.StatusOK, map[string]any{"repositories": repos})
+	mayRead := auth.CallerFrom(r.Context()).MayRead
+	return wire.Names(w, r, "/acr/v1/_catalog", "repositories", 100, 1000, nil, func(last string, n int) ([]string, bool, error) {
+		return h.reg.ReadableRepositories(r.Context(), last, n, mayRead)
+	})
 }
 
 // repositoryPatch is the body of PATCH /acr/v1/{repo}: any subset of the

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/sluicehq/sluice/internal/api/route"
+	"github.com/sluicehq/sluice/internal/api/wire"
 	"github.com/sluicehq/sluice/internal/auth"
 )
 
@@ -46,7 +47,7 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 			return
 		}
 		if !caller.Check(req) {
-			WriteDenied(w, r, &auth.DeniedError{Caller: caller, Missing: auth.Shortfall(caller, req.Accesses), Scope: req.Accesses})
+			wire.Refusal(w, r, &auth.DeniedError{Caller: caller, Missing: auth.Shortfall(caller, req.Accesses), Scope: req.Accesses})
 			return
 		}
 		if req.Identity && caller.Claims != nil {
@@ -111,24 +112,6 @@ func (g *Gate) refuse(w http.ResponseWriter, r *http.Request, req auth.Requireme
 func (g *Gate) challenge(w http.ResponseWriter, r *http.Request, req auth.Requirement, errCode, message string) {
 	w.Header().Set("WWW-Authenticate", g.challengeHeader(r, scopeOf(req), errCode, ""))
 	writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", message, nil)
-}
-
-// WriteDenied answers a caller that proved who it is but may not do what
-// the request needs, naming what it lacks: the gate's refusals, and those
-// a handler finds (a push of a streaming artifact, an import's targets). A
-// bearer caller gets 401 insufficient_scope, as the token protocol wants,
-// so that its client asks for a token with the scope (which the identity
-// may hold) and tries again; a basic-auth caller has nothing to ask for
-// and gets 403 DENIED. Both bodies list the missing accesses in their
-// detail.
-func WriteDenied(w http.ResponseWriter, r *http.Request, d *auth.DeniedError) {
-	message := d.Error()
-	if d.Caller.Claims == nil || d.Caller.Challenge == nil {
-		writeError(w, r, http.StatusForbidden, "DENIED", message, d.Missing)
-		return
-	}
-	w.Header().Set("WWW-Authenticate", d.Caller.Challenge(d.ChallengeScope(), "insufficient_scope", message))
-	writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", message, d.Missing)
 }
 
 // challengeHeader is a Bearer challenge for scope (may be empty), with an

@@ -67,3 +67,30 @@ func NextLink(w http.ResponseWriter, path string, n int, last string) {
 	q := url.Values{"n": {strconv.Itoa(n)}, "last": {last}}
 	w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, path, q.Encode()))
 }
+
+// Names answers a page of names as {key: [...]} (with the fields of
+// extra), read with list from the request's n and last, n being def when
+// absent and at most max, and the Link to the next page when there is one.
+func Names(w http.ResponseWriter, r *http.Request, path, key string, def, max int, extra map[string]any,
+	list func(last string, n int) ([]string, bool, error)) error {
+	n, last, err := Page(r.URL.Query(), def, max)
+	if err != nil {
+		return err
+	}
+	names, more, err := list(last, n)
+	if err != nil {
+		return err
+	}
+	if names == nil {
+		names = []string{}
+	}
+	if more && len(names) > 0 {
+		NextLink(w, path, n, names[len(names)-1])
+	}
+	body := map[string]any{key: names}
+	for k, v := range extra {
+		body[k] = v
+	}
+	JSON(w, http.StatusOK, "application/json", body)
+	return nil
+}
