@@ -71,7 +71,9 @@ func TestRefusal(t *testing.T) {
 	if rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), `"DENIED"`) || !strings.Contains(rec.Body.String(), "content/write") {
 		t.Errorf("basic refusal: %d %s", rec.Code, rec.Body)
 	}
-	bearer := &auth.Caller{Identity: &auth.Identity{}, Claims: &auth.Claims{Subject: "ci-bot", IdentityKind: auth.TokenUser},
+	claims := &auth.Claims{IdentityKind: auth.TokenUser}
+	claims.Subject = "ci-bot"
+	bearer := &auth.Caller{Identity: &auth.Identity{}, Claims: claims,
 		Challenge: func(scope, code, _ string) string { return "Bearer scope=" + scope + ",error=" + code }}
 	rec = httptest.NewRecorder()
 	Refusal(rec, httptest.NewRequest("PUT", "/v2/team/app/manifests/v1", nil), &auth.DeniedError{Caller: bearer, Missing: missing})
