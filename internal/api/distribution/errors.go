@@ -12,30 +12,26 @@ import (
 )
 
 // errorMapping gives each service error its OCI code and HTTP status.
-var errorMapping = []struct {
-	err    error
-	code   string
-	status int
-}{
-	{oci.ErrNameInvalid, "NAME_INVALID", http.StatusBadRequest},
-	{oci.ErrTagInvalid, "MANIFEST_INVALID", http.StatusBadRequest},
-	{oci.ErrDigestInvalid, "DIGEST_INVALID", http.StatusBadRequest},
-	{oci.ErrManifestTooLarge, "MANIFEST_INVALID", http.StatusRequestEntityTooLarge},
-	{oci.ErrManifestInvalid, "MANIFEST_INVALID", http.StatusBadRequest},
-	{oci.ErrRangeInvalid, "BLOB_UPLOAD_INVALID", http.StatusBadRequest},
-	{registry.ErrNameUnknown, "NAME_UNKNOWN", http.StatusNotFound},
-	{registry.ErrBlobUnknown, "BLOB_UNKNOWN", http.StatusNotFound},
-	{registry.ErrManifestUnknown, "MANIFEST_UNKNOWN", http.StatusNotFound},
-	{registry.ErrManifestBlobUnknown, "MANIFEST_BLOB_UNKNOWN", http.StatusBadRequest},
-	{registry.ErrUploadUnknown, "BLOB_UPLOAD_UNKNOWN", http.StatusNotFound},
-	{registry.ErrUploadInvalid, "BLOB_UPLOAD_INVALID", http.StatusBadRequest},
-	{registry.ErrRangeInvalid, "BLOB_UPLOAD_INVALID", http.StatusRequestedRangeNotSatisfiable},
-	{registry.ErrSizeInvalid, "SIZE_INVALID", http.StatusBadRequest},
-	{registry.ErrDenied, "DENIED", http.StatusForbidden},
-	{registry.ErrConflict, "DENIED", http.StatusForbidden},
-	{registry.ErrBusy, "TOOMANYREQUESTS", http.StatusTooManyRequests},
-	{wire.ErrPageInvalid, "PAGINATION_NUMBER_INVALID", http.StatusBadRequest},
-	{route.ErrNotFound, "NOT_FOUND", http.StatusNotFound},
+var errorMapping = []wire.Code{
+	wire.Answer(oci.ErrNameInvalid, "NAME_INVALID", http.StatusBadRequest),
+	wire.Answer(oci.ErrTagInvalid, "MANIFEST_INVALID", http.StatusBadRequest),
+	wire.Answer(oci.ErrDigestInvalid, "DIGEST_INVALID", http.StatusBadRequest),
+	wire.Answer(oci.ErrManifestTooLarge, "MANIFEST_INVALID", http.StatusRequestEntityTooLarge),
+	wire.Answer(oci.ErrManifestInvalid, "MANIFEST_INVALID", http.StatusBadRequest),
+	wire.Answer(oci.ErrRangeInvalid, "BLOB_UPLOAD_INVALID", http.StatusBadRequest),
+	wire.Answer(registry.ErrNameUnknown, "NAME_UNKNOWN", http.StatusNotFound),
+	wire.Answer(registry.ErrBlobUnknown, "BLOB_UNKNOWN", http.StatusNotFound),
+	wire.Answer(registry.ErrManifestUnknown, "MANIFEST_UNKNOWN", http.StatusNotFound),
+	wire.Answer(registry.ErrManifestBlobUnknown, "MANIFEST_BLOB_UNKNOWN", http.StatusBadRequest),
+	wire.Answer(registry.ErrUploadUnknown, "BLOB_UPLOAD_UNKNOWN", http.StatusNotFound),
+	wire.Answer(registry.ErrUploadInvalid, "BLOB_UPLOAD_INVALID", http.StatusBadRequest),
+	wire.Answer(registry.ErrRangeInvalid, "BLOB_UPLOAD_INVALID", http.StatusRequestedRangeNotSatisfiable),
+	wire.Answer(registry.ErrSizeInvalid, "SIZE_INVALID", http.StatusBadRequest),
+	wire.Answer(registry.ErrDenied, "DENIED", http.StatusForbidden),
+	wire.Answer(registry.ErrConflict, "DENIED", http.StatusForbidden),
+	wire.Answer(registry.ErrBusy, "TOOMANYREQUESTS", http.StatusTooManyRequests),
+	wire.Answer(wire.ErrPageInvalid, "PAGINATION_NUMBER_INVALID", http.StatusBadRequest),
+	wire.Answer(route.ErrNotFound, "NOT_FOUND", http.StatusNotFound),
 }
 
 // writeError answers with the OCI error body for err, its detail the
@@ -54,14 +50,8 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if m != nil && len(m.Params) > 0 {
 		detail = m.Params
 	}
-	for _, e := range errorMapping {
-		if errors.Is(err, e.err) {
-			if e.status == http.StatusTooManyRequests {
-				w.Header().Set("Retry-After", "1")
-			}
-			wire.Errors(w, e.status, e.code, err.Error(), detail)
-			return
-		}
+	if wire.Coded(w, err, errorMapping, detail) {
+		return
 	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away; nobody reads the answer.

@@ -171,33 +171,29 @@ func registryName(r *http.Request) string { return r.Host }
 
 // errorStatus maps the services' errors (auth's identities, the
 // registry's) to the management API's codes.
-var errorStatus = []struct {
-	err    error
-	code   string
-	status int
-}{
-	{auth.ErrNameInvalid, "NAME_INVALID", http.StatusBadRequest},
-	{auth.ErrActionInvalid, "INVALID_REQUEST", http.StatusBadRequest},
-	{auth.ErrNotFound, "NOT_FOUND", http.StatusNotFound},
-	{auth.ErrExists, "ALREADY_EXISTS", http.StatusConflict},
-	{auth.ErrInUse, "IN_USE", http.StatusConflict},
-	{auth.ErrBuiltin, "DENIED", http.StatusForbidden},
-	{oci.ErrNameInvalid, "NAME_INVALID", http.StatusBadRequest},
-	{oci.ErrTagInvalid, "TAG_INVALID", http.StatusBadRequest},
-	{oci.ErrDigestInvalid, "DIGEST_INVALID", http.StatusBadRequest},
-	{registry.ErrNameUnknown, "NAME_UNKNOWN", http.StatusNotFound},
-	{registry.ErrManifestUnknown, "MANIFEST_UNKNOWN", http.StatusNotFound},
-	{registry.ErrBlobUnknown, "BLOB_UNKNOWN", http.StatusNotFound},
-	{registry.ErrDenied, "DENIED", http.StatusForbidden},
-	{registry.ErrConflict, "CONFLICT", http.StatusConflict},
-	{registry.ErrProfileUnknown, "PROFILE_UNKNOWN", http.StatusNotFound},
-	{registry.ErrProfileInvalid, "INVALID_REQUEST", http.StatusBadRequest},
-	{registry.ErrBusy, "BUSY", http.StatusTooManyRequests},
-	{errBadRequest, "INVALID_REQUEST", http.StatusBadRequest},
-	{wire.ErrPageInvalid, "INVALID_REQUEST", http.StatusBadRequest},
-	{errAuthDisabled, "AUTH_DISABLED", http.StatusNotFound},
-	{errNoKeys, "NOT_FOUND", http.StatusNotFound},
-	{route.ErrNotFound, "NOT_FOUND", http.StatusNotFound},
+var errorStatus = []wire.Code{
+	wire.Answer(auth.ErrNameInvalid, "NAME_INVALID", http.StatusBadRequest),
+	wire.Answer(auth.ErrActionInvalid, "INVALID_REQUEST", http.StatusBadRequest),
+	wire.Answer(auth.ErrNotFound, "NOT_FOUND", http.StatusNotFound),
+	wire.Answer(auth.ErrExists, "ALREADY_EXISTS", http.StatusConflict),
+	wire.Answer(auth.ErrInUse, "IN_USE", http.StatusConflict),
+	wire.Answer(auth.ErrBuiltin, "DENIED", http.StatusForbidden),
+	wire.Answer(oci.ErrNameInvalid, "NAME_INVALID", http.StatusBadRequest),
+	wire.Answer(oci.ErrTagInvalid, "TAG_INVALID", http.StatusBadRequest),
+	wire.Answer(oci.ErrDigestInvalid, "DIGEST_INVALID", http.StatusBadRequest),
+	wire.Answer(registry.ErrNameUnknown, "NAME_UNKNOWN", http.StatusNotFound),
+	wire.Answer(registry.ErrManifestUnknown, "MANIFEST_UNKNOWN", http.StatusNotFound),
+	wire.Answer(registry.ErrBlobUnknown, "BLOB_UNKNOWN", http.StatusNotFound),
+	wire.Answer(registry.ErrDenied, "DENIED", http.StatusForbidden),
+	wire.Answer(registry.ErrConflict, "CONFLICT", http.StatusConflict),
+	wire.Answer(registry.ErrProfileUnknown, "PROFILE_UNKNOWN", http.StatusNotFound),
+	wire.Answer(registry.ErrProfileInvalid, "INVALID_REQUEST", http.StatusBadRequest),
+	wire.Answer(registry.ErrBusy, "BUSY", http.StatusTooManyRequests),
+	wire.Answer(errBadRequest, "INVALID_REQUEST", http.StatusBadRequest),
+	wire.Answer(wire.ErrPageInvalid, "INVALID_REQUEST", http.StatusBadRequest),
+	wire.Answer(errAuthDisabled, "AUTH_DISABLED", http.StatusNotFound),
+	wire.Answer(errNoKeys, "NOT_FOUND", http.StatusNotFound),
+	wire.Answer(route.ErrNotFound, "NOT_FOUND", http.StatusNotFound),
 }
 
 var (
@@ -234,14 +230,8 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		wire.Errors(w, status, ce.Code, ce.Message, nil)
 		return
 	}
-	for _, m := range errorStatus {
-		if errors.Is(err, m.err) {
-			if m.status == http.StatusTooManyRequests {
-				w.Header().Set("Retry-After", "1")
-			}
-			wire.Errors(w, m.status, m.code, err.Error(), nil)
-			return
-		}
+	if wire.Coded(w, err, errorStatus, nil) {
+		return
 	}
 	if r.Context().Err() != nil {
 		return

@@ -94,3 +94,28 @@ func Names(w http.ResponseWriter, r *http.Request, path, key string, def, max in
 	JSON(w, http.StatusOK, "application/json", body)
 	return nil
 }
+
+// Code is how an API answers a service's error: its code and status.
+type Code struct {
+	Err    error
+	Code   string
+	Status int
+}
+
+// Coded answers err with the first Code of table it matches (errors.Is),
+// with detail, and reports whether one did. A 429 says when to retry.
+func Coded(w http.ResponseWriter, err error, table []Code, detail any) bool {
+	for _, c := range table {
+		if errors.Is(err, c.Err) {
+			if c.Status == http.StatusTooManyRequests {
+				w.Header().Set("Retry-After", "1")
+			}
+			Errors(w, c.Status, c.Code, err.Error(), detail)
+			return true
+		}
+	}
+	return false
+}
+
+// Answer is the Code answering err.
+func Answer(err error, code string, status int) Code { return Code{Err: err, Code: code, Status: status} }
