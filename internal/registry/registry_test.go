@@ -18,29 +18,12 @@ import (
 	"github.com/sluicehq/sluice/internal/blobstore"
 	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/oci"
+	"github.com/sluicehq/sluice/internal/testclock"
 )
-
-// testClock is a settable clock shared by the registry and its metadata.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 type env struct {
 	dir   string
-	clock *testClock
+	clock *testclock.Clock
 	meta  *metadata.Store
 	blobs *blobstore.Store
 	reg   *Registry
@@ -48,7 +31,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{dir: t.TempDir(), clock: &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	e := &env{dir: t.TempDir(), clock: testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}
 	e.open(t)
 	t.Cleanup(e.close)
 	return e
@@ -411,7 +394,7 @@ func TestOrphanedPartsArePurged(t *testing.T) {
 	for _, en := range entries {
 		_ = os.Chtimes(filepath.Join(dir, en.Name()), old, old)
 	}
-	e.clock.now = time.Now()
+	e.clock.Set(time.Now())
 	st, err = e.reg.CollectGarbage(ctx)
 	if err != nil || st.PurgedUploads != 1 {
 		t.Fatalf("old orphan not purged: %+v %v", st, err)
