@@ -225,7 +225,7 @@ func (a *App) convertLayout(ctx context.Context, ref string, opts streaming.Opti
 	dir, tag := parseOCIRef(ref)
 	cs, err := ocidir.Convert(ctx, dir, tag, opts)
 	if err != nil {
-		return err
+		return withPlatformCode(err)
 	}
 	out := []convertedImage{}
 	for _, c := range cs {
@@ -234,6 +234,27 @@ func (a *App) convertLayout(ctx context.Context, ref string, opts streaming.Opti
 	}
 	return a.print(out, convertTable)
 }
+
+// withPlatformCode gives a platform refusal the code the registry's
+// conversions fail with, in front of its message, so both read alike.
+func withPlatformCode(err error) error {
+	var pe *streaming.PlatformError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	return platformCoded{err: err, pe: pe}
+}
+
+type platformCoded struct {
+	err error
+	pe  *streaming.PlatformError
+}
+
+func (p platformCoded) Error() string {
+	return strings.Replace(p.err.Error(), p.pe.Error(), "UNSUPPORTED_PLATFORM: "+p.pe.Error(), 1)
+}
+
+func (p platformCoded) Unwrap() error { return p.err }
 
 func platformString(os, arch, variant string) string {
 	p := os + "/" + arch

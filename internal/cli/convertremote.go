@@ -246,7 +246,7 @@ func (rc *remoteConversion) image(ctx context.Context, payload []byte, platform 
 		im.platform = *platform
 	}
 	if err := streaming.CheckPlatform(im.platform); err != nil {
-		return nil, err
+		return nil, withPlatformCode(err)
 	}
 	switch {
 	case len(m.Layers) == 0:

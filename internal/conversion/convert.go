@@ -120,7 +120,7 @@ func (j *job) prepareImage(ctx context.Context, m *oci.Manifest, platform *ocisp
 		img.platform = *platform
 	}
 	if !streaming.SupportedPlatform(img.platform) {
-		return nil, errorf(CodeUnsupportedPlatform, "%s", (&streaming.PlatformError{Platform: img.platform}).Message())
+		return nil, errorf(CodeUnsupportedPlatform, "%s", (&streaming.PlatformError{Platform: img.platform}).Error())
 	}
 	if len(img.config.RootFS.DiffIDs) != len(m.Layers) {
 		return nil, errorf(CodeImageNotRunnable, "the config lists %d layer diff IDs for %d layers", len(img.config.RootFS.DiffIDs), len(m.Layers))

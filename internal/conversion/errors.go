@@ -3,15 +3,13 @@ package conversion
 import (
 	"errors"
 	"fmt"
-
-	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 // Error codes of failed operations, as the managed service reports them.
 const (
 	CodeUnknown                = "UNKNOWN_ERROR"
 	CodeResourceNotFound       = "RESOURCE_NOT_FOUND"
-	CodeUnsupportedPlatform    = streaming.CodeUnsupportedPlatform
+	CodeUnsupportedPlatform    = "UNSUPPORTED_PLATFORM"
 	CodeNoSupportedPlatform    = "NO_SUPPORTED_PLATFORM_FOUND"
 	CodeUnsupportedMediaType   = "UNSUPPORTED_MEDIATYPE"
 	CodeUnsupportedArtifact    = "UNSUPPORTED_ARTIFACT_TYPE"

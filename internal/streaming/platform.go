@@ -2,11 +2,6 @@ package streaming
 
 import ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-// CodeUnsupportedPlatform is the error code of an image whose platform
-// cannot be streamed, as the registry's conversions report it and the
-// CLI's own conversions print it.
-const CodeUnsupportedPlatform = "UNSUPPORTED_PLATFORM"
-
 // SupportedPlatform reports whether images of platform p can be streamed:
 // Linux images, of any architecture. The node snapshotter mounts Linux
 // root filesystems only.
@@ -24,9 +19,9 @@ func CheckPlatform(p ocispec.Platform) error {
 	return &PlatformError{Platform: p}
 }
 
-// Message says which platform was refused and what is supported, without
-// the code.
-func (e *PlatformError) Message() string {
+// Error says which platform was refused and what is supported; the
+// conversion service and the CLI give it their error code.
+func (e *PlatformError) Error() string {
 	p := e.Platform.OS + "/" + e.Platform.Architecture
 	if e.Platform.Variant != "" {
 		p += "/" + e.Platform.Variant
@@ -37,5 +32,3 @@ func (e *PlatformError) Message() string {
 	}
 	return "platform " + p + " is not supported; artifact streaming supports Linux images"
 }
-
-func (e *PlatformError) Error() string { return CodeUnsupportedPlatform + ": " + e.Message() }

@@ -108,8 +108,8 @@ func TestConvertRefusesOtherPlatforms(t *testing.T) {
 	for tag, want := range map[string]string{"windows": "platform windows/amd64", "no-os": "platform /amd64"} {
 		_, err := Convert(context.Background(), dir, tag, streaming.Options{})
 		var pe *streaming.PlatformError
-		if !errors.As(err, &pe) || !strings.Contains(err.Error(), streaming.CodeUnsupportedPlatform+": "+want) {
-			t.Errorf("%s image: %v, want a %s error naming %q", tag, err, streaming.CodeUnsupportedPlatform, want)
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s image: %v, want a platform error naming %q", tag, err, want)
 		}
 	}
 
