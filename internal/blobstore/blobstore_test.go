@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	_ "gocloud.dev/blob/memblob" // registers mem://
 )
 
 // A file URL with a host is a relative directory made into a URL
@@ -49,5 +52,56 @@ func TestOpenDirErrorNamesPath(t *testing.T) {
 	_, err := OpenDir(file)
 	if err == nil || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "not a directory") {
 		t.Fatalf("OpenDir on a file: %v", err)
+	}
+}
+
+// A crash leaves temporary files beside the names they were for; the
+// sweep removes those old enough that no write can still own them.
+func TestSweepTemporaryRemovesOldTemporaryFiles(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old := time.Now().Add(-2 * time.Hour)
+	files := map[string]bool{ // name: whether the sweep removes it
+		"blobs/sha256/ab/abcd.123.tmp": true,
+		"uploads/u1/000000-n.9.tmp":    false, // fresh
+		"blobs/sha256/ab/abcd":         false, // not temporary
+	}
+	for name, aged := range files {
+		path := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if aged || !strings.HasSuffix(name, ".tmp") {
+			_ = os.Chtimes(path, old, old)
+		}
+	}
+	n, err := s.SweepTemporary(time.Hour)
+	if err != nil || n != 1 {
+		t.Fatalf("swept %d files, want 1: %v", n, err)
+	}
+	for name, removed := range files {
+		_, err := os.Stat(filepath.Join(dir, filepath.FromSlash(name)))
+		if gone := os.IsNotExist(err); gone != removed {
+			t.Errorf("%s: removed %v, want %v", name, gone, removed)
+		}
+	}
+}
+
+// A bucket that is not a local directory has no temporary files to sweep.
+func TestSweepTemporaryOfABucket(t *testing.T) {
+	s, err := OpenURL(context.Background(), "mem://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if n, err := s.SweepTemporary(0); n != 0 || err != nil {
+		t.Fatalf("sweep of a bucket: %d, %v", n, err)
 	}
 }
