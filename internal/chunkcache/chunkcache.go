@@ -40,6 +40,7 @@ type Cache struct {
 	closed  bool
 
 	writeDelay time.Duration
+	now        func() time.Time
 	lastPut    atomic.Int64 // unix nanoseconds
 	// queued is the bytes of the chunks waiting for the disk, held outside
 	// the memory front's bound: at most maxQueued.
@@ -77,6 +78,9 @@ type Options struct {
 	// written to disk (default DefaultWriteDelay; negative: no wait). A
 	// queue more than half full is written without waiting.
 	WriteDelay time.Duration
+	// Now is the clock the write delay is measured with; nil means
+	// time.Now. Tests move time themselves.
+	Now func() time.Time
 }
 
 // DefaultWriteDelay is the default pause in puts before disk writes.
@@ -105,8 +109,11 @@ func OpenWith(dir string, maxBytes int64, o Options) (*Cache, error) {
 	if o.WriteDelay == 0 {
 		o.WriteDelay = DefaultWriteDelay
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	c := &Cache{dir: dir, max: maxBytes, order: list.New(), items: map[digest.Digest]*list.Element{},
-		memory: streaming.NewMemoryCache(o.MemoryBytes), pending: make(chan pendingChunk, 256), writeDelay: o.WriteDelay,
+		memory: streaming.NewMemoryCache(o.MemoryBytes), pending: make(chan pendingChunk, 256), writeDelay: o.WriteDelay, now: o.Now,
 		maxQueued: o.MemoryBytes / 2}
 	type found struct {
 		item
@@ -164,7 +171,7 @@ func (c *Cache) writer() {
 // or Close waits.
 func (c *Cache) waitQuiet() {
 	for c.urgent.Load() == 0 && len(c.pending) < cap(c.pending)/2 && c.queued.Load() < c.maxQueued/2 {
-		since := time.Since(time.Unix(0, c.lastPut.Load()))
+		since := c.now().Sub(time.Unix(0, c.lastPut.Load()))
 		if since >= c.writeDelay {
 			return
 		}
@@ -262,7 +269,7 @@ func (c *Cache) Has(sum digest.Digest) bool {
 // disk copy is skipped (the chunk is only fetched again later, if ever
 // needed).
 func (c *Cache) Put(sum digest.Digest, data []byte) {
-	c.lastPut.Store(time.Now().UnixNano())
+	c.lastPut.Store(c.now().UnixNano())
 	c.memory.Put(sum, data)
 	c.qmu.RLock()
 	defer c.qmu.RUnlock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,20 +115,38 @@ func TestChunkLargerThanTheCacheStaysInMemory(t *testing.T) {
 	}
 }
 
+// clock is a clock the test moves.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
 func TestDiskWritesWaitForAPause(t *testing.T) {
-	const delay = 300 * time.Millisecond
-	c, err := OpenWith(t.TempDir(), 1<<20, Options{WriteDelay: delay})
+	const delay = time.Second
+	clk := &clock{now: time.Unix(1700000000, 0)}
+	c, err := OpenWith(t.TempDir(), 1<<20, Options{WriteDelay: delay, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	start := time.Now()
 	var sums []digest.Digest
 	for i := range 3 {
 		b, s := chunk(i, 1024)
 		c.Put(s, b)
 		sums = append(sums, s)
-		time.Sleep(delay / 3) // puts closer together than the delay
+		clk.advance(delay / 3) // puts closer together than the delay
 	}
 	if n := c.Stats().Chunks; n != 0 {
 		t.Fatalf("%d chunks on disk while puts keep coming", n)
@@ -137,14 +156,18 @@ func TestDiskWritesWaitForAPause(t *testing.T) {
 			t.Fatal("a queued chunk is not served from memory")
 		}
 	}
+	// The last put was delay/3 ago: still no write.
+	clk.advance(delay / 3)
+	if n := c.Stats().Chunks; n != 0 {
+		t.Fatalf("%d chunks on disk %v after the last put", n, 2*delay/3)
+	}
+	clk.advance(delay)
+	deadline := time.Now().Add(10 * time.Second)
 	for c.Stats().Chunks < 3 {
-		if time.Since(start) > 10*time.Second {
-			t.Fatalf("%d of 3 chunks on disk after the puts stopped", c.Stats().Chunks)
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 3 chunks on disk after the puts paused", c.Stats().Chunks)
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-	if d := time.Since(start); d < 2*delay/3+delay { // the last put came 2*delay/3 after the first
-		t.Fatalf("chunks written %v after the first put, before the pause", d)
 	}
 
 	// Flush does not wait for a pause.

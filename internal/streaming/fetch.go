@@ -138,6 +138,9 @@ func (r *Reader) getChunks(ctx context.Context, idx []int) (map[int][]byte, erro
 		// slice of their own: the caller's idx is not ours to change).
 		var retry []int
 		for i, f := range waits {
+			if r.waiting != nil {
+				r.waiting(i)
+			}
 			select {
 			case <-f.done:
 			case <-ctx.Done():

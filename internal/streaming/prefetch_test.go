@@ -157,10 +157,12 @@ func TestFetchAllAfterReleasedClaim(t *testing.T) {
 	if got := r.Claim([]int{last}); len(got) != 1 {
 		t.Fatalf("Claim(%d) = %v", last, got)
 	}
-	go func() {
-		time.Sleep(100 * time.Millisecond)
-		r.Release([]int{last})
-	}()
+	// Released once the read waits for it.
+	r.waiting = func(i int) {
+		if i == last {
+			go r.Release([]int{last})
+		}
+	}
 	var out bytes.Buffer
 	if err := r.WriteTo(context.Background(), &out); err != nil {
 		t.Fatal(err)

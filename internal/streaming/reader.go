@@ -27,6 +27,10 @@ type Reader struct {
 
 	mu       sync.Mutex
 	inflight map[int]*flight // chunks being fetched
+
+	// waiting, in tests, is told of a chunk a read waits for another
+	// goroutine to fetch.
+	waiting func(chunk int)
 }
 
 type readerConfig struct {
