@@ -5,6 +5,10 @@
 // The store persists and enforces referential integrity inside its
 // transactions; deciding what is allowed is the registry service's job. It
 // never imports net/http.
+//
+// Its consumers each declare the methods they use (registry.Store,
+// conversion.Store, auth.IdentityStore), and storetest says what any
+// backend must do for them; the SQLite store runs it.
 package metadata
 
 import (
