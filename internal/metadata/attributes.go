@@ -17,18 +17,18 @@ var ErrManifestDeleted = errors.New("manifest is soft-deleted")
 
 // Attributes are the changeable attributes of a repository, manifest or tag.
 type Attributes struct {
-	DeleteEnabled bool `json:"deleteEnabled"`
-	WriteEnabled  bool `json:"writeEnabled"`
-	ReadEnabled   bool `json:"readEnabled"`
-	ListEnabled   bool `json:"listEnabled"`
+	DeleteEnabled bool
+	WriteEnabled  bool
+	ReadEnabled   bool
+	ListEnabled   bool
 }
 
 // AttributesPatch changes the attributes that are not nil.
 type AttributesPatch struct {
-	DeleteEnabled *bool `json:"deleteEnabled,omitempty"`
-	WriteEnabled  *bool `json:"writeEnabled,omitempty"`
-	ReadEnabled   *bool `json:"readEnabled,omitempty"`
-	ListEnabled   *bool `json:"listEnabled,omitempty"`
+	DeleteEnabled *bool
+	WriteEnabled  *bool
+	ReadEnabled   *bool
+	ListEnabled   *bool
 }
 
 // assignments returns the SQL SET clauses and arguments of a patch.

@@ -16,7 +16,7 @@ import (
 // repositoryAttributes are a repository's changeableAttributes, which add
 // teleportEnabled (the legacy name of auto-streaming) to the common four.
 type repositoryAttributes struct {
-	metadata.Attributes
+	attributesJSON
 	TeleportEnabled bool `json:"teleportEnabled"`
 }
 
@@ -38,7 +38,7 @@ func toRepositoryJSON(r *http.Request, repo *metadata.Repository) repositoryJSON
 		Registry: registryName(r), ImageName: repo.Name,
 		CreatedTime: timestamp(repo.CreatedAt), LastUpdateTime: timestamp(repo.UpdatedAt),
 		ManifestCount: repo.ManifestCount, TagCount: repo.TagCount, Size: repo.Size,
-		ChangeableAttributes: repositoryAttributes{Attributes: repo.Attributes, TeleportEnabled: repo.Streaming},
+		ChangeableAttributes: repositoryAttributes{attributesJSON: toAttributesJSON(repo.Attributes), TeleportEnabled: repo.Streaming},
 		Streaming:            settingsJSON(repo.Streaming),
 	}
 }
@@ -53,13 +53,13 @@ func (h *Handler) catalog(w http.ResponseWriter, r *http.Request, _ route.Params
 // repositoryPatch is the body of PATCH /acr/v1/{repo}: any subset of the
 // changeable attributes, at the top level or under changeableAttributes.
 type repositoryPatch struct {
-	metadata.AttributesPatch
+	attributesPatchJSON
 	TeleportEnabled      *bool                     `json:"teleportEnabled,omitempty"`
 	ChangeableAttributes *repositoryAttributePatch `json:"changeableAttributes,omitempty"`
 }
 
 type repositoryAttributePatch struct {
-	metadata.AttributesPatch
+	attributesPatchJSON
 	TeleportEnabled *bool `json:"teleportEnabled,omitempty"`
 }
 
@@ -77,9 +77,9 @@ func (h *Handler) updateRepository(w http.ResponseWriter, r *http.Request, p rou
 	if err := readJSON(r, &body); err != nil {
 		return err
 	}
-	patch := metadata.RepositoryPatch{Attributes: body.AttributesPatch, Streaming: body.TeleportEnabled}
+	patch := metadata.RepositoryPatch{Attributes: body.attributesPatchJSON.patch(nil), Streaming: body.TeleportEnabled}
 	if c := body.ChangeableAttributes; c != nil {
-		patch.Attributes = mergePatch(patch.Attributes, c.AttributesPatch)
+		patch.Attributes = body.attributesPatchJSON.patch(&c.attributesPatchJSON)
 		if c.TeleportEnabled != nil {
 			patch.Streaming = c.TeleportEnabled
 		}
@@ -114,22 +114,6 @@ func (h *Handler) deleteRepository(w http.ResponseWriter, r *http.Request, p rou
 	return writeJSON(w, http.StatusAccepted, map[string]any{"manifestsDeleted": nonNil(deleted), "tagsDeleted": names})
 }
 
-func mergePatch(a, b metadata.AttributesPatch) metadata.AttributesPatch {
-	if b.DeleteEnabled != nil {
-		a.DeleteEnabled = b.DeleteEnabled
-	}
-	if b.WriteEnabled != nil {
-		a.WriteEnabled = b.WriteEnabled
-	}
-	if b.ReadEnabled != nil {
-		a.ReadEnabled = b.ReadEnabled
-	}
-	if b.ListEnabled != nil {
-		a.ListEnabled = b.ListEnabled
-	}
-	return a
-}
-
 func nonNil(s []string) []string {
 	if s == nil {
 		return []string{}
@@ -138,30 +122,27 @@ func nonNil(s []string) []string {
 }
 
 type tagJSON struct {
-	Name                 string              `json:"name"`
-	Digest               string              `json:"digest"`
-	CreatedTime          string              `json:"createdTime"`
-	LastUpdateTime       string              `json:"lastUpdateTime"`
-	Signed               bool                `json:"signed"`
-	ChangeableAttributes metadata.Attributes `json:"changeableAttributes"`
+	Name                 string         `json:"name"`
+	Digest               string         `json:"digest"`
+	CreatedTime          string         `json:"createdTime"`
+	LastUpdateTime       string         `json:"lastUpdateTime"`
+	Signed               bool           `json:"signed"`
+	ChangeableAttributes attributesJSON `json:"changeableAttributes"`
 }
 
 func toTagJSON(t metadata.TagInfo) tagJSON {
-	return tagJSON{Name: t.Name, Digest: t.Digest, CreatedTime: timestamp(t.CreatedAt), LastUpdateTime: timestamp(t.UpdatedAt), ChangeableAttributes: t.Attributes}
+	return tagJSON{Name: t.Name, Digest: t.Digest, CreatedTime: timestamp(t.CreatedAt), LastUpdateTime: timestamp(t.UpdatedAt), ChangeableAttributes: toAttributesJSON(t.Attributes)}
 }
 
 // attributesBody is the body of a tag or manifest PATCH: the attributes at
 // the top level or under changeableAttributes.
 type attributesBody struct {
-	metadata.AttributesPatch
-	ChangeableAttributes *metadata.AttributesPatch `json:"changeableAttributes,omitempty"`
+	attributesPatchJSON
+	ChangeableAttributes *attributesPatchJSON `json:"changeableAttributes,omitempty"`
 }
 
 func (b attributesBody) patch() metadata.AttributesPatch {
-	if b.ChangeableAttributes != nil {
-		return mergePatch(b.AttributesPatch, *b.ChangeableAttributes)
-	}
-	return b.AttributesPatch
+	return b.attributesPatchJSON.patch(b.ChangeableAttributes)
 }
 
 // attributed is an endpoint of things with changeable attributes, tags or
@@ -254,24 +235,24 @@ func (h *Handler) tags() attributed[metadata.TagInfo, tagJSON] {
 }
 
 type manifestJSON struct {
-	Digest               string              `json:"digest"`
-	ImageSize            int64               `json:"imageSize"`
-	CreatedTime          string              `json:"createdTime"`
-	LastUpdateTime       string              `json:"lastUpdateTime"`
-	Architecture         string              `json:"architecture,omitempty"`
-	OS                   string              `json:"os,omitempty"`
-	MediaType            string              `json:"mediaType"`
-	ConfigMediaType      string              `json:"configMediaType,omitempty"`
-	ArtifactType         string              `json:"artifactType,omitempty"`
-	Subject              string              `json:"subject,omitempty"`
-	Tags                 []string            `json:"tags"`
-	ChangeableAttributes metadata.Attributes `json:"changeableAttributes"`
+	Digest               string         `json:"digest"`
+	ImageSize            int64          `json:"imageSize"`
+	CreatedTime          string         `json:"createdTime"`
+	LastUpdateTime       string         `json:"lastUpdateTime"`
+	Architecture         string         `json:"architecture,omitempty"`
+	OS                   string         `json:"os,omitempty"`
+	MediaType            string         `json:"mediaType"`
+	ConfigMediaType      string         `json:"configMediaType,omitempty"`
+	ArtifactType         string         `json:"artifactType,omitempty"`
+	Subject              string         `json:"subject,omitempty"`
+	Tags                 []string       `json:"tags"`
+	ChangeableAttributes attributesJSON `json:"changeableAttributes"`
 }
 
 func toManifestJSON(m metadata.ManifestInfo) manifestJSON {
 	return manifestJSON{Digest: m.Digest, ImageSize: m.ImageSize, CreatedTime: timestamp(m.CreatedAt), LastUpdateTime: timestamp(m.UpdatedAt),
 		Architecture: m.Architecture, OS: m.OS, MediaType: m.MediaType, ConfigMediaType: m.ConfigMediaType, ArtifactType: m.ArtifactType,
-		Subject: m.Subject, Tags: m.Tags, ChangeableAttributes: m.Attributes}
+		Subject: m.Subject, Tags: m.Tags, ChangeableAttributes: toAttributesJSON(m.Attributes)}
 }
 
 func (h *Handler) manifests() attributed[metadata.ManifestInfo, manifestJSON] {
