@@ -31,6 +31,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/sluicehq/sluice/bench/internal/reporoot"
 )
 
 // workload is an image and the command whose first line is waited for.
@@ -45,6 +47,7 @@ var workloads = map[string]workload{
 }
 
 func main() {
+	reporoot.Chdir()
 	images := flag.String("images", "python3,numpy", "images to run (python3, numpy)")
 	rates := flag.String("rates", "500mbit,100mbit", "registry link rates (tc syntax)")
 	trials := flag.Int("trials", 3, "trials per image, rate and mode (the median is reported)")

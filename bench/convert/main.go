@@ -19,6 +19,8 @@ import (
 	"runtime/pprof"
 	"strings"
 
+	"github.com/sluicehq/sluice/bench/internal/reporoot"
+
 	"github.com/sluicehq/sluice/internal/streaming"
 )
 
@@ -35,6 +37,7 @@ var startupImports = map[string]string{
 }
 
 func main() {
+	reporoot.Chdir()
 	var c config
 	cacheDefault := os.Getenv("SLUICE_BENCH_CACHE")
 	if cacheDefault == "" {

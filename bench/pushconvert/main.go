@@ -23,6 +23,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/bench/internal/reporoot"
+
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -33,6 +35,7 @@ import (
 const password = "pushconvert-bench"
 
 func main() {
+	reporoot.Chdir()
 	bin := flag.String("sluiced", "bin/sluiced", "sluiced binary")
 	images := flag.String("images", "python3,numpy", "images for the push-to-Succeeded runs")
 	queued := flag.Int("queued", 4, "conversions queued at once in the throughput runs")

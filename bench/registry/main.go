@@ -23,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluicehq/sluice/bench/internal/reporoot"
+
 	"github.com/opencontainers/go-digest"
 )
 
@@ -33,6 +35,7 @@ type target struct {
 }
 
 func main() {
+	reporoot.Chdir()
 	sluiced := flag.String("sluiced", "bin/sluiced", "sluiced binary")
 	distribution := flag.String("distribution", "/usr/bin/docker-registry", "distribution 2.8 binary")
 	duration := flag.Duration("duration", 5*time.Second, "duration of each manifest GET run")
