@@ -3,10 +3,8 @@ package streaming
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"sort"
 
 	"github.com/opencontainers/go-digest"
@@ -113,7 +111,8 @@ func uniqueSorted(idx []int) []int {
 
 // getChunks returns the verified bytes of the chunks idx (sorted, unique),
 // from the cache or fetched with as few ranges as coalescing allows. A chunk
-// another goroutine is already fetching is waited for, not fetched twice.
+// another goroutine is already fetching is waited for, not fetched twice
+// (chunkstate.go has the life of a chunk).
 func (r *Reader) getChunks(ctx context.Context, idx []int) (map[int][]byte, error) {
 	got := make(map[int][]byte, len(idx))
 	for len(idx) > 0 {
@@ -128,83 +127,19 @@ func (r *Reader) getChunks(ctx context.Context, idx []int) (map[int][]byte, erro
 		if len(missing) == 0 {
 			break
 		}
-		mine, waits := r.claim(missing, false)
+		mine, waits := r.begin(missing, chunkFetching)
 		err := r.fetch(ctx, mine, got)
-		r.release(mine, got, err)
+		r.endFetches(mine, got, err)
 		if err != nil {
 			return nil, err
 		}
-		// Chunks a Claim gave up on are fetched on the next round (in a
+		// Chunks a claimer released are fetched on the next round (in a
 		// slice of their own: the caller's idx is not ours to change).
-		var retry []int
-		for i, f := range waits {
-			if r.waiting != nil {
-				r.waiting(i)
-			}
-			select {
-			case <-f.done:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-			switch {
-			case errors.Is(f.err, errReleased):
-				retry = append(retry, i)
-			case f.err != nil:
-				return nil, f.err
-			default:
-				got[i] = f.data
-			}
+		if idx, err = r.await(ctx, waits, got); err != nil {
+			return nil, err
 		}
-		slices.Sort(retry)
-		idx = retry
 	}
 	return got, nil
-}
-
-// errReleased tells the reads waiting for a claimed chunk that its
-// claimer gave up: they fetch it themselves.
-var errReleased = errors.New("claim released")
-
-// flight is a chunk being fetched by one goroutine for all.
-type flight struct {
-	done chan struct{}
-	data []byte
-	err  error
-	// claimed: taken by Claim, so ended by Supply or Release, not by
-	// the read that fetches it.
-	claimed bool
-}
-
-// claim splits missing chunks into those this goroutine fetches and those
-// already in flight.
-func (r *Reader) claim(missing []int, claimed bool) (mine []int, waits map[int]*flight) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	waits = map[int]*flight{}
-	for _, i := range missing {
-		if f, ok := r.inflight[i]; ok {
-			waits[i] = f
-			continue
-		}
-		r.inflight[i] = &flight{done: make(chan struct{}), claimed: claimed}
-		mine = append(mine, i)
-	}
-	return mine, waits
-}
-
-// release hands the fetched chunks (or the error) to their waiters.
-func (r *Reader) release(mine []int, got map[int][]byte, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, i := range mine {
-		f := r.inflight[i]
-		delete(r.inflight, i)
-		f.data, f.err = got[i], err
-		if err == nil && f.data == nil {
-			f.err = fmt.Errorf("internal error: chunk %d not fetched", i)
-		}
-		close(f.done)
-	}
 }
 
 // fetch reads the chunks idx, verifies them, caches them and adds them to

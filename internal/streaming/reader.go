@@ -26,7 +26,7 @@ type Reader struct {
 	dec    *zstd.Decoder
 
 	mu       sync.Mutex
-	inflight map[int]*flight // chunks being fetched
+	inflight map[int]*flight // chunks being fetched: see chunkstate.go
 
 	// waiting, in tests, is told of a chunk a read waits for another
 	// goroutine to fetch.

@@ -213,18 +213,18 @@ func TestConcurrentReadsShareFetches(t *testing.T) {
 	e, _ := r.Lookup("usr/bin/large")
 	i := r.chunkAt(e.Offset)
 
-	// Two claims of one chunk: the first fetches, the second waits for it.
-	mine, waits := r.claim([]int{i}, false)
-	mine2, waits2 := r.claim([]int{i}, false)
+	// Two reads of one chunk: the first fetches, the second waits for it.
+	mine, waits := r.begin([]int{i}, chunkFetching)
+	mine2, waits2 := r.begin([]int{i}, chunkFetching)
 	if len(mine) != 1 || len(waits) != 0 || len(mine2) != 0 || waits2[i] == nil {
 		t.Fatalf("claims: %v %v / %v %v", mine, waits, mine2, waits2)
 	}
 	got := map[int][]byte{}
 	err := r.fetch(ctx, mine, got)
-	r.release(mine, got, err)
+	r.endFetches(mine, got, err)
 	<-waits2[i].done
-	if waits2[i].err != nil || !bytes.Equal(waits2[i].data, got[i]) {
-		t.Fatalf("waiter got %v", waits2[i].err)
+	if waits2[i].state != chunkVerified || !bytes.Equal(waits2[i].data, got[i]) {
+		t.Fatalf("waiter got a %s chunk: %v", waits2[i].state, waits2[i].err)
 	}
 
 	// Many readers at once (run with -race) all read the right bytes.
