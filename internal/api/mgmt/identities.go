@@ -1,6 +1,7 @@
 package mgmt
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"time"
@@ -74,6 +75,73 @@ func reply[T, J any](w http.ResponseWriter, status int, v T, err error, toJSON f
 	return writeJSON(w, status, toJSON(v))
 }
 
+// named is the shape tokens and scope maps share: listed, shown and
+// deleted by name, by the admin (each is created and changed with a body
+// of its own).
+type named[T, J any] struct {
+	h      *Handler
+	param  string
+	list   func(a *auth.Service, ctx context.Context) ([]T, error)
+	get    func(a *auth.Service, ctx context.Context, name string) (T, error)
+	remove func(a *auth.Service, ctx context.Context, name string) error
+	toJSON func(T) J
+}
+
+func (n named[T, J]) listAll(w http.ResponseWriter, r *http.Request, _ route.Params) error {
+	a, err := n.h.identities()
+	if err != nil {
+		return err
+	}
+	items, err := n.list(a, r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]J, len(items))
+	for i, it := range items {
+		out[i] = n.toJSON(it)
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (n named[T, J]) show(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	a, err := n.h.identities()
+	if err != nil {
+		return err
+	}
+	it, err := n.get(a, r.Context(), p[n.param])
+	return reply(w, http.StatusOK, it, err, n.toJSON)
+}
+
+func (n named[T, J]) delete(w http.ResponseWriter, r *http.Request, p route.Params) error {
+	a, err := n.h.identities()
+	if err != nil {
+		return err
+	}
+	if err := n.remove(a, r.Context(), p[n.param]); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (h *Handler) tokens() named[*auth.TokenInfo, tokenJSON] {
+	return named[*auth.TokenInfo, tokenJSON]{h: h, param: pToken, list: (*auth.Service).ListTokens,
+		get: (*auth.Service).GetToken, remove: (*auth.Service).DeleteToken, toJSON: toTokenJSON}
+}
+
+func (h *Handler) scopeMaps() named[*metadata.ScopeMap, scopeMapJSON] {
+	list := func(a *auth.Service, ctx context.Context) ([]*metadata.ScopeMap, error) {
+		maps, err := a.ListScopeMaps(ctx)
+		out := make([]*metadata.ScopeMap, len(maps))
+		for i := range maps {
+			out[i] = &maps[i]
+		}
+		return out, err
+	}
+	return named[*metadata.ScopeMap, scopeMapJSON]{h: h, param: pScopeMap, list: list,
+		get: (*auth.Service).GetScopeMap, remove: (*auth.Service).DeleteScopeMap, toJSON: toScopeMapJSON}
+}
+
 // identities is the auth service, which is nil when authentication is off.
 func (h *Handler) identities() (*auth.Service, error) {
 	if h.auth == nil {
@@ -92,22 +160,6 @@ func parseExpiry(s string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%w: expiry must be an RFC 3339 time like 2027-01-31T00:00:00Z", errBadRequest)
 	}
 	return t, nil
-}
-
-func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request, _ route.Params) error {
-	a, err := h.identities()
-	if err != nil {
-		return err
-	}
-	toks, err := a.ListTokens(r.Context())
-	if err != nil {
-		return err
-	}
-	out := make([]tokenJSON, len(toks))
-	for i, t := range toks {
-		out[i] = toTokenJSON(t)
-	}
-	return writeJSON(w, http.StatusOK, out)
 }
 
 func (h *Handler) createToken(w http.ResponseWriter, r *http.Request, _ route.Params) error {
@@ -135,15 +187,6 @@ func (h *Handler) createToken(w http.ResponseWriter, r *http.Request, _ route.Pa
 	return reply(w, http.StatusCreated, t, err, toTokenJSON)
 }
 
-func (h *Handler) getToken(w http.ResponseWriter, r *http.Request, p route.Params) error {
-	a, err := h.identities()
-	if err != nil {
-		return err
-	}
-	t, err := a.GetToken(r.Context(), p[pToken])
-	return reply(w, http.StatusOK, t, err, toTokenJSON)
-}
-
 func (h *Handler) updateToken(w http.ResponseWriter, r *http.Request, p route.Params) error {
 	a, err := h.identities()
 	if err != nil {
@@ -166,18 +209,6 @@ func (h *Handler) updateToken(w http.ResponseWriter, r *http.Request, p route.Pa
 	}
 	t, err := a.UpdateToken(r.Context(), p[pToken], body.ScopeMapID, enabled)
 	return reply(w, http.StatusOK, t, err, toTokenJSON)
-}
-
-func (h *Handler) deleteToken(w http.ResponseWriter, r *http.Request, p route.Params) error {
-	a, err := h.identities()
-	if err != nil {
-		return err
-	}
-	if err := a.DeleteToken(r.Context(), p[pToken]); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 // generateCredentials makes new passwords of a token (all of them, or
@@ -209,22 +240,6 @@ func (h *Handler) generateCredentials(w http.ResponseWriter, r *http.Request, p 
 	return reply(w, http.StatusOK, t, err, toTokenJSON)
 }
 
-func (h *Handler) listScopeMaps(w http.ResponseWriter, r *http.Request, _ route.Params) error {
-	a, err := h.identities()
-	if err != nil {
-		return err
-	}
-	maps, err := a.ListScopeMaps(r.Context())
-	if err != nil {
-		return err
-	}
-	out := make([]scopeMapJSON, len(maps))
-	for i := range maps {
-		out[i] = toScopeMapJSON(&maps[i])
-	}
-	return writeJSON(w, http.StatusOK, out)
-}
-
 func (h *Handler) createScopeMap(w http.ResponseWriter, r *http.Request, _ route.Params) error {
 	a, err := h.identities()
 	if err != nil {
@@ -242,15 +257,6 @@ func (h *Handler) createScopeMap(w http.ResponseWriter, r *http.Request, _ route
 	return reply(w, http.StatusCreated, m, err, toScopeMapJSON)
 }
 
-func (h *Handler) getScopeMap(w http.ResponseWriter, r *http.Request, p route.Params) error {
-	a, err := h.identities()
-	if err != nil {
-		return err
-	}
-	m, err := a.GetScopeMap(r.Context(), p[pScopeMap])
-	return reply(w, http.StatusOK, m, err, toScopeMapJSON)
-}
-
 func (h *Handler) updateScopeMap(w http.ResponseWriter, r *http.Request, p route.Params) error {
 	a, err := h.identities()
 	if err != nil {
@@ -266,16 +272,4 @@ func (h *Handler) updateScopeMap(w http.ResponseWriter, r *http.Request, p route
 	}
 	m, err := a.UpdateScopeMap(r.Context(), p[pScopeMap], body.AddActions, body.RemoveActions, body.Description)
 	return reply(w, http.StatusOK, m, err, toScopeMapJSON)
-}
-
-func (h *Handler) deleteScopeMap(w http.ResponseWriter, r *http.Request, p route.Params) error {
-	a, err := h.identities()
-	if err != nil {
-		return err
-	}
-	if err := a.DeleteScopeMap(r.Context(), p[pScopeMap]); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
