@@ -2,6 +2,8 @@ package fusemanager
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicehq/sluice/internal/promreg"
 )
 
 // metrics are the manager's Prometheus metrics.
@@ -16,7 +18,7 @@ type metrics struct {
 }
 
 func newMetrics(m *Manager) *metrics {
-	reg := prometheus.NewRegistry()
+	reg := promreg.New("fuse-manager")
 	mt := &metrics{
 		reg: reg,
 		fetchedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{

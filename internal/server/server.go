@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluicehq/sluice/internal/api/distribution"
@@ -28,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/conversion"
 	"github.com/sluicehq/sluice/internal/metadata"
+	"github.com/sluicehq/sluice/internal/promreg"
 	"github.com/sluicehq/sluice/internal/registry"
 )
 
@@ -101,8 +100,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 // request, then the request metrics and access log, the gate (when
 // authentication is on) and the route's handler, each reading the match.
 func (s *Server) routes() http.Handler {
-	promReg := prometheus.NewRegistry()
-	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	promReg := promreg.New("sluiced")
 	metrics := newHTTPMetrics(promReg)
 
 	apis := []*route.API{distribution.New(s.Registry, s.log).API()}

@@ -1,6 +1,10 @@
 package snapshotter
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicehq/sluice/internal/promreg"
+)
 
 // Metrics are the snapshotter's own metrics (the FUSE manager has the
 // fetch and cache ones).
@@ -14,7 +18,7 @@ type Metrics struct {
 // NewMetrics registers the snapshotter's metrics.
 func NewMetrics() *Metrics {
 	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
+		Registry: promreg.New("sluice-snapshotter"),
 		streamed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_snapshotter_layers_streamed_total",
 			Help: "Layers prepared as remote snapshots (mounted lazily, not downloaded).",
