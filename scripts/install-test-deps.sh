@@ -5,7 +5,7 @@
 # node tests into $(go env GOPATH)/containerd-v2/bin.
 set -euo pipefail
 
-apt_packages=(zstd skopeo containerd runc debootstrap docker-registry busybox-static gzip podman)
+apt_packages=(zstd skopeo containerd runc debootstrap docker-registry busybox-static gzip podman jq)
 go_tools=(
 	"oras.land/oras/cmd/oras@v1.3.6"
 	"github.com/google/go-containerregistry/cmd/crane@v0.22.1"
