@@ -286,12 +286,16 @@ func (a *App) errorText(err error) string {
 	}
 	switch status {
 	case http.StatusUnauthorized:
-		return err.Error() + "\nNot logged in, or the credentials were refused: sluice login NAME --url URL -u USER -p PASSWORD (or set $SLUICE_USERNAME and $SLUICE_PASSWORD)."
+		return err.Error() + "\n" + notLoggedIn
 	case http.StatusForbidden:
 		return err.Error() + "\nThe credentials are valid but lack the permission; an admin can grant it with a scope map."
 	}
 	return err.Error()
 }
+
+// notLoggedIn is the hint for a refusal of the caller's credentials, or
+// of a caller without any.
+const notLoggedIn = "Not logged in, or the credentials were refused: sluice login NAME --url URL -u USER -p PASSWORD (or set $SLUICE_USERNAME and $SLUICE_PASSWORD)."
 
 // repositoryDeeds words each repository action of a token scope, with the
 // scope map action that grants it, as the registry's refusals do.

@@ -1,10 +1,14 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	remoteerrors "github.com/containerd/containerd/v2/core/remotes/errors"
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
@@ -68,7 +72,7 @@ config.json. Run it as root, on a node where sluice-snapshotter runs.`,
 			}
 			res, err := pull(ctx, ref, o)
 			if err != nil {
-				return err
+				return pullRefusal(err, img.Repository, o.Credentials != nil)
 			}
 			out := newPullResult(res)
 			if a.interactive() {
@@ -90,6 +94,23 @@ config.json. Run it as root, on a node where sluice-snapshotter runs.`,
 	f.BoolVar(&o.PlainHTTP, "plain-http", false, "talk HTTP to the registry (default: as its login URL says; loopback registries use HTTP)")
 	f.StringVar(&o.Platform, "platform", "", "platform to pull, like linux/arm64 (default: this node's)")
 	return cmd
+}
+
+// pullRefusal words containerd's refusal of a pull as the other commands
+// word the registry's: containerd reports only the challenge's error
+// ("server message: insufficient_scope: authorization failed"), so a
+// refusal of credentials that were sent is taken for the pull permission
+// they lack on the repository; one without credentials, or the token
+// service's 401 to a wrong password, gets the hint on logging in.
+func pullRefusal(err error, repository string, sentCredentials bool) error {
+	status, refused := errors.AsType[remoteerrors.ErrUnexpectedStatus](err)
+	switch {
+	case errors.Is(err, docker.ErrInvalidAuthorization) && sentCredentials && strings.Contains(err.Error(), "insufficient_scope"):
+		return &explainedError{err.Error() + "\n" + notAllowed([]string{"repository:" + repository + ":pull"}), err}
+	case errors.Is(err, docker.ErrInvalidAuthorization), refused && status.StatusCode == http.StatusUnauthorized:
+		return &explainedError{err.Error() + "\n" + notLoggedIn, err}
+	}
+	return err
 }
 
 // pullResult is what pull prints: the image, its digest, how long the pull

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/containerd/containerd/v2/pkg/snapshotters"
@@ -78,13 +79,8 @@ func Pull(ctx context.Context, ref string, o Options) (*Result, error) {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", o.Address, err)
 	}
 	defer client.Close()
-	hostOpts := config.HostOptions{Credentials: o.Credentials}
-	if o.PlainHTTP {
-		hostOpts.DefaultScheme = "http"
-	}
-	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: configureOnce(config.ConfigureHosts(ctx, hostOpts))})
 	opts := []containerd.RemoteOpt{
-		containerd.WithResolver(resolver),
+		containerd.WithResolver(NewResolver(ctx, o)),
 		containerd.WithPullUnpack,
 		containerd.WithPullSnapshotter(o.Snapshotter),
 		containerd.WithImageHandlerWrapper(snapshotters.AppendInfoHandlerWrapper(ref)),
@@ -123,6 +119,17 @@ func Pull(ctx context.Context, ref string, o Options) (*Result, error) {
 		res.Layers = append(res.Layers, l)
 	}
 	return res, nil
+}
+
+// NewResolver is the resolver Pull fetches with: the registry's hosts as
+// containerd's hosts.toml files say, HTTP when o.PlainHTTP, and
+// o.Credentials for every host.
+func NewResolver(ctx context.Context, o Options) remotes.Resolver {
+	hostOpts := config.HostOptions{Credentials: o.Credentials}
+	if o.PlainHTTP {
+		hostOpts.DefaultScheme = "http"
+	}
+	return docker.NewResolver(docker.ResolverOptions{Hosts: configureOnce(config.ConfigureHosts(ctx, hostOpts))})
 }
 
 // configureOnce configures each registry host once per pull. containerd's

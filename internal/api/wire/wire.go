@@ -118,4 +118,6 @@ func Coded(w http.ResponseWriter, err error, table []Code, detail any) bool {
 }
 
 // Answer is the Code answering err.
-func Answer(err error, code string, status int) Code { return Code{Err: err, Code: code, Status: status} }
+func Answer(err error, code string, status int) Code {
+	return Code{Err: err, Code: code, Status: status}
+}
