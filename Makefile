@@ -32,7 +32,7 @@ test-deps:
 # Installs what the tests need, then runs every test with the race detector.
 test: test-deps build
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	SLUICE_TEST_STRICT=1 $(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 # Runs every benchmark in bench/ (as root) and prints their tables.
 bench: build bench-images

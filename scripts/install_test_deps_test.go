@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sluicehq/sluice/internal/testenv"
 )
 
 // TestInstallTestDepsStartsAndStopsNothingElse runs install-test-deps.sh
@@ -18,12 +20,9 @@ import (
 // stopped by name (pkill, killall), which would end processes the script
 // did not start.
 func TestInstallTestDepsStartsAndStopsNothingElse(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the test mounts an empty /usr/sbin in a mount namespace")
-	}
-	if err := exec.Command("unshare", "--mount", "true").Run(); err != nil {
-		t.Skipf("cannot make a mount namespace (unshare --mount: %v)", err)
-	}
+	testenv.Root(t, "the test mounts an empty /usr/sbin in a mount namespace")
+	err := exec.Command("unshare", "--mount", "true").Run()
+	testenv.Need(t, err == nil, "cannot make a mount namespace (unshare --mount: %v)", err)
 	script, err := filepath.Abs("install-test-deps.sh")
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/testenv"
+
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
@@ -75,12 +77,7 @@ func (c *corruptible) ReadRange(ctx context.Context, p []byte, off int64) error 
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting FUSE needs root; run the tests as root (CI does)")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("no /dev/fuse on this machine")
-	}
+	testenv.FUSE(t)
 }
 
 // mountLayer converts a tar, opens it with the streaming reader and mounts
@@ -285,9 +282,8 @@ func TestOverlayOnTop(t *testing.T) {
 	lower, _ := mountLayer(t, lowerTar, Options{})
 	upper, _ := mountLayer(t, upperTar, Options{})
 	merged := t.TempDir()
-	if err := syscall.Mount("overlay", merged, "overlay", syscall.MS_RDONLY, "lowerdir="+upper+":"+lower); err != nil {
-		t.Skipf("overlayfs over FUSE lower layers is not available here: %v", err)
-	}
+	err := syscall.Mount("overlay", merged, "overlay", syscall.MS_RDONLY, "lowerdir="+upper+":"+lower)
+	testenv.Need(t, err == nil, "overlayfs over FUSE lower layers is not available here: %v", err)
 	defer syscall.Unmount(merged, syscall.MNT_DETACH)
 	var names []string
 	for _, d := range []string{"a", "b"} {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/testenv"
+
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
@@ -89,9 +91,7 @@ func gzipTar(t *testing.T, entries map[string]string) ([]byte, digest.Digest) {
 // container is made, by the original layer, downloaded and checked: the
 // container's overlay reads real files from then on.
 func TestBadLayerIsReplacedByTheOriginal(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("unpacking a layer with its owners needs root; run the tests as root (CI does)")
-	}
+	testenv.Root(t, "unpacking a layer with its owners")
 	blob, diffID := gzipTar(t, map[string]string{"app/run.sh": "echo the real bytes", "app/.wh.gone": ""})
 	layers := &fakeLayers{}
 	resolver := &fakeResolver{original: blob, ref: fusemanager.LayerRef{Registry: "r.example", Repository: "app", SourceDigest: digest.FromBytes(blob), DiffID: diffID, ImageRef: "r.example/app:1"}}

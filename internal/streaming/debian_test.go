@@ -9,13 +9,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/sluicehq/sluice/internal/testenv"
 )
 
 // debianRootfs returns a Debian bookworm minbase root filesystem, built
 // once with debootstrap into a cache directory ($SLUICE_TEST_CACHE, default
-// /var/cache/sluice-test) and reused by later runs. It skips the test when
-// debootstrap is missing, the test is not root, or the build fails (no
-// network).
+// /var/cache/sluice-test) and reused by later runs. When debootstrap is
+// missing, the test is not root, or the build fails (no network), it skips
+// the test, or fails it under make test.
 func debianRootfs(t *testing.T) string {
 	t.Helper()
 	cache := os.Getenv("SLUICE_TEST_CACHE")
@@ -26,22 +28,19 @@ func debianRootfs(t *testing.T) string {
 	if _, err := os.Stat(filepath.Join(root, ".sluice-complete")); err == nil {
 		return root
 	}
-	if _, err := exec.LookPath("debootstrap"); err != nil {
-		t.Skip("debootstrap not installed (apt-get install debootstrap): skipping the Debian root filesystem test")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("debootstrap needs root: skipping the Debian root filesystem test")
-	}
+	_, err := exec.LookPath("debootstrap")
+	testenv.Need(t, err == nil, "debootstrap not installed (make test-deps installs it): no Debian root filesystem to test with")
+	testenv.Root(t, "debootstrap builds the Debian root filesystem")
 	tmp := root + ".tmp"
 	os.RemoveAll(tmp)
 	if err := os.MkdirAll(cache, 0o755); err != nil {
-		t.Skipf("cannot create the cache directory %s: %v", cache, err)
+		testenv.Missing(t, "cannot create the cache directory %s: %v", cache, err)
 	}
 	t.Logf("building a Debian minbase root filesystem in %s (once; later runs reuse it)", root)
 	cmd := exec.Command("debootstrap", "--variant=minbase", "bookworm", tmp, "http://deb.debian.org/debian")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(tmp)
-		t.Skipf("debootstrap failed (no network to the Debian mirror?): %v\n%s", err, lastLines(out, 5))
+		testenv.Missing(t, "debootstrap failed (no network to the Debian mirror?): %v\n%s", err, lastLines(out, 5))
 	}
 	if err := os.WriteFile(filepath.Join(tmp, ".sluice-complete"), nil, 0o644); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/sluicehq/sluice/internal/testenv"
 )
 
 // makeSparseTree writes sparse files (one over 4 GiB) into a directory.
@@ -35,9 +37,8 @@ func makeSparseTree(t *testing.T) string {
 }
 
 func TestSparseFiles(t *testing.T) {
-	if _, err := exec.LookPath("tar"); err != nil {
-		t.Skip("GNU tar not installed: cannot make sparse tar entries")
-	}
+	_, err := exec.LookPath("tar")
+	testenv.Need(t, err == nil, "GNU tar not installed: cannot make sparse tar entries")
 	dir := makeSparseTree(t)
 	for _, format := range []string{"gnu", "pax"} {
 		t.Run(format, func(t *testing.T) {

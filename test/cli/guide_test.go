@@ -23,14 +23,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/testenv"
 )
 
 // TestSetupGuide runs guide.sh.
 func TestSetupGuide(t *testing.T) {
 	for _, tool := range []string{"bash", "skopeo"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (make test-deps installs it)", tool)
-		}
+		_, err := exec.LookPath(tool)
+		testenv.Need(t, err == nil, "%s is not installed (make test-deps installs it)", tool)
 	}
 	if testing.Short() {
 		t.Skip("the setup guide takes half a minute")

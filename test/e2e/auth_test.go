@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluicehq/sluice/internal/testenv"
+
 	"github.com/opencontainers/go-digest"
 )
 
@@ -183,9 +185,7 @@ func TestCraneAuthLogin(t *testing.T) {
 // TestContainerdPullWithCredentials pulls with ctr's --user, which takes
 // containerd's resolver through the bearer token flow.
 func TestContainerdPullWithCredentials(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("containerd needs root to run; run the tests as root")
-	}
+	testenv.Root(t, "containerd needs root to run")
 	containerd := requireTool(t, "containerd")
 	ctr := requireTool(t, "ctr")
 	ar := startAuthRegistry(t)

@@ -14,15 +14,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/testenv"
 )
 
 // TestContainerdPull pulls an image from sluiced into a containerd of the
 // test's own, which fetches, verifies and unpacks every layer (checking the
 // config's diff_ids), and reads the stored content back with ctr.
 func TestContainerdPull(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("containerd needs root to run; run the tests as root")
-	}
+	testenv.Root(t, "containerd needs root to run")
 	containerd := requireTool(t, "containerd")
 	ctr := requireTool(t, "ctr")
 	reg := startSluiced(t, t.TempDir())

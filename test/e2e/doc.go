@@ -10,7 +10,8 @@
 // (crictl), the fallback, a tampered chunk, a kill -9 of the snapshotter
 // under a reading container and a full chunk cache.
 //
-// A missing client skips its test; `make test-deps` installs them all. Set
-// SLUICE_E2E_RACE=1 to build sluiced with the race detector as well (slow
-// on a cold build cache); a race report in its log then fails the test.
+// A missing client skips its test, or fails it under `make test`, which
+// installs them all with `make test-deps`. Set SLUICE_E2E_RACE=1 to build
+// sluiced with the race detector as well (slow on a cold build cache); a
+// race report in its log then fails the test.
 package e2e

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/testenv"
+
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -56,18 +58,11 @@ func TestSnapshotterStop(t *testing.T) {
 // containerd to run: Debian's when there is one.
 func requireNode(t *testing.T) containerdFlavor {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the node tests run containerd and mount FUSE file systems: run them as root")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no /dev/fuse (%v): the snapshotter cannot mount streamed layers here", err)
-	}
+	testenv.FUSE(t)
 	requireTool(t, "skopeo")
 	requireTool(t, "runc")
 	flavors := containerdFlavors()
-	if flavors[0].missing != "" {
-		t.Skip(flavors[0].missing)
-	}
+	testenv.Need(t, flavors[0].missing == "", "%s", flavors[0].missing)
 	nodeBinaries(t)
 	return flavors[0]
 }

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/testenv"
+
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -65,18 +67,11 @@ type nodeImages struct {
 // reaches the registry with a pull-only token from its config; `sluice
 // pull` with the same token in SLUICE_USERNAME and SLUICE_PASSWORD.
 func TestNode(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the node tests run containerd and mount FUSE file systems: run them as root")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no /dev/fuse (%v): the snapshotter cannot mount streamed layers here", err)
-	}
+	testenv.FUSE(t)
 	skopeo := requireTool(t, "skopeo")
 	requireTool(t, "runc")
 	flavors := containerdFlavors()
-	if flavors[0].missing != "" && flavors[1].missing != "" {
-		t.Skipf("no containerd to run: %s; %s", flavors[0].missing, flavors[1].missing)
-	}
+	testenv.Need(t, flavors[0].missing == "" || flavors[1].missing == "", "no containerd to run: %s; %s", flavors[0].missing, flavors[1].missing)
 	nodeBinaries(t)
 	data := t.TempDir()
 	reg := startSluiced(t, data, "SLUICE_AUTH_ENABLED=true", "SLUICE_ADMIN_USER="+nodeAdmin, "SLUICE_ADMIN_PASSWORD="+nodeAdminPassword)
@@ -93,9 +88,7 @@ func TestNode(t *testing.T) {
 
 	for _, f := range flavors {
 		t.Run(f.name, func(t *testing.T) {
-			if f.missing != "" {
-				t.Skip(f.missing)
-			}
+			testenv.Need(t, f.missing == "", "%s", f.missing)
 			creds := snapshotterOptions{registry: reg.addr, user: nodeToken, password: password}
 			t.Run("streamed", func(t *testing.T) {
 				o := creds

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluicehq/sluice/internal/testenv"
+
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -30,9 +32,7 @@ const busyboxPath = "/bin/busybox"
 // against the config's diff_ids as it unpacks) and runs a container from
 // it that reads all three layers.
 func TestStreamingRunsInContainerd(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("containerd needs root to run; run the tests as root")
-	}
+	testenv.Root(t, "containerd needs root to run")
 	skopeo := requireTool(t, "skopeo")
 	oras := requireTool(t, "oras")
 	zstd := requireTool(t, "zstd")
@@ -98,7 +98,7 @@ func TestStreamingRunsInContainerd(t *testing.T) {
 		ref, "e2e-streamed", "/bin/busybox", "sh", "-c", script)
 	if err != nil {
 		if limit := sandboxLimit(stderr); limit != "" {
-			t.Skipf("ctr run cannot start a container on this machine (%s), which nothing in sluice causes: %v\n%s", limit, err, stderr)
+			testenv.Missing(t, "ctr run cannot start a container on this machine (%s), which nothing in sluice causes: %v\n%s", limit, err, stderr)
 		}
 		t.Fatalf("ctr run of the streaming image: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
 	}
@@ -139,13 +139,11 @@ func busyboxImage(t *testing.T, rng *rand.Rand) (*testImage, string) {
 func readStaticBusybox(t *testing.T) []byte {
 	t.Helper()
 	f, err := elf.Open(busyboxPath)
-	if err != nil {
-		t.Skipf("%s is not installed (%v); `make test-deps` installs Debian's busybox-static", busyboxPath, err)
-	}
+	testenv.Need(t, err == nil, "%s is not installed (%v); `make test-deps` installs Debian's busybox-static", busyboxPath, err)
 	defer f.Close()
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
-			t.Skipf("%s is dynamically linked (Debian's busybox rather than busybox-static); `make test-deps` installs busybox-static", busyboxPath)
+			testenv.Missing(t, "%s is dynamically linked (Debian's busybox rather than busybox-static); `make test-deps` installs busybox-static", busyboxPath)
 		}
 	}
 	b, err := os.ReadFile(busyboxPath)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/testenv"
 )
 
 // toolTimeout bounds one client command.
@@ -27,7 +29,7 @@ func requireTool(t *testing.T, name string) string {
 			return p
 		}
 	}
-	t.Skipf("%s is not installed (not on PATH nor in GOPATH/bin); `make test-deps` installs it", name)
+	testenv.Missing(t, "%s is not installed (not on PATH nor in GOPATH/bin); `make test-deps` installs it", name)
 	return ""
 }
 

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/testenv"
+
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -67,23 +69,17 @@ type trustEnv struct {
 //     under trust: keys, and not under trust: registry from a registry that
 //     publishes no keys.
 func TestStreamingTrust(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the trust tests run containerd and mount FUSE file systems: run them as root")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no /dev/fuse (%v)", err)
-	}
+	testenv.FUSE(t)
 	skopeo := requireTool(t, "skopeo")
 	requireTool(t, "runc")
 	var flavor containerdFlavor
-	for _, f := range containerdFlavors() {
+	flavors := containerdFlavors()
+	for _, f := range flavors {
 		if f.missing == "" {
 			flavor = f
 		}
 	}
-	if flavor.name == "" {
-		t.Skip("no containerd to run")
-	}
+	testenv.Need(t, flavor.name != "", "no containerd to run: %s; %s", flavors[0].missing, flavors[1].missing)
 	nodeBinaries(t)
 	e := &trustEnv{t: t, skopeo: skopeo, data: t.TempDir()}
 	e.reg = startSluiced(t, e.data, "SLUICE_AUTH_ENABLED=true", "SLUICE_ADMIN_USER="+nodeAdmin, "SLUICE_ADMIN_PASSWORD="+nodeAdminPassword)

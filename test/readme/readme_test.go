@@ -33,6 +33,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/testenv"
 )
 
 const (
@@ -113,11 +115,11 @@ func requireTools(t *testing.T) string {
 	path := os.Getenv("PATH") + string(os.PathListSeparator) + filepath.Join(gopath, "bin")
 	for _, tool := range []string{"bash", "git", "make", "curl", "jq", "tar", "gzip", "skopeo", "crane", "oras"} {
 		if _, err := lookPath(tool, path); err != nil {
-			t.Skipf("%s is not installed (make test-deps installs the clients; jq, curl, git and make come with the system)", tool)
+			testenv.Missing(t, "%s is not installed (make test-deps installs the clients; jq, curl, git and make come with the system)", tool)
 		}
 	}
 	if _, err := os.Stat("/bin/busybox"); err != nil {
-		t.Skip("/bin/busybox, which the README's first image is made of, is missing (make test-deps installs busybox-static)")
+		testenv.Missing(t, "/bin/busybox, which the README's first image is made of, is missing (make test-deps installs busybox-static)")
 	}
 	return path
 }
@@ -458,7 +460,7 @@ func gitClone(t *testing.T, dir string) {
 	t.Helper()
 	top, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
 	if err != nil {
-		t.Skipf("not in a git checkout (%v): the walkthrough runs in a fresh clone", err)
+		testenv.Missing(t, "not in a git checkout (%v): the walkthrough runs in a fresh clone", err)
 	}
 	if out, err := exec.Command("git", "clone", "--quiet", strings.TrimSpace(string(top)), dir).CombinedOutput(); err != nil {
 		t.Fatalf("git clone: %v\n%s", err, out)
@@ -492,7 +494,7 @@ func goEnv(t *testing.T, name string) string {
 	t.Helper()
 	out, err := exec.Command("go", "env", name).Output()
 	if err != nil {
-		t.Skipf("go env %s: %v (the walkthrough builds with go)", name, err)
+		testenv.Missing(t, "go env %s: %v (the walkthrough builds with go)", name, err)
 	}
 	return strings.TrimSpace(string(out))
 }
