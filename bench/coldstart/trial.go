@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 
 	"github.com/sluicehq/sluice/internal/lazypull"
+	"github.com/sluicehq/sluice/internal/unixsock"
 )
 
 // node is a fresh containerd (and, for lazy trials, snapshotter).
@@ -89,15 +90,20 @@ func (n *node) start(name string, args ...string) error {
 	return nil
 }
 
-// stop kills the node's daemons (the FUSE manager is in its own session:
-// it is found by its socket's directory), unmounts and removes everything.
+// stop ends the node: the containers a trial left behind, through
+// containerd, which then ends their shims; the daemons it started; and the
+// FUSE manager, in a session of its own, found by its PID as the process
+// listening on its socket. Then it unmounts and removes everything.
 func (n *node) stop() {
+	n.deleteContainers()
+	manager, _ := unixsock.Owner(filepath.Join(n.dir, "fuse-manager.sock"))
 	for i := len(n.daemons) - 1; i >= 0; i-- {
 		_ = syscall.Kill(-n.daemons[i].Process.Pid, syscall.SIGKILL)
 		_ = n.daemons[i].Wait()
 	}
-	_ = exec.Command("pkill", "-9", "-f", "fuse-manager --root "+n.dir).Run()
-	_ = exec.Command("pkill", "-9", "-f", "containerd-shim-runc-v2 -namespace default -id cs").Run()
+	if manager > 0 {
+		_ = syscall.Kill(manager, syscall.SIGKILL)
+	}
 	unmountUnder(n.dir)
 	if keep := os.Getenv("COLDSTART_KEEP"); keep != "" {
 		// Keep the daemons' logs for a look at what a trial did.
@@ -110,6 +116,24 @@ func (n *node) stop() {
 		}
 	}
 	_ = os.RemoveAll(n.dir)
+}
+
+// deleteContainers kills and deletes what a failed trial left running.
+func (n *node) deleteContainers() {
+	c, err := containerd.New(n.sock, containerd.WithDefaultNamespace("default"), containerd.WithTimeout(5*time.Second))
+	if err != nil {
+		return // containerd never started
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	containers, _ := c.Containers(ctx)
+	for _, ct := range containers {
+		if task, err := ct.Task(ctx, nil); err == nil {
+			_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		}
+		_ = ct.Delete(ctx, containerd.WithSnapshotCleanup)
+	}
 }
 
 // unmountUnder detaches every mount below dir, deepest first.

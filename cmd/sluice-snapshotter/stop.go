@@ -5,15 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/unixsock"
+
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/sluicehq/sluice/internal/fusemanager"
 	"github.com/sluicehq/sluice/internal/snapshotter"
@@ -70,7 +70,7 @@ func stop(ctx context.Context, out, errOut io.Writer, cfg snapshotter.Config, fo
 	socket := managerSocket(cfg)
 	manager := fusemanager.NewClient(socket)
 	managerUp := manager.Alive(ctx)
-	snPID, err := socketOwner(cfg.Address)
+	snPID, err := unixsock.Owner(cfg.Address)
 	if err != nil {
 		return err
 	}
@@ -98,7 +98,7 @@ func stop(ctx context.Context, out, errOut io.Writer, cfg snapshotter.Config, fo
 		fmt.Fprintf(out, "no FUSE manager answers on %s\n", socket)
 		return nil
 	}
-	managerPID, err := socketOwner(socket)
+	managerPID, err := unixsock.Owner(socket)
 	if err != nil {
 		return err
 	}
@@ -159,34 +159,6 @@ func stopSnapshotter(pid int, address string) error {
 		return fmt.Errorf("sluice-snapshotter (pid %d) has not exited %s after SIGTERM", pid, stopWait)
 	}
 	return nil
-}
-
-// socketOwner returns the process that listens on a unix socket (from the
-// credentials the kernel keeps for it), or 0 when none does.
-func socketOwner(path string) (int, error) {
-	c, err := net.DialTimeout("unix", path, 2*time.Second)
-	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	raw, err := c.(*net.UnixConn).SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return 0, err
-	}
-	if credErr != nil {
-		return 0, fmt.Errorf("who serves on %s: %w", path, credErr)
-	}
-	return int(cred.Pid), nil
 }
 
 // systemdService is the systemd service whose control group holds pid, or
