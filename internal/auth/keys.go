@@ -2,10 +2,6 @@ package auth
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -98,11 +94,7 @@ func (k *KeyRing) load() error {
 // Rotate generates a new signing key, endorsed by the current one, and
 // makes it current; older keys keep verifying. It returns the new key id.
 func (k *KeyRing) Rotate() (string, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", err
-	}
-	der, err := x509.MarshalECPrivateKey(key)
+	key, keyPEM, err := trust.GenerateKey()
 	if err != nil {
 		return "", err
 	}
@@ -122,7 +114,7 @@ func (k *KeyRing) Rotate() (string, error) {
 			return "", err
 		}
 	}
-	if err := atomicfile.WriteFile(filepath.Join(k.dir, kid+".pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(k.dir, kid+".pem"), keyPEM, 0o600); err != nil {
 		return "", err
 	}
 	if err := atomicfile.WriteFile(filepath.Join(k.dir, "current"), []byte(kid+"\n"), 0o600); err != nil {

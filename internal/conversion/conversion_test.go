@@ -339,19 +339,7 @@ func TestCancelRemovesPartialBlobs(t *testing.T) {
 		t.Fatalf("cancel: %v %+v", err, canceled)
 	}
 	// The worker lets go promptly and takes back what it wrote.
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		e.conv.mu.Lock()
-		n := len(e.conv.running)
-		e.conv.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("worker still running after cancel")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	e.waitIdle(t, 10*time.Second, "worker still running after cancel")
 	if got, _ := e.conv.Get(ctx, "cancel", op.ID); got.Status != metadata.StatusCanceled {
 		t.Fatalf("status after cancel: %s", got.Status)
 	}
@@ -520,20 +508,27 @@ func TestDeleteStopsTheRunningConversion(t *testing.T) {
 	if err := e.reg.DeleteManifest(ctx, "gone", oci.Reference{Digest: img.Digest.String()}); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(time.Second)
+	e.waitIdle(t, time.Second, "the conversion of a deleted image still runs a second later (its heartbeat is a minute away)")
+	if got, _ := e.conv.Get(ctx, "gone", op.ID); got.Status != metadata.StatusCanceled {
+		t.Fatalf("operation of the deleted image: %s", got.Status)
+	}
+}
+
+// waitIdle waits until no conversion runs on this service, failing with
+// msg after timeout.
+func (e *env) waitIdle(t *testing.T, timeout time.Duration, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
 		e.conv.mu.Lock()
 		n := len(e.conv.running)
 		e.conv.mu.Unlock()
 		if n == 0 {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the conversion of a deleted image still runs a second later (its heartbeat is a minute away)")
+			t.Fatal(msg)
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-	if got, _ := e.conv.Get(ctx, "gone", op.ID); got.Status != metadata.StatusCanceled {
-		t.Fatalf("operation of the deleted image: %s", got.Status)
 	}
 }

@@ -112,6 +112,20 @@ func PublicPEM(pub *ecdsa.PublicKey) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
 }
 
+// GenerateKey makes a P-256 signing key and its "EC PRIVATE KEY" PEM
+// encoding.
+func GenerateKey() (*ecdsa.PrivateKey, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
+}
+
 // LoadOrCreatePrivateKey reads the key at path, or, when there is no file,
 // generates one and writes it there (mode 0600, directories 0700) with its
 // public key beside it in path + ".pub". created says which.
@@ -120,11 +134,7 @@ func LoadOrCreatePrivateKey(path string) (key *ecdsa.PrivateKey, created bool, e
 	if err == nil || !errors.Is(err, os.ErrNotExist) {
 		return key, false, err
 	}
-	key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, false, err
-	}
-	der, err := x509.MarshalECPrivateKey(key)
+	key, keyPEM, err := GenerateKey()
 	if err != nil {
 		return nil, false, err
 	}
@@ -139,7 +149,7 @@ func LoadOrCreatePrivateKey(path string) (key *ecdsa.PrivateKey, created bool, e
 		return nil, false, err
 	}
 	defer os.Remove(f.Name())
-	_, err = f.Write(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
+	_, err = f.Write(keyPEM)
 	if err == nil {
 		err = f.Sync()
 	}
