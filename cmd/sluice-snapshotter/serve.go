@@ -103,7 +103,6 @@ func serve(cmd *cobra.Command, f *flags) error {
 	case <-ctx.Done():
 	}
 	srv.GracefulStop()
-	trust.Wait()
 	return err
 }
 

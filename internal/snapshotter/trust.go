@@ -39,8 +39,6 @@ type Trust struct {
 	// written, by registry, with the stamp of their file.
 	pinMu sync.Mutex
 	pins  map[string]pinned
-	// writes are the pin files being written.
-	writes sync.WaitGroup
 }
 
 // pinned is a registry's pins in memory.
@@ -128,9 +126,8 @@ func (t *Trust) publishedKeys(ctx context.Context, c *client.Client, fresh bool)
 
 // pinnedKeys returns the published keys the registry's pins vouch for,
 // pinning the set on first use and keys endorsed by a rotation as they
-// appear. Pins are kept in memory and written to the node's state off the
-// pull's path: a write lost to a crash only means pinning again at the
-// next first use. A pin file changed by `sluice-snapshotter trust` is read
+// appear. Pins are written to the node's state as they are made and kept
+// in memory; a pin file changed by `sluice-snapshotter trust` is read
 // again.
 func (t *Trust) pinnedKeys(host string, published trust.JWKS) (trust.KeySet, error) {
 	t.pinMu.Lock()
@@ -186,27 +183,18 @@ func (t *Trust) currentPins(host string) (trust.JWKS, bool, error) {
 	return keys, true, nil
 }
 
-// savePins keeps a registry's pins in memory and writes them in the
-// background. t.pinMu is held.
+// savePins pins a registry's keys: in its file, and in memory with the
+// stamp of the file written, so the next lookup takes them from memory and
+// does not read the file back. Pinning happens only at a registry's first
+// use and at a rotation, so the pull that pins waits for the write. A
+// failed write keeps the pins in memory with the stamp of whatever file is
+// there, until that file changes or the process ends. t.pinMu is held.
 func (t *Trust) savePins(host string, keys trust.JWKS) {
-	t.pins[host] = pinned{keys: keys}
-	t.writes.Add(1)
-	go func() {
-		defer t.writes.Done()
-		t.pinMu.Lock()
-		defer t.pinMu.Unlock()
-		if err := WritePins(t.dir, host, keys); err != nil {
-			t.log.Warn("could not write the pinned keys of a registry; they will be pinned again after a restart", "registry", host, "err", err)
-			return
-		}
-		if p, ok := t.pins[host]; ok && len(p.keys.Keys) == len(keys.Keys) {
-			t.pins[host] = pinned{keys: keys, stamp: stamp(pinPath(t.dir, host))}
-		}
-	}()
+	if err := WritePins(t.dir, host, keys); err != nil {
+		t.log.Warn("could not write the pinned keys of a registry; they will be pinned again after a restart", "registry", host, "err", err)
+	}
+	t.pins[host] = pinned{keys: keys, stamp: stamp(pinPath(t.dir, host))}
 }
-
-// Wait waits for the pin files being written.
-func (t *Trust) Wait() { t.writes.Wait() }
 
 // pinFile is a registry's pinned keys in the node's state.
 type pinFile struct {

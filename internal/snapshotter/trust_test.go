@@ -1,6 +1,7 @@
 package snapshotter
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -77,7 +78,6 @@ func TestTrustPinsAtFirstUseAndFollowsRotations(t *testing.T) {
 	srv := newKeyServer(t)
 	dir := t.TempDir()
 	tr := NewTrust(dir, func(string) (string, []string) { return TrustRegistry, nil }, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	t.Cleanup(tr.Wait)
 	c := client.New(srv.host(), client.Options{PlainHTTP: true})
 	ctx := context.Background()
 
@@ -92,7 +92,6 @@ func TestTrustPinsAtFirstUseAndFollowsRotations(t *testing.T) {
 	if err != nil || len(keys) != 1 || keys[firstJWK.Kid] == nil {
 		t.Fatalf("first use: %v %v", keys.IDs(), err)
 	}
-	tr.Wait() // pins are written off the pull's path
 	if pins, err := ReadPins(dir, srv.host()); err != nil || len(pins.Keys) != 1 {
 		t.Fatalf("pins after first use: %v %v", pins, err)
 	}
@@ -120,12 +119,60 @@ func TestTrustPinsAtFirstUseAndFollowsRotations(t *testing.T) {
 	if !isReason(err, "untrusted") || !strings.Contains(err.Error(), "sluice-snapshotter trust "+srv.host()) {
 		t.Fatalf("replaced key set: %v, want untrusted with the command to run", err)
 	}
-	tr.Wait()
 	if err := WritePins(dir, srv.host(), trust.JWKS{Keys: []trust.JWK{strangerJWK}}); err != nil {
 		t.Fatal(err)
 	}
 	if keys, err := tr.Keys(ctx, c, true); err != nil || keys[strangerJWK.Kid] == nil {
 		t.Fatalf("after pinning again: %v %v", keys.IDs(), err)
+	}
+}
+
+// A rotation is pinned once: the pull that sees it writes the pin file
+// before it returns, and later lookups take the pins from memory instead
+// of reading the file back, finding the new key again and rewriting it.
+func TestTrustPinsARotationOnce(t *testing.T) {
+	srv := newKeyServer(t)
+	dir := t.TempDir()
+	var logs bytes.Buffer
+	tr := NewTrust(dir, func(string) (string, []string) { return TrustRegistry, nil }, slog.New(slog.NewTextHandler(&logs, nil)))
+	c := client.New(srv.host(), client.Options{PlainHTTP: true})
+	ctx := context.Background()
+
+	first, firstJWK := genKey(t)
+	srv.publish(firstJWK)
+	if _, err := tr.Keys(ctx, c, true); err != nil {
+		t.Fatal(err)
+	}
+	second, secondJWK := genKey(t)
+	var err error
+	secondJWK.Endorsement, err = trust.Endorse(first, firstJWK.Kid, &second.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.publish(firstJWK, secondJWK)
+	if keys, err := tr.Keys(ctx, c, true); err != nil || len(keys) != 2 {
+		t.Fatalf("after a rotation: %v %v, want both keys", keys.IDs(), err)
+	}
+	if pins, err := ReadPins(dir, srv.host()); err != nil || len(pins.Keys) != 2 {
+		t.Fatalf("pins when the rotation's pull returns: %v %v, want both keys", pins, err)
+	}
+	written, err := os.Stat(pinPath(dir, srv.host()))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for i := 0; i < 3; i++ {
+		if keys, err := tr.Keys(ctx, c, true); err != nil || len(keys) != 2 {
+			t.Fatalf("lookup %d after the rotation: %v %v", i, keys.IDs(), err)
+		}
+	}
+	if n := strings.Count(logs.String(), "rotated its signing key"); n != 1 {
+		t.Errorf("the rotation was logged %d times, want once:\n%s", n, logs.String())
+	}
+	// The file is replaced by a rename when written, so a rewrite would
+	// show as another file.
+	if now, err := os.Stat(pinPath(dir, srv.host())); err != nil || !os.SameFile(written, now) {
+		t.Errorf("the pin file was written again after the rotation: %v", err)
 	}
 }
 
@@ -155,7 +202,6 @@ func TestTrustModes(t *testing.T) {
 		{mode: TrustAny, anyKeys: true},
 	} {
 		tr := NewTrust(t.TempDir(), func(string) (string, []string) { return tc.mode, tc.files }, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		defer tr.Wait()
 		keys, err := tr.Keys(context.Background(), c, false)
 		switch {
 		case tc.wantErr:
