@@ -30,6 +30,10 @@ type KeyRing struct {
 	current      string
 	keys         map[string]*ecdsa.PrivateKey
 	endorsements map[string]string
+	// public is the public half of keys, made anew (never changed in
+	// place) whenever keys change, so that callers may keep and read it
+	// without the lock.
+	public trust.KeySet
 }
 
 // OpenKeyRing loads the keys of dir, generating the first one if there is
@@ -84,6 +88,7 @@ func (k *KeyRing) load() error {
 	defer k.mu.Unlock()
 	k.keys = keys
 	k.endorsements = endorsements
+	k.public = publicHalves(keys)
 	k.current = strings.TrimSpace(string(current))
 	if _, ok := keys[k.current]; !ok {
 		k.current = ""
@@ -125,6 +130,7 @@ func (k *KeyRing) Rotate() (string, error) {
 		k.keys, k.endorsements = map[string]*ecdsa.PrivateKey{}, map[string]string{}
 	}
 	k.keys[kid] = key
+	k.public = publicHalves(k.keys)
 	if endorsement != "" {
 		k.endorsements[kid] = endorsement
 	}
@@ -175,6 +181,22 @@ func (k *KeyRing) JWKS() (trust.JWKS, error) {
 		set.Keys = append(set.Keys, j)
 	}
 	return set, nil
+}
+
+// PublicKeys is the public half of every key, to verify the registry's
+// signatures with; callers must not change it.
+func (k *KeyRing) PublicKeys() trust.KeySet {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.public
+}
+
+func publicHalves(keys map[string]*ecdsa.PrivateKey) trust.KeySet {
+	set := make(trust.KeySet, len(keys))
+	for kid, key := range keys {
+		set[kid] = &key.PublicKey
+	}
+	return set
 }
 
 // SignStreaming signs, with the current key, that the streaming manifest

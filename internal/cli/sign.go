@@ -56,17 +56,8 @@ func (a *App) signer(path string, useDefault bool) (*streamingSigner, error) {
 // signedBy returns the streaming manifests that this key's signatures
 // among refs vouch for, for subject.
 func (s *streamingSigner) signedBy(refs []ocispec.Descriptor, subject digest.Digest) map[digest.Digest]bool {
-	keys := trust.KeySet{s.kid: &s.key.PublicKey}
-	out := map[digest.Digest]bool{}
-	for _, d := range refs {
-		if d.ArtifactType != trust.SignatureArtifactType {
-			continue
-		}
-		if st, _, err := keys.Verify(d.Annotations[trust.AnnotationSignature]); err == nil && st.Subject == subject {
-			out[st.Manifest] = true
-		}
-	}
-	return out
+	signed, _ := trust.KeySet{s.kid: &s.key.PublicKey}.Vouched(refs, subject)
+	return signed
 }
 
 // push signs that manifest was made from subject and pushes the signature

@@ -20,8 +20,8 @@ type Signer interface {
 	// SignStreaming signs that the streaming manifest was made from
 	// subject, with the current key.
 	SignStreaming(subject, manifest digest.Digest) (string, error)
-	// JWKS is every key the registry publishes.
-	JWKS() (trust.JWKS, error)
+	// PublicKeys is every key the registry publishes.
+	PublicKeys() trust.KeySet
 }
 
 // SignedReferrers returns the streaming artifacts of subject that carry a
@@ -34,10 +34,7 @@ func (s *Service) SignedReferrers(ctx context.Context, repo string, subject dige
 	if err != nil {
 		return nil, err
 	}
-	signed, err := s.signedBy(refs, subject)
-	if err != nil {
-		return nil, err
-	}
+	signed, _ := s.signer.PublicKeys().Vouched(refs, subject)
 	var out []ocispec.Descriptor
 	for _, d := range refs {
 		if d.ArtifactType == streaming.ArtifactType && signed[d.Digest] {
@@ -45,27 +42,6 @@ func (s *Service) SignedReferrers(ctx context.Context, repo string, subject dige
 		}
 	}
 	return out, nil
-}
-
-// signedBy returns the streaming manifests that the signatures among refs
-// vouch for, for subject, with the registry's keys.
-func (s *Service) signedBy(refs []ocispec.Descriptor, subject digest.Digest) (map[digest.Digest]bool, error) {
-	jwks, err := s.signer.JWKS()
-	if err != nil {
-		return nil, fmt.Errorf("the registry's signing keys: %w", err)
-	}
-	keys, _ := jwks.KeySet()
-	signed := map[digest.Digest]bool{}
-	for _, d := range refs {
-		if d.ArtifactType != trust.SignatureArtifactType {
-			continue
-		}
-		st, _, err := keys.Verify(d.Annotations[trust.AnnotationSignature])
-		if err == nil && st.Subject == subject {
-			signed[st.Manifest] = true
-		}
-	}
-	return signed, nil
 }
 
 // sign stores the registry's signature of the streaming manifest made
@@ -78,10 +54,7 @@ func (j *job) sign(ctx context.Context, subject ocispec.Descriptor, manifest dig
 	if err != nil {
 		return err
 	}
-	signed, err := j.s.signedBy(refs, subject.Digest)
-	if err != nil {
-		return err
-	}
+	signed, _ := j.s.signer.PublicKeys().Vouched(refs, subject.Digest)
 	if signed[manifest] {
 		return nil
 	}

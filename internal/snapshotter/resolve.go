@@ -260,7 +260,7 @@ func (r *Resolver) trustedCandidates(ctx context.Context, c *client.Client, refs
 	if keys == nil {
 		return artifacts, nil
 	}
-	signed, unknownKey := signedBy(refs, subject, keys)
+	signed, unknownKey := keys.Vouched(refs, subject)
 	if len(signed) == 0 && unknownKey {
 		// Signed by a key the node has not seen: the registry may have
 		// rotated since its keys were fetched.
@@ -268,7 +268,7 @@ func (r *Resolver) trustedCandidates(ctx context.Context, c *client.Client, refs
 		if err != nil {
 			return nil, err
 		}
-		signed, _ = signedBy(refs, subject, fresh)
+		signed, _ = fresh.Vouched(refs, subject)
 	}
 	var out []ocispec.Descriptor
 	for _, d := range artifacts {
@@ -281,27 +281,6 @@ func (r *Resolver) trustedCandidates(ctx context.Context, c *client.Client, refs
 			len(artifacts), subject, c.Host, strings.Join(keys.IDs(), ", "))
 	}
 	return out, nil
-}
-
-// signedBy returns the streaming manifests that the signatures among refs
-// vouch for, for subject, with keys; unknownKey says some signature named
-// a key not among them.
-func signedBy(refs []ocispec.Descriptor, subject digest.Digest, keys trust.KeySet) (signed map[digest.Digest]bool, unknownKey bool) {
-	signed = map[digest.Digest]bool{}
-	for _, d := range refs {
-		if d.ArtifactType != trust.SignatureArtifactType {
-			continue
-		}
-		st, _, err := keys.Verify(d.Annotations[trust.AnnotationSignature])
-		if err != nil {
-			unknownKey = unknownKey || errors.Is(err, trust.ErrUntrusted)
-			continue
-		}
-		if st.Subject == subject {
-			signed[st.Manifest] = true
-		}
-	}
-	return signed, unknownKey
 }
 
 func samePlatform(a map[string]string, p *ocispec.Platform) bool {

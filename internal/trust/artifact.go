@@ -1,6 +1,9 @@
 package trust
 
 import (
+	"errors"
+
+	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -34,4 +37,25 @@ func SignatureManifest(subject ocispec.Descriptor, jws string) ocispec.Manifest 
 		Subject:      &subject,
 		Annotations:  map[string]string{AnnotationSignature: jws},
 	}
+}
+
+// Vouched returns the streaming manifests that the signatures among refs
+// vouch for, for subject, with keys; unknownKey says some signature named
+// a key not among them (the signer's key set may have changed).
+func (ks KeySet) Vouched(refs []ocispec.Descriptor, subject digest.Digest) (signed map[digest.Digest]bool, unknownKey bool) {
+	signed = map[digest.Digest]bool{}
+	for _, d := range refs {
+		if d.ArtifactType != SignatureArtifactType {
+			continue
+		}
+		st, _, err := ks.Verify(d.Annotations[AnnotationSignature])
+		if err != nil {
+			unknownKey = unknownKey || errors.Is(err, ErrUntrusted)
+			continue
+		}
+		if st.Subject == subject {
+			signed[st.Manifest] = true
+		}
+	}
+	return signed, unknownKey
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 func newKey(t testing.TB) (*ecdsa.PrivateKey, string) {
@@ -274,5 +275,36 @@ func TestSignaturesAreDeterministic(t *testing.T) {
 	other, _ := Sign(key, kid, Statement{Subject: statement.Subject, Manifest: digest.FromString("other")})
 	if other == a {
 		t.Fatal("two statements gave one signature")
+	}
+}
+
+// Vouched counts the signatures of the key set for the subject asked
+// about, and says when a signature names a key the set lacks.
+func TestVouched(t *testing.T) {
+	key, kid := newKey(t)
+	stranger, strangerKid := newKey(t)
+	subject, other := digest.FromString("image"), digest.FromString("other image")
+	sig := func(k *ecdsa.PrivateKey, id string, st Statement) ocispec.Descriptor {
+		jws, err := Sign(k, id, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ocispec.Descriptor{ArtifactType: SignatureArtifactType, Annotations: map[string]string{AnnotationSignature: jws}}
+	}
+	good, forOther, byStranger := digest.FromString("a"), digest.FromString("b"), digest.FromString("c")
+	refs := []ocispec.Descriptor{
+		sig(key, kid, Statement{Subject: subject, Manifest: good}),
+		sig(key, kid, Statement{Subject: other, Manifest: forOther}),
+		// Not a signature, though it carries one.
+		{ArtifactType: "application/vnd.example", Annotations: sig(key, kid, Statement{Subject: subject, Manifest: forOther}).Annotations},
+	}
+	ks := KeySet{kid: &key.PublicKey}
+	signed, unknown := ks.Vouched(refs, subject)
+	if len(signed) != 1 || !signed[good] || unknown {
+		t.Errorf("Vouched = %v, unknown key %v; want only %s", signed, unknown, good)
+	}
+	refs = append(refs, sig(stranger, strangerKid, Statement{Subject: subject, Manifest: byStranger}))
+	if signed, unknown := ks.Vouched(refs, subject); signed[byStranger] || !unknown {
+		t.Errorf("a stranger's signature: %v, unknown key %v; want it ignored and reported", signed, unknown)
 	}
 }
