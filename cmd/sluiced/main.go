@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/server"
 )
@@ -94,16 +95,23 @@ and sign with it after a restart.`,
 			if err != nil {
 				return err
 			}
-			srv, err := server.New(cmd.Context(), cfg, newLogger(cfg))
+			// Only the key directory: opening the registry would migrate
+			// its database and, on a fresh one, create the admin user.
+			if err := cfg.ResolvePaths(); err != nil {
+				return err
+			}
+			if _, err := os.Stat(cfg.Data); err != nil {
+				return fmt.Errorf("data directory %s: %w (rotate-keys works on the data directory of a registry that has run)", cfg.Data, err)
+			}
+			keys, err := auth.OpenKeyRing(cfg.KeyDir())
+			if err != nil {
+				return fmt.Errorf("signing keys in %s: %w", cfg.KeyDir(), err)
+			}
+			kid, err := keys.Rotate()
 			if err != nil {
 				return err
 			}
-			defer srv.Close()
-			kid, err := srv.Keys.Rotate()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "new signing key %s, endorsed by the one before it; keys kept for verification and published: %v\n", kid, srv.Keys.IDs())
+			fmt.Fprintf(cmd.OutOrStdout(), "new signing key %s, endorsed by the one before it; keys kept for verification and published: %v\n", kid, keys.IDs())
 			return nil
 		},
 	}
