@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/sluicehq/sluice/internal/atomicfile"
 	"github.com/sluicehq/sluice/internal/fusemanager"
 )
 
@@ -45,26 +46,49 @@ func (s *Snapshotter) replaceBad(ctx context.Context, key, id string, ref fusema
 	}
 	start := time.Now()
 	s.log.Error("a streamed layer is bad; downloading the original layer in its place", "image", ref.ImageRef, "layer", ref.SourceDigest, "streamed", ref.Digest, "cause", cause)
+	// The layer is downloaded beside the mountpoint, then renamed onto it,
+	// then the labels say so. A replacement cut short between the rename
+	// and the labels (a failed transaction, a crash) leaves the labels
+	// saying "streamed" and the mountpoint holding the whole layer, which
+	// cannot be removed as an empty mountpoint: the marker, written beside
+	// once the download is checked and before the rename, lets the next
+	// attempt see that and go on from where it stopped. It is not in the
+	// layer's directory, where every container of the image would see it.
 	tmp := filepath.Join(s.root, "snapshots", id, "download")
-	_ = os.RemoveAll(tmp)
-	if err := s.download(ctx, ref, tmp); err != nil {
+	done := s.downloadedPath(id)
+	if _, err := os.Stat(done); err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 		_ = os.RemoveAll(tmp)
-		return fmt.Errorf("download layer %s in place of its bad streamed twin: %w", ref.SourceDigest, err)
+		if err := s.download(ctx, ref, tmp); err != nil {
+			_ = os.RemoveAll(tmp)
+			return fmt.Errorf("download layer %s in place of its bad streamed twin: %w", ref.SourceDigest, err)
+		}
+		if err := atomicfile.WriteFile(done, []byte(ref.SourceDigest.String()+"\n"), 0o600); err != nil {
+			_ = os.RemoveAll(tmp)
+			return fmt.Errorf("mark the downloaded layer %s: %w", ref.SourceDigest, err)
+		}
 	}
 	// The FUSE mount goes (detached, if containers still hold it), and
-	// the unpacked layer takes its place under the snapshot's name.
+	// the unpacked layer takes its place under the snapshot's name. A
+	// failure here keeps the checked download for the next attempt.
 	mp := s.fsPath(id)
 	if err := s.layers.Unmount(ctx, mp); err != nil {
-		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("unmount the bad streamed layer at %s: %w", mp, err)
 	}
-	if err := os.Remove(mp); err != nil && !errors.Is(err, os.ErrNotExist) {
-		_ = os.RemoveAll(tmp)
-		return fmt.Errorf("clear %s: %w", mp, err)
+	if _, err := os.Lstat(tmp); err == nil {
+		if err := os.Remove(mp); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("clear %s: %w", mp, err)
+		}
+		if err := os.Rename(tmp, mp); err != nil {
+			return fmt.Errorf("put the downloaded layer at %s: %w", mp, err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
-	if err := os.Rename(tmp, mp); err != nil {
-		return fmt.Errorf("put the downloaded layer at %s: %w", mp, err)
-	}
+	// Otherwise the download was put at mp by an attempt that stopped
+	// before recording it.
 	err = s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
 		_, info, _, err := storage.GetInfo(ctx, key)
 		if err != nil {
@@ -80,9 +104,18 @@ func (s *Snapshotter) replaceBad(ctx context.Context, key, id string, ref fusema
 	if err != nil {
 		return fmt.Errorf("record the downloaded layer of snapshot %s: %w", key, err)
 	}
+	// The labels say it now; a marker left by a crash here is removed
+	// with the snapshot's directory.
+	_ = os.Remove(done)
 	s.metrics.replaced.Inc()
 	s.log.Warn("bad streamed layer replaced by the downloaded original", "image", ref.ImageRef, "layer", ref.SourceDigest, "duration", time.Since(start))
 	return nil
+}
+
+// downloadedPath marks a snapshot whose original layer was downloaded and
+// checked, and is at its download directory or already at its mountpoint.
+func (s *Snapshotter) downloadedPath(id string) string {
+	return filepath.Join(s.root, "snapshots", id, "downloaded")
 }
 
 // download fetches the original layer, checks its digest, and unpacks it

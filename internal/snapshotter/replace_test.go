@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/internal/testenv"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/core/snapshots/storage"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -156,6 +157,88 @@ func TestBadLayerIsReplacedByTheOriginal(t *testing.T) {
 			// Asked again, nothing is downloaded twice.
 			if _, err := s.Prepare(ctx, "container-3", "layer-1"); err != nil {
 				t.Fatal(err)
+			}
+			if got := testutil.ToFloat64(s.metrics.replaced); got != 1 {
+				t.Fatalf("bad layers replaced: %v, want 1", got)
+			}
+		})
+	}
+}
+
+// A replacement cut short after its checked download was marked (a crash,
+// a failed label transaction) goes on from there at the next container:
+// the download is not made again, and a mountpoint already holding the
+// layer is recorded as it is instead of being cleared.
+func TestInterruptedReplacementRecovers(t *testing.T) {
+	testenv.Root(t, "unpacking a layer with its owners")
+	blob, diffID := gzipTar(t, map[string]string{"app/run.sh": "echo the real bytes"})
+	for _, tc := range []struct {
+		name string
+		// renamed: the download had been put at the mountpoint.
+		renamed bool
+	}{
+		{name: "stopped between the rename and the labels", renamed: true},
+		{name: "stopped between the marker and the rename"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			layers := &fakeLayers{}
+			// The original served no longer matches the config, so a
+			// second download would fail: the test passes only if the
+			// marked one is used.
+			resolver := &fakeResolver{original: blob, ref: fusemanager.LayerRef{Registry: "r.example", Repository: "app", SourceDigest: digest.FromBytes(blob), DiffID: digest.FromString("not this layer"), ImageRef: "r.example/app:1"}}
+			s, err := New(t.TempDir(), layers, resolver, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			labels := map[string]string{LabelTarget: "layer-1", labelImageRef: "r.example/app:1", labelManifestDigest: digest.FromString("m").String(), labelLayerDigest: resolver.ref.SourceDigest.String()}
+			if _, err := s.Prepare(ctx, "extract-1", "", snapshots.WithLabels(labels)); !errdefs.IsAlreadyExists(err) {
+				t.Fatalf("prepare of a streamed layer: %v, want ErrAlreadyExists", err)
+			}
+			var id string
+			if err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
+				id, _, _, err = storage.GetInfo(ctx, "layer-1")
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+
+			// What the interrupted replacement left: the checked layer
+			// (at the mountpoint, or still beside it), its marker, and
+			// labels that still say the layer is streamed.
+			unpacked := filepath.Join(s.root, "snapshots", id, "download")
+			if tc.renamed {
+				unpacked = s.fsPath(id)
+			}
+			if err := os.MkdirAll(filepath.Join(unpacked, "app"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(unpacked, "app", "run.sh"), []byte("echo the real bytes"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(s.downloadedPath(id), []byte(diffID.String()+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+
+			layers.bad = true
+			mounts, err := s.Prepare(ctx, "container-1", "layer-1")
+			if err != nil {
+				t.Fatalf("a container after an interrupted replacement: %v", err)
+			}
+			lower := strings.TrimPrefix(mounts[0].Options[len(mounts[0].Options)-1], "lowerdir=")
+			if got, err := os.ReadFile(filepath.Join(lower, "app", "run.sh")); err != nil || string(got) != "echo the real bytes" {
+				t.Fatalf("the replaced layer reads %q, %v", got, err)
+			}
+			info, err := s.Stat(ctx, "layer-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Labels[LabelLayer] != "" || info.Labels[LabelRemote] != "" || !strings.Contains(info.Labels[LabelDownloaded], "chunk 3") {
+				t.Fatalf("labels after the replacement: %v", info.Labels)
+			}
+			if _, err := os.Stat(s.downloadedPath(id)); !os.IsNotExist(err) {
+				t.Fatalf("the marker outlived the recorded replacement: %v", err)
 			}
 			if got := testutil.ToFloat64(s.metrics.replaced); got != 1 {
 				t.Fatalf("bad layers replaced: %v, want 1", got)
