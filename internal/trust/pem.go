@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/sluicehq/sluice/internal/atomicfile"
 )
 
 // ReadPrivateKey reads a P-256 private key from a PEM file ("EC PRIVATE
@@ -127,10 +129,42 @@ func GenerateKey() (*ecdsa.PrivateKey, []byte, error) {
 }
 
 // LoadOrCreatePrivateKey reads the key at path, or, when there is no file,
-// generates one and writes it there (mode 0600, directories 0700) with its
-// public key beside it in path + ".pub". created says which.
+// generates one and writes it there (mode 0600, directories 0700). Either
+// way its public key is beside it in path + ".pub", written again when it
+// is missing or is not the key's. created says which.
 func LoadOrCreatePrivateKey(path string) (key *ecdsa.PrivateKey, created bool, err error) {
-	key, err = ReadPrivateKey(path)
+	key, created, err = loadOrCreatePrivateKey(path)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := writePublicBeside(path, key); err != nil {
+		return nil, false, err
+	}
+	return key, created, nil
+}
+
+// writePublicBeside writes the public half of key to path + ".pub" unless
+// that file already holds it: the file nodes are given to trust.
+func writePublicBeside(path string, key *ecdsa.PrivateKey) error {
+	kid, err := KeyID(&key.PublicKey)
+	if err != nil {
+		return err
+	}
+	if ks, err := ReadPublicKeys(path + ".pub"); err == nil && len(ks) == 1 && ks[kid] != nil {
+		return nil
+	}
+	pub, err := PublicPEM(&key.PublicKey)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(path+".pub", pub, 0o644); err != nil {
+		return fmt.Errorf("write the public key beside %s: %w", path, err)
+	}
+	return nil
+}
+
+func loadOrCreatePrivateKey(path string) (*ecdsa.PrivateKey, bool, error) {
+	key, err := ReadPrivateKey(path)
 	if err == nil || !errors.Is(err, os.ErrNotExist) {
 		return key, false, err
 	}
@@ -163,13 +197,6 @@ func LoadOrCreatePrivateKey(path string) (key *ecdsa.PrivateKey, created bool, e
 		key, err = ReadPrivateKey(path)
 		return key, false, err
 	} else if err != nil {
-		return nil, false, err
-	}
-	pub, err := PublicPEM(&key.PublicKey)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := os.WriteFile(path+".pub", pub, 0o644); err != nil {
 		return nil, false, err
 	}
 	return key, true, nil

@@ -211,6 +211,20 @@ func TestPEMKeys(t *testing.T) {
 	if _, err := ReadPublicKeys(path); err != nil {
 		t.Errorf("the public half of a private key file: %v", err)
 	}
+	// A public key file lost or cut short (a crash after the key was
+	// linked in) is written again on the next use.
+	for _, pub := range [][]byte{nil, []byte("-----BEGIN PUBLIC KEY-----\nMFkw")} {
+		_ = os.Remove(path + ".pub")
+		if pub != nil {
+			_ = os.WriteFile(path+".pub", pub, 0o644)
+		}
+		if _, _, err := LoadOrCreatePrivateKey(path); err != nil {
+			t.Fatal(err)
+		}
+		if pubs, err := ReadPublicKeys(path + ".pub"); err != nil || pubs[kid] == nil {
+			t.Errorf("public key file after it was %q: %v %v", pub, pubs.IDs(), err)
+		}
+	}
 	bad := filepath.Join(dir, "bad.pem")
 	_ = os.WriteFile(bad, []byte("not a key"), 0o600)
 	if _, err := ReadPublicKeys(bad); !errors.Is(err, ErrMalformed) {
