@@ -61,6 +61,16 @@ func (a Access) String() string {
 	return a.Type + ":" + a.Name + ":" + strings.Join(a.Actions, ",")
 }
 
+// ScopeString renders accesses as a token request's or a challenge's
+// scope: each access as String does, separated by spaces.
+func ScopeString(accesses []Access) string {
+	parts := make([]string, len(accesses))
+	for i, a := range accesses {
+		parts[i] = a.String()
+	}
+	return strings.Join(parts, " ")
+}
+
 // ParseScope reads one scope: type:name:actions, where the name may itself
 // contain colons only for a registry host prefix (rare) and the actions are
 // comma-separated.

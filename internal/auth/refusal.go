@@ -19,11 +19,7 @@ func (e *DeniedError) ChallengeScope() string {
 	if len(scope) == 0 {
 		scope = e.Missing
 	}
-	parts := make([]string, len(scope))
-	for i, a := range scope {
-		parts[i] = a.String()
-	}
-	return strings.Join(parts, " ")
+	return ScopeString(scope)
 }
 
 // Shortfall is the part of need the caller is not granted: each access

@@ -1,7 +1,6 @@
 package token
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -95,7 +94,7 @@ func (g *Gate) refuse(w http.ResponseWriter, r *http.Request, req auth.Requireme
 	switch {
 	case errors.Is(err, auth.ErrTooManyAttempts):
 		w.Header().Set("Retry-After", retryAfter(err))
-		writeError(w, r, http.StatusTooManyRequests, "TOOMANYREQUESTS", err.Error(), nil)
+		wire.Errors(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", err.Error(), nil)
 	case errors.Is(err, auth.ErrTokenInvalid):
 		g.log.Info("bearer token refused", "source", source(r), "path", r.URL.Path, "err", err)
 		g.challenge(w, r, req, "invalid_token", "the bearer token is invalid or expired")
@@ -103,15 +102,15 @@ func (g *Gate) refuse(w http.ResponseWriter, r *http.Request, req auth.Requireme
 		g.challenge(w, r, req, "", err.Error())
 	default:
 		g.log.Error("authenticate", "err", err)
-		writeError(w, r, http.StatusInternalServerError, "UNKNOWN", "authentication failed; the registry log has the details", nil)
+		wire.Errors(w, http.StatusInternalServerError, "UNKNOWN", "authentication failed; the registry log has the details", nil)
 	}
 }
 
 // challenge answers 401 with the Bearer challenge of the token protocol,
 // whose realm is the address the client reached.
 func (g *Gate) challenge(w http.ResponseWriter, r *http.Request, req auth.Requirement, errCode, message string) {
-	w.Header().Set("WWW-Authenticate", g.challengeHeader(r, scopeOf(req), errCode, ""))
-	writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", message, nil)
+	w.Header().Set("WWW-Authenticate", g.challengeHeader(r, auth.ScopeString(req.Accesses), errCode, ""))
+	wire.Errors(w, http.StatusUnauthorized, "UNAUTHORIZED", message, nil)
 }
 
 // challengeHeader is a Bearer challenge for scope (may be empty), with an
@@ -136,26 +135,4 @@ func (g *Gate) challengeHeader(r *http.Request, scope, errCode, description stri
 		c += fmt.Sprintf(`,error_description="%s"`, strings.NewReplacer(`"`, "'", `\`, "/").Replace(description))
 	}
 	return c
-}
-
-// scopeOf renders a requirement's accesses as the challenge's scope.
-func scopeOf(req auth.Requirement) string {
-	parts := make([]string, len(req.Accesses))
-	for i, a := range req.Accesses {
-		parts[i] = a.String()
-	}
-	return strings.Join(parts, " ")
-}
-
-// writeError answers in the OCI error shape, which the management API
-// shares; detail, when not nil, is the error's detail.
-func writeError(w http.ResponseWriter, r *http.Request, status int, code, message string, detail any) {
-	e := map[string]any{"code": code, "message": message}
-	if detail != nil {
-		e["detail"] = detail
-	}
-	b, _ := json.Marshal(map[string]any{"errors": []any{e}})
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
 }

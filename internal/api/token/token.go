@@ -190,11 +190,7 @@ func (h *Handler) issue(w http.ResponseWriter, r *http.Request, id *auth.Identit
 		return
 	}
 	resp.Token, resp.AccessToken, resp.ExpiresIn = tok, tok, int(ttl.Seconds())
-	parts := make([]string, len(granted))
-	for i, g := range granted {
-		parts[i] = g.String()
-	}
-	resp.Scope = strings.Join(parts, " ")
+	resp.Scope = auth.ScopeString(granted)
 	writeJSON(w, http.StatusOK, resp)
 }
 
