@@ -334,7 +334,7 @@ func TestCancelRemovesPartialBlobs(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	canceled, err := e.conv.Cancel(ctx, "cancel", op.ID)
+	canceled, err := e.conv.Cancel(ctx, op)
 	if err != nil || canceled.Status != metadata.StatusCanceled {
 		t.Fatalf("cancel: %v %+v", err, canceled)
 	}

@@ -180,13 +180,19 @@ func (s *Service) Deleted(ctx context.Context, repo string, digests []string) {
 // or made before artifacts were signed) is converted: conversion is
 // deterministic, so it adds the signature to the artifact it would make.
 func (s *Service) Start(ctx context.Context, repo string, dgst digest.Digest) (*metadata.Operation, error) {
-	m, err := s.reg.GetManifest(ctx, repo, oci.Reference{Digest: dgst.String()}, true)
+	m, err := s.reg.GetManifest(ctx, repo, oci.Reference{Digest: dgst.String()}, false)
 	if errors.Is(err, registry.ErrManifestUnknown) {
 		return nil, errorf(CodeResourceNotFound, "image %s@%s not found", repo, dgst)
 	}
 	if err != nil {
 		return nil, err
 	}
+	return s.start(ctx, repo, m)
+}
+
+// start is Start for the manifest m, read already.
+func (s *Service) start(ctx context.Context, repo string, m *registry.Manifest) (*metadata.Operation, error) {
+	dgst := m.Digest
 	if m.ArtifactType == streaming.ArtifactType {
 		return nil, errorf(CodeUnsupportedArtifact, messageUnsupportedArtifact)
 	}
@@ -241,19 +247,16 @@ func (s *Service) Latest(ctx context.Context, repo string, dgst digest.Digest) (
 	return op, err
 }
 
-// Cancel cancels an operation. A running one stops promptly: at once in
-// this process, at its next heartbeat in another; its worker then removes
-// what it had written.
-func (s *Service) Cancel(ctx context.Context, repo, id string) (*metadata.Operation, error) {
-	if _, err := s.Get(ctx, repo, id); err != nil {
-		return nil, err
-	}
-	op, err := s.store.CancelOperation(ctx, id)
+// Cancel cancels op, an operation the caller read with Get. A running one
+// stops promptly: at once in this process, at its next heartbeat in
+// another; its worker then removes what it had written.
+func (s *Service) Cancel(ctx context.Context, op *metadata.Operation) (*metadata.Operation, error) {
+	canceled, err := s.store.CancelOperation(ctx, op.ID)
 	if err != nil {
 		return nil, err
 	}
-	s.stopLocal(id)
-	return op, nil
+	s.stopLocal(op.ID)
+	return canceled, nil
 }
 
 func (s *Service) stopLocal(id string) {
@@ -301,7 +304,7 @@ func (s *Service) StartExisting(ctx context.Context, repo string) ([]*metadata.O
 				skipped = append(skipped, Skipped{Tag: tag, Digest: m.Digest.String(), Reason: "not a runnable image (an artifact or a referrer)"})
 				continue
 			}
-			op, err := s.Start(ctx, repo, m.Digest)
+			op, err := s.start(ctx, repo, m)
 			if e, ok := codeOf(err); ok {
 				skipped = append(skipped, Skipped{Tag: tag, Digest: m.Digest.String(), Reason: e.Code + ": " + e.Message})
 				continue

@@ -186,6 +186,11 @@ func (a attributed[T, J]) show(w http.ResponseWriter, r *http.Request, p route.P
 	if err != nil {
 		return err
 	}
+	return a.showNamed(w, r, p, name)
+}
+
+// showNamed serves the one named name, resolved already.
+func (a attributed[T, J]) showNamed(w http.ResponseWriter, r *http.Request, p route.Params, name string) error {
 	items, _, err := a.infos(r.Context(), p[pRepo], name, "", 1)
 	if err != nil {
 		return err
@@ -206,7 +211,7 @@ func (a attributed[T, J]) patch(w http.ResponseWriter, r *http.Request, p route.
 	if err := a.update(r.Context(), p[pRepo], name, body.patch()); err != nil {
 		return err
 	}
-	return a.show(w, r, p)
+	return a.showNamed(w, r, p, name)
 }
 
 // delete deletes the one named (a tag's manifest, as the managed service

@@ -206,10 +206,11 @@ func (h *Handler) getOperation(w http.ResponseWriter, r *http.Request, p route.P
 
 // cancelOperation cancels an operation, found as getOperation finds it.
 func (h *Handler) cancelOperation(w http.ResponseWriter, r *http.Request, p route.Params) error {
-	if _, err := h.operation(r, p); err != nil {
+	op, err := h.operation(r, p)
+	if err != nil {
 		return err
 	}
-	op, err := h.conv.Cancel(r.Context(), p[pRepo], p[pID])
+	op, err = h.conv.Cancel(r.Context(), op)
 	if err != nil {
 		return err
 	}
