@@ -42,14 +42,6 @@ func (h *Handler) API() *route.API {
 	pull := route.Repo(pName, auth.ActionPull)
 	push := route.Repo(pName, auth.ActionPush)
 	del := route.Repo(pName, auth.ActionDelete)
-	named := func(fn func(w http.ResponseWriter, r *http.Request, p route.Params) error) route.Handler {
-		return func(w http.ResponseWriter, r *http.Request, p route.Params) error {
-			if err := oci.ValidateName(p[pName]); err != nil {
-				return err
-			}
-			return fn(w, r, p)
-		}
-	}
 	rt := func(method, pattern, name string, need route.Need, fn route.Handler) route.Route {
 		return route.Route{Method: method, Pattern: pattern, Name: name, Need: need, Handle: fn}
 	}
@@ -64,24 +56,26 @@ func (h *Handler) API() *route.API {
 			rt("GET", "/v2/", "v2_base", authenticated, h.base),
 			rt("GET", "/v2", "v2_base", nil, redirectToBase),
 			rt("GET", "/v2/_catalog", "v2_catalog", route.Registry(auth.Catalog), h.catalog),
-			rt("GET", "/v2/{name...}/tags/list", "v2_tags", pull, named(h.tags)),
-			rt("GET", "/v2/{name...}/referrers/{digest}", "v2_referrers", pull, named(h.referrers)),
-			rt("GET", manifest, "v2_manifest", pull, named(h.getManifest)),
-			rt("PUT", manifest, "v2_manifest", push, named(h.putManifest)),
-			rt("DELETE", manifest, "v2_manifest", del, named(h.deleteManifest)),
+			rt("GET", "/v2/{name...}/tags/list", "v2_tags", pull, h.tags),
+			rt("GET", "/v2/{name...}/referrers/{digest}", "v2_referrers", pull, h.referrers),
+			rt("GET", manifest, "v2_manifest", pull, h.getManifest),
+			rt("PUT", manifest, "v2_manifest", push, h.putManifest),
+			rt("DELETE", manifest, "v2_manifest", del, h.deleteManifest),
 			// Uploads before blobs: .../blobs/uploads is not a blob.
-			rt("POST", "/v2/{name...}/blobs/uploads/", "v2_uploads", uploadsNeed, named(h.startUpload)),
-			rt("POST", "/v2/{name...}/blobs/uploads", "v2_uploads", uploadsNeed, named(h.startUpload)),
-			rt("GET", upload, "v2_upload", push, named(h.uploadStatus)),
-			rt("PATCH", upload, "v2_upload", push, named(h.patchUpload)),
-			rt("PUT", upload, "v2_upload", push, named(h.putUpload)),
-			rt("DELETE", upload, "v2_upload", push, named(h.cancelUpload)),
-			rt("GET", blob, "v2_blob", pull, named(h.getBlob)),
-			rt("DELETE", blob, "v2_blob", del, named(h.deleteBlob)),
+			rt("POST", "/v2/{name...}/blobs/uploads/", "v2_uploads", uploadsNeed, h.startUpload),
+			rt("POST", "/v2/{name...}/blobs/uploads", "v2_uploads", uploadsNeed, h.startUpload),
+			rt("GET", upload, "v2_upload", push, h.uploadStatus),
+			rt("PATCH", upload, "v2_upload", push, h.patchUpload),
+			rt("PUT", upload, "v2_upload", push, h.putUpload),
+			rt("DELETE", upload, "v2_upload", push, h.cancelUpload),
+			rt("GET", blob, "v2_blob", pull, h.getBlob),
+			rt("DELETE", blob, "v2_blob", del, h.deleteBlob),
 		},
 		Error:        h.writeError,
 		NotFoundName: "v2_unknown",
-		Headers:      map[string]string{"Docker-Distribution-API-Version": "registry/2.0"},
+		// The table answers NAME_INVALID for a name that is not one.
+		Repository: pName,
+		Headers:    map[string]string{"Docker-Distribution-API-Version": "registry/2.0"},
 	}).Compile()
 }
 
@@ -97,7 +91,7 @@ func authenticated(*http.Request, route.Params) auth.Requirement {
 func uploadsNeed(r *http.Request, p route.Params) auth.Requirement {
 	req := route.Repo(pName, auth.ActionPush)(r, p)
 	q := r.URL.Query()
-	if q.Get("mount") == "" || len(req.Accesses) == 0 {
+	if q.Get("mount") == "" {
 		return req
 	}
 	if from := q.Get("from"); from != "" && oci.ValidateName(from) == nil {

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/api/route"
@@ -77,9 +76,6 @@ func (h *Handler) APIs() []*route.API {
 	pull := route.Repo(pRepo, auth.ActionPull)
 	push := route.Repo(pRepo, auth.ActionPush)
 	rt := func(method, pattern, name string, need route.Need, fn route.Handler) route.Route {
-		if strings.Contains(pattern, "{"+pRepo+"...}") {
-			fn = validRepo(fn)
-		}
 		return route.Route{Method: method, Pattern: pattern, Name: name, Need: need, Handle: fn}
 	}
 	const (
@@ -144,6 +140,8 @@ func (h *Handler) APIs() []*route.API {
 		},
 		Error:        h.writeError,
 		NotFoundName: "acr_unknown",
+		// The table answers NAME_INVALID for a name that is not one.
+		Repository: pRepo,
 	}
 	mount := &route.API{
 		Prefix: "/mount/v1",
@@ -152,18 +150,9 @@ func (h *Handler) APIs() []*route.API {
 		},
 		Error:        h.writeError,
 		NotFoundName: "mount_unknown",
+		Repository:   pRepo,
 	}
 	return []*route.API{acr.Compile(), mount.Compile()}
-}
-
-// validRepo answers NAME_INVALID for a repository name that is not one.
-func validRepo(fn route.Handler) route.Handler {
-	return func(w http.ResponseWriter, r *http.Request, p route.Params) error {
-		if err := oci.ValidateName(p[pRepo]); err != nil {
-			return err
-		}
-		return fn(w, r, p)
-	}
 }
 
 // registryName is the registry's name as the client reached it.

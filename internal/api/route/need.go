@@ -4,17 +4,13 @@ import (
 	"net/http"
 
 	"github.com/sluicehq/sluice/internal/auth"
-	"github.com/sluicehq/sluice/internal/oci"
 )
 
-// Repo needs the actions on the repository named by the parameter param.
-// An invalid name needs only credentials: nothing can be reached through
-// it, and the handler answers NAME_INVALID.
+// Repo needs the actions on the repository named by the parameter param,
+// the API's Repository: the table has checked it is a repository name
+// before any Need is asked (Matched.Requirement).
 func Repo(param string, actions ...string) Need {
 	return func(_ *http.Request, p Params) auth.Requirement {
-		if oci.ValidateName(p[param]) != nil {
-			return auth.Requirement{Authenticated: true}
-		}
 		return auth.Requirement{Accesses: []auth.Access{auth.Repo(p[param], actions...)}}
 	}
 }

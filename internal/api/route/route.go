@@ -13,6 +13,12 @@
 // contain slashes, so a pattern with {name...} is matched from both ends:
 // the literal segments after it are anchored to the end of the path, and
 // the name is what lies between, once.
+//
+// An API names the parameter of its routes that is a repository
+// (API.Repository); the table checks it when a route matches, once, so
+// that the caller's permission is asked for a real name and the handler
+// only ever sees one. An invalid name needs only credentials and is
+// answered with the API's own error for oci.ErrNameInvalid.
 package route
 
 import (
@@ -24,6 +30,7 @@ import (
 	"strings"
 
 	"github.com/sluicehq/sluice/internal/auth"
+	"github.com/sluicehq/sluice/internal/oci"
 )
 
 // Params are a request's path parameters, by the names the pattern gives
@@ -64,6 +71,9 @@ type API struct {
 	NotFoundName string
 	// Headers are set on every answer of the API.
 	Headers map[string]string
+	// Repository is the path parameter that names a repository in the
+	// API's routes ("name" under /v2); "" when none does.
+	Repository string
 }
 
 // ErrNotFound is the error of a path no route of an API matches.
@@ -215,7 +225,10 @@ type Matched struct {
 	API    *API
 	Route  *Route // nil when no route matched
 	Params Params
-	Err    error // ErrNotFound or *MethodError when Route is nil
+	// Err is ErrNotFound or *MethodError when Route is nil, and the
+	// oci.ValidateName error of a matched route's repository parameter
+	// that is not a repository name.
+	Err error
 }
 
 // Name is the matched route's name for metrics and logs.
@@ -233,10 +246,15 @@ func (m *Matched) Name() string {
 
 // Requirement is what the request needs of its caller: its route's Need,
 // or nothing for a route without one (and for a request that matched no
-// route, which is answered with an error before anything is read).
+// route, which is answered with an error before anything is read). An
+// invalid repository name needs only credentials: nothing can be reached
+// through it, and Serve answers NAME_INVALID.
 func (m *Matched) Requirement(r *http.Request) auth.Requirement {
-	if m == nil || m.Route == nil || m.Route.Need == nil {
+	switch {
+	case m == nil || m.Route == nil || m.Route.Need == nil:
 		return auth.Requirement{Public: true}
+	case m.Err != nil:
+		return auth.Requirement{Authenticated: true}
 	}
 	return m.Route.Need(r, m.Params)
 }
@@ -293,19 +311,33 @@ func Resolve(apis []*API, r *http.Request) *http.Request {
 		}
 		m := &Matched{API: a}
 		m.Route, m.Params, m.Err = a.Match(r)
+		if m.Route != nil {
+			m.Err = a.checkRepository(m.Params)
+		}
 		return r.WithContext(With(r.Context(), m))
 	}
 	return r
 }
 
+// checkRepository validates a matched route's repository parameter, if it
+// has one.
+func (a *API) checkRepository(p Params) error {
+	name, ok := p[a.Repository]
+	if a.Repository == "" || !ok {
+		return nil
+	}
+	return oci.ValidateName(name)
+}
+
 // Serve runs the matched route's handler and writes its error, or writes
-// why nothing matched: the last handler of the server's chain.
+// why nothing matched or why the match cannot be served (an invalid
+// repository name): the last handler of the server's chain.
 func Serve(w http.ResponseWriter, r *http.Request) {
 	m := From(r.Context())
 	switch {
 	case m == nil:
 		http.NotFound(w, r)
-	case m.Route == nil:
+	case m.Route == nil || m.Err != nil:
 		m.API.Error(w, r, m.Err)
 	default:
 		if err := m.Route.Handle(w, r, m.Params); err != nil {

@@ -6,6 +6,9 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"testing"
+
+	"github.com/sluicehq/sluice/internal/auth"
+	"github.com/sluicehq/sluice/internal/oci"
 )
 
 func TestMatch(t *testing.T) {
@@ -98,5 +101,52 @@ func TestMuxServesTheMatch(t *testing.T) {
 	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/elsewhere", nil))
 	if rec.Code != http.StatusNotFound {
 		t.Fatalf("a path under no API: %d", rec.Code)
+	}
+}
+
+// An API's repository parameter is checked once, when a route matches: an
+// invalid name needs only credentials, never reaches the route's Need or
+// handler, and is answered by the API's error writer.
+func TestTheTableValidatesTheRepository(t *testing.T) {
+	var handled, needed []string
+	api := (&API{Prefix: "/v2", Repository: "name", Routes: []Route{{Method: "GET", Pattern: "/v2/{name...}/tags/list", Name: "tags",
+		Need: func(r *http.Request, p Params) auth.Requirement {
+			needed = append(needed, p["name"])
+			return Repo("name", auth.ActionPull)(r, p)
+		},
+		Handle: func(w http.ResponseWriter, r *http.Request, p Params) error {
+			handled = append(handled, p["name"])
+			return nil
+		}}},
+		Error: func(w http.ResponseWriter, r *http.Request, err error) {
+			if !errors.Is(err, oci.ErrNameInvalid) {
+				t.Errorf("the API's error writer got %v, want a NAME_INVALID error", err)
+			}
+			w.WriteHeader(http.StatusBadRequest)
+		}}).Compile()
+	var requirements []auth.Requirement
+	mux := NewMux(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			requirements = append(requirements, From(r.Context()).Requirement(r))
+			next.ServeHTTP(w, r)
+		})
+	}, api)
+
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/v2/Team/App/tags/list", nil))
+	if rec.Code != http.StatusBadRequest || len(handled) != 0 || len(needed) != 0 {
+		t.Fatalf("an invalid name: %d, handled %v, Need asked for %v", rec.Code, handled, needed)
+	}
+	if m := requirements[0]; !m.Authenticated || len(m.Accesses) != 0 || m.Public {
+		t.Fatalf("an invalid name needs %+v, want credentials only", m)
+	}
+
+	rec = httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/v2/team/app/tags/list", nil))
+	if rec.Code != http.StatusOK || !reflect.DeepEqual(handled, []string{"team/app"}) || !reflect.DeepEqual(needed, []string{"team/app"}) {
+		t.Fatalf("a valid name: %d, handled %v, Need asked for %v", rec.Code, handled, needed)
+	}
+	if m := requirements[1]; len(m.Accesses) != 1 || m.Accesses[0].Name != "team/app" {
+		t.Fatalf("a valid name needs %+v, want pull on team/app", m)
 	}
 }
