@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, idempotently: Debian packages through
 # apt-get (only those missing, so a warm machine stays fast), Go tools
-# through `go install` into $(go env GOPATH)/bin, and containerd 2.x for the
-# node tests into $(go env GOPATH)/containerd-v2/bin.
+# through `go install` into $(go env GOPATH)/bin, containerd 2.x for the
+# node tests into $(go env GOPATH)/containerd-v2/bin, and the Azure Blob
+# Storage emulator, Azurite, from npm into
+# $(go env GOPATH)/sluice-test-tools/azurite.
 set -euo pipefail
 
-apt_packages=(zstd skopeo containerd runc debootstrap docker-registry busybox-static gzip podman jq)
+apt_packages=(zstd skopeo containerd runc debootstrap docker-registry busybox-static gzip podman jq postgresql-15)
 go_tools=(
 	"oras.land/oras/cmd/oras@v1.3.6"
 	"github.com/google/go-containerregistry/cmd/crane@v0.22.1"
 	"sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0"
+	"github.com/versity/versitygw/cmd/versitygw@v1.8.0"
 )
 containerd_v2=v2.4.2
+# 3.35.0 is the newest Azurite that runs on Debian's Node.js 20.
+azurite_version=3.35.0
+
+# Node.js's own packages bring npm with node; Debian's nodejs does not.
+command -v npm >/dev/null || apt_packages+=(nodejs npm)
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -74,4 +82,12 @@ if ! "$v2bin/containerd" --version 2>/dev/null | grep -q " ${containerd_v2#v}" |
 		"github.com/containerd/containerd/v2/cmd/containerd@$containerd_v2" \
 		"github.com/containerd/containerd/v2/cmd/ctr@$containerd_v2" \
 		"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$containerd_v2"
+fi
+
+# Azurite goes into a prefix of its own, outside the repository and off
+# PATH; internal/testbackend looks for it there.
+azurite_dir="$(go env GOPATH)/sluice-test-tools/azurite"
+if [ "$("$azurite_dir/node_modules/.bin/azurite-blob" --version 2>/dev/null)" != "$azurite_version" ]; then
+	echo "installing azurite $azurite_version into $azurite_dir"
+	npm install --prefix "$azurite_dir" --no-audit --no-fund --loglevel=error "azurite@$azurite_version" >/dev/null
 fi

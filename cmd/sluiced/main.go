@@ -34,6 +34,8 @@ type serveFlags struct {
 	data       string
 	tlsCert    string
 	tlsKey     string
+	// databaseDSN is --database-dsn.
+	databaseDSN string
 }
 
 func newRootCommand() *cobra.Command {
@@ -127,6 +129,7 @@ func addServeFlags(cmd *cobra.Command, f *serveFlags) {
 	cmd.Flags().StringVar(&f.data, "data", def.Data, "data directory for the embedded stores (SLUICE_DATA)")
 	cmd.Flags().StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate: serve HTTPS (SLUICE_TLS_CERT)")
 	cmd.Flags().StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert (SLUICE_TLS_KEY)")
+	cmd.Flags().StringVar(&f.databaseDSN, "database-dsn", "", "metadata database: the SQLite file, or with database.driver postgres its URL (SLUICE_DATABASE_DSN)")
 }
 
 func loadConfig(cmd *cobra.Command, f *serveFlags) (config.Config, error) {
@@ -145,6 +148,9 @@ func loadConfig(cmd *cobra.Command, f *serveFlags) (config.Config, error) {
 	}
 	if cmd.Flags().Changed("tls-key") {
 		cfg.TLS.Key = f.tlsKey
+	}
+	if cmd.Flags().Changed("database-dsn") {
+		cfg.Database.DSN = f.databaseDSN
 	}
 	return cfg, cfg.Validate()
 }

@@ -121,10 +121,15 @@ type Storage struct {
 
 // Database selects the metadata database.
 type Database struct {
-	// Driver is "sqlite" (embedded, the default).
+	// Driver is "sqlite" (embedded, the default) or "postgres" (shared by
+	// several sluiced processes).
 	Driver string `yaml:"driver"`
-	// DSN is the SQLite file; empty means sluice.db inside Data. A
-	// relative file is taken from the working directory.
+	// DSN is, for sqlite, the database file (empty means sluice.db inside
+	// Data; a relative file is taken from the working directory) and, for
+	// postgres, the connection URL:
+	// postgres://user:password@host:5432/db?sslmode=disable. The flag
+	// --database-dsn and SLUICE_DATABASE_DSN keep the password out of the
+	// file.
 	DSN string `yaml:"dsn"`
 }
 
@@ -188,8 +193,17 @@ func Load(file string, environ []string) (Config, error) {
 
 // Validate checks settings that have a fixed set of values.
 func (c *Config) Validate() error {
-	if c.Database.Driver != "sqlite" {
-		return fmt.Errorf("database.driver %q: only sqlite is supported", c.Database.Driver)
+	switch c.Database.Driver {
+	case "sqlite":
+		if strings.HasPrefix(c.Database.DSN, "postgres://") || strings.HasPrefix(c.Database.DSN, "postgresql://") {
+			return errors.New("database.dsn is a PostgreSQL URL while database.driver is sqlite: set database.driver: postgres (SLUICE_DATABASE_DRIVER=postgres)")
+		}
+	case "postgres":
+		if c.Database.DSN == "" {
+			return errors.New("database.driver postgres needs database.dsn (--database-dsn, SLUICE_DATABASE_DSN): postgres://user:password@host:5432/db?sslmode=disable")
+		}
+	default:
+		return fmt.Errorf("database.driver %q: use sqlite or postgres", c.Database.Driver)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -236,7 +250,7 @@ func (c *Config) ResolvePaths() error {
 		return fmt.Errorf("data directory %s: %w", c.Data, err)
 	}
 	c.Data = data
-	if c.Database.DSN != "" {
+	if c.Database.Driver == "sqlite" && c.Database.DSN != "" {
 		dsn, err := filepath.Abs(c.Database.DSN)
 		if err != nil {
 			return fmt.Errorf("database file %s: %w", c.Database.DSN, err)
@@ -257,7 +271,8 @@ func (c *Config) BlobURL() string {
 	return u.String()
 }
 
-// DatabaseFile is the SQLite file, defaulting to one in Data.
+// DatabaseFile is the SQLite file, defaulting to one in Data, when the
+// driver is sqlite.
 func (c *Config) DatabaseFile() string {
 	if c.Database.DSN != "" {
 		return c.Database.DSN

@@ -68,6 +68,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bad env bool", "", []string{"SLUICE_LOG_ACCESS=maybe"}, "SLUICE_LOG_ACCESS"},
 		{"bad level", "", []string{"SLUICE_LOG_LEVEL=loud"}, "log.level"},
 		{"bad driver", write("database:\n  driver: oracle\n"), nil, "database.driver"},
+		{"postgres without dsn", write("database:\n  driver: postgres\n"), nil, "needs database.dsn"},
+		{"postgres url for sqlite", "", []string{"SLUICE_DATABASE_DSN=postgres://u@h/db"}, "set database.driver: postgres"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,6 +81,13 @@ func TestLoadErrors(t *testing.T) {
 	}
 	if _, err := Load(write(""), nil); err != nil {
 		t.Fatalf("empty file: %v", err)
+	}
+	c, err := Load(write("database:\n  driver: postgres\n"), []string{"SLUICE_DATABASE_DSN=postgres://u:secret@h/db"})
+	if err != nil || c.Database.DSN != "postgres://u:secret@h/db" {
+		t.Fatalf("postgres with its DSN from the environment: %+v, %v", c.Database, err)
+	}
+	if err := c.ResolvePaths(); err != nil || c.Database.DSN != "postgres://u:secret@h/db" {
+		t.Fatalf("ResolvePaths changed a PostgreSQL URL: %q, %v", c.Database.DSN, err)
 	}
 }
 

@@ -20,7 +20,7 @@ const (
 // marked it, when a collection of that blob is under way.
 func (s *Store) TouchBlob(ctx context.Context, dgst string) (markedAt time.Time, err error) {
 	now := s.nowNano()
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.inTx(ctx, func(tx *txn) error {
 		var state int
 		var touched int64
 		err := tx.QueryRowContext(ctx, `INSERT INTO blobs(digest, touched_at) VALUES (?, ?)
@@ -44,7 +44,7 @@ func (s *Store) TouchBlob(ctx context.Context, dgst string) (markedAt time.Time,
 // LinkBlob makes a written blob visible in a repository, creating the
 // repository on its first blob. The blob must have been touched.
 func (s *Store) LinkBlob(ctx context.Context, repo, dgst string, size int64) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE blobs SET size = ?, touched_at = ? WHERE digest = ? AND state = 0`, size, s.nowNano(), dgst)
 		if err != nil {
 			return err
@@ -56,7 +56,7 @@ func (s *Store) LinkBlob(ctx context.Context, repo, dgst string, size int64) err
 	})
 }
 
-func (s *Store) insertLink(ctx context.Context, tx *sql.Tx, repo, dgst string) error {
+func (s *Store) insertLink(ctx context.Context, tx *txn, repo, dgst string) error {
 	id, err := s.ensureRepository(ctx, tx, repo)
 	if err != nil {
 		return err
@@ -76,7 +76,7 @@ func (s *Store) insertLink(ctx context.Context, tx *sql.Tx, repo, dgst string) e
 // MountBlob links into repo a blob that repository from already holds, and
 // returns its size. ErrNotFound means from does not hold it.
 func (s *Store) MountBlob(ctx context.Context, repo, from, dgst string) (size int64, err error) {
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.inTx(ctx, func(tx *txn) error {
 		err := tx.QueryRowContext(ctx, `SELECT b.size FROM repository_blobs l
 			JOIN repositories r ON r.id = l.repository_id
 			JOIN blobs b ON b.digest = l.digest
@@ -111,7 +111,7 @@ func (s *Store) BlobSize(ctx context.Context, repo, dgst string) (size int64, re
 // UnlinkBlob removes a blob from a repository. The object stays until
 // garbage collection finds it linked nowhere.
 func (s *Store) UnlinkBlob(ctx context.Context, repo, dgst string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		id, err := checkRepositoryDelete(ctx, tx, repo)
 		if err != nil {
 			return err
@@ -130,13 +130,13 @@ func (s *Store) UnlinkBlob(ctx context.Context, repo, dgst string) error {
 // RepositoriesWithBlob lists up to limit repositories that link dgst.
 func (s *Store) RepositoriesWithBlob(ctx context.Context, dgst string, limit int) ([]string, error) {
 	return listColumn(ctx, s.read, `SELECT r.name FROM repository_blobs l JOIN repositories r ON r.id = l.repository_id
-		WHERE l.digest = ? ORDER BY r.name LIMIT ?`, dgst, limit)
+		WHERE l.digest = ? ORDER BY r.name LIMIT ?`, dgst, sqlLimit(limit))
 }
 
 // UnlinkUnreferencedBlob removes a blob's link in repo unless a manifest of
 // repo references it.
 func (s *Store) UnlinkUnreferencedBlob(ctx context.Context, repo, dgst string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		_, err := tx.ExecContext(ctx, `DELETE FROM repository_blobs
 			WHERE repository_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ?
 			AND NOT EXISTS (SELECT 1 FROM manifest_references r WHERE r.repository_id = repository_blobs.repository_id

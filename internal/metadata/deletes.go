@@ -26,7 +26,7 @@ type Deletion struct {
 // digests deleted, the manifest's first.
 func (s *Store) DeleteManifest(ctx context.Context, repo, dgst string, d Deletion) ([]string, error) {
 	var deleted []string
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *txn) error {
 		id, err := checkRepositoryDelete(ctx, tx, repo)
 		if err != nil {
 			return err
@@ -53,13 +53,13 @@ func (s *Store) DeleteManifest(ctx context.Context, repo, dgst string, d Deletio
 
 // deleteManifestTx deletes (or soft-deletes) one manifest and its owned
 // referrers without checking attributes.
-func (s *Store) deleteManifestTx(ctx context.Context, tx *sql.Tx, repoID int64, dgst string, d Deletion) ([]string, error) {
+func (s *Store) deleteManifestTx(ctx context.Context, tx *txn, repoID int64, dgst string, d Deletion) ([]string, error) {
 	deleted := []string{dgst}
 	if d.Soft {
 		now := s.nowNano()
 		if _, err := tx.ExecContext(ctx, `INSERT INTO deleted_tags(repository_id, name, digest, deleted_at)
 			SELECT repository_id, name, digest, ? FROM tags WHERE repository_id = ? AND digest = ?
-			ON CONFLICT DO UPDATE SET deleted_at = excluded.deleted_at`, now, repoID, dgst); err != nil {
+			ON CONFLICT(repository_id, name, digest) DO UPDATE SET deleted_at = excluded.deleted_at`, now, repoID, dgst); err != nil {
 			return nil, err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM tags WHERE repository_id = ? AND digest = ?`, repoID, dgst); err != nil {
@@ -93,7 +93,7 @@ func (s *Store) deleteManifestTx(ctx context.Context, tx *sql.Tx, repoID int64, 
 
 // checkRepositoryDelete returns the id of a repository whose attributes
 // allow deleting from it.
-func checkRepositoryDelete(ctx context.Context, tx *sql.Tx, repo string) (int64, error) {
+func checkRepositoryDelete(ctx context.Context, tx *txn, repo string) (int64, error) {
 	var id int64
 	var attrs Attributes
 	err := tx.QueryRowContext(ctx, `SELECT id, `+attributeColumns+` FROM repositories WHERE name = ?`, repo).Scan(append([]any{&id}, attrs.scanDest()...)...)
@@ -115,7 +115,7 @@ func checkLocked(what string, a Attributes) error {
 }
 
 // checkTagsOf refuses deleting a manifest that a locked tag points at.
-func checkTagsOf(ctx context.Context, tx *sql.Tx, repoID int64, dgst string) error {
+func checkTagsOf(ctx context.Context, tx *txn, repoID int64, dgst string) error {
 	var name string
 	err := tx.QueryRowContext(ctx, `SELECT name FROM tags WHERE repository_id = ? AND digest = ? AND (delete_enabled = 0 OR write_enabled = 0) LIMIT 1`, repoID, dgst).Scan(&name)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -130,7 +130,7 @@ func checkTagsOf(ctx context.Context, tx *sql.Tx, repoID int64, dgst string) err
 // DeleteTag deletes a tag, leaving the manifest it pointed at. With soft
 // set the tag is listed as deleted until purged.
 func (s *Store) DeleteTag(ctx context.Context, repo, tag string, soft bool) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		id, err := checkRepositoryDelete(ctx, tx, repo)
 		if err != nil {
 			return err
@@ -149,7 +149,7 @@ func (s *Store) DeleteTag(ctx context.Context, repo, tag string, soft bool) erro
 		}
 		if soft {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO deleted_tags(repository_id, name, digest, deleted_at) VALUES (?, ?, ?, ?)
-				ON CONFLICT DO UPDATE SET deleted_at = excluded.deleted_at`, id, tag, dgst, s.nowNano()); err != nil {
+				ON CONFLICT(repository_id, name, digest) DO UPDATE SET deleted_at = excluded.deleted_at`, id, tag, dgst, s.nowNano()); err != nil {
 				return err
 			}
 		}
@@ -164,7 +164,8 @@ func (s *Store) DeleteTag(ctx context.Context, repo, tag string, soft bool) erro
 // referrers. It returns the digests of the manifests deleted.
 func (s *Store) DeleteRepository(ctx context.Context, repo string, d Deletion) ([]string, error) {
 	var deleted []string
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *txn) error {
+		deleted = nil
 		id, err := checkRepositoryDelete(ctx, tx, repo)
 		if err != nil {
 			return err
@@ -255,7 +256,7 @@ var ErrRestoreRefused = errors.New("restore refused")
 // the repository streams, the operation is recorded in the same
 // transaction.
 func (s *Store) RestoreManifest(ctx context.Context, repo, dgst, tag string, force bool, enqueue *Operation) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		id, err := repositoryID(ctx, tx, repo)
 		if err != nil {
 			return err
@@ -309,7 +310,7 @@ func (s *Store) RestoreManifest(ctx context.Context, repo, dgst, tag string, for
 // PurgeDeleted removes for good what was soft-deleted before cutoff.
 func (s *Store) PurgeDeleted(ctx context.Context, cutoff time.Time) (int64, error) {
 	var n int64
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *txn) error {
 		c := cutoff.UnixNano()
 		res, err := tx.ExecContext(ctx, `DELETE FROM manifests WHERE deleted_at IS NOT NULL AND deleted_at < ?`, c)
 		if err != nil {

@@ -2,7 +2,6 @@ package metadata
 
 import (
 	"context"
-	"database/sql"
 	"time"
 )
 
@@ -11,7 +10,7 @@ import (
 // never came. It returns how many links it removed.
 func (s *Store) UnlinkUnreferencedBlobs(ctx context.Context, cutoff time.Time) (int64, error) {
 	var n int64
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM repository_blobs
 			WHERE created_at < ? AND NOT EXISTS (
 				SELECT 1 FROM manifest_references r
@@ -32,14 +31,15 @@ func (s *Store) UnlinkUnreferencedBlobs(ctx context.Context, cutoff time.Time) (
 // blob cannot be touched or linked until ForgetBlob removes its row.
 func (s *Store) MarkBlobsForCollection(ctx context.Context, cutoff, staleMark time.Time, limit int) ([]string, error) {
 	var out []string
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *txn) error {
+		out = nil
 		rows, err := tx.QueryContext(ctx, `UPDATE blobs SET state = 1, touched_at = ?
 			WHERE digest IN (
 				SELECT digest FROM blobs b
 				WHERE (b.state = 0 AND b.touched_at < ? AND NOT EXISTS (SELECT 1 FROM repository_blobs l WHERE l.digest = b.digest))
 				   OR (b.state = 1 AND b.touched_at < ?)
 				LIMIT ?)
-			RETURNING digest`, s.nowNano(), cutoff.UnixNano(), staleMark.UnixNano(), limit)
+			RETURNING digest`, s.nowNano(), cutoff.UnixNano(), staleMark.UnixNano(), sqlLimit(limit))
 		if err != nil {
 			return err
 		}
@@ -58,7 +58,7 @@ func (s *Store) MarkBlobsForCollection(ctx context.Context, cutoff, staleMark ti
 
 // ForgetBlob removes the row of a blob whose object has been deleted.
 func (s *Store) ForgetBlob(ctx context.Context, dgst string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		_, err := tx.ExecContext(ctx, `DELETE FROM blobs WHERE digest = ? AND state = 1`, dgst)
 		return err
 	})

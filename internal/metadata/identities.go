@@ -27,7 +27,7 @@ func (s *Store) GetUserHash(ctx context.Context, name string) (string, error) {
 
 // SetUser creates or updates a user's password hash.
 func (s *Store) SetUser(ctx context.Context, name, hash string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		now := s.nowNano()
 		_, err := tx.ExecContext(ctx, `INSERT INTO users(name, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash, updated_at = excluded.updated_at`, name, hash, now, now)
@@ -52,7 +52,7 @@ func (s *Store) PutScopeMap(ctx context.Context, m *ScopeMap, replace bool) erro
 	if err != nil {
 		return err
 	}
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		now := s.nowNano()
 		q := `INSERT INTO scope_maps(name, description, actions, builtin, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)`
 		if replace {
@@ -113,7 +113,7 @@ func (s *Store) scopeMaps(ctx context.Context, where string, args ...any) ([]Sco
 
 // DeleteScopeMap deletes a scope map that no token uses.
 func (s *Store) DeleteScopeMap(ctx context.Context, name string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		var user string
 		err := tx.QueryRowContext(ctx, `SELECT name FROM tokens WHERE scope_map = ? LIMIT 1`, name).Scan(&user)
 		if err == nil {
@@ -154,7 +154,7 @@ type Token struct {
 // CreateToken records a token (ErrExists if the name is taken; ErrNotFound
 // if its scope map does not exist).
 func (s *Store) CreateToken(ctx context.Context, t *Token) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		if err := scopeMapExists(ctx, tx, t.ScopeMap); err != nil {
 			return err
 		}
@@ -176,7 +176,7 @@ func (s *Store) CreateToken(ctx context.Context, t *Token) error {
 	})
 }
 
-func scopeMapExists(ctx context.Context, tx *sql.Tx, name string) error {
+func scopeMapExists(ctx context.Context, tx *txn, name string) error {
 	var one int
 	err := tx.QueryRowContext(ctx, `SELECT 1 FROM scope_maps WHERE name = ?`, name).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -185,7 +185,7 @@ func scopeMapExists(ctx context.Context, tx *sql.Tx, name string) error {
 	return err
 }
 
-func setTokenPassword(ctx context.Context, tx *sql.Tx, token string, p TokenPassword) error {
+func setTokenPassword(ctx context.Context, tx *txn, token string, p TokenPassword) error {
 	var expires int64
 	if !p.ExpiresAt.IsZero() {
 		expires = p.ExpiresAt.UnixNano()
@@ -198,7 +198,7 @@ func setTokenPassword(ctx context.Context, tx *sql.Tx, token string, p TokenPass
 
 // SetTokenPassword replaces one password of a token.
 func (s *Store) SetTokenPassword(ctx context.Context, token string, p TokenPassword) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		var one int
 		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM tokens WHERE name = ?`, token).Scan(&one); errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("token %s %w", token, ErrNotFound)
@@ -277,7 +277,7 @@ func (s *Store) tokenPasswords(ctx context.Context, token string) ([]TokenPasswo
 
 // UpdateToken changes a token's scope map and/or status.
 func (s *Store) UpdateToken(ctx context.Context, name string, scopeMap *string, enabled *bool) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		if scopeMap != nil {
 			if err := scopeMapExists(ctx, tx, *scopeMap); err != nil {
 				return err
@@ -297,7 +297,7 @@ func (s *Store) UpdateToken(ctx context.Context, name string, scopeMap *string, 
 
 // DeleteToken deletes a token and its passwords.
 func (s *Store) DeleteToken(ctx context.Context, name string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE name = ?`, name)
 		if err != nil {
 			return err

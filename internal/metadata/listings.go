@@ -2,7 +2,6 @@ package metadata
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -54,7 +53,7 @@ func (s *Store) Tags(ctx context.Context, repo, name, last string, n int) ([]Tag
 	if n < 0 {
 		limit = -1
 	}
-	rows, err := s.read.QueryContext(ctx, query+` ORDER BY name LIMIT ?`, append(args, limit)...)
+	rows, err := s.read.QueryContext(ctx, query+` ORDER BY name LIMIT ?`, append(args, sqlLimit(limit))...)
 	if err != nil {
 		return nil, false, err
 	}
@@ -93,7 +92,7 @@ func (s *Store) Manifests(ctx context.Context, repo, dgst, last string, n int) (
 			m.size + COALESCE((SELECT SUM(b.size) FROM manifest_references r JOIN blobs b ON b.digest = r.child_digest
 				WHERE r.repository_id = m.repository_id AND r.manifest_digest = m.digest AND r.kind = 0), 0),
 			m.created_at, m.updated_at, ` + attributeColumnsOf("m") + `,
-			COALESCE((SELECT GROUP_CONCAT(t.name, ',') FROM tags t WHERE t.repository_id = m.repository_id AND t.digest = m.digest), '')
+			COALESCE((SELECT string_agg(t.name, ',') FROM tags t WHERE t.repository_id = m.repository_id AND t.digest = m.digest), '')
 		FROM manifests m WHERE m.repository_id = ? AND m.deleted_at IS NULL`
 	args := []any{id}
 	if dgst != "" {
@@ -107,7 +106,7 @@ func (s *Store) Manifests(ctx context.Context, repo, dgst, last string, n int) (
 	if n < 0 {
 		limit = -1
 	}
-	rows, err := s.read.QueryContext(ctx, query+` ORDER BY m.digest LIMIT ?`, append(args, limit)...)
+	rows, err := s.read.QueryContext(ctx, query+` ORDER BY m.digest LIMIT ?`, append(args, sqlLimit(limit))...)
 	if err != nil {
 		return nil, false, err
 	}
@@ -152,7 +151,7 @@ func (s *Store) UpdateManifestAttributes(ctx context.Context, repo, dgst string,
 }
 
 func (s *Store) updateAttributes(ctx context.Context, table, keyCol, repo, key string, p AttributesPatch) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		id, err := repositoryID(ctx, tx, repo)
 		if err != nil {
 			return err

@@ -49,7 +49,7 @@ type Manifest struct {
 // the tags. If enqueue is set and the repository streams, the operation is
 // recorded in the same transaction, unless one is already active.
 func (s *Store) PutManifest(ctx context.Context, m *Manifest, tags []string, enqueue *Operation) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		id, err := s.ensureRepository(ctx, tx, m.Repository)
 		if err != nil {
 			return err
@@ -104,7 +104,7 @@ func (s *Store) PutManifest(ctx context.Context, m *Manifest, tags []string, enq
 
 // checkManifestWrite enforces the changeable attributes on a push and
 // refuses a soft-deleted digest. It returns whether the repository streams.
-func checkManifestWrite(ctx context.Context, tx *sql.Tx, repoID int64, m *Manifest, tags []string) (streaming bool, err error) {
+func checkManifestWrite(ctx context.Context, tx *txn, repoID int64, m *Manifest, tags []string) (streaming bool, err error) {
 	var writable bool
 	if err := tx.QueryRowContext(ctx, `SELECT write_enabled, streaming FROM repositories WHERE id = ?`, repoID).Scan(&writable, &streaming); err != nil {
 		return false, err
@@ -139,7 +139,7 @@ func checkManifestWrite(ctx context.Context, tx *sql.Tx, repoID int64, m *Manife
 	return streaming, nil
 }
 
-func checkReferences(ctx context.Context, tx *sql.Tx, repoID int64, m *Manifest) error {
+func checkReferences(ctx context.Context, tx *txn, repoID int64, m *Manifest) error {
 	for _, b := range m.Blobs {
 		var size int64
 		err := tx.QueryRowContext(ctx, `SELECT b.size FROM repository_blobs l JOIN blobs b ON b.digest = l.digest
@@ -167,7 +167,7 @@ func checkReferences(ctx context.Context, tx *sql.Tx, repoID int64, m *Manifest)
 	return nil
 }
 
-func insertReferences(ctx context.Context, tx *sql.Tx, repoID int64, m *Manifest) error {
+func insertReferences(ctx context.Context, tx *txn, repoID int64, m *Manifest) error {
 	const q = `INSERT INTO manifest_references(repository_id, manifest_digest, child_digest, kind) VALUES (?, ?, ?, ?)
 		ON CONFLICT DO NOTHING`
 	for _, b := range m.Blobs {
@@ -193,12 +193,12 @@ func (s *Store) GetManifest(ctx context.Context, repo, tag, dgst string, withPay
 	const cols = `m.digest, m.media_type, m.artifact_type, m.size, COALESCE(m.subject, ''), m.os, m.architecture, m.config_media_type, m.created_at, `
 	var row *sql.Row
 	if tag != "" {
-		row = s.read.QueryRowContext(ctx, `SELECT `+cols+`r.read_enabled AND m.read_enabled AND t.read_enabled, `+payload+` FROM repositories r
+		row = s.read.QueryRowContext(ctx, `SELECT `+cols+`(r.read_enabled = 1 AND m.read_enabled = 1 AND t.read_enabled = 1), `+payload+` FROM repositories r
 			JOIN tags t ON t.repository_id = r.id
 			JOIN manifests m ON m.repository_id = r.id AND m.digest = t.digest
 			WHERE r.name = ? AND t.name = ? AND m.deleted_at IS NULL`, repo, tag)
 	} else {
-		row = s.read.QueryRowContext(ctx, `SELECT `+cols+`r.read_enabled AND m.read_enabled, `+payload+` FROM repositories r
+		row = s.read.QueryRowContext(ctx, `SELECT `+cols+`(r.read_enabled = 1 AND m.read_enabled = 1), `+payload+` FROM repositories r
 			JOIN manifests m ON m.repository_id = r.id
 			WHERE r.name = ? AND m.digest = ? AND m.deleted_at IS NULL`, repo, dgst)
 	}
@@ -233,7 +233,7 @@ func listNames(ctx context.Context, q queryer, query string, n int, args ...any)
 	if n < 0 {
 		limit = -1
 	}
-	names, err := listColumn(ctx, q, query+` LIMIT ?`, append(args, limit)...)
+	names, err := listColumn(ctx, q, query+` LIMIT ?`, append(args, sqlLimit(limit))...)
 	if err != nil {
 		return nil, false, err
 	}

@@ -74,7 +74,7 @@ func scanOperation(row interface{ Scan(...any) error }) (*Operation, error) {
 // active operation of the same kind it returns that one with
 // ErrOperationActive.
 func (s *Store) CreateOperation(ctx context.Context, o *Operation) (*Operation, error) {
-	err := s.inTx(ctx, func(tx *sql.Tx) error { return s.insertOperation(ctx, tx, o) })
+	err := s.inTx(ctx, func(tx *txn) error { return s.insertOperation(ctx, tx, o) })
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func (s *Store) CreateOperation(ctx context.Context, o *Operation) (*Operation, 
 
 // insertOperation records o unless an active operation of its kind exists
 // for the same image, in which case it does nothing.
-func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, o *Operation) error {
+func (s *Store) insertOperation(ctx context.Context, tx *txn, o *Operation) error {
 	now := s.nowNano()
 	if o.Status == "" {
 		o.Status = StatusNotStarted
@@ -134,13 +134,13 @@ func (s *Store) ActiveOperation(ctx context.Context, kind, repo, dgst string) (*
 // marking it running. It returns ErrNotFound when there is none.
 func (s *Store) ClaimOperation(ctx context.Context, kind, owner string, lease time.Duration) (*Operation, error) {
 	var o *Operation
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inQueueTx(ctx, func(tx *txn, skipLocked string) error {
 		now := s.nowNano()
 		var err error
 		o, err = scanOperation(tx.QueryRowContext(ctx, `UPDATE operations SET status = 'Running', lease_owner = ?, lease_expires_at = ?,
 				attempts = attempts + 1, started_at = CASE WHEN started_at = 0 THEN ? ELSE started_at END, updated_at = ?
 			WHERE id = (SELECT id FROM operations WHERE kind = ? AND status IN ('NotStarted', 'Running')
-				AND lease_expires_at < ? AND not_before <= ? ORDER BY created_at LIMIT 1)
+				AND lease_expires_at < ? AND not_before <= ? ORDER BY created_at LIMIT 1 `+skipLocked+`)
 			RETURNING `+operationColumns, owner, now+lease.Nanoseconds(), now, now, kind, now, now))
 		return err
 	})
@@ -155,7 +155,7 @@ func (s *Store) ClaimOperation(ctx context.Context, kind, owner string, lease ti
 // taken over) must stop.
 func (s *Store) Heartbeat(ctx context.Context, id, owner string, lease time.Duration, progress, total int64, details string) (string, error) {
 	var status string
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *txn) error {
 		now := s.nowNano()
 		_, err := tx.ExecContext(ctx, `UPDATE operations SET lease_expires_at = ?, progress_bytes = ?, total_bytes = ?, details = ?, updated_at = ?
 			WHERE id = ? AND lease_owner = ? AND status = 'Running'`, now+lease.Nanoseconds(), progress, total, details, now, id, owner)
@@ -180,7 +180,7 @@ func (s *Store) Heartbeat(ctx context.Context, id, owner string, lease time.Dura
 // finish (canceled meanwhile, or taken over).
 func (s *Store) FinishOperation(ctx context.Context, id, owner string, o Operation) (bool, error) {
 	var ok bool
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *txn) error {
 		now := s.nowNano()
 		res, err := tx.ExecContext(ctx, `UPDATE operations SET status = ?, details = ?, error_code = ?, error_message = ?, result = ?,
 				total_bytes = CASE WHEN ? > 0 THEN ? ELSE total_bytes END,
@@ -202,7 +202,7 @@ func (s *Store) FinishOperation(ctx context.Context, id, owner string, o Operati
 // RetryOperation gives a running operation back to the queue, to be tried
 // again no sooner than after delay.
 func (s *Store) RetryOperation(ctx context.Context, id, owner string, delay time.Duration, details string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		now := s.nowNano()
 		_, err := tx.ExecContext(ctx, `UPDATE operations SET lease_owner = '', lease_expires_at = 0, not_before = ?, details = ?, updated_at = ?
 			WHERE id = ? AND lease_owner = ? AND status = 'Running'`, now+delay.Nanoseconds(), details, now, id, owner)
@@ -214,7 +214,7 @@ func (s *Store) RetryOperation(ctx context.Context, id, owner string, delay time
 // its next heartbeat and cleans up. Canceling a finished operation changes
 // nothing. It returns the operation as stored afterwards.
 func (s *Store) CancelOperation(ctx context.Context, id string) (*Operation, error) {
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *txn) error {
 		now := s.nowNano()
 		_, err := tx.ExecContext(ctx, `UPDATE operations SET status = 'Canceled', details = 'Canceled by request', finished_at = ?, updated_at = ?
 			WHERE id = ? AND status IN ('NotStarted', 'Running')`, now, now, id)
@@ -230,7 +230,7 @@ func (s *Store) CancelOperation(ctx context.Context, id string) (*Operation, err
 // that were deleted, and returns the ids of those it canceled.
 func (s *Store) CancelOperationsFor(ctx context.Context, kind, repo string, digests []string) ([]string, error) {
 	var ids []string
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *txn) error {
 		ids = ids[:0]
 		now := s.nowNano()
 		for _, d := range digests {
@@ -282,9 +282,9 @@ func (s *Store) GetConvertedLayer(ctx context.Context, source, version string) (
 
 // PutConvertedLayer records a layer conversion.
 func (s *Store) PutConvertedLayer(ctx context.Context, c *ConvertedLayer) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO converted_layers(source_digest, format_version, digest, size, media_type, annotations, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET digest = excluded.digest, size = excluded.size,
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(source_digest, format_version) DO UPDATE SET digest = excluded.digest, size = excluded.size,
 				media_type = excluded.media_type, annotations = excluded.annotations`,
 			c.SourceDigest, c.FormatVersion, c.Digest, c.Size, c.MediaType, c.Annotations, s.nowNano())
 		return err
@@ -295,7 +295,7 @@ func (s *Store) PutConvertedLayer(ctx context.Context, c *ConvertedLayer) error 
 // registry, for a conversion that reuses a layer converted for another
 // image. It returns ErrNotFound when the blob is gone.
 func (s *Store) LinkStoredBlob(ctx context.Context, repo, dgst string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE blobs SET touched_at = ? WHERE digest = ? AND state = 0 AND size >= 0
 			AND EXISTS (SELECT 1 FROM repository_blobs l WHERE l.digest = blobs.digest)`, s.nowNano(), dgst)
 		if err != nil {

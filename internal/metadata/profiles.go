@@ -27,7 +27,7 @@ func (s *Store) StartupProfile(ctx context.Context, repo, dgst string) (ranges [
 // PutStartupProfile stores (replacing) the profile of a live blob linked in
 // a repository. The profile goes when the link does.
 func (s *Store) PutStartupProfile(ctx context.Context, repo, dgst string, ranges []byte) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		var id int64
 		var state int
 		err := tx.QueryRowContext(ctx, `SELECT rb.repository_id, b.state FROM repository_blobs rb
@@ -51,7 +51,7 @@ func (s *Store) PutStartupProfile(ctx context.Context, repo, dgst string, ranges
 // DeleteStartupProfile removes the profile of a blob in a repository;
 // ErrNotFound when there is none.
 func (s *Store) DeleteStartupProfile(ctx context.Context, repo, dgst string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM startup_profiles
 			WHERE repository_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ?`, repo, dgst)
 		if err != nil {

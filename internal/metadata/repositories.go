@@ -55,7 +55,7 @@ type RepositoryPatch struct {
 // is created first (a pipeline may configure streaming before its first
 // push); otherwise it is ErrNotFound.
 func (s *Store) UpdateRepository(ctx context.Context, name string, p RepositoryPatch, create bool) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		if create {
 			if _, err := s.ensureRepository(ctx, tx, name); err != nil {
 				return err

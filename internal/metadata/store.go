@@ -48,9 +48,10 @@ var migrations embed.FS
 // between writers (it serialises them anyway) and write transactions start
 // with the write lock held.
 type Store struct {
-	read  *sql.DB
-	write *sql.DB
-	now   func() time.Time
+	read    *pool
+	write   *sql.DB
+	dialect dialect
+	now     func() time.Time
 }
 
 // Option tunes a store being opened.
@@ -83,7 +84,7 @@ func OpenSQLite(ctx context.Context, file string, opts ...Option) (*Store, error
 	for _, o := range opts {
 		o(s)
 	}
-	if err := s.migrate(ctx, "sqlite"); err != nil {
+	if err := s.migrate(ctx); err != nil {
 		write.Close()
 		return nil, openError(file, err)
 	}
@@ -94,7 +95,7 @@ func OpenSQLite(ctx context.Context, file string, opts ...Option) (*Store, error
 	}
 	read.SetMaxOpenConns(16)
 	read.SetMaxIdleConns(16)
-	s.read = read
+	s.read = &pool{db: read, d: sqlite}
 	return s, nil
 }
 
@@ -128,15 +129,21 @@ func checkWritable(file string) error {
 
 // Close releases the database connections.
 func (s *Store) Close() error {
-	return errors.Join(s.read.Close(), s.write.Close())
+	if s.read.db == s.write {
+		return s.write.Close()
+	}
+	return errors.Join(s.read.db.Close(), s.write.Close())
 }
 
 func (s *Store) nowNano() int64 { return s.now().UnixNano() }
 
-// migrate applies, in order and each in its own transaction, the embedded
-// migrations newer than the database's recorded version.
-func (s *Store) migrate(ctx context.Context, dialect string) error {
-	dir := path.Join("migrations", dialect)
+// migrate applies, in order, the embedded migrations of the store's dialect
+// newer than the database's recorded version, all in one transaction. On
+// PostgreSQL the transaction first takes an advisory lock, so that of
+// several replicas starting at once one migrates and the others, waiting
+// on the lock, then find nothing left to do.
+func (s *Store) migrate(ctx context.Context) error {
+	dir := path.Join("migrations", s.dialect.String())
 	entries, err := fs.ReadDir(migrations, dir)
 	if err != nil {
 		return fmt.Errorf("read migrations: %w", err)
@@ -148,11 +155,28 @@ func (s *Store) migrate(ctx context.Context, dialect string) error {
 		}
 	}
 	sort.Strings(names)
-	if _, err := s.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+	// Read committed on PostgreSQL: each statement sees what was committed
+	// before it began, so the version is read after the lock is held.
+	var opts *sql.TxOptions
+	if s.dialect == postgres {
+		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+	}
+	tx, err := s.write.BeginTx(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	t := &txn{tx: tx, d: s.dialect}
+	if s.dialect == postgres {
+		if _, err := t.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, migrationLock); err != nil {
+			return fmt.Errorf("wait for other replicas' migrations: %w", err)
+		}
+	}
+	if _, err := t.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
 	var current int
-	if err := s.write.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+	if err := t.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
 	for _, name := range names {
@@ -167,27 +191,52 @@ func (s *Store) migrate(ctx context.Context, dialect string) error {
 		if err != nil {
 			return err
 		}
-		err = s.inTx(ctx, func(tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-				return err
-			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)`, version, s.nowNano())
-			return err
-		})
-		if err != nil {
+		if _, err := t.ExecContext(ctx, string(body)); err != nil {
+			return fmt.Errorf("apply migration %s: %w", name, err)
+		}
+		if _, err := t.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)`, version, s.nowNano()); err != nil {
 			return fmt.Errorf("apply migration %s: %w", name, err)
 		}
 	}
-	return nil
+	return tx.Commit()
 }
 
-// inTx runs fn in a write transaction, committing if it returns nil.
-func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.write.BeginTx(ctx, nil)
+// migrationLock is the key of the advisory lock migrations hold on
+// PostgreSQL: "sluice" in ASCII.
+const migrationLock int64 = 0x736c75696365
+
+// inTx runs fn in a write transaction, committing if it returns nil. On
+// PostgreSQL the transaction is serializable, as every SQLite write
+// transaction is, and one that loses a conflict with a concurrent one is
+// run again from the start; fn must therefore set its results afresh on
+// each run.
+func (s *Store) inTx(ctx context.Context, fn func(tx *txn) error) error {
+	if s.dialect == postgres {
+		return s.retrySerializable(ctx, fn)
+	}
+	return s.runTx(ctx, nil, fn)
+}
+
+// inQueueTx runs fn in a transaction that takes work from a queue table.
+// On PostgreSQL it is read committed and fn's query locks the row it takes
+// with skipLocked, so that workers claiming at once each take a different
+// row instead of waiting on or conflicting with each other; SQLite's one
+// writer needs no such clause.
+func (s *Store) inQueueTx(ctx context.Context, fn func(tx *txn, skipLocked string) error) error {
+	if s.dialect == postgres {
+		return s.runTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted}, func(tx *txn) error {
+			return fn(tx, "FOR UPDATE SKIP LOCKED")
+		})
+	}
+	return s.runTx(ctx, nil, func(tx *txn) error { return fn(tx, "") })
+}
+
+func (s *Store) runTx(ctx context.Context, opts *sql.TxOptions, fn func(tx *txn) error) error {
+	tx, err := s.write.BeginTx(ctx, opts)
 	if err != nil {
 		return err
 	}
-	if err := fn(tx); err != nil {
+	if err := fn(&txn{tx: tx, d: s.dialect}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -195,7 +244,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 }
 
 // ensureRepository returns the id of the named repository, creating it.
-func (s *Store) ensureRepository(ctx context.Context, tx *sql.Tx, name string) (int64, error) {
+func (s *Store) ensureRepository(ctx context.Context, tx *txn, name string) (int64, error) {
 	now := s.nowNano()
 	var id int64
 	err := tx.QueryRowContext(ctx, `INSERT INTO repositories(name, created_at, updated_at) VALUES (?, ?, ?)

@@ -31,7 +31,7 @@ type Upload struct {
 func (s *Store) CreateUpload(ctx context.Context, u *Upload) error {
 	now := s.nowNano()
 	u.CreatedAt, u.UpdatedAt = time.Unix(0, now), time.Unix(0, now)
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO uploads(id, repository, algorithm, hash_state, size, parts, created_at, updated_at)
 			VALUES (?, ?, ?, ?, 0, '[]', ?, ?)`, u.ID, u.Repository, u.Algorithm, u.HashState, now, now)
 		return err
@@ -70,7 +70,7 @@ func scanUpload(row interface{ Scan(...any) error }) (*Upload, error) {
 // AppendUploadPart records a chunk written at offset from, with the hash
 // state after it. ErrUploadConflict means another chunk was recorded first.
 func (s *Store) AppendUploadPart(ctx context.Context, repo, id string, from int64, part UploadPart, hashState []byte) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		u, err := getUpload(ctx, tx, repo, id)
 		if err != nil {
 			return err
@@ -90,7 +90,7 @@ func (s *Store) AppendUploadPart(ctx context.Context, repo, id string, from int6
 
 // DeleteUpload removes an upload session's record.
 func (s *Store) DeleteUpload(ctx context.Context, id string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		_, err := tx.ExecContext(ctx, `DELETE FROM uploads WHERE id = ?`, id)
 		return err
 	})
@@ -98,7 +98,7 @@ func (s *Store) DeleteUpload(ctx context.Context, id string) error {
 
 // StaleUploads lists up to limit uploads not written to since cutoff.
 func (s *Store) StaleUploads(ctx context.Context, cutoff time.Time, limit int) ([]*Upload, error) {
-	return s.queryUploads(ctx, `WHERE updated_at < ? LIMIT ?`, cutoff.UnixNano(), limit)
+	return s.queryUploads(ctx, `WHERE updated_at < ? LIMIT ?`, cutoff.UnixNano(), sqlLimit(limit))
 }
 
 // queryUploads lists the uploads a WHERE clause selects.
@@ -131,7 +131,7 @@ func (s *Store) UploadExists(ctx context.Context, id string) (bool, error) {
 
 // TouchUpload marks an upload as being written now.
 func (s *Store) TouchUpload(ctx context.Context, id string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		_, err := tx.ExecContext(ctx, `UPDATE uploads SET updated_at = ? WHERE id = ?`, s.nowNano(), id)
 		return err
 	})

@@ -54,7 +54,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	meta, err := metadata.OpenSQLite(ctx, cfg.DatabaseFile())
+	meta, err := openMetadata(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -94,6 +94,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s.handler = s.routes()
 	return s, nil
+}
+
+// openMetadata opens the configured metadata database.
+func openMetadata(ctx context.Context, cfg config.Config) (*metadata.Store, error) {
+	if cfg.Database.Driver == "postgres" {
+		return metadata.OpenPostgres(ctx, cfg.Database.DSN)
+	}
+	return metadata.OpenSQLite(ctx, cfg.DatabaseFile())
 }
 
 // routes is the HTTP edge: every API's route table, matched once per
