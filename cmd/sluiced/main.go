@@ -133,26 +133,25 @@ func addServeFlags(cmd *cobra.Command, f *serveFlags) {
 }
 
 func loadConfig(cmd *cobra.Command, f *serveFlags) (config.Config, error) {
-	cfg, err := config.Load(f.configFile, os.Environ())
-	if err != nil {
-		return cfg, err
-	}
-	if cmd.Flags().Changed("listen") {
-		cfg.Listen = f.listen
-	}
-	if cmd.Flags().Changed("data") {
-		cfg.Data = f.data
-	}
-	if cmd.Flags().Changed("tls-cert") {
-		cfg.TLS.Cert = f.tlsCert
-	}
-	if cmd.Flags().Changed("tls-key") {
-		cfg.TLS.Key = f.tlsKey
-	}
-	if cmd.Flags().Changed("database-dsn") {
-		cfg.Database.DSN = f.databaseDSN
-	}
-	return cfg, cfg.Validate()
+	// Flags win over the file and the environment, and the settings are
+	// checked once all three are in.
+	return config.Load(f.configFile, os.Environ(), func(cfg *config.Config) {
+		if cmd.Flags().Changed("listen") {
+			cfg.Listen = f.listen
+		}
+		if cmd.Flags().Changed("data") {
+			cfg.Data = f.data
+		}
+		if cmd.Flags().Changed("tls-cert") {
+			cfg.TLS.Cert = f.tlsCert
+		}
+		if cmd.Flags().Changed("tls-key") {
+			cfg.TLS.Key = f.tlsKey
+		}
+		if cmd.Flags().Changed("database-dsn") {
+			cfg.Database.DSN = f.databaseDSN
+		}
+	})
 }
 
 func newLogger(cfg config.Config) *slog.Logger {

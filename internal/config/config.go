@@ -171,8 +171,9 @@ func Default() Config {
 	}
 }
 
-// Load reads the defaults, then file (if not empty), then the environment.
-func Load(file string, environ []string) (Config, error) {
+// Load reads the defaults, then file (if not empty), then the environment,
+// then applies flags (the command line's settings), and checks the result.
+func Load(file string, environ []string, flags ...func(*Config)) (Config, error) {
 	c := Default()
 	if file != "" {
 		b, err := os.ReadFile(file)
@@ -187,6 +188,9 @@ func Load(file string, environ []string) (Config, error) {
 	}
 	if err := applyEnv(reflect.ValueOf(&c).Elem(), "SLUICE", envMap(environ)); err != nil {
 		return c, err
+	}
+	for _, f := range flags {
+		f(&c)
 	}
 	return c, c.Validate()
 }
