@@ -28,10 +28,13 @@ import (
 
 // Main runs the package's tests, then stops every server they started and
 // removes its data.
-func Main(m *testing.M) {
-	code := m.Run()
-	stopAll()
-	os.Exit(code)
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main for a TestMain that does more around the tests: it returns
+// their exit code.
+func Run(m *testing.M) int {
+	defer stopAll()
+	return m.Run()
 }
 
 var (
