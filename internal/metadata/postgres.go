@@ -3,9 +3,13 @@ package metadata
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -63,8 +67,14 @@ func (s *Store) retrySerializable(ctx context.Context, fn func(tx *txn) error) e
 }
 
 // retryable reports whether err is PostgreSQL's verdict that the
-// transaction lost to a concurrent one and may succeed if run again.
+// transaction lost to a concurrent one and may succeed if run again, or a
+// connection found closed before anything of the transaction was sent (a
+// pooled connection the server ended, as it does to all of them when it
+// restarts).
 func retryable(err error) bool {
+	if pgconn.SafeToRetry(err) {
+		return true
+	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return false
@@ -75,4 +85,29 @@ func retryable(err error) bool {
 		return true
 	}
 	return false
+}
+
+// Unavailable reports whether err is the database's failure to answer (a
+// PostgreSQL server that is down, restarting or refusing connections, or
+// a connection lost on the way), which may pass by waiting, rather than an
+// answer to the query.
+func Unavailable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[net.Error](err); ok {
+		return true
+	}
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		// Class 08, connection exception; 57P01-57P03, the server shutting
+		// down or starting; 53300, too many connections.
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P") || pgErr.Code == "53300"
+	}
+	return pgconn.Timeout(err)
 }

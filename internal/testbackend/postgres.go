@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -24,7 +25,10 @@ var postgres once[*pgServer]
 
 type pgServer struct {
 	*server
-	port int
+	bin, dir string
+	port     int
+	// cred is the postgres user's, when the tests run as root.
+	cred *syscall.Credential
 }
 
 // Postgres returns the DSN of a new, empty database on the binary's
@@ -33,7 +37,13 @@ func Postgres(t testing.TB) string {
 	t.Helper()
 	bin := pgBinDir()
 	testenv.Need(t, bin != "", "PostgreSQL's initdb not found (in /usr/lib/postgresql/*/bin or on PATH); make test-deps installs postgresql")
-	srv, err := postgres.get(func() (*pgServer, error) { return startPostgres(bin) })
+	srv, err := postgres.get(func() (*pgServer, error) {
+		p, err := startPostgres(bin)
+		if err == nil {
+			p.server.dir = p.dir // removed when the binary's tests end
+		}
+		return p, err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,58 +94,111 @@ func startPostgres(bin string) (*pgServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	var cred *syscall.Credential
+	p := &pgServer{bin: bin, dir: dir}
+	if err := p.initCluster(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if p.port, err = freePort(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := p.run(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *pgServer) initCluster() error {
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("running as root, PostgreSQL needs its own user: %w", err)
+			return fmt.Errorf("running as root, PostgreSQL needs its own user: %w", err)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(dir, uid, gid); err != nil {
-			os.RemoveAll(dir)
-			return nil, err
+		p.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chown(p.dir, uid, gid); err != nil {
+			return err
 		}
 	}
-	data := filepath.Join(dir, "data")
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", pgUser, "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+	initdb := exec.Command(filepath.Join(p.bin, "initdb"), "-D", filepath.Join(p.dir, "data"), "-U", pgUser, "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Pdeathsig: syscall.SIGKILL}
 	if out, err := initdb.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
+		return fmt.Errorf("initdb: %v\n%s", err, out)
 	}
-	port, err := freePort()
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port), "-k", dir,
+	return nil
+}
+
+// run starts the server on the cluster and waits until it takes
+// connections.
+func (p *pgServer) run() error {
+	cmd := exec.Command(filepath.Join(p.bin, "postgres"), "-D", filepath.Join(p.dir, "data"), "-p", strconv.Itoa(p.port), "-k", p.dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off", "-c", "max_connections=300")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	s, err := start("postgres", dir, cmd)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
+	s, err := start("postgres", p.dir, cmd)
 	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
+		return err
 	}
-	if cred != nil {
-		_ = s.log.Chown(int(cred.Uid), int(cred.Gid))
+	if p.cred != nil {
+		_ = s.log.Chown(int(p.cred.Uid), int(p.cred.Gid))
 	}
 	// A fast shutdown: ends sessions, then the server writes its last
 	// checkpoint and exits.
 	s.stop = func() error { return s.cmd.Process.Signal(syscall.SIGINT) }
-	p := &pgServer{server: s, port: port}
-	err = s.waitReady(func(ctx context.Context) error {
+	// The data outlives this run of the server: Restart starts another.
+	s.dir = ""
+	p.server = s
+	return s.waitReady(func(ctx context.Context) error {
 		conn, err := pgx.Connect(ctx, p.dsn("postgres"))
 		if err != nil {
 			return err
 		}
 		return conn.Close(ctx)
 	})
+}
+
+// PostgresServer is a PostgreSQL server of one test's own, which it may stop
+// and start again.
+type PostgresServer struct {
+	p *pgServer
+	// DSN is the URL of the server's database for the test.
+	DSN string
+}
+
+// OwnPostgres starts a PostgreSQL server for t alone, with one empty
+// database, and stops it when t ends.
+func OwnPostgres(t testing.TB) *PostgresServer {
+	t.Helper()
+	bin := pgBinDir()
+	testenv.Need(t, bin != "", "PostgreSQL's initdb not found (in /usr/lib/postgresql/*/bin or on PATH); make test-deps installs postgresql")
+	p, err := startPostgres(bin)
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
-	return p, nil
+	t.Cleanup(func() { p.server.shutdown(); os.RemoveAll(p.dir) })
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, p.dsn("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE sluice"); err != nil {
+		t.Fatal(err)
+	}
+	return &PostgresServer{p: p, DSN: p.dsn("sluice")}
+}
+
+// Restart stops the server as an operator's restart does (ending every
+// session), keeps it down for down, and starts it again on the same port
+// and data.
+func (pg *PostgresServer) Restart(t testing.TB, down time.Duration) {
+	t.Helper()
+	pg.p.server.shutdown()
+	time.Sleep(down)
+	if err := pg.p.run(); err != nil {
+		t.Fatal(err)
+	}
 }
