@@ -118,7 +118,7 @@ and sign with it after a restart.`,
 		},
 	}
 	addServeFlags(rotate, &kf)
-	root.AddCommand(serve, worker, rotate)
+	root.AddCommand(serve, worker, rotate, newMigrateCommand())
 	return root
 }
 

@@ -51,16 +51,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if err := cfg.ResolvePaths(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
-		return nil, fmt.Errorf("create data directory: %w", err)
-	}
-	meta, err := openMetadata(ctx, cfg)
+	meta, blobs, err := OpenStores(ctx, cfg)
 	if err != nil {
-		return nil, err
-	}
-	blobs, err := blobstore.OpenURL(ctx, cfg.BlobURL())
-	if err != nil {
-		meta.Close()
 		return nil, err
 	}
 	reg := registry.New(meta, blobs, registry.Options{
@@ -96,12 +88,28 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	return s, nil
 }
 
-// openMetadata opens the configured metadata database.
-func openMetadata(ctx context.Context, cfg config.Config) (*metadata.Store, error) {
-	if cfg.Database.Driver == "postgres" {
-		return metadata.OpenPostgres(ctx, cfg.Database.DSN)
+// OpenStores opens the configured metadata database and blob store, with
+// the data directory they default to. Call cfg.ResolvePaths first.
+func OpenStores(ctx context.Context, cfg config.Config) (*metadata.Store, *blobstore.Store, error) {
+	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("create data directory: %w", err)
 	}
-	return metadata.OpenSQLite(ctx, cfg.DatabaseFile())
+	var meta *metadata.Store
+	var err error
+	if cfg.Database.Driver == "postgres" {
+		meta, err = metadata.OpenPostgres(ctx, cfg.Database.DSN)
+	} else {
+		meta, err = metadata.OpenSQLite(ctx, cfg.DatabaseFile())
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	blobs, err := blobstore.OpenURL(ctx, cfg.BlobURL())
+	if err != nil {
+		meta.Close()
+		return nil, nil, err
+	}
+	return meta, blobs, nil
 }
 
 // routes is the HTTP edge: every API's route table, matched once per
