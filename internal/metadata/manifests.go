@@ -185,26 +185,55 @@ func insertReferences(ctx context.Context, tx *txn, repoID int64, m *Manifest) e
 
 // GetManifest reads a live manifest by tag or by digest (exactly one of them
 // set). Without withPayload it skips the payload, for HEAD requests.
+//
+// Payloads come from a cache by digest when they can: a digest names its
+// bytes for ever, so the cache is never invalidated, while whether the
+// manifest is live and readable is read every time.
 func (s *Store) GetManifest(ctx context.Context, repo, tag, dgst string, withPayload bool) (*Manifest, error) {
-	payload := "NULL"
-	if withPayload {
-		payload = "m.payload"
+	m, err := s.getManifest(ctx, repo, tag, dgst)
+	if err != nil || !withPayload {
+		return m, err
 	}
+	if p, ok := s.payloads.Get(m.Digest); ok {
+		m.Payload = p
+		return m, nil
+	}
+	// A manifest deleted since the read above is not found.
+	_, m.Payload, err = s.ManifestPayload(ctx, repo, m.Digest)
+	if err != nil {
+		return nil, err
+	}
+	if len(m.Payload) <= maxCachedPayload {
+		s.payloads.Add(m.Digest, m.Payload)
+	}
+	return m, nil
+}
+
+// maxCachedPayload is the largest manifest the payload cache keeps: with
+// payloadCacheEntries entries it holds at most 256 MiB, and most
+// manifests are a few KiB.
+const (
+	maxCachedPayload    = 64 << 10
+	payloadCacheEntries = 4096
+)
+
+// getManifest reads a live manifest's record, without its payload.
+func (s *Store) getManifest(ctx context.Context, repo, tag, dgst string) (*Manifest, error) {
 	const cols = `m.digest, m.media_type, m.artifact_type, m.size, COALESCE(m.subject, ''), m.os, m.architecture, m.config_media_type, m.created_at, `
 	var row *sql.Row
 	if tag != "" {
-		row = s.read.QueryRowContext(ctx, `SELECT `+cols+`(r.read_enabled = 1 AND m.read_enabled = 1 AND t.read_enabled = 1), `+payload+` FROM repositories r
+		row = s.read.QueryRowContext(ctx, `SELECT `+cols+`(r.read_enabled = 1 AND m.read_enabled = 1 AND t.read_enabled = 1) FROM repositories r
 			JOIN tags t ON t.repository_id = r.id
 			JOIN manifests m ON m.repository_id = r.id AND m.digest = t.digest
 			WHERE r.name = ? AND t.name = ? AND m.deleted_at IS NULL`, repo, tag)
 	} else {
-		row = s.read.QueryRowContext(ctx, `SELECT `+cols+`(r.read_enabled = 1 AND m.read_enabled = 1), `+payload+` FROM repositories r
+		row = s.read.QueryRowContext(ctx, `SELECT `+cols+`(r.read_enabled = 1 AND m.read_enabled = 1) FROM repositories r
 			JOIN manifests m ON m.repository_id = r.id
 			WHERE r.name = ? AND m.digest = ? AND m.deleted_at IS NULL`, repo, dgst)
 	}
 	m := &Manifest{Repository: repo}
 	var created int64
-	err := row.Scan(&m.Digest, &m.MediaType, &m.ArtifactType, &m.Size, &m.Subject, &m.OS, &m.Architecture, &m.ConfigMediaType, &created, &m.Readable, &m.Payload)
+	err := row.Scan(&m.Digest, &m.MediaType, &m.ArtifactType, &m.Size, &m.Subject, &m.OS, &m.Architecture, &m.ConfigMediaType, &created, &m.Readable)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("manifest %s%s in %s: %w", tag, dgst, repo, ErrNotFound)
 	}

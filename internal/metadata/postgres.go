@@ -31,10 +31,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts ...Option) (*Store, erro
 	db.SetMaxOpenConns(32)
 	db.SetMaxIdleConns(32)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	s := &Store{read: &pool{db: db, d: postgres}, write: db, dialect: postgres, now: time.Now}
-	for _, o := range opts {
-		o(s)
-	}
+	s := newStore(&pool{db: db, d: postgres}, db, postgres, opts)
 	where := fmt.Sprintf("%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()

@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
@@ -52,6 +53,18 @@ type Store struct {
 	write   *sql.DB
 	dialect dialect
 	now     func() time.Time
+	// payloads caches manifest payloads by digest (GetManifest).
+	payloads *lru.Cache[string, []byte]
+}
+
+// newStore is a store of dialect d over the pools read and write.
+func newStore(read *pool, write *sql.DB, d dialect, opts []Option) *Store {
+	payloads, _ := lru.New[string, []byte](payloadCacheEntries)
+	s := &Store{read: read, write: write, dialect: d, now: time.Now, payloads: payloads}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Option tunes a store being opened.
@@ -80,10 +93,7 @@ func OpenSQLite(ctx context.Context, file string, opts ...Option) (*Store, error
 	}
 	write.SetMaxOpenConns(1)
 	write.SetConnMaxIdleTime(0)
-	s := &Store{write: write, now: time.Now}
-	for _, o := range opts {
-		o(s)
-	}
+	s := newStore(nil, write, sqlite, opts)
 	if err := s.migrate(ctx); err != nil {
 		write.Close()
 		return nil, openError(file, err)
