@@ -2,6 +2,7 @@
 package scripts
 
 import (
+	"cmp"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +19,8 @@ import (
 // a policy-rc.d refusing it is in place for the install only; a
 // policy-rc.d the machine had is left as it was; and nothing is ever
 // stopped by name (pkill, killall), which would end processes the script
-// did not start.
+// did not start. Tools already there are not installed again; Azurite of
+// another version is.
 func TestInstallTestDepsStartsAndStopsNothingElse(t *testing.T) {
 	testenv.Root(t, "the test mounts an empty /usr/sbin in a mount namespace")
 	err := exec.Command("unshare", "--mount", "true").Run()
@@ -36,6 +38,9 @@ func TestInstallTestDepsStartsAndStopsNothingElse(t *testing.T) {
 		want []string
 		// after is what /usr/sbin/policy-rc.d holds afterwards.
 		after string
+		// azurite is the version of Azurite installed ("" for the one the
+		// script wants).
+		azurite string
 	}{
 		{name: "no policy-rc.d", want: []string{"install: start refused"}},
 		{name: "install fails", installFails: true, want: []string{"install: start refused"}},
@@ -45,13 +50,18 @@ func TestInstallTestDepsStartsAndStopsNothingElse(t *testing.T) {
 			want:          []string{"install: started", "service docker-registry stop"},
 			after:         "#!/bin/sh\nexit 0\n",
 		},
+		{
+			name:    "an older Azurite",
+			azurite: "3.34.0",
+			want:    []string{"install: start refused", "npm install azurite@3.35.0"},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			bin := filepath.Join(dir, "bin")
 			logFile := filepath.Join(dir, "calls.log")
-			fakeTools(t, bin, filepath.Join(dir, "gopath"), logFile, tc.installFails)
+			fakeTools(t, bin, filepath.Join(dir, "gopath"), logFile, tc.installFails, cmp.Or(tc.azurite, "3.35.0"))
 			// In the namespace: an empty /usr/sbin, the machine's policy
 			// if any, the script, then what /usr/sbin/policy-rc.d holds.
 			inner := `mount -t tmpfs tmpfs /usr/sbin || exit 99
@@ -76,7 +86,7 @@ exit $rc`
 				if strings.HasPrefix(line, "pkill") || strings.HasPrefix(line, "killall") {
 					t.Errorf("the script stops processes by name: %s", line)
 				}
-				if strings.HasPrefix(line, "install:") || strings.HasPrefix(line, "service") || strings.HasPrefix(line, "go ") {
+				if strings.HasPrefix(line, "install:") || strings.HasPrefix(line, "service") || strings.HasPrefix(line, "go ") || strings.HasPrefix(line, "npm ") {
 					got = append(got, line)
 				}
 			}
@@ -93,8 +103,9 @@ exit $rc`
 // fakeTools writes stand-ins, logging to logFile, for what the script runs:
 // dpkg-query says only docker-registry is missing; apt-get's install starts
 // the service as a package's maintainer script does, through policy-rc.d;
-// the Go tools and containerd are already in gopath.
-func fakeTools(t *testing.T, bin, gopath, logFile string, installFails bool) {
+// the Go tools and containerd are already in gopath, and Azurite of the
+// given version in its prefix there; npm logs what it would install.
+func fakeTools(t *testing.T, bin, gopath, logFile string, installFails bool, azurite string) {
 	t.Helper()
 	fail := ""
 	if installFails {
@@ -110,6 +121,7 @@ else
 fi
 ` + fail,
 		"go":        `[ "$1 $2" = "env GOPATH" ] && { echo "$GOPATH_DIR"; exit 0; }; echo "go $*" >>"$LOG"`,
+		"npm":       `for a; do last=$a; done; echo "npm $1 $last" >>"$LOG"`,
 		"pkill":     `echo "pkill $*" >>"$LOG"`,
 		"killall":   `echo "killall $*" >>"$LOG"`,
 		"service":   `echo "service $*" >>"$LOG"`,
@@ -119,9 +131,10 @@ fi
 		script := "#!/bin/sh\nLOG=" + logFile + "\nGOPATH_DIR=" + gopath + "\n" + body + "\n"
 		writeExecutable(t, filepath.Join(bin, name), script)
 	}
-	for _, name := range []string{"oras", "crane", "crictl"} {
+	for _, name := range []string{"oras", "crane", "crictl", "versitygw"} {
 		writeExecutable(t, filepath.Join(gopath, "bin", name), "#!/bin/sh\n")
 	}
+	writeExecutable(t, filepath.Join(gopath, "sluice-test-tools", "azurite", "node_modules", ".bin", "azurite-blob"), "#!/bin/sh\necho "+azurite+"\n")
 	v2 := filepath.Join(gopath, "containerd-v2", "bin")
 	writeExecutable(t, filepath.Join(v2, "containerd"), "#!/bin/sh\necho 'containerd github.com/containerd/containerd/v2 2.4.2+unknown'\n")
 	for _, name := range []string{"ctr", "containerd-shim-runc-v2"} {
