@@ -1,11 +1,16 @@
 // Package blobstore keeps content-addressed blobs and upload parts in a
-// gocloud.dev/blob bucket: a local directory by default, or any bucket URL
-// gocloud can open.
+// gocloud.dev/blob bucket: a local directory by default, an Azure Blob
+// Storage container (azblob://) or an S3 bucket (s3://), or any other bucket
+// URL gocloud can open.
 //
 // A blob is written under its digest's key only through a Writer that checks
 // the digest before the object becomes visible; a mismatch leaves nothing
 // behind. The store does not decide who may see a blob: that is the
 // metadata's links, kept by the registry service.
+//
+// Errors say what a caller acts on: ErrNotFound for what is not stored,
+// ErrUnavailable for an object store that cannot be reached or cannot serve
+// now.
 package blobstore
 
 import (
@@ -31,6 +36,11 @@ var (
 	// ErrDigestMismatch is returned when written bytes do not hash to the
 	// digest they were written for.
 	ErrDigestMismatch = errors.New("content does not match digest")
+	// ErrUnavailable is returned, wrapping the cause, when the object store
+	// could not be reached (refused, reset, timed out) or answered that it
+	// cannot serve now (throttled, a server error): the same request may
+	// succeed later.
+	ErrUnavailable = errors.New("blob store unavailable")
 )
 
 // Store is a content-addressed blob store over a gocloud bucket.
@@ -39,6 +49,8 @@ type Store struct {
 	// root is the bucket's directory when it is the local file driver,
 	// which enables renames and sendfile; empty otherwise.
 	root string
+	// s3Bucket is the bucket's name when it is S3's.
+	s3Bucket string
 }
 
 // OpenDir opens (creating) a store in a local directory. Temporary files are
@@ -66,7 +78,9 @@ func OpenDir(dir string) (*Store, error) {
 }
 
 // OpenURL opens a store from a gocloud bucket URL; file:// URLs get the
-// local optimisations of OpenDir.
+// local optimisations of OpenDir. An Azure container or S3 bucket that does
+// not exist is created, with credentials from the environment as the
+// cloud's SDK reads them.
 func OpenURL(ctx context.Context, rawURL string) (*Store, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -88,7 +102,15 @@ func OpenURL(ctx context.Context, rawURL string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open blob store %s: %w", u.Redacted(), err)
 	}
-	return &Store{bucket: b}, nil
+	if err := ensureBucket(ctx, b, u); err != nil {
+		b.Close()
+		return nil, err
+	}
+	s := &Store{bucket: b}
+	if u.Scheme == "s3" {
+		s.s3Bucket = u.Host
+	}
+	return s, nil
 }
 
 // Close releases the bucket.
@@ -108,11 +130,18 @@ func PartKey(uploadID string, n int, nonce string) string {
 
 // Exists reports whether the blob's object is stored.
 func (s *Store) Exists(ctx context.Context, dgst digest.Digest) (bool, error) {
-	return s.bucket.Exists(ctx, BlobKey(dgst))
+	key := BlobKey(dgst)
+	ok, err := s.bucket.Exists(ctx, key)
+	if err != nil {
+		return false, storeErr(key, err)
+	}
+	return ok, nil
 }
 
-// Content is an open blob. When the store is a local directory, Seeker is
-// an *os.File so that HTTP responses can use sendfile.
+// Content is an open blob. When the store is a local directory, ReadSeeker
+// is an *os.File so that HTTP responses can use sendfile; on object storage
+// it asks the store for the bytes from where it was sought to, so that a
+// range costs only its own bytes.
 type Content struct {
 	io.ReadSeeker
 	io.Closer
@@ -126,13 +155,16 @@ func (s *Store) Open(ctx context.Context, dgst digest.Digest) (*Content, error) 
 }
 
 func (s *Store) openKey(ctx context.Context, key string) (*Content, error) {
+	if s.root == "" {
+		return openObject(ctx, s.bucket, key)
+	}
 	var file *os.File
 	r, err := s.bucket.NewReader(ctx, key, &blob.ReaderOptions{BeforeRead: func(as func(any) bool) error {
 		as(&file)
 		return nil
 	}})
 	if err != nil {
-		return nil, mapErr(key, err)
+		return nil, storeErr(key, err)
 	}
 	c := &Content{ReadSeeker: r, Closer: r, Size: r.Size(), ModTime: r.ModTime()}
 	if file != nil {
@@ -150,30 +182,26 @@ func (s *Store) Delete(ctx context.Context, dgst digest.Digest) error {
 func (s *Store) DeleteKey(ctx context.Context, key string) error {
 	err := s.bucket.Delete(ctx, key)
 	if err != nil && gcerrors.Code(err) != gcerrors.NotFound {
-		return fmt.Errorf("delete %s: %w", key, err)
+		return storeErr("delete "+key, err)
 	}
 	return nil
 }
 
 // WritePart stores r under key (an upload part) and returns its length.
-// On error nothing is left under key.
+// On error nothing is left under key. An error of r's is returned as r gave
+// it; one of the store's is marked as such (ErrUnavailable, say).
 func (s *Store) WritePart(ctx context.Context, key string, r io.Reader) (int64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := s.bucket.NewWriter(ctx, key, &blob.WriterOptions{ContentType: "application/octet-stream"})
-	if err != nil {
-		return 0, fmt.Errorf("write %s: %w", key, err)
+	src := &stream{r: r, cancel: cancel}
+	err := s.upload(ctx, key, src)
+	switch {
+	case src.err != nil:
+		return src.n, src.err
+	case err != nil:
+		return src.n, storeErr("write "+key, err)
 	}
-	n, err := io.Copy(w, r)
-	if err != nil {
-		cancel()
-		_ = w.Close()
-		return n, err
-	}
-	if err := w.Close(); err != nil {
-		return n, fmt.Errorf("write %s: %w", key, err)
-	}
-	return n, nil
+	return src.n, nil
 }
 
 // SweepTemporary removes, in a local store, temporary files older than
@@ -198,13 +226,6 @@ func (s *Store) SweepTemporary(maxAge time.Duration) (int, error) {
 	return removed, err
 }
 
-func mapErr(key string, err error) error {
-	if gcerrors.Code(err) == gcerrors.NotFound {
-		return fmt.Errorf("%s: %w", key, ErrNotFound)
-	}
-	return fmt.Errorf("%s: %w", key, err)
-}
-
 // DeleteUpload removes every part of an upload, recorded or not: a part
 // whose write finished just before a crash may never have been recorded.
 func (s *Store) DeleteUpload(ctx context.Context, uploadID string) error {
@@ -215,7 +236,7 @@ func (s *Store) DeleteUpload(ctx context.Context, uploadID string) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("list parts of upload %s: %w", uploadID, err)
+			return storeErr("list parts of upload "+uploadID, err)
 		}
 		if err := s.DeleteKey(ctx, obj.Key); err != nil {
 			return err
@@ -234,7 +255,7 @@ func (s *Store) UploadIDs(ctx context.Context) (map[string]time.Time, error) {
 			return out, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("list upload parts: %w", err)
+			return nil, storeErr("list upload parts", err)
 		}
 		id, _, ok := strings.Cut(strings.TrimPrefix(obj.Key, "uploads/"), "/")
 		if !ok {

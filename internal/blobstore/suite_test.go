@@ -8,7 +8,10 @@ import (
 
 	"github.com/sluicehq/sluice/internal/blobstore"
 	"github.com/sluicehq/sluice/internal/blobstore/blobtest"
+	"github.com/sluicehq/sluice/internal/testbackend"
 )
+
+func TestMain(m *testing.M) { testbackend.Main(m) }
 
 func TestDirectory(t *testing.T) {
 	blobtest.Run(t, func(t *testing.T) *blobstore.Store {
@@ -21,6 +24,25 @@ func TestDirectory(t *testing.T) {
 func TestBucket(t *testing.T) {
 	blobtest.Run(t, func(t *testing.T) *blobstore.Store {
 		return opened(t)(blobstore.OpenURL(context.Background(), "mem://"))
+	})
+}
+
+// TestAzurite runs the suite on Azure Blob Storage's emulator, a new
+// container for each case.
+func TestAzurite(t *testing.T) {
+	t.Parallel()
+	testbackend.Azurite(t) // an emulator that cannot run skips or fails the test once, not each case
+	blobtest.Run(t, func(t *testing.T) *blobstore.Store {
+		return opened(t)(blobstore.OpenURL(context.Background(), testbackend.Azurite(t)))
+	})
+}
+
+// TestS3 runs the suite on an S3 server, a new bucket for each case.
+func TestS3(t *testing.T) {
+	t.Parallel()
+	testbackend.S3(t) // a server that cannot run skips or fails the test once, not each case
+	blobtest.Run(t, func(t *testing.T) *blobstore.Store {
+		return opened(t)(blobstore.OpenURL(context.Background(), testbackend.S3(t)))
 	})
 }
 

@@ -1,7 +1,9 @@
 package blobstore
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -14,29 +16,53 @@ import (
 
 // Writer writes a blob under its expected digest. The object becomes
 // visible only if Commit finds the written bytes hash to that digest.
+//
+// The bytes go to the bucket as they are written, as the stream of one
+// upload (bucket.Upload) that ends only at Commit. No driver publishes an
+// object before its stream ends: an S3 upload's single PUT or the
+// completion of its multipart upload, an Azure block list's commit, a
+// local file's rename all wait for it. A stream that fails instead (Abort,
+// a mismatch) cancels the upload, so that nothing is published: S3's
+// multipart upload is aborted, Azure's staged blocks stay uncommitted
+// until the service drops them, a local temporary file is removed.
 type Writer struct {
-	w      *blob.Writer
+	pw     *io.PipeWriter
 	cancel context.CancelFunc
-	hash   hash.Hash
-	want   digest.Digest
-	n      int64
+	// done closes when the upload has ended, with its outcome in err.
+	done chan struct{}
+	err  error
+	hash hash.Hash
+	want digest.Digest
+	n    int64
 }
+
+var errAborted = errors.New("blob write aborted")
 
 // NewWriter starts writing the blob dgst.
 func (s *Store) NewWriter(ctx context.Context, dgst digest.Digest) (*Writer, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	w, err := s.bucket.NewWriter(ctx, BlobKey(dgst), &blob.WriterOptions{ContentType: "application/octet-stream"})
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("write blob %s: %w", dgst, err)
-	}
-	return &Writer{w: w, cancel: cancel, hash: dgst.Algorithm().Hash(), want: dgst}, nil
+	pr, pw := io.Pipe()
+	w := &Writer{pw: pw, cancel: cancel, done: make(chan struct{}), hash: dgst.Algorithm().Hash(), want: dgst}
+	go func() {
+		defer close(w.done)
+		w.err = s.upload(ctx, BlobKey(dgst), &stream{r: pr, cancel: cancel})
+		// An upload that ended early (the store failed) fails the writes
+		// still to come instead of blocking them.
+		pr.CloseWithError(cmp.Or(w.err, io.ErrClosedPipe))
+	}()
+	return w, nil
 }
 
 func (w *Writer) Write(p []byte) (int, error) {
-	n, err := w.w.Write(p)
+	n, err := w.pw.Write(p)
 	w.hash.Write(p[:n])
 	w.n += int64(n)
+	if err != nil {
+		<-w.done
+		if w.err != nil {
+			err = storeErr("write blob "+w.want.String(), w.err)
+		}
+	}
 	return n, err
 }
 
@@ -52,8 +78,10 @@ func (w *Writer) Commit() error {
 		return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, w.want)
 	}
 	defer w.cancel()
-	if err := w.w.Close(); err != nil {
-		return fmt.Errorf("write blob %s: %w", w.want, err)
+	w.pw.Close()
+	<-w.done
+	if w.err != nil {
+		return storeErr("write blob "+w.want.String(), w.err)
 	}
 	return nil
 }
@@ -61,13 +89,50 @@ func (w *Writer) Commit() error {
 // Abort discards what was written. It is safe after Commit.
 func (w *Writer) Abort() {
 	w.cancel()
-	_ = w.w.Close()
+	w.pw.CloseWithError(errAborted)
+	<-w.done
+}
+
+// upload writes the object key from src: all of it when src ends, none of
+// it when src fails.
+func (s *Store) upload(ctx context.Context, key string, src *stream) error {
+	err := s.bucket.Upload(ctx, key, src, &blob.WriterOptions{ContentType: "application/octet-stream"})
+	if err != nil {
+		s.abortMultipart(ctx, key, err)
+	}
+	return err
+}
+
+// stream is the source of an upload. When it fails, it cancels the upload
+// before the driver sees the error: a local or in-memory bucket publishes
+// what it read unless its context is cancelled.
+type stream struct {
+	r      io.Reader
+	cancel context.CancelFunc
+	n      int64
+	// err is the source's own failure, if any.
+	err error
+}
+
+func (s *stream) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	if err != nil && err != io.EOF {
+		s.err = err
+		s.cancel()
+	}
+	return n, err
 }
 
 // Assemble writes the blob dgst from upload parts, in order, checking the
 // digest. A local store publishes a single verified part by renaming it, so
 // the bytes are written once; partVerified says the caller has already
 // checked that the parts hash to dgst.
+//
+// Object storage copies the parts through one Writer, as any assembly of
+// several parts: the bytes come down and go back up once, hashed on the
+// way. The service's own copy of a single verified part would spare that,
+// but gocloud's Copy is S3's CopyObject, which stops at 5 GiB.
 func (s *Store) Assemble(ctx context.Context, dgst digest.Digest, parts []string, partVerified bool) error {
 	if partVerified && len(parts) == 1 && s.root != "" {
 		if err := s.renameLocal(parts[0], BlobKey(dgst)); err == nil {
@@ -83,9 +148,9 @@ func (s *Store) Assemble(ctx context.Context, dgst digest.Digest, parts []string
 		r, err := s.bucket.NewReader(ctx, key, nil)
 		if err != nil {
 			w.Abort()
-			return mapErr(key, err)
+			return storeErr(key, err)
 		}
-		_, err = io.Copy(w, r)
+		_, err = io.Copy(w, partReader{r: r, key: key})
 		r.Close()
 		if err != nil {
 			w.Abort()
@@ -93,6 +158,21 @@ func (s *Store) Assemble(ctx context.Context, dgst digest.Digest, parts []string
 		}
 	}
 	return w.Commit()
+}
+
+// partReader marks the errors of reading a part, which come from the store
+// as the writer's do.
+type partReader struct {
+	r   *blob.Reader
+	key string
+}
+
+func (p partReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if err != nil && err != io.EOF {
+		err = storeErr(p.key, err)
+	}
+	return n, err
 }
 
 // renameLocal moves an object to another key within a local store. Keys are

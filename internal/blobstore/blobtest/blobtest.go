@@ -100,6 +100,17 @@ func (h *harness) parts(id string, chunks ...string) []string {
 	return keys
 }
 
+// large is content bigger than one block of an object store's upload (8
+// MiB for both the Azure and the S3 uploads), so that its write stages
+// blocks or parts before it ends.
+func large(seed byte) []byte {
+	b := make([]byte, 9<<20+123)
+	for i := range b {
+		b[i] = byte(i*7) ^ seed
+	}
+	return b
+}
+
 var cases = []struct {
 	name string
 	run  func(h *harness)
@@ -123,6 +134,41 @@ var cases = []struct {
 			h.t.Fatalf("read %q after seeking to 6", rest)
 		}
 	}},
+	{"a range is read from its offset, as an HTTP Range answer reads it", func(h *harness) {
+		content := large(1)
+		d := digest.FromBytes(content)
+		w, err := h.s.NewWriter(h.ctx, d)
+		h.ok(err)
+		_, err = io.Copy(w, bytes.NewReader(content))
+		h.ok(err)
+		h.ok(w.Commit())
+		c, err := h.s.Open(h.ctx, d)
+		h.ok(err)
+		defer c.Close()
+		if end, err := c.Seek(0, io.SeekEnd); err != nil || end != int64(len(content)) || c.Size != end {
+			h.t.Fatalf("seek to the end: %d, %v; size %d, want %d", end, err, c.Size, len(content))
+		}
+		for _, off := range []int64{5 << 20, 100, int64(len(content)) - 10} {
+			if _, err := c.Seek(off, io.SeekStart); err != nil {
+				h.t.Fatal(err)
+			}
+			got := make([]byte, 10)
+			if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, content[off:off+10]) {
+				h.t.Fatalf("10 bytes at %d: %v, %v", off, got, err)
+			}
+		}
+		if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			h.t.Fatalf("read at the end: %d, %v", n, err)
+		}
+		if _, err := c.Seek(0, io.SeekStart); err != nil {
+			h.t.Fatal(err)
+		}
+		all, err := io.ReadAll(c)
+		h.ok(err)
+		if !bytes.Equal(all, content) {
+			h.t.Fatalf("read %d bytes from the start, want %d", len(all), len(content))
+		}
+	}},
 	{"bytes that do not hash to the digest leave nothing", func(h *harness) {
 		d := digest.FromString("expected")
 		w, err := h.s.NewWriter(h.ctx, d)
@@ -135,6 +181,35 @@ var cases = []struct {
 			h.t.Fatalf("Commit: %v, want ErrDigestMismatch", err)
 		}
 		h.absent(d, "after a mismatch")
+	}},
+	{"a large write, staged in blocks, leaves nothing until it is verified", func(h *harness) {
+		content := large(2)
+		d := digest.FromBytes(content)
+		w, err := h.s.NewWriter(h.ctx, d)
+		h.ok(err)
+		_, err = io.Copy(w, bytes.NewReader(content))
+		h.ok(err)
+		h.absent(d, "before Commit")
+		w.Abort()
+		h.absent(d, "after Abort")
+		w, err = h.s.NewWriter(h.ctx, d)
+		h.ok(err)
+		_, err = w.Write(content[:len(content)-1])
+		h.ok(err)
+		_, err = w.Write([]byte{^content[len(content)-1]})
+		h.ok(err)
+		if err := w.Commit(); !errors.Is(err, blobstore.ErrDigestMismatch) {
+			h.t.Fatalf("Commit of a changed last byte: %v, want ErrDigestMismatch", err)
+		}
+		h.absent(d, "after a mismatch")
+		w, err = h.s.NewWriter(h.ctx, d)
+		h.ok(err)
+		_, err = io.Copy(w, bytes.NewReader(content))
+		h.ok(err)
+		h.ok(w.Commit())
+		if got := h.read(d); got != string(content) {
+			h.t.Fatalf("read %d bytes back, want %d", len(got), len(content))
+		}
 	}},
 	{"an aborted write leaves nothing", func(h *harness) {
 		d := digest.FromString("aborted")
@@ -193,6 +268,12 @@ var cases = []struct {
 		broken := io.MultiReader(strings.NewReader("some bytes"), iotest.ErrReader(errors.New("connection reset")))
 		if _, err := h.s.WritePart(h.ctx, key, broken); err == nil {
 			h.t.Fatal("WritePart of a failing reader succeeded")
+		}
+		// One that fails after a block was staged.
+		key2 := blobstore.PartKey("broken", 1, "n")
+		broken = io.MultiReader(bytes.NewReader(large(3)), iotest.ErrReader(errors.New("connection reset")))
+		if _, err := h.s.WritePart(h.ctx, key2, broken); err == nil || err.Error() != "connection reset" {
+			h.t.Fatalf("WritePart of a large failing reader: %v, want the reader's error", err)
 		}
 		ids, err := h.s.UploadIDs(h.ctx)
 		h.ok(err)
