@@ -104,6 +104,14 @@ func mapMetadataErr(err error) error {
 	return err
 }
 
+// Unavailable reports whether err is a store's failure to answer (the
+// metadata database or the blob store down or unreachable), which a
+// client may retry after a while, rather than an error of the request or
+// of the registry.
+func Unavailable(err error) bool {
+	return errors.Is(err, blobstore.ErrUnavailable) || metadata.Unavailable(err)
+}
+
 // touchBlob protects dgst from collection before its object is written or
 // linked. If a collection of it is under way it waits for that to finish,
 // or finishes it when the collector's mark is stale.

@@ -16,9 +16,11 @@ import (
 // push from an OCI layout, copy to another repository (which must mount
 // every blob instead of uploading it), append a layer, tag, list, catalog,
 // digest and delete.
-func TestCraneCopyTagDelete(t *testing.T) {
+func TestCraneCopyTagDelete(t *testing.T) { onEachBackend(t, craneCopyTagDelete) }
+
+func craneCopyTagDelete(t *testing.T, backend []string) {
 	crane := requireTool(t, "crane")
-	reg := startSluiced(t, t.TempDir())
+	reg := startSluiced(t, t.TempDir(), backend...)
 	cl := newClients(t)
 	rng := newRand(t)
 	src, dst, app := reg.addr+"/e2e/crane/src", reg.addr+"/e2e/crane/dst", reg.addr+"/e2e/crane/app"

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/testbackend"
 )
 
 var (
@@ -40,7 +42,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	return m.Run()
+	return testbackend.Run(m)
 }
 
 // buildSluiced compiles ./cmd/sluiced into dir and finds GOPATH/bin.

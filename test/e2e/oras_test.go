@@ -41,9 +41,11 @@ func decodeOras(t *testing.T, out string) orasDescriptor {
 // TestOrasArtifactsAndReferrers pushes an artifact of two files with oras,
 // pulls it back, attaches a signature-like referrer and finds it with
 // `oras discover`, which uses the referrers API.
-func TestOrasArtifactsAndReferrers(t *testing.T) {
+func TestOrasArtifactsAndReferrers(t *testing.T) { onEachBackend(t, orasArtifactsAndReferrers) }
+
+func orasArtifactsAndReferrers(t *testing.T, backend []string) {
 	oras := requireTool(t, "oras")
-	reg := startSluiced(t, t.TempDir())
+	reg := startSluiced(t, t.TempDir(), backend...)
 	cl := newClients(t)
 	oc := newOCIClient(t, reg.addr)
 	ctx := context.Background()

@@ -22,9 +22,11 @@ const (
 // sluiced and back out with skopeo, and expects the same bytes everywhere:
 // the manifest, the config and every layer. It then pushes the image
 // converted to Docker schema 2 and reads it back in skopeo's dir: format.
-func TestSkopeoCopyRoundTrip(t *testing.T) {
+func TestSkopeoCopyRoundTrip(t *testing.T) { onEachBackend(t, skopeoCopyRoundTrip) }
+
+func skopeoCopyRoundTrip(t *testing.T, backend []string) {
 	skopeo := requireTool(t, "skopeo")
-	reg := startSluiced(t, t.TempDir())
+	reg := startSluiced(t, t.TempDir(), backend...)
 	cl := newClients(t)
 	oc := newOCIClient(t, reg.addr)
 	ctx := context.Background()

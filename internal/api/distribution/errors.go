@@ -57,6 +57,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		// The client went away; nobody reads the answer.
 		return
 	}
+	if registry.Unavailable(err) {
+		h.log.Warn("storage unavailable", "route", m.Name(), "method", r.Method, "repository", m.Params[pName], "err", err)
+		wire.RetryLater(w, "the registry's storage is unavailable for now; retry later")
+		return
+	}
 	h.log.Error("request failed", "route", m.Name(), "method", r.Method, "repository", m.Params[pName], "err", err)
 	message := "the registry could not store the data; its log has the details"
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {

@@ -225,6 +225,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if r.Context().Err() != nil {
 		return
 	}
+	if registry.Unavailable(err) {
+		h.log.Warn("storage unavailable", "route", route.From(r.Context()).Name(), "method", r.Method, "err", err)
+		wire.RetryLater(w, "the registry's storage is unavailable for now; retry later")
+		return
+	}
 	h.log.Error("management request failed", "route", route.From(r.Context()).Name(), "method", r.Method, "err", err)
 	wire.Errors(w, http.StatusInternalServerError, "UNKNOWN_ERROR", "internal error; the registry log has the details", nil)
 }

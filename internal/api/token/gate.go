@@ -10,6 +10,7 @@ import (
 	"github.com/sluicehq/sluice/internal/api/route"
 	"github.com/sluicehq/sluice/internal/api/wire"
 	"github.com/sluicehq/sluice/internal/auth"
+	"github.com/sluicehq/sluice/internal/metadata"
 )
 
 // Gate authenticates and authorizes every request before its handler: it
@@ -100,6 +101,9 @@ func (g *Gate) refuse(w http.ResponseWriter, r *http.Request, req auth.Requireme
 		g.challenge(w, r, req, "invalid_token", "the bearer token is invalid or expired")
 	case errors.Is(err, auth.ErrBadCredentials):
 		g.challenge(w, r, req, "", err.Error())
+	case metadata.Unavailable(err):
+		g.log.Warn("authenticate: the metadata database is unavailable", "err", err)
+		wire.RetryLater(w, "the registry cannot check credentials for now; retry later")
 	default:
 		g.log.Error("authenticate", "err", err)
 		wire.Errors(w, http.StatusInternalServerError, "UNKNOWN", "authentication failed; the registry log has the details", nil)

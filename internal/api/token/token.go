@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/api/route"
 	"github.com/sluicehq/sluice/internal/auth"
+	"github.com/sluicehq/sluice/internal/metadata"
 )
 
 // Options configure the token endpoints and the gate.
@@ -211,6 +212,12 @@ func (h *Handler) loginFailed(w http.ResponseWriter, r *http.Request, err error)
 	}
 	if errors.Is(err, auth.ErrBadCredentials) {
 		oauthError(w, http.StatusUnauthorized, "invalid_grant", err.Error())
+		return
+	}
+	if metadata.Unavailable(err) {
+		h.log.Warn("login: the metadata database is unavailable", "err", err)
+		w.Header().Set("Retry-After", "5")
+		oauthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the registry cannot check credentials for now; retry later")
 		return
 	}
 	h.log.Error("login", "err", err)

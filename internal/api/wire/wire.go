@@ -117,6 +117,14 @@ func Coded(w http.ResponseWriter, err error, table []Code, detail any) bool {
 	return false
 }
 
+// RetryLater answers 503 UNAVAILABLE with a Retry-After of a few seconds,
+// for a request that failed because a store did not answer: the client
+// may send it again, and nothing of it was kept.
+func RetryLater(w http.ResponseWriter, message string) {
+	w.Header().Set("Retry-After", "5")
+	Errors(w, http.StatusServiceUnavailable, "UNAVAILABLE", message, nil)
+}
+
 // Answer is the Code answering err.
 func Answer(err error, code string, status int) Code {
 	return Code{Err: err, Code: code, Status: status}

@@ -1,0 +1,72 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"net/url"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/sluicehq/sluice/internal/testbackend"
+)
+
+// TestUploadAcrossReplicas sends the chunks of one upload to two sluiced
+// processes on the same PostgreSQL database and bucket, alternating, as a
+// load balancer may: each continues where the other left off (the parts
+// and the running hash live in the shared stores), either reports the
+// upload's progress, and the blob one of them completes is served by both.
+func TestUploadAcrossReplicas(t *testing.T) {
+	for _, b := range []struct {
+		name   string
+		bucket func(testing.TB) string
+	}{{"azblob", testbackend.Azurite}, {"s3", testbackend.S3}} {
+		t.Run(b.name, func(t *testing.T) {
+			backend := sharedBackend(testbackend.Postgres(t), b.bucket(t))
+			replicas := []*ociClient{
+				newOCIClient(t, startSluiced(t, t.TempDir(), backend...).addr),
+				newOCIClient(t, startSluiced(t, t.TempDir(), backend...).addr),
+			}
+			ctx := context.Background()
+			content := randomBytes(newRand(t), 3<<20+517)
+			dgst := digest.FromBytes(content)
+			chunks := splitChunks(content, 7)
+
+			loc, err := replicas[0].startUpload(ctx, "e2e/replicas")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var off int64
+			for i, c := range chunks[:len(chunks)-1] {
+				r := replicas[(i+1)%2]
+				if loc, err = r.patchChunk(ctx, pathOf(t, loc), off, c); err != nil {
+					t.Fatalf("chunk %d on replica %d: %v", i, (i+1)%2, err)
+				}
+				off += int64(len(c))
+				if got, err := replicas[i%2].uploadOffset(ctx, pathOf(t, loc)); err != nil || got != off {
+					t.Fatalf("after chunk %d, the other replica reports %d bytes (%v), want %d", i, got, err, off)
+				}
+			}
+			last := len(chunks) % 2
+			if err := replicas[last].finishUpload(ctx, pathOf(t, loc), dgst, chunks[len(chunks)-1]); err != nil {
+				t.Fatalf("closing PUT on replica %d: %v", last, err)
+			}
+			for i, r := range replicas {
+				got, err := r.getBlob(ctx, "e2e/replicas", dgst)
+				if err != nil || !bytes.Equal(got, content) {
+					t.Fatalf("replica %d serves %d bytes (%v), want the %d pushed", i, len(got), err, len(content))
+				}
+			}
+		})
+	}
+}
+
+// pathOf is a Location's path and query, to send it to another replica.
+func pathOf(t *testing.T, loc string) string {
+	t.Helper()
+	u, err := url.Parse(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.RequestURI()
+}
