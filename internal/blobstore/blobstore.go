@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -136,6 +137,27 @@ func (s *Store) Exists(ctx context.Context, dgst digest.Digest) (bool, error) {
 		return false, storeErr(key, err)
 	}
 	return ok, nil
+}
+
+// ErrNoSignedURLs is returned by SignedURL of a store that cannot make
+// them: a local directory.
+var ErrNoSignedURLs = errors.New("the blob store cannot sign URLs (a local directory)")
+
+// SignsURLs reports whether SignedURL works: the store is object storage.
+func (s *Store) SignsURLs() bool { return s.root == "" }
+
+// SignedURL returns a URL that lets whoever holds it GET the blob dgst
+// (ranges included) straight from the object store until expiry passes.
+func (s *Store) SignedURL(ctx context.Context, dgst digest.Digest, expiry time.Duration) (string, error) {
+	if !s.SignsURLs() {
+		return "", ErrNoSignedURLs
+	}
+	key := BlobKey(dgst)
+	u, err := s.bucket.SignedURL(ctx, key, &blob.SignedURLOptions{Expiry: expiry, Method: http.MethodGet})
+	if err != nil {
+		return "", storeErr("sign a URL of "+key, err)
+	}
+	return u, nil
 }
 
 // Content is an open blob. When the store is a local directory, ReadSeeker

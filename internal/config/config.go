@@ -117,6 +117,10 @@ type Storage struct {
 	// URL is a gocloud.dev/blob bucket URL; empty means the directory
 	// blobs/ inside Data.
 	URL string `yaml:"url"`
+	// Redirect answers blob downloads with a redirect to a signed URL of
+	// the object store, which then serves the bytes; only for object
+	// storage, and for clients that follow redirects (all common ones do).
+	Redirect bool `yaml:"redirect"`
 }
 
 // Database selects the metadata database.
@@ -208,6 +212,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("database.driver %q: use sqlite or postgres", c.Database.Driver)
+	}
+	if c.Storage.Redirect && (c.Storage.URL == "" || strings.HasPrefix(c.Storage.URL, "file:") || !strings.Contains(c.Storage.URL, "://")) {
+		return errors.New("storage.redirect needs object storage (storage.url azblob://... or s3://...): a local directory cannot sign URLs")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

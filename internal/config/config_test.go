@@ -68,6 +68,7 @@ func TestLoadErrors(t *testing.T) {
 		{"bad env bool", "", []string{"SLUICE_LOG_ACCESS=maybe"}, "SLUICE_LOG_ACCESS"},
 		{"bad level", "", []string{"SLUICE_LOG_LEVEL=loud"}, "log.level"},
 		{"bad driver", write("database:\n  driver: oracle\n"), nil, "database.driver"},
+		{"redirect from a directory", "", []string{"SLUICE_STORAGE_REDIRECT=true"}, "storage.redirect needs object storage"},
 		{"postgres without dsn", write("database:\n  driver: postgres\n"), nil, "needs database.dsn"},
 		{"postgres url for sqlite", "", []string{"SLUICE_DATABASE_DSN=postgres://u@h/db"}, "set database.driver: postgres"},
 	}

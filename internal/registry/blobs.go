@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -36,6 +37,24 @@ func (r *Registry) OpenBlob(ctx context.Context, repo string, dgst digest.Digest
 		return nil, fmt.Errorf("%w: %s", ErrBlobUnknown, dgst)
 	}
 	return c, err
+}
+
+// redirectExpiry is how long a blob's signed URL lets a client download
+// it: long enough for a large layer on a slow link, short enough that a
+// URL that leaked is soon worthless.
+const redirectExpiry = 20 * time.Minute
+
+// BlobRedirect returns, when the registry redirects downloads, a signed
+// URL of the blob in the object store for a client allowed to read it from
+// repo; and "" when the registry serves the bytes itself.
+func (r *Registry) BlobRedirect(ctx context.Context, repo string, dgst digest.Digest) (string, error) {
+	if !r.opts.Redirect || !r.blobs.SignsURLs() {
+		return "", nil
+	}
+	if _, err := r.StatBlob(ctx, repo, dgst); err != nil {
+		return "", err
+	}
+	return r.blobs.SignedURL(ctx, dgst, redirectExpiry)
 }
 
 // DeleteBlob unlinks a blob from repo; garbage collection reclaims its

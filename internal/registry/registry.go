@@ -36,6 +36,9 @@ type Options struct {
 	SoftDelete time.Duration
 	// Now is the clock; nil means time.Now. Tests age records with it.
 	Now func() time.Time
+	// Redirect sends blob downloads to a signed URL of the object store
+	// (BlobRedirect) instead of through the registry.
+	Redirect bool
 }
 
 // StreamingHooks connect the registry to artifact streaming without the

@@ -60,6 +60,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		GCGracePeriod: cfg.GC.GracePeriod.Std(),
 		UploadTTL:     cfg.GC.UploadTTL.Std(),
 		SoftDelete:    cfg.SoftDelete.Retention(),
+		Redirect:      cfg.Storage.Redirect,
 	}, log)
 	keys, err := auth.OpenKeyRing(cfg.KeyDir())
 	if err != nil {

@@ -33,6 +33,19 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request, p route.Params
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
+	if r.Method == http.MethodGet {
+		// With storage.redirect, the object store serves the bytes (and
+		// the ranges) to a client the registry allowed to read them.
+		u, err := h.reg.BlobRedirect(r.Context(), p[pName], dgst)
+		if err != nil {
+			return err
+		}
+		if u != "" {
+			hdr.Set("Location", u)
+			w.WriteHeader(http.StatusTemporaryRedirect)
+			return nil
+		}
+	}
 	c, err := h.reg.OpenBlob(r.Context(), p[pName], dgst)
 	if err != nil {
 		return err
