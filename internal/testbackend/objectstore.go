@@ -12,8 +12,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/sluicehq/sluice/internal/testenv"
 )
 
 // The account every Azurite serves, with its published key. The Azure SDK
@@ -32,8 +30,8 @@ const (
 )
 
 var (
-	azurite once[int]
-	s3      once[int]
+	azurite once[*AzuriteServer]
+	s3      once[*S3Server]
 )
 
 // Azurite returns a gocloud URL of a container, unique to the test, on the
@@ -42,14 +40,9 @@ var (
 // account and key are in the process's environment from then on.
 func Azurite(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join(toolsDir(), "azurite", "node_modules", ".bin")
-	prog := program("azurite-blob", dir)
-	testenv.Need(t, prog != "", "azurite-blob not found (on PATH or in %s); make test-deps installs it", dir)
-	port, err := azurite.get(func() (int, error) { return startAzurite(prog) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("azblob://%s?protocol=http&domain=127.0.0.1:%d&localemu=true", uniqueName("sluicetest"), port)
+	az, err := shared(&azurite, StartAzurite)
+	need(t, err)
+	return az.NewContainer()
 }
 
 // S3 returns a gocloud URL of a bucket, unique to the test, on the
@@ -59,73 +52,121 @@ func Azurite(t testing.TB) string {
 // then on.
 func S3(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join(goPath(), "bin")
-	prog := program("versitygw", dir)
-	testenv.Need(t, prog != "", "versitygw not found (on PATH or in %s); make test-deps installs it", dir)
-	port, err := s3.get(func() (int, error) { return startS3(prog) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("s3://%s?endpoint=http://127.0.0.1:%d&use_path_style=true", uniqueName("sluicetest"), port)
+	srv, err := shared(&s3, StartS3)
+	need(t, err)
+	return srv.NewBucket()
 }
 
-func startAzurite(prog string) (int, error) {
-	dir, err := os.MkdirTemp("", "sluice-azurite-")
+// AzuriteServer is an Azure Blob Storage emulator (Azurite) on a free
+// loopback port with a throw-away data directory.
+type AzuriteServer struct {
+	s    *server
+	port int
+}
+
+// StartAzurite starts Azurite and puts its account and key in the
+// process's environment, where the Azure SDK, and any program started from
+// here, read them. The error wraps ErrNotInstalled when Azurite is not on
+// this machine.
+func StartAzurite() (*AzuriteServer, error) {
+	prog, err := program("azurite-blob", filepath.Join(toolsDir(), "azurite", "node_modules", ".bin"))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	port, err := freePort()
 	if err != nil {
-		os.RemoveAll(dir)
-		return 0, err
-	}
-	data := filepath.Join(dir, "data")
-	if err := os.Mkdir(data, 0o755); err != nil {
-		os.RemoveAll(dir)
-		return 0, err
+		return nil, err
 	}
 	// --skipApiVersionCheck: the Azure SDK speaks a newer API version than
 	// this Azurite knows, and Azurite refuses such requests otherwise; the
 	// operations the store uses are older than either.
-	cmd := exec.Command(prog, "--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port),
-		"--location", data, "--disableTelemetry", "--skipApiVersionCheck", "--silent")
-	s, err := start("azurite", dir, cmd)
+	s, err := startWithData("azurite", "sluice-azurite-", func(data string) *exec.Cmd {
+		return exec.Command(prog, "--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port),
+			"--location", data, "--disableTelemetry", "--skipApiVersionCheck", "--silent")
+	}, answers(fmt.Sprintf("http://127.0.0.1:%d/%s?comp=list", port, azuriteAccount)))
 	if err != nil {
-		os.RemoveAll(dir)
-		return 0, err
+		return nil, err
 	}
 	os.Setenv("AZURE_STORAGE_ACCOUNT", azuriteAccount)
 	os.Setenv("AZURE_STORAGE_KEY", azuriteKey)
-	return port, s.waitReady(answers(fmt.Sprintf("http://127.0.0.1:%d/%s?comp=list", port, azuriteAccount)))
+	return &AzuriteServer{s: s, port: port}, nil
 }
 
-func startS3(prog string) (int, error) {
-	dir, err := os.MkdirTemp("", "sluice-s3-")
+// NewContainer returns a gocloud URL of a container with a name of its
+// own. The container does not exist yet: opening the URL makes it.
+func (a *AzuriteServer) NewContainer() string {
+	return fmt.Sprintf("azblob://%s?protocol=http&domain=127.0.0.1:%d&localemu=true", uniqueName("sluicetest"), a.port)
+}
+
+// Stop ends the emulator and removes its data.
+func (a *AzuriteServer) Stop() { a.s.shutdown() }
+
+// S3Server is an S3 server (versitygw over a directory) on a free loopback
+// port with a throw-away data directory.
+type S3Server struct {
+	s    *server
+	port int
+}
+
+// StartS3 starts versitygw and puts its credentials and region in the
+// process's environment, where the AWS SDK, and any program started from
+// here, read them. The error wraps ErrNotInstalled when versitygw is not on
+// this machine.
+func StartS3() (*S3Server, error) {
+	prog, err := program("versitygw", filepath.Join(goPath(), "bin"))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	port, err := freePort()
 	if err != nil {
-		os.RemoveAll(dir)
-		return 0, err
+		return nil, err
 	}
-	data := filepath.Join(dir, "data")
-	if err := os.Mkdir(data, 0o755); err != nil {
-		os.RemoveAll(dir)
-		return 0, err
-	}
-	cmd := exec.Command(prog, "--port", fmt.Sprintf("127.0.0.1:%d", port),
-		"--access", s3AccessKey, "--secret", s3SecretKey, "--region", s3Region, "--quiet",
-		"posix", data)
-	s, err := start("versitygw", dir, cmd)
+	s, err := startWithData("versitygw", "sluice-s3-", func(data string) *exec.Cmd {
+		return exec.Command(prog, "--port", fmt.Sprintf("127.0.0.1:%d", port),
+			"--access", s3AccessKey, "--secret", s3SecretKey, "--region", s3Region, "--quiet",
+			"posix", data)
+	}, answers(fmt.Sprintf("http://127.0.0.1:%d/", port)))
 	if err != nil {
-		os.RemoveAll(dir)
-		return 0, err
+		return nil, err
 	}
 	os.Setenv("AWS_ACCESS_KEY_ID", s3AccessKey)
 	os.Setenv("AWS_SECRET_ACCESS_KEY", s3SecretKey)
 	os.Setenv("AWS_REGION", s3Region)
-	return port, s.waitReady(answers(fmt.Sprintf("http://127.0.0.1:%d/", port)))
+	return &S3Server{s: s, port: port}, nil
+}
+
+// NewBucket returns a gocloud URL of a bucket with a name of its own. The
+// bucket does not exist yet: opening the URL makes it.
+func (srv *S3Server) NewBucket() string {
+	return fmt.Sprintf("s3://%s?endpoint=http://127.0.0.1:%d&use_path_style=true", uniqueName("sluicetest"), srv.port)
+}
+
+// Stop ends the server and removes its data.
+func (srv *S3Server) Stop() { srv.s.shutdown() }
+
+// startWithData runs the server command makes for a new data directory,
+// in a temporary directory that also holds its log and goes when it stops,
+// and waits until it is ready.
+func startWithData(name, pattern string, command func(data string) *exec.Cmd, ready func(ctx context.Context) error) (*server, error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return nil, err
+	}
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s, err := start(name, dir, command(data))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := s.waitReady(ready); err != nil {
+		s.shutdown()
+		return nil, err
+	}
+	return s, nil
 }
 
 // answers is ready once url gets any HTTP answer: the server is serving,
@@ -145,16 +186,16 @@ func answers(url string) func(ctx context.Context) error {
 }
 
 // program finds name on PATH, or else in dir, where make test-deps puts
-// it; "" if neither has it.
-func program(name, dir string) string {
+// it; the error wraps ErrNotInstalled if neither has it.
+func program(name, dir string) (string, error) {
 	if p, err := exec.LookPath(name); err == nil {
-		return p
+		return p, nil
 	}
 	p := filepath.Join(dir, name)
 	if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-		return p
+		return p, nil
 	}
-	return ""
+	return "", notInstalled(fmt.Sprintf("%s not found (on PATH or in %s); make test-deps installs it", name, dir))
 }
 
 // toolsDir is where make test-deps installs what is neither a Debian

@@ -14,14 +14,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/sluicehq/sluice/internal/testenv"
 )
 
 // pgUser is the superuser of the test cluster.
 const pgUser = "sluice"
 
-var postgres once[*pgServer]
+var postgres once[*PostgresServer]
 
 type pgServer struct {
 	*server
@@ -35,29 +33,13 @@ type pgServer struct {
 // PostgreSQL server, starting the server the first time.
 func Postgres(t testing.TB) string {
 	t.Helper()
-	bin := pgBinDir()
-	testenv.Need(t, bin != "", "PostgreSQL's initdb not found (in /usr/lib/postgresql/*/bin or on PATH); make test-deps installs postgresql")
-	srv, err := postgres.get(func() (*pgServer, error) {
-		p, err := startPostgres(bin)
-		if err == nil {
-			p.server.dir = p.dir // removed when the binary's tests end
-		}
-		return p, err
-	})
+	srv, err := shared(&postgres, StartPostgres)
+	need(t, err)
+	dsn, err := srv.NewDatabase()
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := uniqueName("sluice_test_")
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, srv.dsn("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create test database: %v", err)
-	}
-	return srv.dsn(name)
+	return dsn
 }
 
 // dsn is the URL of database db on the server.
@@ -104,6 +86,9 @@ func startPostgres(bin string) (*pgServer, error) {
 		return nil, err
 	}
 	if err := p.run(); err != nil {
+		if p.server != nil {
+			p.server.shutdown()
+		}
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -160,35 +145,62 @@ func (p *pgServer) run() error {
 	})
 }
 
-// PostgresServer is a PostgreSQL server of one test's own, which it may stop
-// and start again.
+// PostgresServer is a PostgreSQL server on a free loopback port with a
+// throw-away cluster, which may be stopped and started again.
 type PostgresServer struct {
 	p *pgServer
-	// DSN is the URL of the server's database for the test.
+	// DSN is the URL of the database OwnPostgres made for its test.
 	DSN string
+}
+
+// StartPostgres makes a cluster in a new directory and starts PostgreSQL on
+// it; Stop ends the server and removes the cluster. The error wraps
+// ErrNotInstalled when PostgreSQL's programs are not on this machine.
+func StartPostgres() (*PostgresServer, error) {
+	bin := pgBinDir()
+	if bin == "" {
+		return nil, notInstalled("PostgreSQL's initdb not found (in /usr/lib/postgresql/*/bin or on PATH); make test-deps installs postgresql")
+	}
+	p, err := startPostgres(bin)
+	if err != nil {
+		return nil, err
+	}
+	return &PostgresServer{p: p}, nil
+}
+
+// NewDatabase creates an empty database with a name of its own and returns
+// its URL.
+func (pg *PostgresServer) NewDatabase() (string, error) {
+	name := uniqueName("sluice_test_")
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pg.p.dsn("postgres"))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	return pg.p.dsn(name), nil
+}
+
+// Stop ends the server and removes its cluster.
+func (pg *PostgresServer) Stop() {
+	pg.p.server.shutdown()
+	os.RemoveAll(pg.p.dir)
 }
 
 // OwnPostgres starts a PostgreSQL server for t alone, with one empty
 // database, and stops it when t ends.
 func OwnPostgres(t testing.TB) *PostgresServer {
 	t.Helper()
-	bin := pgBinDir()
-	testenv.Need(t, bin != "", "PostgreSQL's initdb not found (in /usr/lib/postgresql/*/bin or on PATH); make test-deps installs postgresql")
-	p, err := startPostgres(bin)
-	if err != nil {
+	pg, err := StartPostgres()
+	need(t, err)
+	t.Cleanup(pg.Stop)
+	if pg.DSN, err = pg.NewDatabase(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { p.server.shutdown(); os.RemoveAll(p.dir) })
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, p.dsn("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE sluice"); err != nil {
-		t.Fatal(err)
-	}
-	return &PostgresServer{p: p, DSN: p.dsn("sluice")}
+	return pg
 }
 
 // Restart stops the server as an operator's restart does (ending every

@@ -11,6 +11,9 @@
 // A server that cannot start (its program missing) is testenv's business:
 // the test is skipped under a developer's `go test` and fails under
 // `make test`, which installs every program.
+//
+// Programs that are not tests (the benchmarks) start the same servers with
+// StartPostgres, StartAzurite and StartS3, and stop them themselves.
 package testbackend
 
 import (
@@ -24,6 +27,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/testenv"
 )
 
 // Main runs the package's tests, then stops every server they started and
@@ -40,7 +45,16 @@ func Run(m *testing.M) int {
 var (
 	mu      sync.Mutex
 	running []*server
+	// stops are the Stop functions of the servers started once per binary.
+	stops []func()
 )
+
+// atExit has Main stop a server started once per binary.
+func atExit(stop func()) {
+	mu.Lock()
+	defer mu.Unlock()
+	stops = append(stops, stop)
+}
 
 // server is a started backend process and the directory it keeps its data
 // in.
@@ -54,13 +68,48 @@ type server struct {
 	log  *os.File
 }
 
+// stopAll stops the servers started once per binary, then any other still
+// running (a test's own whose cleanup never ran).
 func stopAll() {
+	mu.Lock()
+	toStop := stops
+	stops = nil
+	mu.Unlock()
+	for i := len(toStop) - 1; i >= 0; i-- {
+		toStop[i]()
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	for i := len(running) - 1; i >= 0; i-- {
 		running[i].shutdown()
 	}
 	running = nil
+}
+
+// ErrNotInstalled is wrapped by the error of a Start function whose
+// server's program is not on this machine.
+var ErrNotInstalled = errors.New("server program not installed")
+
+type notInstalledError string
+
+func (e notInstalledError) Error() string        { return string(e) }
+func (e notInstalledError) Is(target error) bool { return target == ErrNotInstalled }
+
+// notInstalled says which program is missing, where it was looked for and
+// how to install it.
+func notInstalled(msg string) error { return notInstalledError(msg) }
+
+// need ends t if a server it needs did not start: a missing program is
+// testenv's business (skipped, or failed under make test), anything else
+// fails the test.
+func need(t testing.TB, err error) {
+	t.Helper()
+	if errors.Is(err, ErrNotInstalled) {
+		testenv.Missing(t, "%v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (s *server) shutdown() {
@@ -183,6 +232,18 @@ type once[T any] struct {
 func (o *once[T]) get(startFn func() (T, error)) (T, error) {
 	o.once.Do(func() { o.val, o.err = startFn() })
 	return o.val, o.err
+}
+
+// shared is the binary's server that o holds, started by startFn the first
+// time and stopped by Main.
+func shared[T interface{ Stop() }](o *once[T], startFn func() (T, error)) (T, error) {
+	return o.get(func() (T, error) {
+		srv, err := startFn()
+		if err == nil {
+			atExit(srv.Stop)
+		}
+		return srv, err
+	})
 }
 
 // uniqueName returns a name for a test's database, container or bucket:
