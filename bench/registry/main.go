@@ -1,8 +1,12 @@
-// Command registry benchmarks sluiced against Debian's docker-registry
-// (distribution 2.8) on the same machine, side by side in one run: blob push
-// and pull throughput for small and large blobs, and manifest GET requests
-// per second and latency at two concurrencies. It prints a table of both
-// and their ratio, and with -markdown a table for docs/benchmarks.md.
+// Command registry benchmarks sluiced on each of its backends (SQLite and a
+// directory; PostgreSQL and Azurite; PostgreSQL and an S3 server) against
+// Debian's docker-registry (distribution 2.8) on the same machine, side by
+// side in one run: blob push and pull throughput for small and large blobs,
+// and manifest GET requests per second and latency at two concurrencies.
+// It starts PostgreSQL, Azurite and versitygw itself, as the tests do
+// (make test-deps installs them). It prints a table with a column per
+// target and the ratios of each backend to SQLite and of SQLite to
+// distribution, and with -markdown the same table for docs/benchmarks.md.
 package main
 
 import (
@@ -21,9 +25,11 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"text/tabwriter"
 	"time"
 
 	"github.com/sluicehq/sluice/bench/internal/reporoot"
+	"github.com/sluicehq/sluice/internal/testbackend"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -53,8 +59,26 @@ func main() {
 	}
 	defer os.RemoveAll(work)
 
+	pg, err := testbackend.StartPostgres()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pg.Stop()
+	az, err := testbackend.StartAzurite()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer az.Stop()
+	s3, err := testbackend.StartS3()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s3.Stop()
+
 	targets := []*target{
-		startSluiced(*sluiced, filepath.Join(work, "sluiced")),
+		startSluiced(baseline, *sluiced, filepath.Join(work, "sqlite"), nil),
+		startSluiced("sluiced postgres+azurite", *sluiced, filepath.Join(work, "azurite"), sharedBackend(pg, az.NewContainer())),
+		startSluiced("sluiced postgres+s3", *sluiced, filepath.Join(work, "s3"), sharedBackend(pg, s3.NewBucket())),
 		startDistribution(*distribution, filepath.Join(work, "distribution")),
 	}
 	defer func() {
@@ -80,8 +104,20 @@ func main() {
 			rows = append(rows, row{target: t.name, metric: name, res: res})
 		}
 	}
-	printTable(os.Stdout, rows, targets[0].name, targets[1].name, *markdown)
+	var names []string
+	for _, t := range targets {
+		names = append(names, t.name)
+	}
+	ratios := [][2]string{
+		{"sluiced postgres+azurite", baseline},
+		{"sluiced postgres+s3", baseline},
+		{baseline, "distribution"},
+	}
+	printTable(os.Stdout, rows, names, ratios, *markdown)
 }
+
+// baseline is the target the other backends are compared with.
+const baseline = "sluiced sqlite+dir"
 
 // blob is test content with its digest computed ahead of the timed runs.
 type blob struct {
@@ -141,7 +177,9 @@ func startProcess(name, addr string, cmd *exec.Cmd) *target {
 	return nil
 }
 
-func startSluiced(bin, dir string) *target {
+// startSluiced runs sluiced with its data in dir and env added to its
+// environment, which holds the object stores' credentials.
+func startSluiced(name, bin, dir string, env []string) *target {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		log.Fatal(err)
 	}
@@ -149,8 +187,18 @@ func startSluiced(bin, dir string) *target {
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--data", filepath.Join(dir, "data"))
 	cmd.Dir = dir
 	// Like the distribution it is compared with, without authentication.
-	cmd.Env = append(os.Environ(), "SLUICE_AUTH_ENABLED=false")
-	return startProcess("sluiced", addr, cmd)
+	cmd.Env = append(append(os.Environ(), "SLUICE_AUTH_ENABLED=false"), env...)
+	return startProcess(name, addr, cmd)
+}
+
+// sharedBackend is the settings that put sluiced's metadata in a new
+// database on pg and its blobs in the bucket at url.
+func sharedBackend(pg *testbackend.PostgresServer, url string) []string {
+	dsn, err := pg.NewDatabase()
+	if err != nil {
+		log.Fatal(err)
+	}
+	return []string{"SLUICE_DATABASE_DRIVER=postgres", "SLUICE_DATABASE_DSN=" + dsn, "SLUICE_STORAGE_URL=" + url}
 }
 
 func startDistribution(bin, dir string) *target {
@@ -344,7 +392,9 @@ type row struct {
 	res            result
 }
 
-func printTable(w io.Writer, rows []row, a, b string, markdown bool) {
+// printTable prints a row per metric with a column per target, then a
+// column per ratio (first target's figure over the second's).
+func printTable(w io.Writer, rows []row, targets []string, ratios [][2]string, markdown bool) {
 	byMetric := map[string]map[string]result{}
 	var metrics []string
 	for _, r := range rows {
@@ -361,23 +411,42 @@ func printTable(w io.Writer, rows []row, a, b string, markdown bool) {
 		}
 		return fmt.Sprintf("%.0f req/s (p50 %s, p99 %s)", r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
 	}
-	ratio := func(x, y result) float64 {
-		if x.throughput {
-			return x.mbps / y.mbps
+	rate := func(r result) float64 {
+		if r.throughput {
+			return r.mbps
 		}
-		return x.rps / y.rps
+		return r.rps
 	}
-	fmt.Fprintf(w, "%-18s  %-40s  %-40s  %s\n", "metric", a, b, "ratio")
+
+	header := append([]string{"metric"}, targets...)
+	for _, q := range ratios {
+		header = append(header, strings.TrimPrefix(q[0], "sluiced ")+" / "+strings.TrimPrefix(q[1], "sluiced "))
+	}
+	lines := [][]string{header}
 	for _, m := range metrics {
-		x, y := byMetric[m][a], byMetric[m][b]
-		fmt.Fprintf(w, "%-18s  %-40s  %-40s  %.2fx\n", m, format(x), format(y), ratio(x, y))
+		line := []string{m}
+		for _, t := range targets {
+			line = append(line, format(byMetric[m][t]))
+		}
+		for _, q := range ratios {
+			line = append(line, fmt.Sprintf("%.2fx", rate(byMetric[m][q[0]])/rate(byMetric[m][q[1]])))
+		}
+		lines = append(lines, line)
 	}
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, line := range lines {
+		fmt.Fprintln(tw, strings.Join(line, "\t"))
+	}
+	tw.Flush()
 	if !markdown {
 		return
 	}
-	fmt.Fprintf(w, "\n| metric | %s | %s | %s / %s |\n|---|---|---|---|\n", a, b, a, b)
-	for _, m := range metrics {
-		x, y := byMetric[m][a], byMetric[m][b]
-		fmt.Fprintf(w, "| %s | %s | %s | %.2fx |\n", m, format(x), format(y), ratio(x, y))
+	fmt.Fprintln(w)
+	for i, line := range lines {
+		fmt.Fprintf(w, "| %s |\n", strings.Join(line, " | "))
+		if i == 0 {
+			fmt.Fprintf(w, "|%s\n", strings.Repeat("---|", len(line)))
+		}
 	}
 }
