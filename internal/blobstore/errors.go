@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"gocloud.dev/gcerrors"
@@ -36,7 +37,18 @@ func unavailable(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
-	if _, ok := errors.AsType[net.Error](err); ok {
+	// A network failure, not any error with a Timeout method: a local
+	// file's syscall.Errno (ENOTDIR, EACCES) has one too, and is no
+	// outage that waiting ends.
+	if _, ok := errors.AsType[*net.OpError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[*net.DNSError](err); ok {
+		return true
+	}
+	// The HTTP client's failure to send the request or read the answer (a
+	// connection closed under it, say).
+	if _, ok := errors.AsType[*url.Error](err); ok {
 		return true
 	}
 	if code := statusCode(err); code == 429 || code >= 500 {

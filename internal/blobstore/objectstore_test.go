@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -341,4 +342,17 @@ func closedAddr(t *testing.T) string {
 	addr := l.Addr().String()
 	l.Close()
 	return addr
+}
+
+// A local file's error is no outage, though its syscall.Errno has a
+// Timeout method as network errors do; a closed connection is one.
+func TestUnavailableIsTheNetworks(t *testing.T) {
+	local := &fs.PathError{Op: "stat", Path: "/srv/blobs/blobs/sha256", Err: syscall.ENOTDIR}
+	if unavailable(local) {
+		t.Errorf("%v counted as the store being unavailable", local)
+	}
+	closed := &url.Error{Op: "Put", URL: "http://127.0.0.1:1/b/k", Err: io.EOF}
+	if !unavailable(closed) {
+		t.Errorf("%v not counted as the store being unavailable", closed)
+	}
 }

@@ -98,7 +98,9 @@ func Unavailable(err error) bool {
 	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
 		return true
 	}
-	if _, ok := errors.AsType[net.Error](err); ok {
+	// A network failure; not any error with a Timeout method, which a
+	// local file's syscall.Errno has too.
+	if _, ok := errors.AsType[*net.OpError](err); ok {
 		return true
 	}
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
