@@ -134,11 +134,23 @@ func (s *stream) Read(p []byte) (int, error) {
 // way. The service's own copy of a single verified part would spare that,
 // but gocloud's Copy is S3's CopyObject, which stops at 5 GiB.
 func (s *Store) Assemble(ctx context.Context, dgst digest.Digest, parts []string, partVerified bool) error {
-	if partVerified && len(parts) == 1 && s.root != "" {
-		if err := s.renameLocal(parts[0], BlobKey(dgst)); err == nil {
-			return nil
+	if partVerified && len(parts) == 1 {
+		switch {
+		case s.root != "":
+			if err := s.renameLocal(parts[0], BlobKey(dgst)); err == nil {
+				return nil
+			}
+		case s.s3Bucket != "":
+			// S3 copies the object within the store, and the copy appears
+			// whole or not at all; the bytes cross no network twice. It
+			// refuses objects over 5 GiB, which are copied below.
+			if err := s.bucket.Copy(ctx, BlobKey(dgst), parts[0], nil); err == nil {
+				return nil
+			}
 		}
-		// Fall through to a copy; the part stays where it was.
+		// Fall through to a copy through this process; the part stays
+		// where it was. (Azure's server-side copy shows the destination
+		// blob while it is pending, so it is not used.)
 	}
 	w, err := s.NewWriter(ctx, dgst)
 	if err != nil {
