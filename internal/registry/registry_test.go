@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/internal/blobstore"
 	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/oci"
+	"github.com/sluicehq/sluice/internal/testbackend"
 	"github.com/sluicehq/sluice/internal/testclock"
 )
 
@@ -27,7 +28,12 @@ type env struct {
 	meta  *metadata.Store
 	blobs *blobstore.Store
 	reg   *Registry
+	// dsn and bucket, when set, put the stores in PostgreSQL and object
+	// storage instead of the directory.
+	dsn, bucket string
 }
+
+func TestMain(m *testing.M) { testbackend.Main(m) }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
@@ -37,16 +43,38 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// onEachBackend runs a test on the embedded stores and on the shared ones
+// (PostgreSQL and S3).
+func onEachBackend(t *testing.T, test func(t *testing.T, e *env)) {
+	t.Run("sqlite+dir", func(t *testing.T) { test(t, newEnv(t)) })
+	t.Run("postgres+s3", func(t *testing.T) {
+		e := &env{dir: t.TempDir(), clock: testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)),
+			dsn: testbackend.Postgres(t), bucket: testbackend.S3(t)}
+		e.open(t)
+		t.Cleanup(e.close)
+		test(t, e)
+	})
+}
+
 // open (re)opens the stores over the environment's directory, as a restart
 // of sluiced would.
 func (e *env) open(t *testing.T) {
 	t.Helper()
+	ctx := context.Background()
 	var err error
-	e.meta, err = metadata.OpenSQLite(context.Background(), filepath.Join(e.dir, "sluice.db"), metadata.WithClock(e.clock.Now))
+	if e.dsn != "" {
+		e.meta, err = metadata.OpenPostgres(ctx, e.dsn, metadata.WithClock(e.clock.Now))
+	} else {
+		e.meta, err = metadata.OpenSQLite(ctx, filepath.Join(e.dir, "sluice.db"), metadata.WithClock(e.clock.Now))
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.blobs, err = blobstore.OpenDir(filepath.Join(e.dir, "blobs"))
+	if e.bucket != "" {
+		e.blobs, err = blobstore.OpenURL(ctx, e.bucket)
+	} else {
+		e.blobs, err = blobstore.OpenDir(filepath.Join(e.dir, "blobs"))
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +89,17 @@ func (e *env) close() {
 		e.blobs.Close()
 		e.meta = nil
 	}
+}
+
+// partsStored reports whether the blob store holds parts of the upload.
+func (e *env) partsStored(t *testing.T, id string) bool {
+	t.Helper()
+	ids, err := e.blobs.UploadIDs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ok := ids[id]
+	return ok
 }
 
 func (e *env) objectExists(t *testing.T, d digest.Digest) bool {
@@ -87,8 +126,9 @@ func imageManifest(config, layer digest.Digest, configSize, layerSize int) []byt
 		"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%d}]}`, config, configSize, layer, layerSize))
 }
 
-func TestGarbageCollection(t *testing.T) {
-	e := newEnv(t)
+func TestGarbageCollection(t *testing.T) { onEachBackend(t, testGarbageCollection) }
+
+func testGarbageCollection(t *testing.T, e *env) {
 	ctx := context.Background()
 	cfg := put(t, e.reg, "app", []byte("config"))
 	layer := put(t, e.reg, "app", []byte("layer"))
@@ -138,9 +178,8 @@ func TestGarbageCollection(t *testing.T) {
 	if _, err := e.reg.UploadStatus(ctx, "app", u.ID); !errors.Is(err, ErrUploadUnknown) {
 		t.Errorf("stale upload still there: %v", err)
 	}
-	entries, _ := os.ReadDir(filepath.Join(e.dir, "blobs", "uploads", u.ID))
-	if len(entries) != 0 {
-		t.Errorf("stale upload left %d parts", len(entries))
+	if e.partsStored(t, u.ID) {
+		t.Errorf("stale upload left parts")
 	}
 
 	// A blob still linked in a repository is never deleted, even if
@@ -348,8 +387,9 @@ func (f *failingReader) Read(p []byte) (int, error) {
 	return k, nil
 }
 
-func TestBrokenChunkLeavesNothing(t *testing.T) {
-	e := newEnv(t)
+func TestBrokenChunkLeavesNothing(t *testing.T) { onEachBackend(t, testBrokenChunkLeavesNothing) }
+
+func testBrokenChunkLeavesNothing(t *testing.T, e *env) {
 	ctx := context.Background()
 	u, err := e.reg.StartUpload(ctx, "app", "")
 	if err != nil {
@@ -362,9 +402,8 @@ func TestBrokenChunkLeavesNothing(t *testing.T) {
 	if err != nil || st.Size != 0 {
 		t.Fatalf("upload advanced on a broken chunk: %+v %v", st, err)
 	}
-	entries, _ := os.ReadDir(filepath.Join(e.dir, "blobs", "uploads", u.ID))
-	if len(entries) != 0 {
-		t.Fatalf("broken chunk left %d files", len(entries))
+	if e.partsStored(t, u.ID) {
+		t.Fatalf("broken chunk left parts")
 	}
 	// A monolithic push that breaks leaves no blob either.
 	d := digest.FromString("whatever")
