@@ -14,13 +14,19 @@ import (
 // own database and bucket.
 func onEachBackend(t *testing.T, test func(t *testing.T, backend []string)) {
 	t.Run("embedded", func(t *testing.T) { test(t, nil) })
-	t.Run("postgres+azblob", func(t *testing.T) {
-		test(t, sharedBackend(testbackend.Postgres(t), testbackend.Azurite(t)))
-	})
-	t.Run("postgres+s3", func(t *testing.T) {
-		test(t, sharedBackend(testbackend.Postgres(t), testbackend.S3(t)))
-	})
+	for _, b := range objectStores {
+		t.Run("postgres+"+b.name, func(t *testing.T) {
+			test(t, sharedBackend(testbackend.Postgres(t), b.bucket(t)))
+		})
+	}
 }
+
+// objectStores are the object stores sluiced is tested on, each with what
+// gives a test a bucket of its own.
+var objectStores = []struct {
+	name   string
+	bucket func(testing.TB) string
+}{{"azblob", testbackend.Azurite}, {"s3", testbackend.S3}}
 
 // sharedBackend is the settings that put sluiced's metadata in the
 // PostgreSQL database dsn and its blobs in the bucket at url.

@@ -16,10 +16,7 @@ import (
 // ranges to a client that follows it; HEAD is answered by sluiced; a blob
 // the repository does not hold is refused, with no URL.
 func TestBlobRedirect(t *testing.T) {
-	for _, b := range []struct {
-		name   string
-		bucket func(testing.TB) string
-	}{{"azblob", testbackend.Azurite}, {"s3", testbackend.S3}} {
+	for _, b := range objectStores {
 		t.Run(b.name, func(t *testing.T) {
 			backend := append(sharedBackend(testbackend.Postgres(t), b.bucket(t)), "SLUICE_STORAGE_REDIRECT=true")
 			reg := startSluiced(t, t.TempDir(), backend...)

@@ -17,10 +17,7 @@ import (
 // and the running hash live in the shared stores), either reports the
 // upload's progress, and the blob one of them completes is served by both.
 func TestUploadAcrossReplicas(t *testing.T) {
-	for _, b := range []struct {
-		name   string
-		bucket func(testing.TB) string
-	}{{"azblob", testbackend.Azurite}, {"s3", testbackend.S3}} {
+	for _, b := range objectStores {
 		t.Run(b.name, func(t *testing.T) {
 			backend := sharedBackend(testbackend.Postgres(t), b.bucket(t))
 			replicas := []*ociClient{
