@@ -21,6 +21,10 @@ const (
 // that already has one queued or running; the active one is returned.
 var ErrOperationActive = errors.New("an operation is already active for this image")
 
+// AutoStreaming is the StartedBy of a conversion enqueued by a repository's
+// auto-streaming setting, when an image is pushed to it or restored in it.
+const AutoStreaming = "auto-streaming"
+
 // Operation is a durable unit of background work (a conversion, an import).
 type Operation struct {
 	ID         string
@@ -36,7 +40,10 @@ type Operation struct {
 	ErrorCode     string
 	ErrorMessage  string
 	// Result is the kind-specific output, JSON.
-	Result     string
+	Result string
+	// StartedBy names who started the operation: the admin user or token
+	// that asked for it, or AutoStreaming.
+	StartedBy  string
 	Attempts   int
 	CreatedAt  time.Time
 	StartedAt  time.Time
@@ -50,13 +57,13 @@ func (o *Operation) Active() bool {
 }
 
 const operationColumns = `id, kind, repository, digest, status, request, progress_bytes, total_bytes, details, error_code, error_message, result,
-	attempts, created_at, started_at, updated_at, finished_at`
+	started_by, attempts, created_at, started_at, updated_at, finished_at`
 
 func scanOperation(row interface{ Scan(...any) error }) (*Operation, error) {
 	o := &Operation{}
 	var created, started, updated, finished int64
 	err := row.Scan(&o.ID, &o.Kind, &o.Repository, &o.Digest, &o.Status, &o.Request, &o.ProgressBytes, &o.TotalBytes, &o.Details,
-		&o.ErrorCode, &o.ErrorMessage, &o.Result, &o.Attempts, &created, &started, &updated, &finished)
+		&o.ErrorCode, &o.ErrorMessage, &o.Result, &o.StartedBy, &o.Attempts, &created, &started, &updated, &finished)
 	if err != nil {
 		return nil, err
 	}
@@ -100,9 +107,10 @@ func (s *Store) insertOperation(ctx context.Context, tx *txn, o *Operation) erro
 	if !o.Active() {
 		finished = now
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO operations(id, kind, repository, digest, status, request, details, result, total_bytes, created_at, updated_at, finished_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		o.ID, o.Kind, o.Repository, o.Digest, o.Status, o.Request, o.Details, o.Result, o.TotalBytes, now, now, finished)
+	_, err := tx.ExecContext(ctx, `INSERT INTO operations(id, kind, repository, digest, status, request, details, result, started_by, total_bytes,
+			created_at, updated_at, finished_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		o.ID, o.Kind, o.Repository, o.Digest, o.Status, o.Request, o.Details, o.Result, o.StartedBy, o.TotalBytes, now, now, finished)
 	if err != nil {
 		return fmt.Errorf("record operation: %w", err)
 	}
@@ -317,4 +325,63 @@ func (s *Store) LatestOperation(ctx context.Context, kind, repo, dgst string) (*
 		return nil, fmt.Errorf("operation for %s@%s: %w", repo, dgst, ErrNotFound)
 	}
 	return o, err
+}
+
+// OperationFilter selects the operations a listing shows; an empty field
+// selects every value.
+type OperationFilter struct {
+	Status     string
+	Kind       string
+	Repository string
+}
+
+// ListOperations lists the operations f selects, newest first (by creation,
+// then by id), those after the operation last when it is set, at most n
+// (n < 0: all), and whether more follow. A last that is no operation is
+// ErrNotFound.
+func (s *Store) ListOperations(ctx context.Context, f OperationFilter, last string, n int) ([]*Operation, bool, error) {
+	query := `SELECT ` + operationColumns + ` FROM operations WHERE 1 = 1`
+	var args []any
+	for _, c := range []struct{ column, value string }{{"status", f.Status}, {"kind", f.Kind}, {"repository", f.Repository}} {
+		if c.value != "" {
+			query += ` AND ` + c.column + ` = ?`
+			args = append(args, c.value)
+		}
+	}
+	if last != "" {
+		var created int64
+		err := s.read.QueryRowContext(ctx, `SELECT created_at FROM operations WHERE id = ?`, last).Scan(&created)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, false, fmt.Errorf("operation %s: %w", last, ErrNotFound)
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		query += ` AND (created_at < ? OR (created_at = ? AND id < ?))`
+		args = append(args, created, created, last)
+	}
+	limit := n + 1
+	if n < 0 {
+		limit = -1
+	}
+	rows, err := s.read.QueryContext(ctx, query+` ORDER BY created_at DESC, id DESC LIMIT ?`, append(args, sqlLimit(limit))...)
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	out := []*Operation{}
+	for rows.Next() {
+		o, err := scanOperation(rows)
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, err
+	}
+	if n >= 0 && len(out) > n {
+		return out[:n], true, nil
+	}
+	return out, false, nil
 }

@@ -166,7 +166,7 @@ var manifestCases = []testCase{
 		h.ok(h.s.PutManifest(h.ctx, m, []string{"v2"}, conversionOf("second", m)))
 		op, err := h.s.ActiveOperation(h.ctx, kindConversion, "auto", m.Digest)
 		h.ok(err)
-		if op.ID != "first" || op.Status != metadata.StatusNotStarted {
+		if op.ID != "first" || op.Status != metadata.StatusNotStarted || op.StartedBy != metadata.AutoStreaming {
 			h.t.Fatalf("enqueued: %+v", op)
 		}
 		_, err = h.s.GetOperation(h.ctx, "second")

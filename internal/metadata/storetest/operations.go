@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/metadata"
@@ -14,7 +15,8 @@ const (
 
 // conversionOf is a queued conversion of m, with id.
 func conversionOf(id string, m *metadata.Manifest) *metadata.Operation {
-	return &metadata.Operation{ID: id, Kind: kindConversion, Repository: m.Repository, Digest: m.Digest, Request: `{"r":1}`, Details: "queued"}
+	return &metadata.Operation{ID: id, Kind: kindConversion, Repository: m.Repository, Digest: m.Digest, Request: `{"r":1}`, Details: "queued",
+		StartedBy: metadata.AutoStreaming}
 }
 
 // enqueue records a queued operation of kind for an image.
@@ -214,5 +216,86 @@ var operationCases = []testCase{
 		if got, _ := h.s.GetConvertedLayer(h.ctx, "src", "v1"); got.Digest != "again" || got.Size != 10 {
 			h.t.Fatalf("replaced converted layer: %+v", got)
 		}
+	}},
+	{"an operation keeps who started it", func(h *harness) {
+		op, err := h.s.CreateOperation(h.ctx, &metadata.Operation{ID: "a", Kind: kindConversion, Repository: "app", Digest: "d", StartedBy: "ci-bot"})
+		h.ok(err)
+		if op.StartedBy != "ci-bot" {
+			h.t.Fatalf("created: started by %q", op.StartedBy)
+		}
+		claimed := h.claim(kindConversion, "w")
+		_, err = h.s.FinishOperation(h.ctx, "a", "w", metadata.Operation{Status: metadata.StatusFailed, ErrorCode: "E"})
+		h.ok(err)
+		finished, err := h.s.GetOperation(h.ctx, "a")
+		h.ok(err)
+		if claimed.StartedBy != "ci-bot" || finished.StartedBy != "ci-bot" {
+			h.t.Fatalf("started by %q when claimed, %q when finished", claimed.StartedBy, finished.StartedBy)
+		}
+		h.enqueue("b", kindConversion, "app", "d2")
+		if op, _ := h.s.GetOperation(h.ctx, "b"); op.StartedBy != "" {
+			h.t.Fatalf("an operation nobody was named for: started by %q", op.StartedBy)
+		}
+	}},
+	{"operations are listed newest first, filtered and in pages", func(h *harness) {
+		ops, more, err := h.s.ListOperations(h.ctx, metadata.OperationFilter{}, "", 10)
+		h.ok(err)
+		if len(ops) != 0 || more || ops == nil {
+			h.t.Fatalf("empty store: %v, more %v", ops, more)
+		}
+		h.enqueue("1", kindConversion, "app", "d1")
+		h.clock.Advance(time.Second)
+		h.enqueue("2", kindImport, "lib/base", "src")
+		h.clock.Advance(time.Second)
+		// 3 and 4 are created at once: the id breaks the tie.
+		h.enqueue("3", kindConversion, "app", "d2")
+		h.enqueue("4", kindConversion, "lib/base", "d3")
+		h.claim(kindConversion, "w") // 1, the oldest
+		_, err = h.s.FinishOperation(h.ctx, "1", "w", metadata.Operation{Status: metadata.StatusFailed})
+		h.ok(err)
+		_, err = h.s.CancelOperation(h.ctx, "4")
+		h.ok(err)
+		h.clock.Advance(time.Second)
+		h.enqueue("5", kindConversion, "app", "d1")
+
+		ids := func(f metadata.OperationFilter, last string, n int) string {
+			h.t.Helper()
+			ops, more, err := h.s.ListOperations(h.ctx, f, last, n)
+			h.ok(err)
+			var b strings.Builder
+			for _, op := range ops {
+				b.WriteString(op.ID)
+			}
+			if more {
+				b.WriteString("+")
+			}
+			return b.String()
+		}
+		for _, tc := range []struct {
+			f       metadata.OperationFilter
+			last    string
+			n       int
+			want    string
+			explain string
+		}{
+			{metadata.OperationFilter{}, "", -1, "54321", "all, newest first"},
+			{metadata.OperationFilter{}, "", 2, "54+", "a first page"},
+			{metadata.OperationFilter{}, "4", 2, "32+", "the page after 4, created with 3"},
+			{metadata.OperationFilter{}, "2", 2, "1", "the last page"},
+			{metadata.OperationFilter{}, "", 5, "54321", "a page of exactly all"},
+			{metadata.OperationFilter{}, "", 0, "+", "an empty page"},
+			{metadata.OperationFilter{Repository: "app"}, "", -1, "531", "of a repository"},
+			{metadata.OperationFilter{Repository: "app"}, "5", 1, "3+", "of a repository, after 5"},
+			{metadata.OperationFilter{Status: metadata.StatusNotStarted}, "", -1, "532", "queued"},
+			{metadata.OperationFilter{Status: metadata.StatusFailed}, "", -1, "1", "failed"},
+			{metadata.OperationFilter{Status: metadata.StatusCanceled, Repository: "lib/base"}, "", -1, "4", "canceled, of a repository"},
+			{metadata.OperationFilter{Kind: kindImport}, "", -1, "2", "imports"},
+			{metadata.OperationFilter{Repository: "none"}, "", -1, "", "of a repository without any"},
+		} {
+			if got := ids(tc.f, tc.last, tc.n); got != tc.want {
+				h.t.Errorf("%s: %q, want %q", tc.explain, got, tc.want)
+			}
+		}
+		_, _, err = h.s.ListOperations(h.ctx, metadata.OperationFilter{}, "nope", 10)
+		h.is(err, metadata.ErrNotFound, "a page after an operation that does not exist")
 	}},
 }
