@@ -73,7 +73,10 @@ func newRootCommand() *cobra.Command {
 from the queue in the metadata store. Start several, on this machine or others
 sharing the same stores, to convert more images at once.`,
 		Example: `  # Two more workers beside a sluiced serving ./data
-  SLUICE_STREAMING_WORKERS=2 sluiced worker --data ./data`,
+  SLUICE_STREAMING_WORKERS=2 sluiced worker --data ./data
+
+  # A worker on the shared backends, with /healthz, /readyz and /metrics on :9090
+  sluiced worker --config /etc/sluice/sluiced.yaml --listen :9090`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runWorker(cmd, &wf) },
 	}
@@ -227,11 +230,22 @@ func runWorker(cmd *cobra.Command, f *serveFlags) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cfg.Streaming.Workers < 1 {
+		return errors.New("streaming.workers is 0: a worker needs at least 1 (SLUICE_STREAMING_WORKERS)")
+	}
+	// Probes and metrics only where --listen says: the worker's default
+	// address would be the registry's.
+	var ln net.Listener
+	if cmd.Flags().Changed("listen") {
+		if ln, err = listen(cfg.Listen); err != nil {
+			return err
+		}
+		defer ln.Close()
+	}
 	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	srv.RunWorkers(ctx)
-	return nil
+	return srv.RunWorkers(ctx, ln)
 }

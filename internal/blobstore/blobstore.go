@@ -14,6 +14,7 @@
 package blobstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -112,6 +113,26 @@ func OpenURL(ctx context.Context, rawURL string) (*Store, error) {
 		s.s3Bucket = u.Host
 	}
 	return s, nil
+}
+
+// Ping checks that the store answers and its bucket is there, for a
+// readiness probe.
+func (s *Store) Ping(ctx context.Context) error {
+	if s.root != "" {
+		// The file driver answers true whatever the directory's state.
+		if fi, err := os.Stat(s.root); err != nil || !fi.IsDir() {
+			return fmt.Errorf("blob directory %s: %w", s.root, cmp.Or(err, errors.New("not a directory")))
+		}
+		return nil
+	}
+	ok, err := s.bucket.IsAccessible(ctx)
+	if err != nil {
+		return storeErr("blob store", err)
+	}
+	if !ok {
+		return errors.New("blob store: the bucket is not there")
+	}
+	return nil
 }
 
 // Close releases the bucket.

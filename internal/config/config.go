@@ -35,22 +35,28 @@ type Config struct {
 	// AdminPassword sets the admin's password (SLUICE_ADMIN_PASSWORD);
 	// without one, a password is generated on first start and printed
 	// once.
-	AdminPassword string     `yaml:"adminPassword"`
-	Auth          Auth       `yaml:"auth"`
-	TLS           TLS        `yaml:"tls"`
-	Storage       Storage    `yaml:"storage"`
-	Database      Database   `yaml:"database"`
-	GC            GC         `yaml:"gc"`
-	Log           Log        `yaml:"log"`
-	Streaming     Streaming  `yaml:"streaming"`
-	SoftDelete    SoftDelete `yaml:"softDelete"`
-	Usage         Usage      `yaml:"usage"`
+	AdminPassword string `yaml:"adminPassword"`
+	// DrainDelay is how long, after SIGTERM, sluiced keeps serving while
+	// /readyz already fails, so that a load balancer stops sending it
+	// requests before it stops taking them; then in-flight requests
+	// finish and it exits.
+	DrainDelay Duration   `yaml:"drainDelay"`
+	Auth       Auth       `yaml:"auth"`
+	TLS        TLS        `yaml:"tls"`
+	Storage    Storage    `yaml:"storage"`
+	Database   Database   `yaml:"database"`
+	GC         GC         `yaml:"gc"`
+	Log        Log        `yaml:"log"`
+	Streaming  Streaming  `yaml:"streaming"`
+	SoftDelete SoftDelete `yaml:"softDelete"`
+	Usage      Usage      `yaml:"usage"`
 }
 
 // Streaming tunes artifact streaming conversions.
 type Streaming struct {
 	// Workers is how many conversions (and imports) one process runs at
-	// once.
+	// once; 0 makes a serving replica only queue them, for `sluiced
+	// worker` processes to run.
 	Workers int `yaml:"workers"`
 	// Lease is how long a worker holds an operation without a heartbeat:
 	// after a crash, its operations resume once their lease runs out.
@@ -239,8 +245,11 @@ func (c *Config) Validate() error {
 	if c.Streaming.Lease < Duration(2*time.Second) {
 		return fmt.Errorf("streaming.lease %s: at least 2s", c.Streaming.Lease.Std())
 	}
-	if c.Streaming.Workers < 1 {
-		return fmt.Errorf("streaming.workers %d: at least 1", c.Streaming.Workers)
+	if c.Streaming.Workers < 0 {
+		return fmt.Errorf("streaming.workers %d: 0 or more", c.Streaming.Workers)
+	}
+	if c.DrainDelay < 0 {
+		return errors.New("drainDelay must not be negative")
 	}
 	if c.SoftDelete.RetentionDays < 1 || c.SoftDelete.RetentionDays > 90 {
 		return fmt.Errorf("softDelete.retentionDays %d: between 1 and 90", c.SoftDelete.RetentionDays)

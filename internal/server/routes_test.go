@@ -51,7 +51,7 @@ func TestEveryRouteRefusesWhoLacksItsPermission(t *testing.T) {
 	// The only routes anyone may use, and those that need only an
 	// identity: a route added to these lists is a decision, not an
 	// accident.
-	public := map[string]bool{"GET /v2": true, "GET /acr/v1/_keys": true, "GET /healthz": true,
+	public := map[string]bool{"GET /v2": true, "GET /acr/v1/_keys": true, "GET /healthz": true, "GET /readyz": true,
 		"GET /oauth2/token": true, "POST /oauth2/token": true, "POST /oauth2/exchange": true}
 	identityOnly := map[string]bool{"GET /v2/": true, "POST /acr/v1/_import": true,
 		"GET /acr/v1/_operations/{id}": true, "POST /acr/v1/_operations/{id}:cancel": true}

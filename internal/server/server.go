@@ -13,8 +13,10 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluicehq/sluice/internal/api/distribution"
@@ -44,6 +46,10 @@ type Server struct {
 	Auth    *auth.Service
 	handler http.Handler
 	apis    []*route.API
+	// promReg holds the process's metrics.
+	promReg *prometheus.Registry
+	// draining is set once a shutdown began: /readyz fails from then on.
+	draining atomic.Bool
 }
 
 // New opens the stores and builds the services and handlers.
@@ -117,8 +123,8 @@ func OpenStores(ctx context.Context, cfg config.Config) (*metadata.Store, *blobs
 // request, then the request metrics and access log, the gate (when
 // authentication is on) and the route's handler, each reading the match.
 func (s *Server) routes() http.Handler {
-	promReg := promreg.New("sluiced")
-	metrics := newHTTPMetrics(promReg)
+	s.promReg = promreg.New("sluiced")
+	metrics := newHTTPMetrics(s.promReg)
 
 	apis := []*route.API{distribution.New(s.Registry, s.log).API()}
 	apis = append(apis, mgmt.New(s.Registry, s.Conversion, s.Auth, mgmt.Options{IncludedStorage: s.cfg.Usage.IncludedStorage, Keys: s.Keys}, s.log).APIs()...)
@@ -126,11 +132,12 @@ func (s *Server) routes() http.Handler {
 	if s.Auth != nil {
 		apis = append(apis, token.New(s.Auth, topts, s.log).API())
 	}
-	metricsHandler := promhttp.HandlerFor(promReg, promhttp.HandlerOpts{})
+	metricsHandler := promhttp.HandlerFor(s.promReg, promhttp.HandlerOpts{})
 	apis = append(apis, (&route.API{
 		Prefix: "",
 		Routes: []route.Route{
 			{Method: "GET", Pattern: "/healthz", Name: "healthz", Handle: s.healthz},
+			{Method: "GET", Pattern: "/readyz", Name: "readyz", Handle: s.readyz},
 			{Method: "GET", Pattern: "/metrics", Name: "metrics", Need: route.Registry(auth.Admin),
 				Handle: func(w http.ResponseWriter, r *http.Request, _ route.Params) error {
 					metricsHandler.ServeHTTP(w, r)
@@ -161,16 +168,37 @@ func plainError(w http.ResponseWriter, r *http.Request, err error) {
 	http.NotFound(w, r)
 }
 
-// healthz answers 200 when the metadata database answers.
-func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ route.Params) error {
+// healthz answers 200 while the process serves: liveness, which a
+// database or object store outage does not change (restarting sluiced
+// would not end it).
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ route.Params) error {
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("ok\n"))
+	return nil
+}
+
+// readyz answers 200 when this process should get requests: it is not
+// draining, and its metadata database and blob store answer. A load
+// balancer sends requests elsewhere while it fails.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ route.Params) error {
+	if s.draining.Load() {
+		http.Error(w, "draining: shutting down", http.StatusServiceUnavailable)
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if _, _, err := s.meta.ListRepositories(ctx, "", 0); err != nil {
+		s.log.Warn("not ready: the metadata database does not answer", "err", err)
 		http.Error(w, "metadata database unavailable", http.StatusServiceUnavailable)
 		return nil
 	}
+	if err := s.blobs.Ping(ctx); err != nil {
+		s.log.Warn("not ready: the blob store does not answer", "err", err)
+		http.Error(w, "blob store unavailable", http.StatusServiceUnavailable)
+		return nil
+	}
 	w.Header().Set("Content-Type", "text/plain")
-	_, _ = w.Write([]byte("ok\n"))
+	_, _ = w.Write([]byte("ready\n"))
 	return nil
 }
 
@@ -191,15 +219,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	var wg sync.WaitGroup
 	bgCtx, stopBackground := context.WithCancel(ctx)
-	wg.Add(2)
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		s.Registry.RunGC(bgCtx)
 	}()
-	go func() {
-		defer wg.Done()
-		s.Conversion.Run(bgCtx)
-	}()
+	// With streaming.workers 0 this replica only queues conversions, for
+	// `sluiced worker` processes to run.
+	if s.cfg.Streaming.Workers > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Conversion.Run(bgCtx)
+		}()
+	}
 	errc := make(chan error, 1)
 	scheme := "http"
 	if s.cfg.TLS.Cert != "" {
@@ -214,6 +247,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
+		s.drain()
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err = srv.Shutdown(shutdownCtx)
 		cancel()
@@ -226,11 +260,61 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
+// drain fails /readyz from now on and waits the configured drain delay,
+// serving meanwhile, so that load balancers stop sending requests before
+// the listener closes.
+func (s *Server) drain() {
+	s.draining.Store(true)
+	if d := s.cfg.DrainDelay.Std(); d > 0 {
+		s.log.Info("draining: /readyz fails; still serving for the drain delay", "delay", d)
+		time.Sleep(d)
+	}
+	s.log.Info("shutting down: no new requests, waiting for those in flight")
+}
+
 // RunWorkers runs only the conversion workers until ctx ends: the body of
-// `sluiced worker`, for scaling conversions out.
-func (s *Server) RunWorkers(ctx context.Context) {
+// `sluiced worker`, for scaling conversions out. With ln, it serves there
+// /healthz, /readyz and /metrics (without authentication: give it an
+// address only the cluster reaches).
+func (s *Server) RunWorkers(ctx context.Context, ln net.Listener) error {
 	s.log.Info("sluiced worker running", "workers", s.cfg.Streaming.Workers, "data", s.cfg.Data)
-	s.Conversion.Run(ctx)
+	if ln == nil {
+		s.Conversion.Run(ctx)
+		return nil
+	}
+	mux := http.NewServeMux()
+	probe := func(h func(http.ResponseWriter, *http.Request, route.Params) error) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) { _ = h(w, r, nil) }
+	}
+	mux.Handle("GET /healthz", probe(s.healthz))
+	mux.Handle("GET /readyz", probe(s.readyz))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.promReg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("worker probes and metrics", "address", ln.Addr().String())
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	done := make(chan struct{})
+	go func() {
+		s.Conversion.Run(runCtx)
+		close(done)
+	}()
+	var err error
+	select {
+	case err = <-errc:
+		stopRun()
+	case <-ctx.Done():
+		s.draining.Store(true)
+	}
+	<-done
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdownCtx)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
 }
 
 // Close releases the stores.

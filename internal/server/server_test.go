@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -64,5 +66,54 @@ func TestHealthAndMetrics(t *testing.T) {
 	}
 	if code, _ := get("/nothing"); code != 404 {
 		t.Errorf("unknown path: %d", code)
+	}
+}
+
+// /readyz answers 200 while the stores answer and the process is not
+// draining, and 503 otherwise; /healthz (liveness) stays 200 throughout.
+func TestReadiness(t *testing.T) {
+	cfg := config.Default()
+	cfg.Data = t.TempDir()
+	cfg.Auth.Enabled = false
+	srv, err := New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/readyz"); code != 200 {
+		t.Fatalf("readyz: %d %q", code, body)
+	}
+	// The blob directory gone: not ready, but alive.
+	blobs := filepath.Join(cfg.Data, "blobs")
+	if err := os.Rename(blobs, blobs+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "blob store") {
+		t.Errorf("readyz without the blob store: %d %q", code, body)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("healthz without the blob store: %d", code)
+	}
+	if err := os.Rename(blobs+".away", blobs); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get("/readyz"); code != 200 {
+		t.Fatalf("readyz with the blob store back: %d %q", code, body)
+	}
+	srv.drain()
+	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "draining") {
+		t.Errorf("readyz while draining: %d %q", code, body)
 	}
 }

@@ -185,8 +185,14 @@ func TestObjectStoreUnreachable(t *testing.T) {
 	if err != nil || h.status != http.StatusServiceUnavailable || h.header.Get("Retry-After") == "" {
 		t.Errorf("monolithic push while the store is unreachable: %d, Retry-After %q (%v)", h.status, h.header.Get("Retry-After"), err)
 	}
+	if code := getStatus(t, reg.url("/readyz")); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while the store is unreachable: %d, want 503", code)
+	}
 	time.Sleep(time.Until(cutAt.Add(10 * time.Second)))
 	proxy.cut(false)
+	if code := getStatus(t, reg.url("/readyz")); code != http.StatusOK {
+		t.Errorf("/readyz once the store answers again: %d, want 200", code)
+	}
 
 	if _, _, err := oc.do(ctx, http.MethodHead, "/v2/e2e/outage/blobs/"+digest.FromBytes(during).String(), nil, nil, http.StatusNotFound); err != nil {
 		t.Errorf("the push refused during the outage left a blob: %v", err)
@@ -290,4 +296,15 @@ func (p *cutProxy) cut(down bool) {
 		}
 		p.open = map[net.Conn]bool{}
 	}
+}
+
+// getStatus GETs url and returns the answer's status.
+func getStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

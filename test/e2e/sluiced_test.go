@@ -90,7 +90,7 @@ func (s *sluiced) readLog(stderr io.Reader, addrc chan<- string) {
 			continue
 		}
 		var entry struct{ Msg, Address string }
-		if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "sluiced serving" && entry.Address != "" {
+		if json.Unmarshal([]byte(line), &entry) == nil && (entry.Msg == "sluiced serving" || entry.Msg == "worker probes and metrics") && entry.Address != "" {
 			addrc <- entry.Address
 			sent = true
 		}

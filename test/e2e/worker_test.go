@@ -1,0 +1,50 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/testbackend"
+)
+
+// TestWorkerTakesQueuedConversions runs a serving replica that only
+// queues conversions (streaming.workers 0) and a `sluiced worker` beside
+// it on PostgreSQL and S3: a conversion started through the replica waits
+// until the worker starts, then the worker runs it to Succeeded. The
+// worker serves its probes and metrics on --listen.
+func TestWorkerTakesQueuedConversions(t *testing.T) {
+	data := t.TempDir()
+	backend := append(sharedBackend(testbackend.Postgres(t), testbackend.S3(t)), "SLUICE_STREAMING_LEASE=3s")
+	reg := startSluiced(t, data, append(backend, "SLUICE_STREAMING_WORKERS=0")...)
+	oc := newOCIClient(t, reg.addr)
+	const repo = "e2e/worker"
+	oc.pushImage(t, repo, "v1", newTestImage(t, newRand(t), 1<<10, 200<<10))
+	loc, _ := oc.startConversion(t, repo, "v1")
+	time.Sleep(3 * time.Second)
+	if op, err := oc.getOperation(context.Background(), loc); err != nil || op.Status != "NotStarted" {
+		t.Fatalf("with no worker the conversion is %v (%v), want NotStarted", op, err)
+	}
+
+	cmd := exec.Command(sluicedBin, "worker", "--listen", "127.0.0.1:0", "--data", data)
+	cmd.SysProcAttr = dieWithTest()
+	cmd.Env = append(append(os.Environ(), "SLUICE_LOG_FORMAT=json"), backend...)
+	worker := runSluiced(t, cmd)
+	oc.waitSucceeded(t, loc, 2*time.Minute)
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": "go_goroutines"} {
+		resp, err := http.Get(worker.url(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), want) {
+			t.Errorf("worker %s: %d %.200q, want 200 with %q", path, resp.StatusCode, b, want)
+		}
+	}
+}
