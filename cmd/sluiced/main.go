@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/config"
+	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/server"
 )
 
@@ -90,9 +91,9 @@ tokens and streaming artifacts are signed with. The old key signs an
 endorsement of the new one, so nodes that pinned the old key trust the new
 one without being told. Tokens signed with older keys stay valid until they
 expire, and artifacts signed with them stay trusted while their keys are
-published (every key in the directory is). Replicas sharing the data
-directory pick the new key up when they first see something signed with it,
-and sign with it after a restart.`,
+published (every key is). Replicas sharing the data directory, or on
+PostgreSQL the database, where their keys then are, pick the new key up when
+they first see something signed with it, and sign with it after a restart.`,
 		Example: `  sluiced rotate-keys --data /var/lib/sluice`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -100,17 +101,30 @@ and sign with it after a restart.`,
 			if err != nil {
 				return err
 			}
-			// Only the key directory: opening the registry would migrate
-			// its database and, on a fresh one, create the admin user.
 			if err := cfg.ResolvePaths(); err != nil {
 				return err
 			}
-			if _, err := os.Stat(cfg.Data); err != nil {
-				return fmt.Errorf("data directory %s: %w (rotate-keys works on the data directory of a registry that has run)", cfg.Data, err)
-			}
-			keys, err := auth.OpenKeyRing(cfg.KeyDir())
-			if err != nil {
-				return fmt.Errorf("signing keys in %s: %w", cfg.KeyDir(), err)
+			var keys *auth.KeyRing
+			if cfg.Database.Driver == "postgres" {
+				// The replicas' keys are in the database.
+				meta, err := metadata.OpenPostgres(cmd.Context(), cfg.Database.DSN)
+				if err != nil {
+					return err
+				}
+				defer meta.Close()
+				if keys, err = server.OpenKeys(cmd.Context(), cfg, meta); err != nil {
+					return err
+				}
+			} else {
+				// Only the key directory: opening the registry would
+				// migrate its database and, on a fresh one, create the
+				// admin user.
+				if _, err := os.Stat(cfg.Data); err != nil {
+					return fmt.Errorf("data directory %s: %w (rotate-keys works on the data directory of a registry that has run)", cfg.Data, err)
+				}
+				if keys, err = auth.OpenKeyRing(cfg.KeyDir()); err != nil {
+					return fmt.Errorf("signing keys in %s: %w", cfg.KeyDir(), err)
+				}
 			}
 			kid, err := keys.Rotate()
 			if err != nil {

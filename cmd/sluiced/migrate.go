@@ -73,6 +73,13 @@ PostgreSQL password out of the file); OLD.yaml is read as it is.`,
 			if err != nil {
 				return fmt.Errorf("copy signing keys: %w", err)
 			}
+			// On PostgreSQL the replicas share the keys through the
+			// database, which takes those copied now (unless it has keys).
+			if dst.Database.Driver == "postgres" {
+				if _, err := server.OpenKeys(ctx, dst, dstMeta); err != nil {
+					return err
+				}
+			}
 			var rows int64
 			for _, n := range rep.Rows {
 				rows += n

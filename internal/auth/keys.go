@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
@@ -9,22 +10,26 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/sluicehq/sluice/internal/atomicfile"
+	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/trust"
 )
 
-// KeyRing holds the registry's signing keys, kept as PEM files in a
-// directory shared by every replica. The current key signs access tokens
-// and streaming artifacts; all of them verify, and all are published, so a
-// rotation invalidates neither tokens already issued nor artifacts already
-// signed. A key made by a rotation is endorsed by the key it replaces
-// (<kid>.endorsement beside <kid>.pem), so nodes that trusted the old key
-// trust the new one too.
+// KeyRing holds the registry's signing keys. The current key signs access
+// tokens and streaming artifacts; all of them verify, and all are
+// published, so a rotation invalidates neither tokens already issued nor
+// artifacts already signed. A key made by a rotation is endorsed by the key
+// it replaces, so nodes that trusted the old key trust the new one too.
+//
+// The keys live in a directory (PEM files, one registry or replicas
+// sharing the directory) or, for replicas on several machines, in the
+// metadata database (OpenSharedKeyRing).
 type KeyRing struct {
-	dir string
+	storage keyStorage
 
 	mu           sync.RWMutex
 	current      string
@@ -36,13 +41,77 @@ type KeyRing struct {
 	public trust.KeySet
 }
 
+// keyStorage is where a key ring keeps its keys.
+type keyStorage interface {
+	// load returns every key, by id, with its endorsement (PEM), and the
+	// current key's id ("" for none).
+	load() (keys map[string][]byte, endorsements map[string]string, current string, err error)
+	// add stores a key and its endorsement and makes it current.
+	add(kid string, keyPEM []byte, endorsement string) error
+}
+
 // OpenKeyRing loads the keys of dir, generating the first one if there is
 // none.
 func OpenKeyRing(dir string) (*KeyRing, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create key directory: %w", err)
 	}
-	k := &KeyRing{dir: dir}
+	return openKeyRing(keyDir(dir))
+}
+
+// KeyStore keeps signing keys in the metadata database.
+type KeyStore interface {
+	SigningKeys(ctx context.Context) ([]metadata.SigningKey, error)
+	AddSigningKey(ctx context.Context, k metadata.SigningKey) error
+}
+
+// OpenSharedKeyRing loads the keys kept in the metadata database, which
+// every replica shares, generating the first one if there is none. A
+// database without keys first takes those of importDir, if it has any (a
+// registry that kept them in its data directory before), the current one
+// staying current.
+func OpenSharedKeyRing(ctx context.Context, store KeyStore, importDir string) (*KeyRing, error) {
+	db := &dbKeys{store: store}
+	have, err := store.SigningKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read signing keys: %w", err)
+	}
+	if len(have) == 0 && importDir != "" {
+		if err := importKeys(keyDir(importDir), db); err != nil {
+			return nil, fmt.Errorf("import the signing keys of %s: %w", importDir, err)
+		}
+	}
+	return openKeyRing(db)
+}
+
+func importKeys(from keyDir, to *dbKeys) error {
+	if _, err := os.Stat(string(from)); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	keys, endorsements, current, err := from.load()
+	if err != nil {
+		return err
+	}
+	ids := make([]string, 0, len(keys))
+	for kid := range keys {
+		if kid != current {
+			ids = append(ids, kid)
+		}
+	}
+	sort.Strings(ids)
+	if current != "" {
+		ids = append(ids, current) // added last, so current
+	}
+	for _, kid := range ids {
+		if err := to.add(kid, keys[kid], endorsements[kid]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func openKeyRing(storage keyStorage) (*KeyRing, error) {
+	k := &KeyRing{storage: storage}
 	if err := k.load(); err != nil {
 		return nil, err
 	}
@@ -55,41 +124,24 @@ func OpenKeyRing(dir string) (*KeyRing, error) {
 }
 
 func (k *KeyRing) load() error {
-	entries, err := os.ReadDir(k.dir)
+	pems, endorsements, current, err := k.storage.load()
 	if err != nil {
 		return err
 	}
-	keys := map[string]*ecdsa.PrivateKey{}
-	endorsements := map[string]string{}
-	for _, e := range entries {
-		if kid, ok := strings.CutSuffix(e.Name(), ".endorsement"); ok {
-			b, err := os.ReadFile(filepath.Join(k.dir, e.Name()))
-			if err != nil {
-				return err
-			}
-			endorsements[kid] = strings.TrimSpace(string(b))
-			continue
-		}
-		kid, ok := strings.CutSuffix(e.Name(), ".pem")
-		if !ok {
-			continue
-		}
-		key, err := trust.ReadPrivateKey(filepath.Join(k.dir, e.Name()))
+	keys := make(map[string]*ecdsa.PrivateKey, len(pems))
+	for kid, b := range pems {
+		key, err := trust.ParsePrivateKey(b)
 		if err != nil {
-			return fmt.Errorf("key %s: %w", e.Name(), err)
+			return fmt.Errorf("key %s: %w", kid, err)
 		}
 		keys[kid] = key
-	}
-	current, err := os.ReadFile(filepath.Join(k.dir, "current"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.keys = keys
 	k.endorsements = endorsements
 	k.public = publicHalves(keys)
-	k.current = strings.TrimSpace(string(current))
+	k.current = current
 	if _, ok := keys[k.current]; !ok {
 		k.current = ""
 	}
@@ -107,22 +159,13 @@ func (k *KeyRing) Rotate() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// The endorsement is written before the key: a key published
-	// without its endorsement would look, to nodes, like a key set
-	// replaced by a stranger.
 	var endorsement string
 	if prevKid, prev := k.signing(); prev != nil {
 		if endorsement, err = trust.Endorse(prev, prevKid, &key.PublicKey); err != nil {
 			return "", err
 		}
-		if err := atomicfile.WriteFile(filepath.Join(k.dir, kid+".endorsement"), []byte(endorsement+"\n"), 0o644); err != nil {
-			return "", err
-		}
 	}
-	if err := atomicfile.WriteFile(filepath.Join(k.dir, kid+".pem"), keyPEM, 0o600); err != nil {
-		return "", err
-	}
-	if err := atomicfile.WriteFile(filepath.Join(k.dir, "current"), []byte(kid+"\n"), 0o600); err != nil {
+	if err := k.storage.add(kid, keyPEM, endorsement); err != nil {
 		return "", err
 	}
 	k.mu.Lock()
@@ -139,6 +182,96 @@ func (k *KeyRing) Rotate() (string, error) {
 	return kid, nil
 }
 
+// keyDir keeps keys as files: <kid>.pem, <kid>.endorsement beside it, and
+// "current" naming the current key.
+type keyDir string
+
+func (d keyDir) load() (map[string][]byte, map[string]string, string, error) {
+	entries, err := os.ReadDir(string(d))
+	if err != nil {
+		return nil, nil, "", err
+	}
+	keys := map[string][]byte{}
+	endorsements := map[string]string{}
+	for _, e := range entries {
+		if kid, ok := strings.CutSuffix(e.Name(), ".endorsement"); ok {
+			b, err := os.ReadFile(filepath.Join(string(d), e.Name()))
+			if err != nil {
+				return nil, nil, "", err
+			}
+			endorsements[kid] = strings.TrimSpace(string(b))
+			continue
+		}
+		kid, ok := strings.CutSuffix(e.Name(), ".pem")
+		if !ok {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(string(d), e.Name()))
+		if err != nil {
+			return nil, nil, "", err
+		}
+		keys[kid] = b
+	}
+	current, err := os.ReadFile(filepath.Join(string(d), "current"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, "", err
+	}
+	return keys, endorsements, strings.TrimSpace(string(current)), nil
+}
+
+func (d keyDir) add(kid string, keyPEM []byte, endorsement string) error {
+	// The endorsement is written before the key: a key published
+	// without its endorsement would look, to nodes, like a key set
+	// replaced by a stranger.
+	if endorsement != "" {
+		if err := atomicfile.WriteFile(filepath.Join(string(d), kid+".endorsement"), []byte(endorsement+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := atomicfile.WriteFile(filepath.Join(string(d), kid+".pem"), keyPEM, 0o600); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(filepath.Join(string(d), "current"), []byte(kid+"\n"), 0o600)
+}
+
+// dbKeys keeps keys in the metadata database. A key and its endorsement
+// are one row, written with the change of current key in one transaction.
+type dbKeys struct{ store KeyStore }
+
+// keyStoreTimeout bounds a read or write of the keys in the database.
+const keyStoreTimeout = 10 * time.Second
+
+func (d *dbKeys) load() (map[string][]byte, map[string]string, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), keyStoreTimeout)
+	defer cancel()
+	rows, err := d.store.SigningKeys(ctx)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("read signing keys: %w", err)
+	}
+	keys := make(map[string][]byte, len(rows))
+	endorsements := map[string]string{}
+	current := ""
+	for _, r := range rows {
+		keys[r.ID] = r.PrivateKeyPEM
+		if r.Endorsement != "" {
+			endorsements[r.ID] = r.Endorsement
+		}
+		if r.Current {
+			current = r.ID
+		}
+	}
+	return keys, endorsements, current, nil
+}
+
+func (d *dbKeys) add(kid string, keyPEM []byte, endorsement string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), keyStoreTimeout)
+	defer cancel()
+	if err := d.store.AddSigningKey(ctx, metadata.SigningKey{ID: kid, PrivateKeyPEM: keyPEM, Endorsement: endorsement}); err != nil {
+		return fmt.Errorf("store signing key %s: %w", kid, err)
+	}
+	return nil
+}
+
 // signing returns the current key and its id.
 func (k *KeyRing) signing() (string, *ecdsa.PrivateKey) {
 	k.mu.RLock()
@@ -146,8 +279,8 @@ func (k *KeyRing) signing() (string, *ecdsa.PrivateKey) {
 	return k.current, k.keys[k.current]
 }
 
-// verifying returns the public key of a key id, reloading the directory
-// once when the id is unknown (another replica may have rotated).
+// verifying returns the public key of a key id, reloading the keys once
+// when the id is unknown (another replica may have rotated).
 func (k *KeyRing) verifying(kid string) (*ecdsa.PublicKey, error) {
 	k.mu.RLock()
 	key := k.keys[kid]

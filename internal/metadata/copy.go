@@ -12,7 +12,7 @@ import (
 var copiedTables = []string{
 	"repositories", "blobs", "repository_blobs", "manifests", "manifest_references", "tags",
 	"deleted_tags", "deleted_repositories", "operations", "converted_layers",
-	"users", "scope_maps", "tokens", "token_passwords", "startup_profiles",
+	"users", "scope_maps", "tokens", "token_passwords", "startup_profiles", "signing_keys",
 }
 
 // copyBatch is how many rows go into the destination per transaction.

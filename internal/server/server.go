@@ -68,11 +68,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		SoftDelete:    cfg.SoftDelete.Retention(),
 		Redirect:      cfg.Storage.Redirect,
 	}, log)
-	keys, err := auth.OpenKeyRing(cfg.KeyDir())
+	keys, err := OpenKeys(ctx, cfg, meta)
 	if err != nil {
 		meta.Close()
 		blobs.Close()
-		return nil, fmt.Errorf("signing keys in %s: %w", cfg.KeyDir(), err)
+		return nil, err
 	}
 	conv := conversion.New(reg, meta, conversion.Options{Workers: cfg.Streaming.Workers, Lease: cfg.Streaming.Lease.Std(), Signer: keys}, log)
 	s := &Server{cfg: cfg, log: log, meta: meta, blobs: blobs, Registry: reg, Conversion: conv, Keys: keys}
@@ -117,6 +117,24 @@ func OpenStores(ctx context.Context, cfg config.Config) (*metadata.Store, *blobs
 		return nil, nil, err
 	}
 	return meta, blobs, nil
+}
+
+// OpenKeys opens the signing keys: in the data directory for the embedded
+// SQLite, in the metadata database (shared by every replica) for
+// PostgreSQL, which takes at first those of the data directory.
+func OpenKeys(ctx context.Context, cfg config.Config, meta *metadata.Store) (*auth.KeyRing, error) {
+	if cfg.Database.Driver == "postgres" {
+		keys, err := auth.OpenSharedKeyRing(ctx, meta, cfg.KeyDir())
+		if err != nil {
+			return nil, fmt.Errorf("signing keys in the metadata database: %w", err)
+		}
+		return keys, nil
+	}
+	keys, err := auth.OpenKeyRing(cfg.KeyDir())
+	if err != nil {
+		return nil, fmt.Errorf("signing keys in %s: %w", cfg.KeyDir(), err)
+	}
+	return keys, nil
 }
 
 // routes is the HTTP edge: every API's route table, matched once per

@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"net/url"
 	"testing"
 
@@ -66,4 +68,44 @@ func pathOf(t *testing.T, loc string) string {
 		t.Fatal(err)
 	}
 	return u.RequestURI()
+}
+
+// TestTokensAcrossReplicas runs two replicas with authentication on the
+// same PostgreSQL and bucket but data directories of their own: the
+// signing keys are shared through the database, so a token one replica
+// issued is accepted by the other, as is a streaming artifact's
+// signature; both publish the same keys.
+func TestTokensAcrossReplicas(t *testing.T) {
+	backend := append(sharedBackend(testbackend.Postgres(t), testbackend.S3(t)),
+		"SLUICE_AUTH_ENABLED=true", "SLUICE_ADMIN_PASSWORD="+authAdminPassword,
+		// Reached at two addresses here, where a load balancer would give
+		// them one: the token audience is the cluster's name.
+		"SLUICE_AUTH_SERVICE=registry.e2e")
+	a := startSluiced(t, t.TempDir(), backend...)
+	b := startSluiced(t, t.TempDir(), backend...)
+	admin := credential{user: "admin", password: authAdminPassword}
+	token := bearerToken(t, a.addr, admin, "repository:e2e/replicas:pull,push")
+	req, _ := http.NewRequest(http.MethodGet, b.url("/v2/e2e/replicas/tags/list"), nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// 404: the repository does not exist; the token was accepted.
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a token from one replica on the other: %s, want 404 NAME_UNKNOWN", resp.Status)
+	}
+	keysOf := func(s *sluiced) string {
+		resp, err := http.Get(s.url("/acr/v1/_keys"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	if ka, kb := keysOf(a), keysOf(b); ka != kb {
+		t.Errorf("the replicas publish different keys:\n%s\n%s", ka, kb)
+	}
 }

@@ -33,6 +33,7 @@ type Store interface {
 	registry.Store
 	conversion.Store
 	auth.IdentityStore
+	auth.KeyStore
 }
 
 // Open opens an empty store whose clock is now. The suite closes nothing:
@@ -55,6 +56,7 @@ func Run(t *testing.T, open Open) {
 		{"GC", gcCases},
 		{"Operations", operationCases},
 		{"Identities", identityCases},
+		{"SigningKeys", keyCases},
 		{"Races", raceCases},
 	}
 	for _, g := range groups {
