@@ -26,7 +26,7 @@ func TestConvertImage(t *testing.T) {
 	l1, l2 := makeLayer(t, 1, 20, 30000), makeLayer(t, 2, 5, 200000)
 	img := e.pushImage("app", "v1", "linux", "arm64", l1, l2)
 
-	op, err := e.conv.Start(ctx, "app", img.Digest)
+	op, err := e.conv.Start(ctx, "app", img.Digest, "admin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestConvertImage(t *testing.T) {
 	}
 
 	// Asking again neither converts again nor makes a second artifact.
-	again, err := e.conv.Start(ctx, "app", img.Digest)
+	again, err := e.conv.Start(ctx, "app", img.Digest, "admin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,10 +102,10 @@ func TestConvertImage(t *testing.T) {
 		t.Fatalf("%d streaming referrers after a second start", n)
 	}
 	// A streaming artifact cannot be converted.
-	if _, err := e.conv.Start(ctx, "app", refs[0].Digest); !isCode(err, CodeUnsupportedArtifact) {
+	if _, err := e.conv.Start(ctx, "app", refs[0].Digest, "admin"); !isCode(err, CodeUnsupportedArtifact) {
 		t.Fatalf("converting a streaming artifact: %v", err)
 	}
-	if _, err := e.conv.Start(ctx, "app", digest.FromString("missing")); !isCode(err, CodeResourceNotFound) {
+	if _, err := e.conv.Start(ctx, "app", digest.FromString("missing"), "admin"); !isCode(err, CodeResourceNotFound) {
 		t.Fatalf("converting a missing image: %v", err)
 	}
 	if _, err := e.conv.Active(ctx, "app", img.Digest); !isCode(err, CodeOperationUnknown) {
@@ -128,7 +128,7 @@ func TestSharedLayersAreConvertedOnce(t *testing.T) {
 		repo string
 		d    ocispec.Descriptor
 	}{{"one", a}, {"two", b}} {
-		op, err := e.conv.Start(ctx, img.repo, img.d.Digest)
+		op, err := e.conv.Start(ctx, img.repo, img.d.Digest, "admin")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -219,7 +219,7 @@ func TestIndexConversion(t *testing.T) {
 	win.Platform = &ocispec.Platform{OS: "windows", Architecture: "amd64"}
 	idx := e.putManifest("multi", "latest", ocispec.MediaTypeImageIndex, ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{amd, arm, win}})
-	op, err := e.conv.Start(ctx, "multi", idx.Digest)
+	op, err := e.conv.Start(ctx, "multi", idx.Digest, "admin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func TestIndexConversion(t *testing.T) {
 
 	onlyWin := e.putManifest("multi", "win", ocispec.MediaTypeImageIndex, ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{win}})
-	op, err = e.conv.Start(ctx, "multi", onlyWin.Digest)
+	op, err = e.conv.Start(ctx, "multi", onlyWin.Digest, "admin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestConversionFailures(t *testing.T) {
 		{"corrupt layer", broken, CodeImageNotRunnable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			op, err := e.conv.Start(ctx, "bad", tc.d.Digest)
+			op, err := e.conv.Start(ctx, "bad", tc.d.Digest, "admin")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -318,7 +318,7 @@ func TestCancelRemovesPartialBlobs(t *testing.T) {
 	img := e.pushImage("cancel", "v1", "linux", "amd64", small, big)
 	before := storedIn(t, e, "cancel")
 
-	op, err := e.conv.Start(ctx, "cancel", img.Digest)
+	op, err := e.conv.Start(ctx, "cancel", img.Digest, "admin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +373,7 @@ func TestOperationResumesAfterCrash(t *testing.T) {
 	e := newEnv(t, false)
 	ctx := context.Background()
 	img := e.pushImage("crash", "v1", "linux", "amd64", makeLayer(t, 14, 5, 10000))
-	op, err := e.conv.Start(ctx, "crash", img.Digest)
+	op, err := e.conv.Start(ctx, "crash", img.Digest, "admin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +397,7 @@ func TestDeleteTakesStreamingArtifacts(t *testing.T) {
 	e := newEnv(t, true)
 	ctx := context.Background()
 	img := e.pushImage("del", "v1", "linux", "amd64", makeLayer(t, 15, 2, 1000))
-	op, _ := e.conv.Start(ctx, "del", img.Digest)
+	op, _ := e.conv.Start(ctx, "del", img.Digest, "admin")
 	e.wait("del", op.ID)
 	refs := e.streamingReferrers("del", img.Digest)
 	if err := e.reg.DeleteManifest(ctx, "del", oci.Reference{Digest: img.Digest.String()}); err != nil {
@@ -406,7 +406,7 @@ func TestDeleteTakesStreamingArtifacts(t *testing.T) {
 	if _, err := e.reg.GetManifest(ctx, "del", oci.Reference{Digest: refs[0].Digest.String()}, false); err == nil {
 		t.Fatal("streaming artifact survived its image")
 	}
-	if _, err := e.conv.Start(ctx, "del", img.Digest); !isCode(err, CodeResourceNotFound) {
+	if _, err := e.conv.Start(ctx, "del", img.Digest, "admin"); !isCode(err, CodeResourceNotFound) {
 		t.Fatalf("converting a deleted image: %v", err)
 	}
 }
@@ -442,7 +442,7 @@ func TestConversionSignsWhatItMakes(t *testing.T) {
 	e := newEnv(t, true)
 	ctx := context.Background()
 	img := e.pushImage("signed", "v1", "linux", "amd64", makeLayer(t, 21, 3, 5000))
-	op, _ := e.conv.Start(ctx, "signed", img.Digest)
+	op, _ := e.conv.Start(ctx, "signed", img.Digest, "admin")
 	if got := e.wait("signed", op.ID); got.Status != metadata.StatusSucceeded {
 		t.Fatalf("conversion %s: %s", got.Status, got.ErrorMessage)
 	}
@@ -458,7 +458,7 @@ func TestConversionSignsWhatItMakes(t *testing.T) {
 	if err := e.reg.DeleteArtifact(ctx, "signed", sigs[0].Digest); err != nil {
 		t.Fatal(err)
 	}
-	again, err := e.conv.Start(ctx, "signed", img.Digest)
+	again, err := e.conv.Start(ctx, "signed", img.Digest, "admin")
 	if err != nil || again.Status == metadata.StatusSucceeded {
 		t.Fatalf("start on an unsigned artifact: %v, %s (want a new conversion)", err, again.Status)
 	}
@@ -488,7 +488,7 @@ func TestDeleteStopsTheRunningConversion(t *testing.T) {
 	e.conv.sourceHook = func(r io.Reader) io.Reader { return &slowReader{r: r, delay: 2 * time.Millisecond} }
 	// 40 MiB read 32 KiB per 2 ms: the conversion alone takes seconds.
 	img := e.pushImage("gone", "v1", "linux", "amd64", makeLayer(t, 31, 40, 1<<20))
-	op, err := e.conv.Start(ctx, "gone", img.Digest)
+	op, err := e.conv.Start(ctx, "gone", img.Digest, "admin")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ const (
 	CodeTagAlreadyExists       = "TAG_ALREADY_EXISTS"
 	CodeImportSourceFailed     = "IMPORT_SOURCE_FAILED"
 	CodeInvalidImportRequest   = "INVALID_REQUEST"
+	CodeOperationNotRetryable  = "OPERATION_NOT_RETRYABLE"
 	messageUnsupportedMedia    = "Allowed: OCI manifest/index v1, Docker v2 manifest/list v2"
 	messageUnsupportedArtifact = "Streaming artifacts can't be converted again"
 )

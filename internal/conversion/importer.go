@@ -66,14 +66,20 @@ type storedImport struct {
 // credentials of imports in flight, by operation id.
 var importCredentials sync.Map
 
-// StartImport validates an import request and enqueues its operation. With
-// NoForce, an existing target tag fails the request before anything is
-// copied.
-func (s *Service) StartImport(ctx context.Context, req *ImportRequest) (*metadata.Operation, error) {
+// StartImport validates an import request and enqueues its operation,
+// started by startedBy. With NoForce, an existing target tag fails the
+// request before anything is copied.
+func (s *Service) StartImport(ctx context.Context, req *ImportRequest, startedBy string) (*metadata.Operation, error) {
 	st, err := parseImport(req)
 	if err != nil {
 		return nil, err
 	}
+	return s.enqueueImport(ctx, st, req.Source.Credentials, startedBy)
+}
+
+// enqueueImport enqueues the import st, once its NoForce targets are
+// checked; creds, when set, are kept in memory for its worker.
+func (s *Service) enqueueImport(ctx context.Context, st *storedImport, creds *ImportCredentials, startedBy string) (*metadata.Operation, error) {
 	if !st.Force {
 		for _, t := range st.Targets {
 			for _, tag := range t.Tags {
@@ -88,9 +94,9 @@ func (s *Service) StartImport(ctx context.Context, req *ImportRequest) (*metadat
 		return nil, err
 	}
 	op := &metadata.Operation{ID: uuid.NewString(), Kind: KindImport, Repository: st.Targets[0].Repository,
-		Digest: st.RegistryURI + "/" + st.SourceImage, Request: string(body), Details: "Import queued"}
-	if req.Source.Credentials != nil {
-		importCredentials.Store(op.ID, *req.Source.Credentials)
+		Digest: st.RegistryURI + "/" + st.SourceImage, Request: string(body), Details: "Import queued", StartedBy: startedBy}
+	if creds != nil {
+		importCredentials.Store(op.ID, *creds)
 	}
 	got, err := s.store.CreateOperation(ctx, op)
 	if err != nil && !errors.Is(err, metadata.ErrOperationActive) {
@@ -99,6 +105,20 @@ func (s *Service) StartImport(ctx context.Context, req *ImportRequest) (*metadat
 	}
 	s.Enqueued()
 	return got, nil
+}
+
+// ImportTargets are the repositories an import operation writes to, read
+// from its stored request.
+func ImportTargets(op *metadata.Operation) ([]string, error) {
+	var st storedImport
+	if err := json.Unmarshal([]byte(op.Request), &st); err != nil {
+		return nil, fmt.Errorf("import %s: stored request: %w", op.ID, err)
+	}
+	repos := make([]string, len(st.Targets))
+	for i, t := range st.Targets {
+		repos[i] = t.Repository
+	}
+	return repos, nil
 }
 
 func parseImport(req *ImportRequest) (*storedImport, error) {

@@ -132,7 +132,9 @@ func (s *Service) OperationFor(repo string, dgst digest.Digest, m *oci.Manifest)
 	if !convertible(m) {
 		return nil
 	}
-	return newConversion(repo, dgst, metadata.StatusNotStarted, "Conversion queued for resource "+repo+"@"+dgst.String())
+	op := newConversion(repo, dgst, metadata.StatusNotStarted, "Conversion queued for resource "+repo+"@"+dgst.String())
+	op.StartedBy = metadata.AutoStreaming
+	return op
 }
 
 // convertible reports whether an auto-streaming repository converts m.
@@ -173,13 +175,13 @@ func (s *Service) Deleted(ctx context.Context, repo string, digests []string) {
 	}
 }
 
-// Start starts a conversion of the image repo@dgst, or returns the one
-// already queued or running. An image that already has a streaming artifact
+// Start starts a conversion of the image repo@dgst for startedBy, or
+// returns the one already queued or running. An image that already has a streaming artifact
 // signed by the registry is not converted again: its operation is recorded
 // as succeeded at once. One with only unsigned artifacts (pushed by hand,
 // or made before artifacts were signed) is converted: conversion is
 // deterministic, so it adds the signature to the artifact it would make.
-func (s *Service) Start(ctx context.Context, repo string, dgst digest.Digest) (*metadata.Operation, error) {
+func (s *Service) Start(ctx context.Context, repo string, dgst digest.Digest, startedBy string) (*metadata.Operation, error) {
 	m, err := s.reg.GetManifest(ctx, repo, oci.Reference{Digest: dgst.String()}, false)
 	if errors.Is(err, registry.ErrManifestUnknown) {
 		return nil, errorf(CodeResourceNotFound, "image %s@%s not found", repo, dgst)
@@ -187,11 +189,11 @@ func (s *Service) Start(ctx context.Context, repo string, dgst digest.Digest) (*
 	if err != nil {
 		return nil, err
 	}
-	return s.start(ctx, repo, m)
+	return s.start(ctx, repo, m, startedBy)
 }
 
 // start is Start for the manifest m, read already.
-func (s *Service) start(ctx context.Context, repo string, m *registry.Manifest) (*metadata.Operation, error) {
+func (s *Service) start(ctx context.Context, repo string, m *registry.Manifest, startedBy string) (*metadata.Operation, error) {
 	dgst := m.Digest
 	if m.ArtifactType == streaming.ArtifactType {
 		return nil, errorf(CodeUnsupportedArtifact, messageUnsupportedArtifact)
@@ -207,6 +209,7 @@ func (s *Service) start(ctx context.Context, repo string, m *registry.Manifest) 
 		return nil, err
 	}
 	op := newConversion(repo, dgst, metadata.StatusNotStarted, "Conversion queued for resource "+repo+"@"+dgst.String())
+	op.StartedBy = startedBy
 	if len(existing) > 0 {
 		op.Status = metadata.StatusSucceeded
 		op.Details = fmt.Sprintf("%s@%s already has a streaming artifact (%s); not converted again", repo, dgst, existing[0].Digest)
@@ -278,8 +281,9 @@ type Skipped struct {
 // StartExisting starts the conversion of every image a tag of repo points
 // at, once per image, as Start does (an image already streaming succeeds at
 // once); what cannot be converted (an artifact, a streaming artifact, a
-// Windows image) is skipped, with why.
-func (s *Service) StartExisting(ctx context.Context, repo string) ([]*metadata.Operation, []Skipped, error) {
+// Windows image) is skipped, with why. The conversions are started by
+// startedBy.
+func (s *Service) StartExisting(ctx context.Context, repo, startedBy string) ([]*metadata.Operation, []Skipped, error) {
 	var ops []*metadata.Operation
 	var skipped []Skipped
 	seen := map[digest.Digest]bool{}
@@ -304,7 +308,7 @@ func (s *Service) StartExisting(ctx context.Context, repo string) ([]*metadata.O
 				skipped = append(skipped, Skipped{Tag: tag, Digest: m.Digest.String(), Reason: "not a runnable image (an artifact or a referrer)"})
 				continue
 			}
-			op, err := s.start(ctx, repo, m)
+			op, err := s.start(ctx, repo, m, startedBy)
 			if e, ok := codeOf(err); ok {
 				skipped = append(skipped, Skipped{Tag: tag, Digest: m.Digest.String(), Reason: e.Code + ": " + e.Message})
 				continue

@@ -27,6 +27,9 @@ type Queue interface {
 	GetOperation(ctx context.Context, id string) (*metadata.Operation, error)
 	ActiveOperation(ctx context.Context, kind, repo, dgst string) (*metadata.Operation, error)
 	LatestOperation(ctx context.Context, kind, repo, dgst string) (*metadata.Operation, error)
+	// ListOperations lists operations newest first, after the operation
+	// last, at most n, and whether more follow.
+	ListOperations(ctx context.Context, f metadata.OperationFilter, last string, n int) ([]*metadata.Operation, bool, error)
 	ClaimOperation(ctx context.Context, kind, owner string, lease time.Duration) (*metadata.Operation, error)
 	// Heartbeat returns the operation's status as stored; anything but
 	// Running tells the worker to stop.

@@ -96,6 +96,7 @@ func (h *Handler) APIs() []*route.API {
 			rt("GET", "/acr/v1/_keys", "acr_keys", nil, h.keys),
 			// Imports check push on their targets themselves.
 			rt("POST", "/acr/v1/_import", "acr_import", route.Authenticated, h.startImport),
+			rt("GET", "/acr/v1/_operations", "acr_operations", operationsNeed, h.listOperations),
 			rt("GET", "/acr/v1/_operations/{id}", "acr_operations", route.Authenticated, h.getOperation),
 			rt("POST", "/acr/v1/_operations/{id}:cancel", "acr_operations", route.Authenticated, h.cancelOperation),
 			rt("GET", "/acr/v1/_deleted/_catalog", "acr_deleted", admin, h.deletedRepositories),
@@ -129,6 +130,8 @@ func (h *Handler) APIs() []*route.API {
 			rt("POST", settings+"/{ref}", "acr_repository_streaming", write, h.startConversion),
 			rt("GET", operation, "acr_repository_operations", read, h.getOperation),
 			rt("POST", operation+":cancel", "acr_repository_operations", write, h.cancelOperation),
+			rt("POST", operation+":retry", "acr_repository_operations", write, h.retryOperation),
+			rt("GET", repo+"/_operations", "acr_repository_operations", read, h.listOperations),
 			// Nodes hold pull-only tokens: reading and giving a startup
 			// profile needs pull, nothing more.
 			rt("GET", profile, "acr_repository_profiles", pull, h.getProfile),
@@ -194,12 +197,13 @@ var (
 // conversionStatus gives the coded errors of the conversion service their
 // HTTP status.
 var conversionStatus = map[string]int{
-	conversion.CodeResourceNotFound:     http.StatusNotFound,
-	conversion.CodeOperationUnknown:     http.StatusNotFound,
-	conversion.CodeTagAlreadyExists:     http.StatusConflict,
-	conversion.CodeUnsupportedArtifact:  http.StatusBadRequest,
-	conversion.CodeUnsupportedMediaType: http.StatusBadRequest,
-	conversion.CodeInvalidImportRequest: http.StatusBadRequest,
+	conversion.CodeResourceNotFound:      http.StatusNotFound,
+	conversion.CodeOperationUnknown:      http.StatusNotFound,
+	conversion.CodeTagAlreadyExists:      http.StatusConflict,
+	conversion.CodeUnsupportedArtifact:   http.StatusBadRequest,
+	conversion.CodeUnsupportedMediaType:  http.StatusBadRequest,
+	conversion.CodeInvalidImportRequest:  http.StatusBadRequest,
+	conversion.CodeOperationNotRetryable: http.StatusConflict,
 }
 
 // writeError answers err in the management API's error body: a refusal

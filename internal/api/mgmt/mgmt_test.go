@@ -304,8 +304,22 @@ func TestImport(t *testing.T) {
 	// A source that does not exist fails the operation with a clear code.
 	bad := strings.Replace(strings.Replace(req, "library/base:1.0", "library/none:1.0", 1), "NoForce", "Force", 1)
 	r = tr.expect("POST", "/acr/v1/_import", bad, 202)
-	if got := tr.waitOperation(r.header.Get("Operation-Location")); got["status"] != "Failed" || got["error"].(map[string]any)["code"] != "IMPORT_SOURCE_FAILED" {
+	failed := r.header.Get("Operation-Location")
+	if got := tr.waitOperation(failed); got["status"] != "Failed" || got["error"].(map[string]any)["code"] != "IMPORT_SOURCE_FAILED" {
 		t.Fatalf("import of a missing image: %v", got)
+	}
+	// Once the source has it, the failed import is retried as it was asked,
+	// through its first target.
+	source.pushImage("library/none", "1.0", 8)
+	r = tr.expect("POST", strings.Replace(failed, "/acr/v1/", "/acr/v1/imported/", 1)+":retry", "", 202)
+	if got := tr.waitOperation(r.header.Get("Operation-Location")); got["status"] != "Succeeded" || got["resource"] != between(bad, `"registryUri":"`, `"`)+"/library/none:1.0" {
+		t.Fatalf("retried import: %v", got)
+	}
+	if got := operationIDs(t, tr.expect("GET", "/acr/v1/_operations?kind=Import&status=Succeeded", "", 200)); len(got) != 3 {
+		t.Fatalf("succeeded imports: %v", got)
+	}
+	if r := tr.expect("GET", "/acr/v1/imported/_operations?kind=ArtifactStreamingConversion", "", 200); !strings.Contains(r.body, `"startedBy":"auto-streaming"`) {
+		t.Fatalf("conversion of an imported image: %s", r.body)
 	}
 }
 

@@ -71,7 +71,7 @@ func (h *Handler) setStreaming(w http.ResponseWriter, r *http.Request, p route.P
 	}
 	out := settingsJSON(repo.Streaming)
 	if body.ConvertExistingImages {
-		ops, skipped, err := h.conv.StartExisting(ctx, p[pRepo])
+		ops, skipped, err := h.conv.StartExisting(ctx, p[pRepo], callerName(ctx))
 		if err != nil {
 			return err
 		}
@@ -110,7 +110,7 @@ func (h *Handler) startConversion(w http.ResponseWriter, r *http.Request, p rout
 	if err != nil {
 		return err
 	}
-	op, err := h.conv.Start(r.Context(), p[pRepo], dgst)
+	op, err := h.conv.Start(r.Context(), p[pRepo], dgst, callerName(r.Context()))
 	if err != nil {
 		return err
 	}
@@ -127,107 +127,6 @@ func (h *Handler) conversionSubject(r *http.Request, p route.Params) (digest.Dig
 	return dgst, err
 }
 
-func operationLocation(op *metadata.Operation) string {
-	if op.Kind == conversion.KindImport {
-		return "/acr/v1/_operations/" + op.ID
-	}
-	return "/acr/v1/" + op.Repository + "/_operations/" + op.ID
-}
-
-func setOperationHeaders(w http.ResponseWriter, op *metadata.Operation) {
-	loc := operationLocation(op)
-	w.Header().Set("Location", loc)
-	w.Header().Set("Operation-Location", loc)
-	w.Header().Set("Operation-Id", op.ID)
-}
-
-// operationJSON is an operation as the managed service shows it.
-func operationJSON(op *metadata.Operation, namePrefix string) map[string]any {
-	out := map[string]any{
-		"id":       op.ID,
-		"name":     namePrefix + op.Kind,
-		"resource": op.Repository + "@" + op.Digest,
-		"status":   op.Status,
-		"progress": progressPercent(op),
-		"details":  op.Details,
-	}
-	if op.Kind == conversion.KindImport {
-		out["resource"] = op.Digest
-		out["target"] = op.Repository
-	}
-	start := op.StartedAt
-	if start.IsZero() {
-		start = op.CreatedAt
-	}
-	out["startTime"] = timestamp(start)
-	if !op.FinishedAt.IsZero() {
-		out["endTime"] = timestamp(op.FinishedAt)
-	}
-	if op.TotalBytes > 0 {
-		out["progressBytes"] = op.ProgressBytes
-		out["totalBytes"] = op.TotalBytes
-	}
-	if op.Status == metadata.StatusFailed {
-		out["error"] = map[string]string{"code": op.ErrorCode, "message": op.ErrorMessage}
-	}
-	if op.Result != "" {
-		out["result"] = rawJSON(op.Result)
-	}
-	return out
-}
-
-type rawJSON string
-
-func (r rawJSON) MarshalJSON() ([]byte, error) { return []byte(r), nil }
-
-func progressPercent(op *metadata.Operation) string {
-	switch {
-	case op.Status == metadata.StatusSucceeded:
-		return "100%"
-	case op.TotalBytes <= 0:
-		return "0%"
-	}
-	pct := op.ProgressBytes * 100 / op.TotalBytes
-	if pct > 99 && op.Active() {
-		pct = 99
-	}
-	return fmt.Sprintf("%d%%", pct)
-}
-
-// getOperation answers an operation: of a repository, or (without one)
-// a registry-level import, visible to whoever may write its target.
-func (h *Handler) getOperation(w http.ResponseWriter, r *http.Request, p route.Params) error {
-	op, err := h.operation(r, p)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, operationJSON(op, ""))
-}
-
-// cancelOperation cancels an operation, found as getOperation finds it.
-func (h *Handler) cancelOperation(w http.ResponseWriter, r *http.Request, p route.Params) error {
-	op, err := h.operation(r, p)
-	if err != nil {
-		return err
-	}
-	op, err = h.conv.Cancel(r.Context(), op)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, operationJSON(op, "Cancel: "))
-}
-
-// operation finds the operation a request names: a repository's, or a
-// registry-level import the caller may push to the target of.
-func (h *Handler) operation(r *http.Request, p route.Params) (*metadata.Operation, error) {
-	ctx := r.Context()
-	op, err := h.conv.Get(ctx, p[pRepo], p[pID])
-	if err == nil && p[pRepo] == "" && !auth.CallerFrom(ctx).Can(op.Repository, auth.ActionPush) {
-		err = &conversion.Error{Code: conversion.CodeOperationUnknown, Message: "operation " + p[pID] + " not found"}
-	}
-	return op, err
-}
-
 func (h *Handler) startImport(w http.ResponseWriter, r *http.Request, _ route.Params) error {
 	var req conversion.ImportRequest
 	if err := readJSON(r, &req); err != nil {
@@ -242,7 +141,7 @@ func (h *Handler) startImport(w http.ResponseWriter, r *http.Request, _ route.Pa
 	if missing := auth.Shortfall(caller, need); len(missing) > 0 {
 		return &auth.DeniedError{Caller: caller, Missing: missing}
 	}
-	op, err := h.conv.StartImport(r.Context(), &req)
+	op, err := h.conv.StartImport(r.Context(), &req, callerName(r.Context()))
 	if err != nil {
 		return err
 	}

@@ -64,8 +64,17 @@ func Page(q url.Values, def, max int) (n int, last string, err error) {
 // NextLink points the client at the next page, as the distribution spec's
 // Link header does.
 func NextLink(w http.ResponseWriter, path string, n int, last string) {
-	q := url.Values{"n": {strconv.Itoa(n)}, "last": {last}}
-	w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, path, q.Encode()))
+	NextLinkQuery(w, path, nil, n, last)
+}
+
+// NextLinkQuery is NextLink for a listing whose filters (q) the next page
+// keeps.
+func NextLinkQuery(w http.ResponseWriter, path string, q url.Values, n int, last string) {
+	next := url.Values{"n": {strconv.Itoa(n)}, "last": {last}}
+	for k, v := range q {
+		next[k] = v
+	}
+	w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, path, next.Encode()))
 }
 
 // Names answers a page of names as {key: [...]} (with the fields of
