@@ -110,7 +110,7 @@ func (s *Service) GenerateCredentials(ctx context.Context, name string, names []
 			return nil, err
 		}
 	}
-	s.flushCache()
+	s.identitiesChanged(ctx)
 	info, err := s.GetToken(ctx, name)
 	if err != nil {
 		return nil, err
@@ -160,7 +160,7 @@ func (s *Service) UpdateToken(ctx context.Context, name string, scopeMap *string
 	if err := s.meta.UpdateToken(ctx, name, scopeMap, enabled); err != nil {
 		return nil, err
 	}
-	s.flushCache()
+	s.identitiesChanged(ctx)
 	return s.GetToken(ctx, name)
 }
 
@@ -169,7 +169,7 @@ func (s *Service) DeleteToken(ctx context.Context, name string) error {
 	if err := s.meta.DeleteToken(ctx, name); err != nil {
 		return err
 	}
-	s.flushCache()
+	s.identitiesChanged(ctx)
 	return nil
 }
 
@@ -229,7 +229,7 @@ func (s *Service) UpdateScopeMap(ctx context.Context, name string, add, remove [
 	if err := s.meta.PutScopeMap(ctx, m, true); err != nil {
 		return nil, err
 	}
-	s.flushCache()
+	s.identitiesChanged(ctx)
 	return s.GetScopeMap(ctx, name)
 }
 

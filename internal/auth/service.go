@@ -110,6 +110,13 @@ func NewService(ctx context.Context, meta IdentityStore, opts Options, log *slog
 		}
 	}
 	s := &Service{meta: meta, keys: keys, opts: opts, log: log, limiter: newFailLimiter(opts.FailedLoginBurst, opts.FailedLoginRefill), cache: map[[32]byte]cachedLogin{}}
+	if feed, ok := meta.(changeFeed); ok {
+		feed.Subscribe(ctx, func(topic string) {
+			if topic == identitiesTopic || topic == "" {
+				s.dropLogins()
+			}
+		})
+	}
 	for name, actions := range BuiltinScopeMaps {
 		if err := meta.PutScopeMap(ctx, &metadata.ScopeMap{Name: name, Description: "Built-in scope map", Actions: actions, Builtin: true}, true); err != nil {
 			return nil, fmt.Errorf("install built-in scope maps: %w", err)
@@ -149,8 +156,11 @@ func (s *Service) setAdminPassword(ctx context.Context, pw string) error {
 	if err != nil {
 		return err
 	}
-	s.flushCache()
-	return s.meta.SetUser(ctx, s.opts.AdminUser, string(hash))
+	if err := s.meta.SetUser(ctx, s.opts.AdminUser, string(hash)); err != nil {
+		return err
+	}
+	s.identitiesChanged(ctx)
+	return nil
 }
 
 // generatePassword returns 32 random bytes, URL-safe base64.
@@ -245,7 +255,30 @@ func (s *Service) tokenIdentity(ctx context.Context, tok *metadata.Token) (*Iden
 	return &Identity{Kind: TokenUser, Name: tok.Name, grants: grants}, nil
 }
 
-func (s *Service) flushCache() {
+// identitiesTopic is the change notice of users, tokens and scope maps.
+const identitiesTopic = "identities"
+
+// changeFeed is how processes sharing a database (replicas on PostgreSQL)
+// tell each other of changes; the metadata store is one.
+type changeFeed interface {
+	Notify(ctx context.Context, topic string) error
+	Subscribe(ctx context.Context, fn func(topic string))
+}
+
+// identitiesChanged drops the logins remembered here and tells the other
+// processes sharing the database to drop theirs: a token disabled,
+// deleted or given other rights, or a password changed, takes effect on
+// every replica at once.
+func (s *Service) identitiesChanged(ctx context.Context) {
+	s.dropLogins()
+	if feed, ok := s.meta.(changeFeed); ok {
+		if err := feed.Notify(ctx, identitiesTopic); err != nil {
+			s.log.Warn("could not tell the other replicas that identities changed; they notice within the login cache's lifetime", "err", err, "ttl", loginCacheTTL)
+		}
+	}
+}
+
+func (s *Service) dropLogins() {
 	s.mu.Lock()
 	s.cache = map[[32]byte]cachedLogin{}
 	s.mu.Unlock()

@@ -32,6 +32,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts ...Option) (*Store, erro
 	db.SetMaxIdleConns(32)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	s := newStore(&pool{db: db, d: postgres}, db, postgres, opts)
+	s.pgConfig = cfg
 	where := fmt.Sprintf("%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/jackc/pgx/v5"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
@@ -55,6 +56,9 @@ type Store struct {
 	now     func() time.Time
 	// payloads caches manifest payloads by digest (GetManifest).
 	payloads *lru.Cache[string, []byte]
+	// pgConfig is the connection's configuration on PostgreSQL, for the
+	// connection that listens for changes (Subscribe).
+	pgConfig *pgx.ConnConfig
 }
 
 // newStore is a store of dialect d over the pools read and write.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -107,5 +108,37 @@ func TestTokensAcrossReplicas(t *testing.T) {
 	}
 	if ka, kb := keysOf(a), keysOf(b); ka != kb {
 		t.Errorf("the replicas publish different keys:\n%s\n%s", ka, kb)
+	}
+}
+
+// TestTokenDisabledAcrossReplicas disables a token through one replica
+// while another has just accepted its password (and remembers it): the
+// other refuses it within a second, told by the database.
+func TestTokenDisabledAcrossReplicas(t *testing.T) {
+	backend := append(sharedBackend(testbackend.Postgres(t), testbackend.S3(t)),
+		"SLUICE_AUTH_ENABLED=true", "SLUICE_ADMIN_PASSWORD="+authAdminPassword)
+	a := startSluiced(t, t.TempDir(), backend...)
+	b := startSluiced(t, t.TempDir(), backend...)
+	admin := newOCIClient(t, a.addr).as("admin", authAdminPassword)
+	cred := createToken(t, admin, "ci-puller", "_repositories_pull")
+	onB := newOCIClient(t, b.addr).as(cred.user, cred.password)
+	ctx := context.Background()
+	if _, _, err := onB.do(ctx, http.MethodGet, "/v2/", nil, nil, http.StatusOK); err != nil {
+		t.Fatalf("the token's password on the other replica: %v", err)
+	}
+	if _, err := admin.mgmt(ctx, http.MethodPatch, "/acr/v1/_tokens/ci-puller", map[string]string{"status": "disabled"}, http.StatusOK, nil); err != nil {
+		t.Fatal(err)
+	}
+	disabled := time.Now()
+	for {
+		_, _, err := onB.do(ctx, http.MethodGet, "/v2/", nil, nil, http.StatusUnauthorized)
+		if err == nil {
+			t.Logf("refused by the other replica %v after the disable", time.Since(disabled).Round(time.Millisecond))
+			return
+		}
+		if time.Since(disabled) > time.Second {
+			t.Fatalf("the other replica still accepts the disabled token after a second: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
