@@ -23,6 +23,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/oci"
@@ -55,6 +56,9 @@ type Options struct {
 	Streaming streaming.Options
 	// Signer signs every streaming artifact the service makes (required).
 	Signer Signer
+	// Metrics, if set, takes the workers' metrics: operations ended and
+	// their durations, lease losses, and the shared queue's depth.
+	Metrics prometheus.Registerer
 }
 
 // DefaultOptions suit a small machine: one worker.
@@ -71,6 +75,8 @@ type Service struct {
 	log    *slog.Logger
 	owner  string
 	wake   chan struct{}
+
+	metrics *metrics
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc
@@ -120,6 +126,7 @@ func New(reg *registry.Registry, store Store, opts Options, log *slog.Logger) *S
 		owner:   fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:])),
 		wake:    make(chan struct{}, 1),
 		running: make(map[string]context.CancelFunc),
+		metrics: newMetrics(opts.Metrics, store, log),
 	}
 	reg.SetStreamingHooks(s)
 	return s

@@ -38,6 +38,9 @@ type Queue interface {
 	RetryOperation(ctx context.Context, id, owner string, delay time.Duration, details string) error
 	CancelOperation(ctx context.Context, id string) (*metadata.Operation, error)
 	CancelOperationsFor(ctx context.Context, kind, repo string, digests []string) ([]string, error)
+	// QueuedOperations counts the operations waiting for a worker, by
+	// kind.
+	QueuedOperations(ctx context.Context) (map[string]int64, error)
 }
 
 // LayerCache remembers layers converted before, so that a layer shared by

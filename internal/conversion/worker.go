@@ -99,8 +99,10 @@ func (s *Service) runOperation(parent context.Context, op *metadata.Operation) {
 	final := context.WithoutCancel(parent)
 	switch {
 	case canceled.Load() || (err != nil && ctx.Err() != nil && parent.Err() == nil):
+		s.metrics.observe(op.Kind, metadata.StatusCanceled, time.Since(start))
 		log.Info("operation canceled; what it wrote was removed", "duration", time.Since(start))
 	case parent.Err() != nil:
+		s.metrics.observe(op.Kind, "Retried", time.Since(start))
 		// Shutting down: hand the operation back so the next process
 		// resumes it without waiting for the lease to run out.
 		if rerr := s.store.RetryOperation(final, op.ID, s.owner, 0, "Interrupted by a shutdown; will resume"); rerr != nil {
@@ -114,9 +116,11 @@ func (s *Service) runOperation(parent context.Context, op *metadata.Operation) {
 		// The total goes with the result: an operation quicker than a
 		// heartbeat never reported it.
 		s.finish(final, op, metadata.Operation{Status: metadata.StatusSucceeded, Result: result, Details: done, TotalBytes: p.total.Load()}, log)
+		s.metrics.observe(op.Kind, metadata.StatusSucceeded, time.Since(start))
 		log.Info("operation succeeded", "duration", time.Since(start), "bytes", p.total.Load())
 	default:
-		s.fail(final, op, err, log)
+		outcome := s.fail(final, op, err, log)
+		s.metrics.observe(op.Kind, outcome, time.Since(start))
 	}
 }
 
@@ -147,6 +151,9 @@ func (s *Service) heartbeat(ctx context.Context, op *metadata.Operation, p *prog
 				continue
 			}
 			if status != metadata.StatusRunning {
+				if status == "LeaseLost" {
+					s.metrics.leaseLoss.Inc()
+				}
 				onCancel()
 				return
 			}
@@ -168,13 +175,14 @@ func (s *Service) finish(ctx context.Context, op *metadata.Operation, final meta
 }
 
 // fail records a failure: a coded error at once, anything else after the
-// last attempt, earlier ones go back to the queue with a growing delay.
-func (s *Service) fail(ctx context.Context, op *metadata.Operation, err error, log *slog.Logger) {
+// last attempt, earlier ones go back to the queue with a growing delay. It
+// returns the outcome: Failed, or Retried.
+func (s *Service) fail(ctx context.Context, op *metadata.Operation, err error, log *slog.Logger) string {
 	if e, ok := codeOf(err); ok {
 		log.Warn("operation failed", "code", e.Code, "err", e.Message)
 		s.finish(ctx, op, metadata.Operation{Status: metadata.StatusFailed, ErrorCode: e.Code, ErrorMessage: e.Message,
 			Details: failedDetails(op)}, log)
-		return
+		return metadata.StatusFailed
 	}
 	if op.Attempts < s.opts.MaxAttempts {
 		delay := time.Duration(op.Attempts) * 5 * time.Second
@@ -182,11 +190,12 @@ func (s *Service) fail(ctx context.Context, op *metadata.Operation, err error, l
 		if rerr := s.store.RetryOperation(ctx, op.ID, s.owner, delay, "Retrying after an error: "+err.Error()); rerr != nil {
 			log.Warn("requeue operation", "err", rerr)
 		}
-		return
+		return "Retried"
 	}
 	log.Error("operation failed", "err", err)
 	s.finish(ctx, op, metadata.Operation{Status: metadata.StatusFailed, ErrorCode: CodeUnknown, ErrorMessage: err.Error(),
 		Details: failedDetails(op)}, log)
+	return metadata.StatusFailed
 }
 
 func failedDetails(op *metadata.Operation) string {

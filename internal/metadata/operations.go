@@ -385,3 +385,22 @@ func (s *Store) ListOperations(ctx context.Context, f OperationFilter, last stri
 	}
 	return out, false, nil
 }
+
+// QueuedOperations counts the operations waiting for a worker, by kind.
+func (s *Store) QueuedOperations(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT kind, COUNT(*) FROM operations WHERE status = 'NotStarted' GROUP BY kind`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var kind string
+		var n int64
+		if err := rows.Scan(&kind, &n); err != nil {
+			return nil, err
+		}
+		out[kind] = n
+	}
+	return out, rows.Err()
+}

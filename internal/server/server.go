@@ -74,8 +74,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		blobs.Close()
 		return nil, err
 	}
-	conv := conversion.New(reg, meta, conversion.Options{Workers: cfg.Streaming.Workers, Lease: cfg.Streaming.Lease.Std(), Signer: keys}, log)
-	s := &Server{cfg: cfg, log: log, meta: meta, blobs: blobs, Registry: reg, Conversion: conv, Keys: keys}
+	promReg := promreg.New("sluiced")
+	conv := conversion.New(reg, meta, conversion.Options{Workers: cfg.Streaming.Workers, Lease: cfg.Streaming.Lease.Std(), Signer: keys, Metrics: promReg}, log)
+	s := &Server{cfg: cfg, log: log, meta: meta, blobs: blobs, Registry: reg, Conversion: conv, Keys: keys, promReg: promReg}
 	if cfg.Auth.Enabled {
 		s.Auth, err = auth.NewService(ctx, meta, auth.Options{
 			AdminUser: cfg.AdminUser, AdminPassword: cfg.AdminPassword, AnonymousPull: cfg.Auth.AnonymousPull,
@@ -141,7 +142,6 @@ func OpenKeys(ctx context.Context, cfg config.Config, meta *metadata.Store) (*au
 // request, then the request metrics and access log, the gate (when
 // authentication is on) and the route's handler, each reading the match.
 func (s *Server) routes() http.Handler {
-	s.promReg = promreg.New("sluiced")
 	metrics := newHTTPMetrics(s.promReg)
 
 	apis := []*route.API{distribution.New(s.Registry, s.log).API()}

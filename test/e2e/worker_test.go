@@ -36,15 +36,29 @@ func TestWorkerTakesQueuedConversions(t *testing.T) {
 	cmd.Env = append(append(os.Environ(), "SLUICE_LOG_FORMAT=json"), backend...)
 	worker := runSluiced(t, cmd)
 	oc.waitSucceeded(t, loc, 2*time.Minute)
-	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": "go_goroutines"} {
+	get := func(path string) (int, string) {
 		resp, err := http.Get(worker.url(path))
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), want) {
-			t.Errorf("worker %s: %d %.200q, want 200 with %q", path, resp.StatusCode, b, want)
+		return resp.StatusCode, string(b)
+	}
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready"} {
+		if code, body := get(path); code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("worker %s: %d %q, want 200 with %q", path, code, body, want)
 		}
+	}
+	// The outcome is counted just after it is recorded.
+	for _, want := range []string{
+		`sluice_operations_ended_total{kind="ArtifactStreamingConversion",outcome="Succeeded"} 1`,
+		`sluice_operations_queued{kind="ArtifactStreamingConversion"} 0`,
+		`sluice_operation_lease_losses_total 0`,
+	} {
+		waitFor(t, 5*time.Second, "the worker's /metrics has "+want, func() bool {
+			code, body := get("/metrics")
+			return code == http.StatusOK && strings.Contains(body, want)
+		})
 	}
 }

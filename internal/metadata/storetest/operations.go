@@ -36,6 +36,18 @@ func (h *harness) claim(kind, owner string) *metadata.Operation {
 }
 
 var operationCases = []testCase{
+	{"the queue's depth counts the operations waiting, by kind", func(h *harness) {
+		h.enqueue("a", kindConversion, "app", "d1")
+		h.enqueue("b", kindConversion, "app", "d2")
+		h.enqueue("c", kindImport, "app", "d3")
+		_, err := h.s.ClaimOperation(h.ctx, kindConversion, "w1", time.Minute)
+		h.ok(err)
+		counts, err := h.s.QueuedOperations(h.ctx)
+		h.ok(err)
+		if len(counts) != 2 || counts[kindConversion] != 1 || counts[kindImport] != 1 {
+			h.t.Fatalf("queued %v, want one conversion (the other runs) and one import", counts)
+		}
+	}},
 	{"an operation is created queued, once per image and kind", func(h *harness) {
 		op, err := h.s.CreateOperation(h.ctx, &metadata.Operation{ID: "a", Kind: kindConversion, Repository: "app", Digest: "d1", Request: `{"x":1}`, TotalBytes: 100})
 		h.ok(err)
