@@ -112,8 +112,8 @@ func TestTokensAcrossReplicas(t *testing.T) {
 }
 
 // TestTokenDisabledAcrossReplicas disables a token through one replica
-// while another has just accepted its password (and remembers it): the
-// other refuses it within a second, told by the database.
+// while another has just accepted its password (and remembers it for
+// 30 s): the other refuses it at once, told by the database.
 func TestTokenDisabledAcrossReplicas(t *testing.T) {
 	backend := append(sharedBackend(testbackend.Postgres(t), testbackend.S3(t)),
 		"SLUICE_AUTH_ENABLED=true", "SLUICE_ADMIN_PASSWORD="+authAdminPassword)
@@ -136,8 +136,10 @@ func TestTokenDisabledAcrossReplicas(t *testing.T) {
 			t.Logf("refused by the other replica %v after the disable", time.Since(disabled).Round(time.Millisecond))
 			return
 		}
-		if time.Since(disabled) > time.Second {
-			t.Fatalf("the other replica still accepts the disabled token after a second: %v", err)
+		// Well within the 30 s the other replica would remember the
+		// password for if nothing told it; the time taken is reported.
+		if time.Since(disabled) > 10*time.Second {
+			t.Fatalf("the other replica still accepts the disabled token after 10 s: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -62,3 +62,36 @@ func TestWorkerTakesQueuedConversions(t *testing.T) {
 		})
 	}
 }
+
+// TestCancelReachesWorker cancels, through a serving replica, a large
+// conversion a `sluiced worker` runs: the worker, which learns of it at its
+// next heartbeat (every second) from the shared database, stops and
+// takes back what it wrote.
+func TestCancelReachesWorker(t *testing.T) {
+	img := largeImage(t)
+	data := t.TempDir()
+	backend := append(sharedBackend(testbackend.Postgres(t), testbackend.S3(t)), oneCore)
+	reg := startSluiced(t, data, append(backend, "SLUICE_STREAMING_WORKERS=0")...)
+	oc := newOCIClient(t, reg.addr)
+	const repo = "e2e/worker/cancel"
+	oc.pushImage(t, repo, "v1", img)
+	cmd := exec.Command(sluicedBin, "worker", "--listen", "127.0.0.1:0", "--data", data)
+	cmd.SysProcAttr = dieWithTest()
+	cmd.Env = append(append(os.Environ(), "SLUICE_LOG_FORMAT=json"), backend...)
+	worker := runSluiced(t, cmd)
+
+	loc, _ := oc.startConversion(t, repo, "v1")
+	oc.waitOperation(t, loc, conversionTimeout, "is running with some progress", func(op operation) bool {
+		return op.Status == statusRunning && op.percent() > 0
+	})
+	start := time.Now()
+	if _, err := oc.mgmt(context.Background(), http.MethodPost, loc+":cancel", nil, http.StatusOK, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the worker reports the canceled conversion cleaned up", func() bool {
+		return len(worker.logged("operation canceled; what it wrote was removed")) > 0
+	})
+	// The time is reported, not held to: it is a figure, for a machine
+	// that may be busy.
+	t.Logf("the worker stopped and cleaned up %v after the cancel", time.Since(start).Round(time.Millisecond))
+}
