@@ -144,3 +144,38 @@ func TestTokenDisabledAcrossReplicas(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestDeleteSeenByEveryReplica deletes through one replica a tag and a
+// manifest that another has just served (and keeps the payload of, by
+// digest): the other answers 404 for both on the very next request.
+func TestDeleteSeenByEveryReplica(t *testing.T) {
+	backend := sharedBackend(testbackend.Postgres(t), testbackend.S3(t))
+	a := newOCIClient(t, startSluiced(t, t.TempDir(), backend...).addr)
+	b := newOCIClient(t, startSluiced(t, t.TempDir(), backend...).addr)
+	ctx := context.Background()
+	rng := newRand(t)
+	kept, gone := newTestImage(t, rng, 512, 4<<10), newTestImage(t, rng, 512, 8<<10)
+	a.pushImage(t, "e2e/deletes", "kept", kept)
+	a.pushImage(t, "e2e/deletes", "gone", gone)
+	a.pushImage(t, "e2e/deletes", "tag-only", kept)
+	const mt = "application/vnd.oci.image.manifest.v1+json"
+	for _, ref := range []string{"gone", gone.ManifestDigest.String(), "tag-only"} {
+		if _, _, err := b.getManifest(ctx, "e2e/deletes", ref, mt); err != nil {
+			t.Fatalf("the other replica before the deletes, %s: %v", ref, err)
+		}
+	}
+	if _, _, err := a.do(ctx, http.MethodDelete, "/v2/e2e/deletes/manifests/tag-only", nil, nil, http.StatusAccepted); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.do(ctx, http.MethodDelete, "/v2/e2e/deletes/manifests/"+gone.ManifestDigest.String(), nil, nil, http.StatusAccepted); err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"tag-only", "gone", gone.ManifestDigest.String()} {
+		if _, _, err := b.do(ctx, http.MethodGet, "/v2/e2e/deletes/manifests/"+ref, http.Header{"Accept": {mt}}, nil, http.StatusNotFound); err != nil {
+			t.Errorf("the other replica right after the delete, %s: %v", ref, err)
+		}
+	}
+	if _, _, err := b.getManifest(ctx, "e2e/deletes", "kept", mt); err != nil {
+		t.Errorf("the image kept, on the other replica: %v", err)
+	}
+}
