@@ -95,3 +95,46 @@ func TestCancelReachesWorker(t *testing.T) {
 	// that may be busy.
 	t.Logf("the worker stopped and cleaned up %v after the cancel", time.Since(start).Round(time.Millisecond))
 }
+
+// TestWorkerKilledMidConversion kills -9 the `sluiced worker` converting a
+// large image (three layers of 64 MiB) on PostgreSQL and S3: a second
+// worker takes the operation over once the lease runs out and finishes
+// it; the image gets exactly one streaming artifact and one signature, and
+// both replicas read the operation Succeeded.
+func TestWorkerKilledMidConversion(t *testing.T) {
+	img := largeImage(t)
+	data := t.TempDir()
+	backend := append(sharedBackend(testbackend.Postgres(t), testbackend.S3(t)), oneCore, "SLUICE_STREAMING_LEASE=3s")
+	serving := append(backend, "SLUICE_STREAMING_WORKERS=0")
+	a := startSluiced(t, data, serving...)
+	b := startSluiced(t, data, serving...)
+	oc := newOCIClient(t, a.addr)
+	const repo = "e2e/worker/killed"
+	oc.pushImage(t, repo, "v1", img)
+	startWorker := func() *sluiced {
+		cmd := exec.Command(sluicedBin, "worker", "--listen", "127.0.0.1:0", "--data", data)
+		cmd.SysProcAttr = dieWithTest()
+		cmd.Env = append(append(os.Environ(), "SLUICE_LOG_FORMAT=json"), backend...)
+		return runSluiced(t, cmd)
+	}
+	first := startWorker()
+	loc, _ := oc.startConversion(t, repo, "v1")
+	op := oc.waitOperation(t, loc, conversionTimeout, "is running with some progress", func(op operation) bool {
+		return op.Status == statusRunning && op.percent() > 0
+	})
+	second := startWorker()
+	first.kill()
+	t.Logf("killed the worker during %v", op)
+	oc.waitSucceeded(t, loc, 3*time.Minute)
+	if resumed := second.logged("operation started", "attempt", 2.0); len(resumed) != 1 {
+		t.Errorf("the second worker logged %d second attempts, want 1", len(resumed))
+	}
+	if refs, sigs := oc.referrers(t, repo, img.ManifestDigest, artifactTypeStreaming), oc.referrers(t, repo, img.ManifestDigest, artifactTypeStreamingSignature); len(refs) != 1 || len(sigs) != 1 {
+		t.Fatalf("after the kill the image has %d streaming artifacts and %d signatures, want one of each", len(refs), len(sigs))
+	}
+	for name, r := range map[string]*sluiced{"a": a, "b": b} {
+		if op, err := newOCIClient(t, r.addr).getOperation(context.Background(), loc); err != nil || op.Status != "Succeeded" {
+			t.Errorf("replica %s reads the operation as %v (%v)", name, op, err)
+		}
+	}
+}
