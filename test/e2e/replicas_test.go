@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"testing"
 	"time"
 
@@ -177,5 +178,29 @@ func TestDeleteSeenByEveryReplica(t *testing.T) {
 	}
 	if _, _, err := b.getManifest(ctx, "e2e/deletes", "kept", mt); err != nil {
 		t.Errorf("the image kept, on the other replica: %v", err)
+	}
+}
+
+// TestAutoStreamingAcrossReplicas enables auto-streaming through one
+// replica and pushes images alternately through two, each running a
+// worker: every image gets exactly one streaming artifact.
+func TestAutoStreamingAcrossReplicas(t *testing.T) {
+	backend := sharedBackend(testbackend.Postgres(t), testbackend.S3(t))
+	data := t.TempDir()
+	replicas := []*ociClient{
+		newOCIClient(t, startSluiced(t, data, backend...).addr),
+		newOCIClient(t, startSluiced(t, data, backend...).addr),
+	}
+	const repo = "e2e/replicas/auto"
+	replicas[0].enableStreaming(t, repo)
+	rng := newRand(t)
+	var images []*testImage
+	for i := range 4 {
+		img := newTestImage(t, rng, 512, 64<<10+i)
+		replicas[i%2].pushImage(t, repo, "v"+strconv.Itoa(i), img)
+		images = append(images, img)
+	}
+	for i, img := range images {
+		waitAutoConversion(t, replicas[(i+1)%2], repo, img.ManifestDigest, 1)
 	}
 }
