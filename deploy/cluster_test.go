@@ -103,6 +103,10 @@ func TestLocalCluster(t *testing.T) {
 		t.Errorf("requests served by %v, want all three replicas", servedBy)
 	}
 
+	// A replica killed in the middle of 20 clients' pushes.
+	reg.login("admin", m[1], "cluster/failover")
+	c.pushThroughKill(reg, pids["replica-2"])
+
 	start = time.Now()
 	c.run("down")
 	downDone = true
