@@ -50,7 +50,7 @@ func main() {
 	flag.IntVar(&o.clients, "clients", 32, "concurrent clients of the GET runs")
 	flag.IntVar(&o.images, "images", 8, "images converted with each worker count")
 	flag.IntVar(&o.layers, "layers", 2, "layers per converted image")
-	flag.IntVar(&o.layerSize, "layer-size", 4<<20, "uncompressed bytes per layer")
+	flag.IntVar(&o.layerSize, "layer-size", 16<<20, "uncompressed bytes per layer")
 	flag.IntVar(&o.blobs, "blobs", 64, "1 MiB blobs the blob GETs pick from")
 	markdown := flag.Bool("markdown", false, "also print markdown tables")
 	flag.Parse()
