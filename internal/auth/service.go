@@ -69,6 +69,14 @@ type Service struct {
 
 	mu    sync.Mutex
 	cache map[[32]byte]cachedLogin
+	// tokenStates remembers whether token identities are enabled, for
+	// access tokens (VerifyAccess).
+	tokenStates map[string]tokenState
+}
+
+type tokenState struct {
+	enabled bool
+	until   time.Time
 }
 
 type cachedLogin struct {
@@ -109,7 +117,7 @@ func NewService(ctx context.Context, meta IdentityStore, opts Options, log *slog
 			return nil, err
 		}
 	}
-	s := &Service{meta: meta, keys: keys, opts: opts, log: log, limiter: newFailLimiter(opts.FailedLoginBurst, opts.FailedLoginRefill), cache: map[[32]byte]cachedLogin{}}
+	s := &Service{meta: meta, keys: keys, opts: opts, log: log, limiter: newFailLimiter(opts.FailedLoginBurst, opts.FailedLoginRefill), cache: map[[32]byte]cachedLogin{}, tokenStates: map[string]tokenState{}}
 	if feed, ok := meta.(changeFeed); ok {
 		feed.Subscribe(ctx, func(topic string) {
 			if topic == identitiesTopic || topic == "" {
@@ -281,6 +289,7 @@ func (s *Service) identitiesChanged(ctx context.Context) {
 func (s *Service) dropLogins() {
 	s.mu.Lock()
 	s.cache = map[[32]byte]cachedLogin{}
+	s.tokenStates = map[string]tokenState{}
 	s.mu.Unlock()
 }
 
@@ -368,9 +377,46 @@ func (s *Service) resolve(ctx context.Context, c *Claims) (*Identity, error) {
 	return s.Anonymous(), nil
 }
 
-// VerifyAccess verifies an access token presented on a request.
-func (s *Service) VerifyAccess(raw, audience string) (*Claims, error) {
-	return s.keys.parse(raw, audience, kindAccess, s.opts.Now())
+// VerifyAccess verifies an access token presented on a request. One
+// issued to a token identity that has since been disabled or deleted is
+// refused: revoking a token ends its access tokens at once, on every
+// replica, rather than when they expire.
+func (s *Service) VerifyAccess(ctx context.Context, raw, audience string) (*Claims, error) {
+	c, err := s.keys.parse(raw, audience, kindAccess, s.opts.Now())
+	if err != nil || c.IdentityKind != TokenUser {
+		return c, err
+	}
+	enabled, err := s.tokenEnabled(ctx, c.Subject)
+	if err != nil {
+		return nil, err
+	}
+	if !enabled {
+		return nil, fmt.Errorf("%w: token %s was disabled or deleted", ErrTokenInvalid, c.Subject)
+	}
+	return c, nil
+}
+
+// tokenEnabled reports whether the token identity exists and is enabled,
+// from what was read before when it can: identity changes drop it
+// (identitiesChanged, here or on another replica), and it is read again
+// after loginCacheTTL in any case.
+func (s *Service) tokenEnabled(ctx context.Context, name string) (bool, error) {
+	now := s.opts.Now()
+	s.mu.Lock()
+	e, ok := s.tokenStates[name]
+	s.mu.Unlock()
+	if ok && now.Before(e.until) {
+		return e.enabled, nil
+	}
+	tok, err := s.meta.GetToken(ctx, name)
+	enabled := err == nil && tok.Enabled
+	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		return false, err
+	}
+	s.mu.Lock()
+	s.tokenStates[name] = tokenState{enabled: enabled, until: now.Add(loginCacheTTL)}
+	s.mu.Unlock()
+	return enabled, nil
 }
 
 // IdentityOf resolves the identity behind verified access claims, for

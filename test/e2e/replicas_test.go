@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -114,10 +115,11 @@ func TestTokensAcrossReplicas(t *testing.T) {
 
 // TestTokenDisabledAcrossReplicas disables a token through one replica
 // while another has just accepted its password (and remembers it for
-// 30 s): the other refuses it at once, told by the database.
+// 30 s) and an access token issued to it: the other refuses both at once,
+// told by the database, rather than when the access token expires.
 func TestTokenDisabledAcrossReplicas(t *testing.T) {
 	backend := append(sharedBackend(testbackend.Postgres(t), testbackend.S3(t)),
-		"SLUICE_AUTH_ENABLED=true", "SLUICE_ADMIN_PASSWORD="+authAdminPassword)
+		"SLUICE_AUTH_ENABLED=true", "SLUICE_ADMIN_PASSWORD="+authAdminPassword, "SLUICE_AUTH_SERVICE=registry.e2e")
 	a := startSluiced(t, t.TempDir(), backend...)
 	b := startSluiced(t, t.TempDir(), backend...)
 	admin := newOCIClient(t, a.addr).as("admin", authAdminPassword)
@@ -127,6 +129,24 @@ func TestTokenDisabledAcrossReplicas(t *testing.T) {
 	if _, _, err := onB.do(ctx, http.MethodGet, "/v2/", nil, nil, http.StatusOK); err != nil {
 		t.Fatalf("the token's password on the other replica: %v", err)
 	}
+	// An access token one replica issued, good on the other.
+	bearer := bearerToken(t, a.addr, cred, "repository:e2e/any:pull")
+	withBearer := func(want int) error {
+		req, _ := http.NewRequest(http.MethodGet, b.url("/v2/e2e/any/tags/list"), nil)
+		req.Header.Set("Authorization", "Bearer "+bearer)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			return fmt.Errorf("bearer on the other replica: %s, want %d", resp.Status, want)
+		}
+		return nil
+	}
+	if err := withBearer(http.StatusNotFound); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := admin.mgmt(ctx, http.MethodPatch, "/acr/v1/_tokens/ci-puller", map[string]string{"status": "disabled"}, http.StatusOK, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +154,10 @@ func TestTokenDisabledAcrossReplicas(t *testing.T) {
 	for {
 		_, _, err := onB.do(ctx, http.MethodGet, "/v2/", nil, nil, http.StatusUnauthorized)
 		if err == nil {
-			t.Logf("refused by the other replica %v after the disable", time.Since(disabled).Round(time.Millisecond))
+			err = withBearer(http.StatusUnauthorized)
+		}
+		if err == nil {
+			t.Logf("password and access token refused by the other replica %v after the disable", time.Since(disabled).Round(time.Millisecond))
 			return
 		}
 		// Well within the 30 s the other replica would remember the

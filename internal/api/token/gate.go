@@ -72,7 +72,7 @@ func (g *Gate) identify(r *http.Request) (c *auth.Caller, presented bool, err er
 	scheme, value, _ := strings.Cut(h, " ")
 	switch strings.ToLower(scheme) {
 	case "bearer":
-		claims, err := g.auth.VerifyAccess(strings.TrimSpace(value), g.opts.service(r))
+		claims, err := g.auth.VerifyAccess(r.Context(), strings.TrimSpace(value), g.opts.service(r))
 		if err != nil {
 			return nil, true, err
 		}
