@@ -225,5 +225,13 @@ func TestAutoStreamingAcrossReplicas(t *testing.T) {
 	}
 	for i, img := range images {
 		waitAutoConversion(t, replicas[(i+1)%2], repo, img.ManifestDigest, 1)
+		// The Teleport route that tells whether an image is expanded for
+		// streaming answers alike on both.
+		for r, oc := range replicas {
+			mount := "/mount/v1/" + repo + "/_manifests/" + img.ManifestDigest.String()
+			if _, _, err := oc.do(context.Background(), http.MethodGet, mount, nil, nil, http.StatusOK); err != nil {
+				t.Errorf("replica %d, %s: %v", r, mount, err)
+			}
+		}
 	}
 }
