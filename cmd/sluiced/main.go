@@ -91,9 +91,10 @@ tokens and streaming artifacts are signed with. The old key signs an
 endorsement of the new one, so nodes that pinned the old key trust the new
 one without being told. Tokens signed with older keys stay valid until they
 expire, and artifacts signed with them stay trusted while their keys are
-published (every key is). Replicas sharing the data directory, or on
-PostgreSQL the database, where their keys then are, pick the new key up when
-they first see something signed with it, and sign with it after a restart.`,
+published (every key is). Replicas sharing the data directory pick the new
+key up when they first see something signed with it, and sign with it after
+a restart; on PostgreSQL, where the keys are in the database, they are told
+and sign with it at once.`,
 		Example: `  sluiced rotate-keys --data /var/lib/sluice`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -105,8 +106,10 @@ they first see something signed with it, and sign with it after a restart.`,
 				return err
 			}
 			var keys *auth.KeyRing
+			var announce func() error
 			if cfg.Database.Driver == "postgres" {
-				// The replicas' keys are in the database.
+				// The replicas' keys are in the database; they are told
+				// of the rotation and sign with the new key at once.
 				meta, err := metadata.OpenPostgres(cmd.Context(), cfg.Database.DSN)
 				if err != nil {
 					return err
@@ -115,6 +118,7 @@ they first see something signed with it, and sign with it after a restart.`,
 				if keys, err = server.OpenKeys(cmd.Context(), cfg, meta); err != nil {
 					return err
 				}
+				announce = func() error { return meta.Notify(cmd.Context(), server.SigningKeysTopic) }
 			} else {
 				// Only the key directory: opening the registry would
 				// migrate its database and, on a fresh one, create the
@@ -129,6 +133,11 @@ they first see something signed with it, and sign with it after a restart.`,
 			kid, err := keys.Rotate()
 			if err != nil {
 				return err
+			}
+			if announce != nil {
+				if err := announce(); err != nil {
+					return fmt.Errorf("new signing key %s made, but the replicas could not be told (they sign with it after a restart): %w", kid, err)
+				}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "new signing key %s, endorsed by the one before it; keys kept for verification and published: %v\n", kid, keys.IDs())
 			return nil

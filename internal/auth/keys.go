@@ -272,6 +272,10 @@ func (d *dbKeys) add(kid string, keyPEM []byte, endorsement string) error {
 	return nil
 }
 
+// Reload reads the keys again, for a replica told that another rotated
+// them: it signs with the new current key from then on.
+func (k *KeyRing) Reload() error { return k.load() }
+
 // signing returns the current key and its id.
 func (k *KeyRing) signing() (string, *ecdsa.PrivateKey) {
 	k.mu.RLock()

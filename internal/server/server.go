@@ -120,6 +120,9 @@ func OpenStores(ctx context.Context, cfg config.Config) (*metadata.Store, *blobs
 	return meta, blobs, nil
 }
 
+// SigningKeysTopic is the change notice of a key rotation.
+const SigningKeysTopic = "signing-keys"
+
 // OpenKeys opens the signing keys: in the data directory for the embedded
 // SQLite, in the metadata database (shared by every replica) for
 // PostgreSQL, which takes at first those of the data directory.
@@ -129,6 +132,16 @@ func OpenKeys(ctx context.Context, cfg config.Config, meta *metadata.Store) (*au
 		if err != nil {
 			return nil, fmt.Errorf("signing keys in the metadata database: %w", err)
 		}
+		// A rotation by another process (sluiced rotate-keys) is
+		// announced: sign with the new key from then on.
+		meta.Subscribe(ctx, func(topic string) {
+			if topic != SigningKeysTopic && topic != "" {
+				return
+			}
+			if err := keys.Reload(); err != nil {
+				slog.Warn("reload the signing keys after a rotation", "err", err)
+			}
+		})
 		return keys, nil
 	}
 	keys, err := auth.OpenKeyRing(cfg.KeyDir())

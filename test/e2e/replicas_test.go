@@ -3,11 +3,17 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,6 +117,40 @@ func TestTokensAcrossReplicas(t *testing.T) {
 	if ka, kb := keysOf(a), keysOf(b); ka != kb {
 		t.Errorf("the replicas publish different keys:\n%s\n%s", ka, kb)
 	}
+
+	// A rotation reaches both: they sign with the new key at once.
+	rotate := exec.Command(sluicedBin, "rotate-keys", "--data", t.TempDir())
+	rotate.Env = append(os.Environ(), backend...)
+	out, err := rotate.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sluiced rotate-keys: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`new signing key (\S+),`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("rotate-keys printed no key id:\n%s", out)
+	}
+	for name, r := range map[string]*sluiced{"a": a, "b": b} {
+		waitFor(t, 10*time.Second, "replica "+name+" signs with the rotated key", func() bool {
+			return kidOf(t, bearerToken(t, r.addr, admin, "repository:e2e/replicas:pull")) == string(m[1])
+		})
+	}
+}
+
+// kidOf is the key id in a JWT's header.
+func kidOf(t *testing.T, token string) string {
+	t.Helper()
+	header, _, _ := strings.Cut(token, ".")
+	b, err := base64.RawURLEncoding.DecodeString(header)
+	if err != nil {
+		t.Fatalf("token header: %v", err)
+	}
+	var h struct {
+		Kid string `json:"kid"`
+	}
+	if err := json.Unmarshal(b, &h); err != nil {
+		t.Fatalf("token header: %v", err)
+	}
+	return h.Kid
 }
 
 // TestTokenDisabledAcrossReplicas disables a token through one replica
