@@ -15,20 +15,23 @@ import (
 	"github.com/sluicehq/sluice/internal/config"
 )
 
-func TestHealthAndMetrics(t *testing.T) {
-	cfg := config.Default()
+// testServer is a Server on a fresh data directory, without
+// authentication, served over HTTP for the test at base; get answers a
+// GET's status and body.
+func testServer(t *testing.T, logs io.Writer) (srv *Server, cfg config.Config, base string, get func(path string) (int, string)) {
+	t.Helper()
+	cfg = config.Default()
 	cfg.Data = t.TempDir()
 	cfg.Auth.Enabled = false
-	var logs bytes.Buffer
-	srv, err := New(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	srv, err := New(context.Background(), cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Close()
+	t.Cleanup(func() { srv.Close() })
 	ts := httptest.NewServer(srv.Handler())
-	defer ts.Close()
-
-	get := func(path string) (int, string) {
+	t.Cleanup(ts.Close)
+	get = func(path string) (int, string) {
+		t.Helper()
 		resp, err := http.Get(ts.URL + path)
 		if err != nil {
 			t.Fatal(err)
@@ -37,10 +40,16 @@ func TestHealthAndMetrics(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
+	return srv, cfg, ts.URL, get
+}
+
+func TestHealthAndMetrics(t *testing.T) {
+	var logs bytes.Buffer
+	_, _, base, get := testServer(t, &logs)
 	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
 		t.Fatalf("healthz: %d %q", code, body)
 	}
-	resp, err := http.Post(ts.URL+"/v2/app/blobs/uploads/?digest=sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824", "application/octet-stream", strings.NewReader("hello"))
+	resp, err := http.Post(base+"/v2/app/blobs/uploads/?digest=sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824", "application/octet-stream", strings.NewReader("hello"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,26 +81,7 @@ func TestHealthAndMetrics(t *testing.T) {
 // /readyz answers 200 while the stores answer and the process is not
 // draining, and 503 otherwise; /healthz (liveness) stays 200 throughout.
 func TestReadiness(t *testing.T) {
-	cfg := config.Default()
-	cfg.Data = t.TempDir()
-	cfg.Auth.Enabled = false
-	srv, err := New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	ts := httptest.NewServer(srv.Handler())
-	defer ts.Close()
-	get := func(path string) (int, string) {
-		t.Helper()
-		resp, err := http.Get(ts.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	srv, cfg, _, get := testServer(t, io.Discard)
 	if code, body := get("/readyz"); code != 200 {
 		t.Fatalf("readyz: %d %q", code, body)
 	}
