@@ -61,23 +61,36 @@ func (c *cluster) pushThroughKill(reg *registry, victim process) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	// pushBlob posts a session and puts the bytes, each step retried: the
-	// session lives in the shared stores, so the PUT may reach any replica.
+	// pushBlob pushes as containerd does: HEAD the blob (there already:
+	// done), else post a session and put the bytes, each step retried.
+	// The session lives in the shared stores, so the PUT may reach any
+	// replica; but a replica killed after completing the upload and before
+	// answering leaves the retried PUT an unknown upload (404), and the
+	// client starts again from the HEAD.
 	pushBlob := func(repo string, b []byte) (string, error) {
 		dgst := fmt.Sprintf("sha256:%x", sha256.Sum256(b))
-		resp, err := send(http.MethodPost, "/v2/"+repo+"/blobs/uploads/", nil, nil, http.StatusAccepted)
-		if err != nil {
-			return "", err
+		var last error
+		for range 5 {
+			if _, err := send(http.MethodHead, "/v2/"+repo+"/blobs/"+dgst, nil, nil, http.StatusOK); err == nil {
+				return dgst, nil
+			}
+			resp, err := send(http.MethodPost, "/v2/"+repo+"/blobs/uploads/", nil, nil, http.StatusAccepted)
+			if err != nil {
+				return "", err
+			}
+			loc, err := url.Parse(resp.Header.Get("Location"))
+			if err != nil {
+				return "", err
+			}
+			q := loc.Query()
+			q.Set("digest", dgst)
+			loc.RawQuery = q.Encode()
+			if _, last = send(http.MethodPut, loc.String(), http.Header{"Content-Type": {"application/octet-stream"}}, b, http.StatusCreated); last == nil {
+				return dgst, nil
+			}
+			retried.Add(1)
 		}
-		loc, err := url.Parse(resp.Header.Get("Location"))
-		if err != nil {
-			return "", err
-		}
-		q := loc.Query()
-		q.Set("digest", dgst)
-		loc.RawQuery = q.Encode()
-		_, err = send(http.MethodPut, loc.String(), http.Header{"Content-Type": {"application/octet-stream"}}, b, http.StatusCreated)
-		return dgst, err
+		return "", last
 	}
 	const repo = "cluster/failover"
 	var wg sync.WaitGroup
