@@ -62,11 +62,11 @@ func (c *cluster) pushThroughKill(reg *registry, victim process) {
 		}
 	}
 	// pushBlob pushes as containerd does: HEAD the blob (there already:
-	// done), else post a session and put the bytes, each step retried.
-	// The session lives in the shared stores, so the PUT may reach any
-	// replica; but a replica killed after completing the upload and before
-	// answering leaves the retried PUT an unknown upload (404), and the
-	// client starts again from the HEAD.
+	// done), else post a session and put the bytes, each step retried,
+	// and from the HEAD again if the PUT still fails. The session lives in
+	// the shared stores, so the PUT may reach any replica; one sent again
+	// after a replica completed the upload and was killed before answering
+	// is answered 201 too.
 	pushBlob := func(repo string, b []byte) (string, error) {
 		dgst := fmt.Sprintf("sha256:%x", sha256.Sum256(b))
 		var last error

@@ -175,6 +175,16 @@ func (r *Registry) appendPart(ctx context.Context, u *metadata.Upload, c Chunk) 
 func (r *Registry) CompleteUpload(ctx context.Context, repo, id string, dgst digest.Digest, c Chunk) (*Upload, error) {
 	defer r.uploadLocks.Lock(id)()
 	u, err := r.getUpload(ctx, repo, id)
+	if errors.Is(err, ErrUploadUnknown) && dgst != "" {
+		// The closing PUT again, from a client that lost the answer to
+		// the first (the replica that completed the upload went down
+		// before answering): the upload is gone because it completed,
+		// and the blob it was for is in the repository. Answering that
+		// is what the client asks; "upload unknown" would fail its push.
+		if size, serr := r.StatBlob(ctx, repo, dgst); serr == nil {
+			return &Upload{ID: id, Repository: repo, Size: size}, nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

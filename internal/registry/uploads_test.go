@@ -63,3 +63,30 @@ func (b *brokenBody) Read(p []byte) (int, error) {
 	b.data = b.data[n:]
 	return n, nil
 }
+
+// The closing PUT sent again, by a client that lost the answer to the
+// first, finds the upload completed: it gets the blob, not "upload
+// unknown". A PUT for a blob the repository does not hold still is.
+func TestCompletingAgain(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	content := []byte("a blob whose answer was lost")
+	d := digest.FromBytes(content)
+	u, err := e.reg.StartUpload(ctx, "app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		st, err := e.reg.CompleteUpload(ctx, "app", u.ID, d, Chunk{Start: -1, Length: -1, Body: bytes.NewReader(content)})
+		if err != nil || st.Size != int64(len(content)) {
+			t.Fatalf("closing PUT: %+v, %v", st, err)
+		}
+	}
+	other := digest.FromString("not in the repository")
+	if _, err := e.reg.CompleteUpload(ctx, "app", u.ID, other, Chunk{Start: -1, Length: -1, Body: bytes.NewReader(nil)}); !errors.Is(err, ErrUploadUnknown) {
+		t.Fatalf("closing PUT of a finished upload for another blob: %v, want ErrUploadUnknown", err)
+	}
+	if _, err := e.reg.CompleteUpload(ctx, "elsewhere", u.ID, d, Chunk{Start: -1, Length: -1, Body: bytes.NewReader(content)}); !errors.Is(err, ErrUploadUnknown) {
+		t.Fatalf("closing PUT of a finished upload in a repository without the blob: %v, want ErrUploadUnknown", err)
+	}
+}
