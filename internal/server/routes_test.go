@@ -54,7 +54,8 @@ func TestEveryRouteRefusesWhoLacksItsPermission(t *testing.T) {
 	public := map[string]bool{"GET /v2": true, "GET /acr/v1/_keys": true, "GET /healthz": true, "GET /readyz": true,
 		"GET /oauth2/token": true, "POST /oauth2/token": true, "POST /oauth2/exchange": true}
 	identityOnly := map[string]bool{"GET /v2/": true, "POST /acr/v1/_import": true,
-		"GET /acr/v1/_operations/{id}": true, "POST /acr/v1/_operations/{id}:cancel": true}
+		"GET /acr/v1/_operations/{id}": true, "POST /acr/v1/_operations/{id}:cancel": true,
+		"POST /acr/v1/_operations/{id}:retry": true}
 	routes := 0
 	for _, api := range ar.srv.APIs() {
 		for _, rt := range api.Routes {

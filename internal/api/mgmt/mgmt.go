@@ -99,6 +99,7 @@ func (h *Handler) APIs() []*route.API {
 			rt("GET", "/acr/v1/_operations", "acr_operations", operationsNeed, h.listOperations),
 			rt("GET", "/acr/v1/_operations/{id}", "acr_operations", route.Authenticated, h.getOperation),
 			rt("POST", "/acr/v1/_operations/{id}:cancel", "acr_operations", route.Authenticated, h.cancelOperation),
+			rt("POST", "/acr/v1/_operations/{id}:retry", "acr_operations", route.Authenticated, h.retryOperation),
 			rt("GET", "/acr/v1/_deleted/_catalog", "acr_deleted", admin, h.deletedRepositories),
 			rt("GET", "/acr/v1/_deleted/{repo...}/_manifests", "acr_deleted", read, h.deletedManifests),
 			rt("GET", "/acr/v1/_deleted/{repo...}/_tags", "acr_deleted", read, h.deletedTags),

@@ -220,6 +220,11 @@ func (h *Handler) retryOperation(w http.ResponseWriter, r *http.Request, p route
 		}
 	}
 	var need []auth.Access
+	if p[pRepo] == "" && op.Kind != conversion.KindImport {
+		// Through the registry-level route, what the repository's route
+		// needs of its caller.
+		need = append(need, auth.Repo(op.Repository, auth.ActionMetadataWrite))
+	}
 	if op.Kind == conversion.KindImport {
 		targets, err := conversion.ImportTargets(op)
 		if err != nil {

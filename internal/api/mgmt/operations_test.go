@@ -189,6 +189,8 @@ func TestOperationsAuthorization(t *testing.T) {
 		{"a reader may not retry", reader, "POST", "/acr/v1/team-a/app/_operations/" + a + ":retry", 403, nil},
 		{"pull may not retry", puller, "POST", "/acr/v1/team-a/app/_operations/" + a + ":retry", 403, nil},
 		{"push alone may not retry a conversion", pusher, "POST", "/acr/v1/team-a/app/_operations/" + a + ":retry", 403, nil},
+		{"nor through the registry-level route", pusher, "POST", "/acr/v1/_operations/" + a + ":retry", 403, nil},
+		{"a reader finds no operation to retry at registry level", reader, "POST", "/acr/v1/_operations/" + a + ":retry", 404, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -207,5 +209,10 @@ func TestOperationsAuthorization(t *testing.T) {
 	retried := writer.expect("POST", "/acr/v1/team-a/app/_operations/"+a+":retry", "", http.StatusAccepted).json(t)
 	if retried["startedBy"] != "ci-writer" {
 		t.Fatalf("retried by a token: %v", retried)
+	}
+	// The registry-level route answers the same for one who may.
+	again := writer.expect("POST", "/acr/v1/_operations/"+a+":retry", "", http.StatusAccepted).json(t)
+	if again["id"] != retried["id"] {
+		t.Fatalf("a registry-level retry while the retry is queued: %v, want %v", again, retried["id"])
 	}
 }
