@@ -72,40 +72,29 @@ func numberPlaceholders(q string) string {
 	return b.String()
 }
 
-// pool is a connection pool that takes queries in the store's SQL.
-type pool struct {
-	db *sql.DB
-	d  dialect
+// runner is what a pool (*sql.DB) and a transaction (*sql.Tx) share.
+type runner interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-func (p *pool) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return p.db.QueryContext(ctx, p.d.query(q, args), args...)
-}
-
-func (p *pool) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	return p.db.QueryRowContext(ctx, p.d.query(q, args), args...)
-}
-
-func (p *pool) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return p.db.ExecContext(ctx, p.d.query(q, args), args...)
-}
-
-// txn is a transaction that takes queries in the store's SQL.
+// txn is a pool or a transaction that takes queries in the store's SQL.
 type txn struct {
-	tx *sql.Tx
-	d  dialect
+	r runner
+	d dialect
 }
 
 func (t *txn) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return t.tx.QueryContext(ctx, t.d.query(q, args), args...)
+	return t.r.QueryContext(ctx, t.d.query(q, args), args...)
 }
 
 func (t *txn) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	return t.tx.QueryRowContext(ctx, t.d.query(q, args), args...)
+	return t.r.QueryRowContext(ctx, t.d.query(q, args), args...)
 }
 
 func (t *txn) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return t.tx.ExecContext(ctx, t.d.query(q, args), args...)
+	return t.r.ExecContext(ctx, t.d.query(q, args), args...)
 }
 
 // sqlLimit is the LIMIT for at most n rows, n < 0 meaning all of them:

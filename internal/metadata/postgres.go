@@ -31,7 +31,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts ...Option) (*Store, erro
 	db.SetMaxOpenConns(32)
 	db.SetMaxIdleConns(32)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	s := newStore(&pool{db: db, d: postgres}, db, postgres, opts)
+	s := newStore(db, db, postgres, opts)
 	s.pgConfig = cfg
 	where := fmt.Sprintf("%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
 	if err := db.PingContext(ctx); err != nil {

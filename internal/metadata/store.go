@@ -50,7 +50,10 @@ var migrations embed.FS
 // between writers (it serialises them anyway) and write transactions start
 // with the write lock held.
 type Store struct {
-	read    *pool
+	// read takes the reads; readDB is its pool (write's, on
+	// PostgreSQL).
+	read    *txn
+	readDB  *sql.DB
 	write   *sql.DB
 	dialect dialect
 	now     func() time.Time
@@ -62,9 +65,12 @@ type Store struct {
 }
 
 // newStore is a store of dialect d over the pools read and write.
-func newStore(read *pool, write *sql.DB, d dialect, opts []Option) *Store {
+func newStore(read, write *sql.DB, d dialect, opts []Option) *Store {
 	payloads, _ := lru.New[string, []byte](payloadCacheEntries)
-	s := &Store{read: read, write: write, dialect: d, now: time.Now, payloads: payloads}
+	s := &Store{write: write, dialect: d, now: time.Now, payloads: payloads}
+	if read != nil {
+		s.read, s.readDB = &txn{r: read, d: d}, read
+	}
 	for _, o := range opts {
 		o(s)
 	}
@@ -109,7 +115,7 @@ func OpenSQLite(ctx context.Context, file string, opts ...Option) (*Store, error
 	}
 	read.SetMaxOpenConns(16)
 	read.SetMaxIdleConns(16)
-	s.read = &pool{db: read, d: sqlite}
+	s.read, s.readDB = &txn{r: read, d: sqlite}, read
 	return s, nil
 }
 
@@ -143,10 +149,10 @@ func checkWritable(file string) error {
 
 // Close releases the database connections.
 func (s *Store) Close() error {
-	if s.read.db == s.write {
+	if s.readDB == s.write {
 		return s.write.Close()
 	}
-	return errors.Join(s.read.db.Close(), s.write.Close())
+	return errors.Join(s.readDB.Close(), s.write.Close())
 }
 
 func (s *Store) nowNano() int64 { return s.now().UnixNano() }
@@ -180,7 +186,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		return err
 	}
 	defer tx.Rollback()
-	t := &txn{tx: tx, d: s.dialect}
+	t := &txn{r: tx, d: s.dialect}
 	if s.dialect == postgres {
 		if _, err := t.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, migrationLock); err != nil {
 			return fmt.Errorf("wait for other replicas' migrations: %w", err)
@@ -250,7 +256,7 @@ func (s *Store) runTx(ctx context.Context, opts *sql.TxOptions, fn func(tx *txn)
 	if err != nil {
 		return err
 	}
-	if err := fn(&txn{tx: tx, d: s.dialect}); err != nil {
+	if err := fn(&txn{r: tx, d: s.dialect}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}

@@ -74,6 +74,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		blobs.Close()
 		return nil, err
 	}
+	// A rotation by another process (sluiced rotate-keys) is announced on
+	// PostgreSQL: sign with the new key from then on.
+	meta.Subscribe(ctx, func(topic string) {
+		if topic != SigningKeysTopic && topic != "" {
+			return
+		}
+		if err := keys.Reload(); err != nil {
+			log.Warn("reload the signing keys after a rotation", "err", err)
+		}
+	})
 	promReg := promreg.New("sluiced")
 	conv := conversion.New(reg, meta, conversion.Options{Workers: cfg.Streaming.Workers, Lease: cfg.Streaming.Lease.Std(), Signer: keys, Metrics: promReg}, log)
 	s := &Server{cfg: cfg, log: log, meta: meta, blobs: blobs, Registry: reg, Conversion: conv, Keys: keys, promReg: promReg}
@@ -132,16 +142,6 @@ func OpenKeys(ctx context.Context, cfg config.Config, meta *metadata.Store) (*au
 		if err != nil {
 			return nil, fmt.Errorf("signing keys in the metadata database: %w", err)
 		}
-		// A rotation by another process (sluiced rotate-keys) is
-		// announced: sign with the new key from then on.
-		meta.Subscribe(ctx, func(topic string) {
-			if topic != SigningKeysTopic && topic != "" {
-				return
-			}
-			if err := keys.Reload(); err != nil {
-				slog.Warn("reload the signing keys after a rotation", "err", err)
-			}
-		})
 		return keys, nil
 	}
 	keys, err := auth.OpenKeyRing(cfg.KeyDir())

@@ -31,10 +31,7 @@ func TestWorkerTakesQueuedConversions(t *testing.T) {
 		t.Fatalf("with no worker the conversion is %v (%v), want NotStarted", op, err)
 	}
 
-	cmd := exec.Command(sluicedBin, "worker", "--listen", "127.0.0.1:0", "--data", data)
-	cmd.SysProcAttr = dieWithTest()
-	cmd.Env = append(append(os.Environ(), "SLUICE_LOG_FORMAT=json"), backend...)
-	worker := runSluiced(t, cmd)
+	worker := startWorker(t, data, backend...)
 	oc.waitSucceeded(t, loc, 2*time.Minute)
 	get := func(path string) (int, string) {
 		resp, err := http.Get(worker.url(path))
@@ -75,10 +72,7 @@ func TestCancelReachesWorker(t *testing.T) {
 	oc := newOCIClient(t, reg.addr)
 	const repo = "e2e/worker/cancel"
 	oc.pushImage(t, repo, "v1", img)
-	cmd := exec.Command(sluicedBin, "worker", "--listen", "127.0.0.1:0", "--data", data)
-	cmd.SysProcAttr = dieWithTest()
-	cmd.Env = append(append(os.Environ(), "SLUICE_LOG_FORMAT=json"), backend...)
-	worker := runSluiced(t, cmd)
+	worker := startWorker(t, data, backend...)
 
 	loc, _ := oc.startConversion(t, repo, "v1")
 	oc.waitOperation(t, loc, conversionTimeout, "is running with some progress", func(op operation) bool {
@@ -111,18 +105,12 @@ func TestWorkerKilledMidConversion(t *testing.T) {
 	oc := newOCIClient(t, a.addr)
 	const repo = "e2e/worker/killed"
 	oc.pushImage(t, repo, "v1", img)
-	startWorker := func() *sluiced {
-		cmd := exec.Command(sluicedBin, "worker", "--listen", "127.0.0.1:0", "--data", data)
-		cmd.SysProcAttr = dieWithTest()
-		cmd.Env = append(append(os.Environ(), "SLUICE_LOG_FORMAT=json"), backend...)
-		return runSluiced(t, cmd)
-	}
-	first := startWorker()
+	first := startWorker(t, data, backend...)
 	loc, _ := oc.startConversion(t, repo, "v1")
 	op := oc.waitOperation(t, loc, conversionTimeout, "is running with some progress", func(op operation) bool {
 		return op.Status == statusRunning && op.percent() > 0
 	})
-	second := startWorker()
+	second := startWorker(t, data, backend...)
 	first.kill()
 	t.Logf("killed the worker during %v", op)
 	oc.waitSucceeded(t, loc, 3*time.Minute)
@@ -137,4 +125,15 @@ func TestWorkerKilledMidConversion(t *testing.T) {
 			t.Errorf("replica %s reads the operation as %v (%v)", name, op, err)
 		}
 	}
+}
+
+// startWorker runs `sluiced worker` on data with the SLUICE_* settings in
+// env, serving its probes on a port the kernel chose, and returns once
+// its /healthz answers.
+func startWorker(t *testing.T, data string, env ...string) *sluiced {
+	t.Helper()
+	cmd := exec.Command(sluicedBin, "worker", "--listen", "127.0.0.1:0", "--data", data)
+	cmd.SysProcAttr = dieWithTest()
+	cmd.Env = append(append(os.Environ(), "SLUICE_LOG_FORMAT=json"), env...)
+	return runSluiced(t, cmd)
 }

@@ -49,9 +49,7 @@ const (
 
 // TestWalkthrough runs the README's shell blocks.
 func TestWalkthrough(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the README walkthrough builds the binaries and runs every client")
-	}
+	testenv.Need(t, !testing.Short(), "-short: the README walkthrough builds the binaries and runs every client")
 	path := requireTools(t)
 	work := t.TempDir()
 	clone := filepath.Join(work, "sluice")
