@@ -514,6 +514,37 @@ func TestDeleteStopsTheRunningConversion(t *testing.T) {
 	}
 }
 
+// A conversion that finds its image deleted before the delete canceled
+// it (the delete's cancel comes after the manifest is gone) ends Canceled,
+// as the delete would have made it, not Failed.
+func TestConversionOfAnImageDeletedUnderItEndsCanceled(t *testing.T) {
+	e := newEnv(t, false)
+	ctx := context.Background()
+	img := e.pushImage("gone", "v1", "linux", "amd64", makeLayer(t, 32, 2, 1024))
+	op, err := e.conv.Start(ctx, "gone", img.Digest, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Delete as if the delete's cancel were still on its way: without
+	// the hook, the queued operation stays NotStarted.
+	e.reg.SetStreamingHooks(nil)
+	if err := e.reg.DeleteManifest(ctx, "gone", oci.Reference{Digest: img.Digest.String()}); err != nil {
+		t.Fatal(err)
+	}
+	e.reg.SetStreamingHooks(e.conv)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { e.conv.Run(runCtx); close(done) }()
+	defer func() { cancel(); <-done }()
+	got := e.wait("gone", op.ID)
+	if got.Status != metadata.StatusCanceled || got.Details != metadata.DetailsImageDeleted || got.ErrorCode != "" {
+		t.Fatalf("operation of an image deleted under it: %s, %q, code %q", got.Status, got.Details, got.ErrorCode)
+	}
+	if refs := e.streamingReferrers("gone", img.Digest); len(refs) != 0 {
+		t.Fatalf("a canceled conversion left %d streaming artifacts", len(refs))
+	}
+}
+
 // waitIdle waits until no conversion runs on this service, failing with
 // msg after timeout.
 func (e *env) waitIdle(t *testing.T, timeout time.Duration, msg string) {

@@ -43,7 +43,7 @@ func (s *Service) convert(ctx context.Context, op *metadata.Operation, p *progre
 	}
 	descs, err := j.run(ctx)
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, errImageDeleted) {
 			j.rollback()
 		}
 		return "", err
@@ -55,7 +55,9 @@ func (j *job) run(ctx context.Context) ([]ocispec.Descriptor, error) {
 	repo, dgst := j.op.Repository, digest.Digest(j.op.Digest)
 	m, err := j.s.reg.GetManifest(ctx, repo, oci.Reference{Digest: dgst.String()}, true)
 	if errors.Is(err, registry.ErrManifestUnknown) {
-		return nil, errorf(CodeResourceNotFound, "image %s@%s not found; it may have been deleted", repo, dgst)
+		// Start found it: it was deleted since, perhaps before the delete
+		// had canceled this operation.
+		return nil, fmt.Errorf("image %s@%s: %w", repo, dgst, errImageDeleted)
 	}
 	if err != nil {
 		return nil, err

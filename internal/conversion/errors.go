@@ -23,6 +23,11 @@ const (
 	messageUnsupportedArtifact = "Streaming artifacts can't be converted again"
 )
 
+// errImageDeleted ends a conversion whose image was deleted while it was
+// queued or running: the operation is Canceled, as the delete would have
+// made it had it come first.
+var errImageDeleted = errors.New("the image was deleted")
+
 // Error is a failure with a code the API reports: a request that can never
 // succeed, as opposed to a transient error worth retrying.
 type Error struct {

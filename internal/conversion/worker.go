@@ -101,6 +101,10 @@ func (s *Service) runOperation(parent context.Context, op *metadata.Operation) {
 	case canceled.Load() || (err != nil && ctx.Err() != nil && parent.Err() == nil):
 		s.metrics.observe(op.Kind, metadata.StatusCanceled, time.Since(start))
 		log.Info("operation canceled; what it wrote was removed", "duration", time.Since(start))
+	case errors.Is(err, errImageDeleted):
+		s.finish(final, op, metadata.Operation{Status: metadata.StatusCanceled, Details: metadata.DetailsImageDeleted}, log)
+		s.metrics.observe(op.Kind, metadata.StatusCanceled, time.Since(start))
+		log.Info("operation canceled: its image was deleted", "duration", time.Since(start))
 	case parent.Err() != nil:
 		s.metrics.observe(op.Kind, "Retried", time.Since(start))
 		// Shutting down: hand the operation back so the next process

@@ -17,6 +17,10 @@ const (
 	StatusCanceled   = "Canceled"
 )
 
+// DetailsImageDeleted is the details of a conversion canceled because its
+// image was deleted.
+const DetailsImageDeleted = "Canceled: the image was deleted"
+
 // ErrOperationActive is returned when creating an operation for an image
 // that already has one queued or running; the active one is returned.
 var ErrOperationActive = errors.New("an operation is already active for this image")
@@ -242,8 +246,8 @@ func (s *Store) CancelOperationsFor(ctx context.Context, kind, repo string, dige
 		ids = ids[:0]
 		now := s.nowNano()
 		for _, d := range digests {
-			rows, err := tx.QueryContext(ctx, `UPDATE operations SET status = 'Canceled', details = 'Canceled: the image was deleted', finished_at = ?, updated_at = ?
-				WHERE kind = ? AND repository = ? AND digest = ? AND status IN ('NotStarted', 'Running') RETURNING id`, now, now, kind, repo, d)
+			rows, err := tx.QueryContext(ctx, `UPDATE operations SET status = 'Canceled', details = ?, finished_at = ?, updated_at = ?
+				WHERE kind = ? AND repository = ? AND digest = ? AND status IN ('NotStarted', 'Running') RETURNING id`, DetailsImageDeleted, now, now, kind, repo, d)
 			if err != nil {
 				return err
 			}
