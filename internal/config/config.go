@@ -50,6 +50,13 @@ type Config struct {
 	Streaming  Streaming  `yaml:"streaming"`
 	SoftDelete SoftDelete `yaml:"softDelete"`
 	Usage      Usage      `yaml:"usage"`
+	Portal     Portal     `yaml:"portal"`
+}
+
+// Portal is the web portal served at / beside the APIs.
+type Portal struct {
+	// Enabled serves the portal (default true).
+	Enabled bool `yaml:"enabled"`
 }
 
 // Streaming tunes artifact streaming conversions.
@@ -178,6 +185,7 @@ func Default() Config {
 		Streaming:  Streaming{Workers: 1, Lease: Duration(30 * time.Second)},
 		SoftDelete: SoftDelete{RetentionDays: 7},
 		Usage:      Usage{IncludedStorage: 500 << 30},
+		Portal:     Portal{Enabled: true},
 	}
 }
 
