@@ -26,7 +26,7 @@ import (
 const gcBallastBytes = 64 << 20
 
 func newFuseManagerCommand() *cobra.Command {
-	var root, socket, configFile, logLevel string
+	var root, socket, configFile, logLevel, pullCredentials string
 	cmd := &cobra.Command{
 		Use:   "fuse-manager",
 		Short: "Run the process that owns the FUSE mounts (started by the snapshotter)",
@@ -50,7 +50,14 @@ kept on local disk.`,
 				return err
 			}
 			delay, _ := cfg.Background()
-			m, err := fusemanager.New(fusemanager.Config{Root: root, CacheMaxBytes: cfg.CacheMaxBytes, CacheMemoryBytes: cfg.CacheMemoryBytes, Credential: snapshotter.ReloadingCredential(configFile, cfg, log),
+			// The credentials of CRI pulls, which the snapshotter keeps,
+			// come first for their repositories; the file is read again
+			// when the snapshotter writes it.
+			credential := snapshotter.ReloadingCredential(configFile, cfg, log)
+			if pullCredentials != "" {
+				credential = snapshotter.ScopedCredential(log, credential, snapshotter.OpenPullCredentials(pullCredentials, cfg.CRIProxy.KeyFile))
+			}
+			m, err := fusemanager.New(fusemanager.Config{Root: root, CacheMaxBytes: cfg.CacheMaxBytes, CacheMemoryBytes: cfg.CacheMemoryBytes, Credential: credential,
 				BackgroundDelay: delay, StartupProfiles: cfg.Profiles(), Log: log})
 			if err != nil {
 				return err
@@ -70,5 +77,6 @@ kept on local disk.`,
 	cmd.Flags().StringVar(&socket, "socket", "/run/sluice-snapshotter/fuse-manager.sock", "unix socket of the API")
 	cmd.Flags().StringVar(&configFile, "config", "", "the snapshotter's YAML configuration file")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&pullCredentials, "pull-credentials", "", "directory of the credentials kept from CRI pulls")
 	return cmd
 }

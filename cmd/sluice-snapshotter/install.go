@@ -12,6 +12,7 @@ import (
 func newInstallCommand() *cobra.Command {
 	o := snapshotter.InstallOptions{Name: "sluice"}
 	var noUnit, noCRI bool
+	var criListen string
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Write containerd's configuration and a systemd unit",
@@ -40,6 +41,9 @@ is kept; running install again changes nothing. Restart containerd after.`,
 				return err
 			}
 			report(cmd, o.ContainerdConfig, changed)
+			if !noCRI {
+				fmt.Fprint(cmd.OutOrStdout(), snapshotter.KubeletSetting(criListen))
+			}
 			if !noUnit {
 				changed, err := snapshotter.InstallSystemdUnit(o)
 				if err != nil {
@@ -60,6 +64,7 @@ is kept; running install again changes nothing. Restart containerd after.`,
 	f.StringVar(&o.ConfigFile, "config", "", "configuration file the unit passes with --config")
 	f.BoolVar(&noUnit, "no-systemd", false, "do not write a systemd unit")
 	f.BoolVar(&noCRI, "no-cri", false, "do not make sluice CRI's snapshotter")
+	f.StringVar(&criListen, "cri-listen", snapshotter.DefaultCRIListen, "the CRI proxy's socket (criProxy.listen) kubelet's image service setting names")
 	return cmd
 }
 

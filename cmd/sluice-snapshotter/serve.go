@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/sluicehq/sluice/internal/criproxy"
 	"github.com/sluicehq/sluice/internal/fusemanager"
 	"github.com/sluicehq/sluice/internal/snapshotter"
 )
@@ -45,7 +47,8 @@ func serve(cmd *cobra.Command, f *flags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	args := []string{"fuse-manager", "--root", managerRoot(cfg), "--socket", managerSocket(cfg), "--log-level", f.logLevel}
+	args := []string{"fuse-manager", "--root", managerRoot(cfg), "--socket", managerSocket(cfg), "--log-level", f.logLevel,
+		"--pull-credentials", snapshotter.PullCredentialsDir(cfg.Root)}
 	if f.configFile != "" {
 		abs, err := filepath.Abs(f.configFile)
 		if err != nil {
@@ -71,7 +74,9 @@ func serve(cmd *cobra.Command, f *flags) error {
 		c := live.Current()
 		return c.TrustOf(host)
 	}, log)
-	sn, err := snapshotter.New(filepath.Join(cfg.Root, "snapshotter"), layers, snapshotter.NewResolver(live.Credential, cfg.PlainHTTP, trust), metrics, log)
+	pulls := snapshotter.OpenPullCredentials(snapshotter.PullCredentialsDir(cfg.Root), cfg.CRIProxy.KeyFile)
+	resolver := snapshotter.NewResolver(snapshotter.ScopedCredential(log, live.Credential, pulls), cfg.PlainHTTP, trust)
+	sn, err := snapshotter.New(filepath.Join(cfg.Root, "snapshotter"), layers, resolver, metrics, log)
 	if err != nil {
 		return err
 	}
@@ -92,8 +97,16 @@ func serve(cmd *cobra.Command, f *flags) error {
 	}
 	srv := grpc.NewServer()
 	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- srv.Serve(ln) }()
+	if cfg.CRIProxy.Listen != "" {
+		stopProxy, err := serveCRIProxy(cfg.CRIProxy, &snapshotter.PullRecorder{Credentials: pulls, Log: log, Changed: resolver.Forget}, log, errc)
+		if err != nil {
+			srv.Stop()
+			return err
+		}
+		defer stopProxy()
+	}
 	if cfg.MetricsAddress != "" {
 		go func() { errc <- serveMetrics(ctx, cfg.MetricsAddress, metrics.Registry, layers) }()
 	}
@@ -104,6 +117,29 @@ func serve(cmd *cobra.Command, f *flags) error {
 	}
 	srv.GracefulStop()
 	return err
+}
+
+// serveCRIProxy serves the CRI proxy in front of containerd; the function
+// it returns stops it.
+func serveCRIProxy(c snapshotter.CRIProxyConfig, rec *snapshotter.PullRecorder, log *slog.Logger, errc chan<- error) (func(), error) {
+	px, err := criproxy.New(c.Upstream, rec.RecordPull, log)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := criproxy.Listen(c.Listen)
+	if err != nil {
+		px.Close()
+		return nil, err
+	}
+	srv := px.Server()
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("CRI proxy serving", "listen", c.Listen, "upstream", c.Upstream)
+	return func() {
+		// Not graceful: a container events stream lasts as long as
+		// kubelet's connection.
+		srv.Stop()
+		px.Close()
+	}, nil
 }
 
 // serveMetrics serves the snapshotter's metrics and the FUSE manager's on

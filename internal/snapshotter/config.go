@@ -39,6 +39,23 @@ type Config struct {
 	// credentials (a Sluice token, say). Docker's config.json is consulted
 	// after them.
 	Registries map[string]RegistryConfig `yaml:"registries"`
+	// CRIProxy, when its listen socket is set, serves CRI in front of
+	// containerd, for kubelet's --image-service-endpoint: the credentials
+	// of each pull are kept for the image's repository and used for its
+	// lazy fetches.
+	CRIProxy CRIProxyConfig `yaml:"criProxy"`
+}
+
+// CRIProxyConfig places the CRI proxy.
+type CRIProxyConfig struct {
+	// Listen is the proxy's unix socket (kubelet's image service
+	// endpoint); empty turns the proxy off.
+	Listen string `yaml:"listen"`
+	// Upstream is containerd's socket (DefaultCRIUpstream by default).
+	Upstream string `yaml:"upstream"`
+	// KeyFile holds the node's key that encrypts the kept credentials
+	// (default <root>/credentials/node.key; created on first use).
+	KeyFile string `yaml:"keyFile"`
 }
 
 // RegistryConfig is one registry's settings.
@@ -99,6 +116,9 @@ func (c *Config) validateTrust() error {
 const (
 	DefaultRoot    = "/var/lib/sluice-snapshotter"
 	DefaultAddress = "/run/sluice-snapshotter/sluice.sock"
+	// DefaultCRIListen is where `install` points kubelet at.
+	DefaultCRIListen   = "/run/sluice-snapshotter/cri.sock"
+	DefaultCRIUpstream = "/run/containerd/containerd.sock"
 )
 
 // DefaultConfig returns the settings used without a file.
@@ -127,6 +147,9 @@ func LoadConfig(path string) (Config, error) {
 	}
 	if err := c.validateTrust(); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if c.CRIProxy.Listen != "" && c.CRIProxy.Upstream == "" {
+		c.CRIProxy.Upstream = DefaultCRIUpstream
 	}
 	return c, nil
 }

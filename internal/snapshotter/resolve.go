@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"github.com/sluicehq/sluice/internal/client"
 	"github.com/sluicehq/sluice/internal/fusemanager"
@@ -114,6 +116,20 @@ func (r *Resolver) Resolve(ctx context.Context, labels map[string]string) (*fuse
 	return nil, notStreamed("bad_artifact", "the streaming artifact of %s has no layer made from %s", imageRef, layerDigest)
 }
 
+// Forget drops what the resolver learned of a repository's images, so
+// that the next layer asks the registry again (with the credentials a new
+// pull gave, say).
+func (r *Resolver) Forget(host, repository string) {
+	prefix := host + "/" + repository + "@"
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.images {
+		if strings.HasPrefix(k, prefix) {
+			delete(r.images, k)
+		}
+	}
+}
+
 func (r *Resolver) resolveImage(ctx context.Context, ref registry.Reference, manifest digest.Digest) *resolved {
 	key := ref.Registry + "/" + ref.Repository + "@" + manifest.String()
 	r.mu.Lock()
@@ -168,11 +184,11 @@ func (r *Resolver) lookup(ctx context.Context, ref registry.Reference, manifest 
 	img := <-imageDone
 	keys := <-keysDone
 	if img.err != nil {
-		res.err = notStreamed("registry", "reading the image manifest %s: %v", manifest, img.err)
+		res.err = notStreamed(registryReason(img.err), "reading the image manifest %s: %v", manifest, img.err)
 		return res
 	}
 	if err != nil {
-		res.err = notStreamed("registry", "looking up streaming referrers: %v", err)
+		res.err = notStreamed(registryReason(err), "looking up streaming referrers: %v", err)
 		return res
 	}
 	subject, platform := manifest, (*ocispec.Platform)(nil)
@@ -296,7 +312,7 @@ func samePlatform(a map[string]string, p *ocispec.Platform) bool {
 func (r *Resolver) streamingManifest(ctx context.Context, c *client.Client, repo string, d ocispec.Descriptor, subject digest.Digest, platform *ocispec.Platform, orig *imageParts) (*ocispec.Manifest, error) {
 	b, _, err := c.GetManifest(ctx, repo, d.Digest.String())
 	if err != nil {
-		return nil, notStreamed("registry", "reading the streaming manifest: %v", err)
+		return nil, notStreamed(registryReason(err), "reading the streaming manifest: %v", err)
 	}
 	var m ocispec.Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -367,7 +383,7 @@ func (r *Resolver) image(ctx context.Context, c *client.Client, repo string, man
 func (r *Resolver) byIndex(ctx context.Context, c *client.Client, ref registry.Reference, manifest digest.Digest) (digest.Digest, *ocispec.Platform, []ocispec.Descriptor, error) {
 	b, mt, err := c.GetManifest(ctx, ref.Repository, ref.Reference)
 	if err != nil {
-		return "", nil, nil, notStreamed("registry", "reading %s: %v", ref, err)
+		return "", nil, nil, notStreamed(registryReason(err), "reading %s: %v", ref, err)
 	}
 	if mt != ocispec.MediaTypeImageIndex && mt != "application/vnd.docker.distribution.manifest.list.v2+json" {
 		return manifest, nil, nil, nil
@@ -388,7 +404,7 @@ func (r *Resolver) byIndex(ctx context.Context, c *client.Client, ref registry.R
 	indexDigest := digest.FromBytes(b)
 	refs, err := c.Referrers(ctx, ref.Repository, indexDigest, "")
 	if err != nil {
-		return "", nil, nil, notStreamed("registry", "looking up streaming referrers of the index: %v", err)
+		return "", nil, nil, notStreamed(registryReason(err), "looking up streaming referrers of the index: %v", err)
 	}
 	return indexDigest, platform, refs, nil
 }
@@ -427,4 +443,19 @@ func (v verified) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// registryReason is the fallback reason of a registry's refusal: 401 or
+// 403 (no credentials for the repository, or ones that do not give pull)
+// is "unauthorized", anything else "registry".
+func registryReason(err error) string {
+	var e *client.Error
+	if errors.As(err, &e) && (e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden) {
+		return "unauthorized"
+	}
+	var oe *errcode.ErrorResponse
+	if errors.As(err, &oe) && (oe.StatusCode == http.StatusUnauthorized || oe.StatusCode == http.StatusForbidden) {
+		return "unauthorized"
+	}
+	return "registry"
 }

@@ -96,6 +96,8 @@ type snapshotterOptions struct {
 	trustKeys []string
 	// others are more registries' settings.
 	others map[string]registryOptions
+	// criListen and criUpstream, when set, turn the CRI proxy on.
+	criListen, criUpstream string
 }
 
 // registryOptions are a registry's settings in the node's config.
@@ -158,6 +160,9 @@ func (s *snapshotterProc) configure(o snapshotterOptions) {
 				fmt.Fprintf(&b, "      - %q\n", k)
 			}
 		}
+	}
+	if o.criListen != "" {
+		fmt.Fprintf(&b, "criProxy:\n  listen: %q\n  upstream: %q\n", o.criListen, o.criUpstream)
 	}
 	writeFile(s.t, s.config, []byte(b.String()))
 }
