@@ -7,6 +7,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/sluicehq/sluice/internal/metadata"
+	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 // List lists the operations f selects that visible lets the caller see,
@@ -66,4 +67,37 @@ func (s *Service) Retry(ctx context.Context, op *metadata.Operation, startedBy s
 		return s.enqueueImport(ctx, &st, creds, startedBy)
 	}
 	return nil, errorf(CodeOperationNotRetryable, "operation %s is a %s, which cannot be retried", op.ID, op.Kind)
+}
+
+// Streaming states of an image, as the portal shows them.
+const (
+	StateReady      = "ready"      // it has a streaming artifact
+	StateConverting = "converting" // a conversion is queued or running
+	StateFailed     = "failed"     // its latest conversion failed
+	StateNone       = "none"
+)
+
+// States tells, for each of digests in repo, whether the image has a
+// streaming artifact, is being converted, failed to convert, or none of
+// these. A conversion under way wins over an artifact it is replacing.
+func (s *Service) States(ctx context.Context, repo string, digests []string) (map[string]string, error) {
+	raw, err := s.store.ArtifactStates(ctx, repo, streaming.ArtifactType, KindConversion, digests)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(digests))
+	for _, d := range digests {
+		st := raw[d]
+		switch {
+		case st.Operation == metadata.StatusNotStarted || st.Operation == metadata.StatusRunning:
+			out[d] = StateConverting
+		case st.Artifacts > 0:
+			out[d] = StateReady
+		case st.Operation == metadata.StatusFailed:
+			out[d] = StateFailed
+		default:
+			out[d] = StateNone
+		}
+	}
+	return out, nil
 }

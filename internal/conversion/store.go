@@ -41,6 +41,9 @@ type Queue interface {
 	// QueuedOperations counts the operations waiting for a worker, by
 	// kind.
 	QueuedOperations(ctx context.Context) (map[string]int64, error)
+	// ArtifactStates reads, for each image, its live artifacts of a type
+	// and the status of its latest operation of a kind.
+	ArtifactStates(ctx context.Context, repo, artifactType, kind string, digests []string) (map[string]metadata.ArtifactState, error)
 }
 
 // LayerCache remembers layers converted before, so that a layer shared by

@@ -21,6 +21,9 @@ type Repository struct {
 	// Size is the bytes of the blobs linked in the repository and of its
 	// manifests.
 	Size int64
+	// LastPush is when its newest live manifest was pushed (set by
+	// RepositorySummaries).
+	LastPush time.Time
 }
 
 // GetRepository reads a repository and its counts, or ErrNotFound.

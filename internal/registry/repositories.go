@@ -108,6 +108,25 @@ func (r *Registry) DeletedManifests(ctx context.Context, repo string) ([]metadat
 	return r.meta.DeletedManifests(ctx, repo)
 }
 
+// DeletedImages lists the soft-deleted manifests of every repository
+// that mayRead admits, newest first, at most n; Name is the repository's.
+func (r *Registry) DeletedImages(ctx context.Context, n int, mayRead func(string) bool) ([]metadata.Deleted, error) {
+	all, err := r.meta.DeletedManifestsAll(ctx, -1)
+	if err != nil {
+		return nil, err
+	}
+	out := []metadata.Deleted{}
+	for _, d := range all {
+		if len(out) == n {
+			break
+		}
+		if mayRead(d.Name) {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
 // DeletedTags lists a repository's soft-deleted tags.
 func (r *Registry) DeletedTags(ctx context.Context, repo string) ([]metadata.Deleted, error) {
 	return r.meta.DeletedTags(ctx, repo)
@@ -150,3 +169,39 @@ func (r *Registry) RestoreManifest(ctx context.Context, repo string, dgst digest
 
 // TotalSize is the deduplicated size of everything stored.
 func (r *Registry) TotalSize(ctx context.Context) (int64, error) { return r.meta.TotalSize(ctx) }
+
+// SearchRepositories lists up to n repositories after last whose name
+// contains contains and that mayRead admits (n < 0: all), with their
+// settings, counts, size and last push, and whether more follow: the
+// portal's paged, filtered catalog.
+func (r *Registry) SearchRepositories(ctx context.Context, contains, last string, n int, mayRead func(string) bool) ([]metadata.Repository, bool, error) {
+	var names []string
+	more := false
+	for {
+		batch, bmore, err := r.meta.SearchRepositories(ctx, contains, last, 500)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, name := range batch {
+			if !mayRead(name) {
+				continue
+			}
+			if n >= 0 && len(names) == n {
+				more = true
+				break
+			}
+			names = append(names, name)
+		}
+		if more || !bmore || len(batch) == 0 {
+			break
+		}
+		last = batch[len(batch)-1]
+	}
+	repos, err := r.meta.RepositorySummaries(ctx, names)
+	return repos, more, err
+}
+
+// LargestRepositories lists the n repositories holding the most bytes.
+func (r *Registry) LargestRepositories(ctx context.Context, n int) ([]metadata.RepositorySize, error) {
+	return r.meta.LargestRepositories(ctx, n)
+}

@@ -31,6 +31,11 @@ type RepositoryStore interface {
 	ListRepositories(ctx context.Context, last string, n int) ([]string, bool, error)
 	CheckWritable(ctx context.Context, name string) error
 	TotalSize(ctx context.Context) (int64, error)
+	// For the portal's lists.
+	SearchRepositories(ctx context.Context, contains, last string, n int) ([]string, bool, error)
+	RepositorySummaries(ctx context.Context, names []string) ([]metadata.Repository, error)
+	LargestRepositories(ctx context.Context, n int) ([]metadata.RepositorySize, error)
+	DeletedManifestsAll(ctx context.Context, n int) ([]metadata.Deleted, error)
 }
 
 // BlobLinkStore keeps which blobs are stored and which repositories link

@@ -57,6 +57,7 @@ func Run(t *testing.T, open Open) {
 		{"Operations", operationCases},
 		{"Identities", identityCases},
 		{"SigningKeys", keyCases},
+		{"Summaries", summaryCases},
 		{"Races", raceCases},
 	}
 	for _, g := range groups {
