@@ -1,7 +1,11 @@
 package server
 
 import (
+	"io"
+	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -52,10 +56,12 @@ func TestEveryRouteRefusesWhoLacksItsPermission(t *testing.T) {
 	// identity: a route added to these lists is a decision, not an
 	// accident.
 	public := map[string]bool{"GET /v2": true, "GET /acr/v1/_keys": true, "GET /healthz": true, "GET /readyz": true,
-		"GET /oauth2/token": true, "POST /oauth2/token": true, "POST /oauth2/exchange": true}
-	identityOnly := map[string]bool{"GET /v2/": true, "POST /acr/v1/_import": true,
+		"GET /oauth2/token": true, "POST /oauth2/token": true, "POST /oauth2/exchange": true,
+		"GET /static/{file}": true, "GET /login": true, "POST /login": true, "POST /logout": true}
+	identityOnly := map[string]bool{"GET /v2/": true, "POST /acr/v1/_import": true, "GET /": true,
 		"GET /acr/v1/_operations/{id}": true, "POST /acr/v1/_operations/{id}:cancel": true,
 		"POST /acr/v1/_operations/{id}:retry": true}
+	session := ar.portalSession("nothing-here", password)
 	routes := 0
 	for _, api := range ar.srv.APIs() {
 		for _, rt := range api.Routes {
@@ -76,6 +82,10 @@ func TestEveryRouteRefusesWhoLacksItsPermission(t *testing.T) {
 			routes++
 			need := rt.Need(req, p)
 			name := rt.Method + " " + path
+			if api.Sessions != nil {
+				ar.checkPortalRoute(rt.Method, path, need, session, identityOnly[key])
+				continue
+			}
 			if r := ar.do(rt.Method, path, nil, nil); r.code != 401 || r.header.Get("WWW-Authenticate") == "" {
 				t.Errorf("%s without credentials: %d %q, want 401 with a challenge", name, r.code, r.header.Get("WWW-Authenticate"))
 			}
@@ -100,5 +110,77 @@ func TestEveryRouteRefusesWhoLacksItsPermission(t *testing.T) {
 	}
 	if routes < 40 {
 		t.Fatalf("walked %d routes that need a permission; the tables have more", routes)
+	}
+}
+
+// portalSession signs in to the portal and returns the session cookie.
+func (ar *authRegistry) portalSession(user, password string) *http.Cookie {
+	ar.t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	r, err := c.Get(ar.ts.URL + "/login")
+	if err != nil {
+		ar.t.Fatal(err)
+	}
+	page, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	csrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
+	if csrf == nil {
+		ar.t.Fatalf("sign-in page without a CSRF token: %s", page)
+	}
+	r, err = c.PostForm(ar.ts.URL+"/login", url.Values{"csrf": {string(csrf[1])}, "username": {user}, "password": {password}})
+	if err != nil {
+		ar.t.Fatal(err)
+	}
+	r.Body.Close()
+	u, _ := url.Parse(ar.ts.URL)
+	for _, c := range jar.Cookies(u) {
+		if c.Name == "sluice_session" {
+			return c
+		}
+	}
+	ar.t.Fatalf("signing in as %s set no session (%d)", user, r.StatusCode)
+	return nil
+}
+
+// checkPortalRoute checks a portal route refuses who may not use it: no
+// session (credentials in headers are no session) goes to the sign-in page
+// or gets 401; a session whose identity lacks the route's accesses gets
+// 403, a forged post included.
+func (ar *authRegistry) checkPortalRoute(method, path string, need auth.Requirement, session *http.Cookie, identityOnly bool) {
+	ar.t.Helper()
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	send := func(header map[string]string, cookie *http.Cookie) *http.Response {
+		req, _ := http.NewRequest(method, ar.ts.URL+path, strings.NewReader("csrf=forged"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		if cookie != nil {
+			req.AddCookie(cookie)
+		}
+		r, err := noRedirect.Do(req)
+		if err != nil {
+			ar.t.Fatal(err)
+		}
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		return r
+	}
+	name := method + " " + path
+	for _, header := range []map[string]string{nil, basic("admin", adminPassword)} {
+		r := send(header, nil)
+		switch {
+		case method == "GET" && (r.StatusCode != http.StatusSeeOther || !strings.HasPrefix(r.Header.Get("Location"), "/login?next=")):
+			ar.t.Errorf("portal %s without a session (headers %v): %d %s, want 303 to /login", name, header != nil, r.StatusCode, r.Header.Get("Location"))
+		case method != "GET" && r.StatusCode != http.StatusUnauthorized:
+			ar.t.Errorf("portal %s without a session (headers %v): %d, want 401", name, header != nil, r.StatusCode)
+		}
+	}
+	if identityOnly || len(need.Accesses) == 0 || (need.Accesses[0].Type == auth.TypeRegistry && need.Accesses[0].Name == auth.Catalog) {
+		return
+	}
+	if r := send(nil, session); r.StatusCode != http.StatusForbidden {
+		ar.t.Errorf("portal %s by a session without %v: %d, want 403", name, need.Accesses, r.StatusCode)
 	}
 }

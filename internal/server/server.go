@@ -28,6 +28,7 @@ import (
 	"github.com/sluicehq/sluice/internal/config"
 	"github.com/sluicehq/sluice/internal/conversion"
 	"github.com/sluicehq/sluice/internal/metadata"
+	"github.com/sluicehq/sluice/internal/portal"
 	"github.com/sluicehq/sluice/internal/promreg"
 	"github.com/sluicehq/sluice/internal/registry"
 )
@@ -177,6 +178,13 @@ func (s *Server) routes() http.Handler {
 		},
 		Error: plainError,
 	}).Compile())
+	if s.cfg.Portal.Enabled {
+		// Last: the portal's table is under /, and the APIs before it
+		// keep their paths.
+		apis = append(apis, portal.New(s.Registry, s.Conversion, s.Auth, portal.Options{
+			IncludedStorage: s.cfg.Usage.IncludedStorage, SessionTTL: s.cfg.Auth.RefreshTTL.Std(), SoftDelete: s.cfg.SoftDelete.Retention(),
+		}, s.log).API())
+	}
 	s.apis = apis
 	chain := func(next http.Handler) http.Handler {
 		if s.Auth != nil {

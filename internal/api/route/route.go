@@ -74,6 +74,21 @@ type API struct {
 	// Repository is the path parameter that names a repository in the
 	// API's routes ("name" under /v2); "" when none does.
 	Repository string
+	// Sessions, when set, authenticates the API's callers from their
+	// session (the portal's cookie) instead of the Authorization header,
+	// and answers the requests they may not make in the API's own way.
+	Sessions Sessions
+}
+
+// Sessions authenticate the callers of an API that signs its users in
+// itself. The gate still decides, from the route's Need, what they may do.
+type Sessions interface {
+	// Caller returns the caller of the request's session, nil when it
+	// has none.
+	Caller(r *http.Request) (*auth.Caller, error)
+	// Refuse answers a request its caller may not make: caller is nil
+	// when the request has no session (or an invalid one, err).
+	Refuse(w http.ResponseWriter, r *http.Request, caller *auth.Caller, err error)
 }
 
 // ErrNotFound is the error of a path no route of an API matches.
@@ -302,9 +317,12 @@ func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m.handler.ServeHTTP(w, r)
 }
 
-// Resolve matches r against the APIs (the first whose prefix the path is
-// under) and returns r carrying the match; a path under none carries nil.
+// Resolve matches r against the APIs whose prefix the path is under, in
+// order, and returns r carrying the match: the first API with a route for
+// the path, or else the first whose prefix it is under, with why none
+// matched. A path under none carries nil.
 func Resolve(apis []*API, r *http.Request) *http.Request {
+	var first *Matched
 	for _, a := range apis {
 		if r.URL.Path != a.Prefix && !strings.HasPrefix(r.URL.Path, strings.TrimSuffix(a.Prefix, "/")+"/") {
 			continue
@@ -313,10 +331,20 @@ func Resolve(apis []*API, r *http.Request) *http.Request {
 		m.Route, m.Params, m.Err = a.Match(r)
 		if m.Route != nil {
 			m.Err = a.checkRepository(m.Params)
+			return r.WithContext(With(r.Context(), m))
 		}
-		return r.WithContext(With(r.Context(), m))
+		var me *MethodError
+		if errors.As(m.Err, &me) {
+			return r.WithContext(With(r.Context(), m))
+		}
+		if first == nil {
+			first = m
+		}
 	}
-	return r
+	if first == nil {
+		return r
+	}
+	return r.WithContext(With(r.Context(), first))
 }
 
 // checkRepository validates a matched route's repository parameter, if it

@@ -150,3 +150,30 @@ func TestTheTableValidatesTheRepository(t *testing.T) {
 		t.Fatalf("a valid name needs %+v, want pull on team/app", m)
 	}
 }
+
+// APIs that share a prefix (the server's own paths and the portal, both
+// under /) are tried in order: the first with a route for the path takes
+// it; a path none has a route for is the first one's to refuse, unless
+// some API has the path with another method.
+func TestAPIsUnderOnePrefixAreTriedInOrder(t *testing.T) {
+	api := func(name string, routes ...Route) *API {
+		for i := range routes {
+			routes[i].Handle = func(w http.ResponseWriter, r *http.Request, p Params) error { return nil }
+		}
+		return (&API{Prefix: "", Routes: routes, NotFoundName: name + "_unknown", Error: func(http.ResponseWriter, *http.Request, error) {}}).Compile()
+	}
+	own := api("own", Route{Method: "GET", Pattern: "/healthz", Name: "healthz"})
+	portal := api("portal", Route{Method: "GET", Pattern: "/", Name: "home"}, Route{Method: "POST", Pattern: "/login", Name: "login"})
+	for _, c := range []struct{ method, path, want string }{
+		{"GET", "/healthz", "healthz"},
+		{"GET", "/", "home"},
+		{"POST", "/login", "login"},
+		{"GET", "/login", "portal_unknown"}, // the portal's: it has the path, with POST
+		{"GET", "/nothing", "own_unknown"},
+	} {
+		m := From(Resolve([]*API{own, portal}, httptest.NewRequest(c.method, c.path, nil)).Context())
+		if m.Name() != c.want {
+			t.Errorf("%s %s: matched %s, want %s", c.method, c.path, m.Name(), c.want)
+		}
+	}
+}

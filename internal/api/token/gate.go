@@ -29,9 +29,14 @@ func NewGate(a *auth.Service, opts Options, log *slog.Logger) *Gate {
 // Wrap puts the gate in front of next.
 func (g *Gate) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		req := route.From(r.Context()).Requirement(r)
+		m := route.From(r.Context())
+		req := m.Requirement(r)
 		if req.Public {
 			next.ServeHTTP(w, r)
+			return
+		}
+		if m.API.Sessions != nil {
+			g.session(w, r, m.API.Sessions, req, next)
 			return
 		}
 		caller, presented, err := g.identify(r)
@@ -60,6 +65,22 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(auth.WithCaller(r.Context(), caller)))
 	})
+}
+
+// session authorizes a request of an API that signs its users in itself
+// (the portal): the caller comes from its session, and is checked against
+// the route's Need like any other.
+func (g *Gate) session(w http.ResponseWriter, r *http.Request, s route.Sessions, req auth.Requirement, next http.Handler) {
+	caller, err := s.Caller(r)
+	if err != nil || caller == nil {
+		s.Refuse(w, r, nil, err)
+		return
+	}
+	if !caller.Check(req) {
+		s.Refuse(w, r, caller, &auth.DeniedError{Caller: caller, Missing: auth.Shortfall(caller, req.Accesses), Scope: req.Accesses})
+		return
+	}
+	next.ServeHTTP(w, r.WithContext(auth.WithCaller(r.Context(), caller)))
 }
 
 // identify establishes the caller from the Authorization header; presented

@@ -9,13 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/api/route"
+	"github.com/sluicehq/sluice/internal/api/wire"
 	"github.com/sluicehq/sluice/internal/auth"
 	"github.com/sluicehq/sluice/internal/metadata"
 )
@@ -48,13 +48,7 @@ func (o Options) service(r *http.Request) string {
 }
 
 // source is the address failed logins are limited by.
-func source(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+func source(r *http.Request) string { return wire.Source(r) }
 
 type tokenResponse struct {
 	Token        string `json:"token"`

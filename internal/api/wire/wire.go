@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -137,4 +138,14 @@ func RetryLater(w http.ResponseWriter, message string) {
 // Answer is the Code answering err.
 func Answer(err error, code string, status int) Code {
 	return Code{Err: err, Code: code, Status: status}
+}
+
+// Source is the address a request came from, without its port: what
+// failed logins are counted by and access logs name.
+func Source(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
