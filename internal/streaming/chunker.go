@@ -36,10 +36,23 @@ type chunkWriter struct {
 	outN    int64
 	blob    hash.Hash
 	diff    hash.Hash
-	chunks  []Chunk
+	chunks  []chunkRecord
 	err     error
 	errOnce sync.Once
 	failed  chan struct{} // closed on the first error
+}
+
+// chunkRecord is a Chunk as the converter keeps it until the TOC is
+// written: a quarter of a Chunk's size (no digest string), which matters
+// for a large layer's hundreds of thousands of chunks.
+type chunkRecord struct {
+	offset, size, uoffset, usize int64
+	sum                          [sha256.Size]byte
+}
+
+func (c *chunkRecord) chunk() Chunk {
+	return Chunk{Offset: c.offset, Size: c.size, UncompressedOffset: c.uoffset, UncompressedSize: c.usize,
+		Digest: digest.NewDigestFromBytes(digest.SHA256, c.sum[:])}
 }
 
 type chunkJob struct {
@@ -105,10 +118,9 @@ func (cw *chunkWriter) writeFrame(j *chunkJob) {
 	}
 	cw.blob.Write(j.frame)
 	cw.diff.Write(j.data)
-	cw.chunks = append(cw.chunks, Chunk{
-		Offset: cw.outN, Size: int64(len(j.frame)),
-		UncompressedOffset: j.uoff, UncompressedSize: int64(len(j.data)),
-		Digest: digest.NewDigestFromBytes(digest.SHA256, j.sum[:]),
+	cw.chunks = append(cw.chunks, chunkRecord{
+		offset: cw.outN, size: int64(len(j.frame)),
+		uoffset: j.uoff, usize: int64(len(j.data)), sum: j.sum,
 	})
 	cw.outN += int64(len(j.frame))
 }

@@ -2,7 +2,6 @@ package streaming
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"runtime"
@@ -31,13 +30,26 @@ type Options struct {
 	// Level is the zstd level (1..22, mapped onto the encoder's speeds).
 	Level int
 	// Concurrency is the number of parallel compressors (default
-	// GOMAXPROCS-1, at least 1: one core decompresses and parses the tar).
+	// GOMAXPROCS-1, at least 1: one core decompresses and parses the tar),
+	// fewer if MemoryBudget cannot hold them.
 	Concurrency int
+	// MemoryBudget is the heap a conversion may hold (default 256 MiB).
+	// What a conversion needs whatever its concurrency (the TOC being
+	// written, the chunk table, a zstd source's decoder window) comes
+	// first; the rest decides how many compressors run. The TOC never
+	// counts against it: it is written as the tar is read, and moves to a
+	// file in TempDir once it outgrows a few MiB.
+	MemoryBudget int64
 	// Progress, when set, is called with the number of source bytes
 	// consumed so far, at most once per MiB and once at the end.
 	Progress func(consumed int64)
-	// Limits bound the input (decompression bombs, entry counts).
+	// Limits bound the input (decompression bombs, entry counts, names,
+	// the TOC's size).
 	Limits Limits
+	// TempDir holds the TOC of a large layer while it is written
+	// (os.TempDir when empty): up to Limits.MaxTOCSize bytes, in a file
+	// removed as soon as it is created.
+	TempDir string
 }
 
 func (o Options) withDefaults() Options {
@@ -52,6 +64,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = max(1, runtime.GOMAXPROCS(0)-1)
+	}
+	if o.MemoryBudget <= 0 {
+		o.MemoryBudget = DefaultMemoryBudget
 	}
 	o.Limits = o.Limits.withDefaults()
 	return o
@@ -102,17 +117,23 @@ func (r *Result) Descriptor() ocispec.Descriptor {
 // partial blob the caller must discard.
 func Convert(ctx context.Context, src io.Reader, dst io.Writer, opts Options) (*Result, error) {
 	o := opts.withDefaults()
-	source, tarStream, comp, closeSource, err := openSource(ctx, src, o.Progress, o.Limits)
+	source, tarStream, comp, closeSource, err := openSource(ctx, src, o.Progress, o.Limits, o.MemoryBudget)
 	if err != nil {
 		return nil, err
 	}
 	defer closeSource()
-	hardMax := int(min(o.Limits.MaxChunkSize, 4*(o.ChunkSize+o.FileChunkSize)))
-	cw, err := newChunkWriter(ctx, dst, o.Concurrency, zstd.EncoderLevelFromZstd(o.Level), hardMax)
+	plan := planMemory(o, comp)
+	cw, err := newChunkWriter(ctx, dst, plan.compressors, zstd.EncoderLevelFromZstd(o.Level), int(o.hardMax()))
 	if err != nil {
 		return nil, err
 	}
-	sc := &scanner{opts: o, cw: cw, tee: &teeReader{r: tarStream, cw: cw}}
+	toc, err := newTOCWriter(o.Limits, o.TempDir)
+	if err != nil {
+		cw.close()
+		return nil, err
+	}
+	defer toc.close()
+	sc := &scanner{opts: o, cw: cw, tee: &teeReader{r: tarStream, cw: cw}, toc: toc}
 	scanErr := sc.run()
 	if closeErr := cw.close(); scanErr == nil {
 		scanErr = closeErr
@@ -130,45 +151,36 @@ func Convert(ctx context.Context, src io.Reader, dst io.Writer, opts Options) (*
 		SourceSize:        source.n,
 		SourceCompression: comp,
 		Chunks:            len(cw.chunks),
-		Entries:           len(sc.entries),
+		Entries:           sc.entries,
 		UnsafeNames:       sc.unsafeNames,
 	}
-	if err := writeTrailer(cw, sc.entries, res, o.Limits); err != nil {
+	if err := writeTrailer(cw, toc, res); err != nil {
 		return nil, err
 	}
 	return res, nil
 }
 
-// writeTrailer writes the TOC frame and the footer after the data frames.
-func writeTrailer(cw *chunkWriter, entries []Entry, res *Result, lim Limits) error {
-	toc := &TOC{Version: formatMajor, DiffID: res.DiffID, UncompressedSize: res.UncompressedSize,
-		Chunks: cw.chunks, Entries: entries}
-	if toc.Chunks == nil {
-		toc.Chunks = []Chunk{}
-	}
-	if toc.Entries == nil {
-		toc.Entries = []Entry{}
-	}
-	frame, jsonSize, err := encodeTOC(toc)
+// writeTrailer finishes the TOC and writes its frame and the footer after
+// the data frames.
+func writeTrailer(cw *chunkWriter, toc *tocWriter, res *Result) error {
+	frame, err := toc.finish(cw.chunks, res.DiffID, res.UncompressedSize)
 	if err != nil {
 		return err
 	}
-	if jsonSize > lim.MaxTOCUncompressedSize || int64(len(frame)) > lim.MaxTOCSize {
-		return fmt.Errorf("%w: the TOC would be %d bytes (%d compressed), more than readers accept (%d, %d)",
-			ErrLimitExceeded, jsonSize, len(frame), lim.MaxTOCUncompressedSize, lim.MaxTOCSize)
+	sum, err := frame.writeTo(io.MultiWriter(cw.out, cw.blob))
+	if err != nil {
+		return fmt.Errorf("writing converted layer: %w", err)
 	}
-	f := Footer{TOCOffset: cw.outN, TOCSize: int64(len(frame)), TOCUncompressedSize: jsonSize,
-		TOCDigest: sha256.Sum256(frame), Major: formatMajor, Minor: formatMinor}
+	f := Footer{TOCOffset: cw.outN, TOCSize: frame.size, TOCUncompressedSize: frame.jsonSize,
+		TOCDigest: sum, Major: formatMajor, Minor: formatMinor}
 	footer, _ := f.MarshalBinary()
-	for _, b := range [][]byte{frame, footer} {
-		if _, err := cw.out.Write(b); err != nil {
-			return fmt.Errorf("writing converted layer: %w", err)
-		}
-		cw.blob.Write(b)
+	if _, err := cw.out.Write(footer); err != nil {
+		return fmt.Errorf("writing converted layer: %w", err)
 	}
+	cw.blob.Write(footer)
 	res.TOCDigest = digest.NewDigestFromBytes(digest.SHA256, f.TOCDigest[:])
 	res.TOCOffset, res.TOCSize = f.TOCOffset, f.TOCSize
-	res.Size = cw.outN + int64(len(frame)) + FooterSize
+	res.Size = cw.outN + frame.size + FooterSize
 	res.Digest = digest.NewDigestFromBytes(digest.SHA256, cw.blob.Sum(nil))
 	return nil
 }

@@ -26,8 +26,13 @@
 // ErrDiffIDMismatch; hostile input (truncated or corrupt compression, a tar
 // that lies about sizes, decompression bombs, oversized or inconsistent
 // TOCs) fails with ErrCorruptInput, ErrLimitExceeded or ErrInvalidFormat
-// and a message saying what was wrong. Names that escape the layer root
-// ("..", absolute) are kept as data and flagged Entry.Unsafe.
+// and a message saying what was wrong; a refusal by one of the Limits is a
+// *LimitError naming the limit, raised as the tar entry that crosses it is
+// read. Convert's heap is bounded by Options.MemoryBudget whatever the
+// layer: it writes the TOC while it reads the tar, one entry at a time,
+// and moves it to a temporary file once it outgrows a few MiB. Names that
+// escape the layer root ("..", absolute) are kept as data and flagged
+// Entry.Unsafe.
 //
 // # Defaults, and how they were chosen
 //

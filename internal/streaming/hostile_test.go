@@ -56,7 +56,7 @@ func TestConvertRefusesHostileInput(t *testing.T) {
 		{"not a tar", []byte(strings.Repeat("hello world ", 100)), Options{}, ErrCorruptInput, ""},
 		{"xz", []byte{0xfd, '7', 'z', 'X', 'Z', 0, 1, 2}, Options{}, ErrUnsupportedInput, "xz"},
 		{"too many entries", raw, Options{Limits: Limits{MaxEntries: 10}}, ErrLimitExceeded, "entries"},
-		{"TOC too big for readers", raw, Options{Limits: Limits{MaxTOCUncompressedSize: 1000}}, ErrLimitExceeded, "TOC would be"},
+		{"TOC too big for readers", raw, Options{Limits: Limits{MaxTOCUncompressedSize: 1000}}, ErrLimitExceeded, "TOC of more than 1,000 bytes of JSON"},
 		{"larger than the absolute limit", gz, Options{Limits: Limits{MaxUncompressedSize: 64 << 10}}, ErrLimitExceeded, "decompresses to more"},
 		{"decompression bomb", gzipZeros(t, 8<<20), Options{Limits: Limits{RatioGrace: 1 << 20, MaxRatio: 100}}, ErrLimitExceeded, "bomb"},
 	}

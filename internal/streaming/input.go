@@ -83,13 +83,28 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	b.n += int64(n)
 	if b.n > b.lim.MaxUncompressedSize {
-		return n, fmt.Errorf("%w: layer decompresses to more than %d bytes", ErrLimitExceeded, b.lim.MaxUncompressedSize)
+		return n, overLimit(LimitUncompressedBytes, b.lim.MaxUncompressedSize, "decompresses to more than %d bytes", b.lim.MaxUncompressedSize)
 	}
 	if b.n > b.lim.RatioGrace && b.n > b.lim.MaxRatio*max(b.src.n, 1) {
-		return n, fmt.Errorf("%w: layer expands more than %d times (%d bytes from %d): a decompression bomb?", ErrLimitExceeded, b.lim.MaxRatio, b.n, b.src.n)
+		return n, overLimit(LimitExpansionRatio, b.lim.MaxRatio, "expands more than %d times (%d bytes from %d compressed): a decompression bomb?", b.lim.MaxRatio, b.n, b.src.n)
 	}
 	if err != nil && err != io.EOF {
 		err = inputError(err)
+	}
+	return n, err
+}
+
+// windowLimited tells a zstd source refused for its window from a corrupt
+// one.
+type windowLimited struct {
+	r              io.Reader
+	window, budget int64
+}
+
+func (w *windowLimited) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) {
+		err = overLimit(LimitConversionMemory, w.budget, "is compressed with a zstd window of more than %d bytes, more than a conversion's memory holds with its other needs", w.window)
 	}
 	return n, err
 }
@@ -109,7 +124,7 @@ func inputError(err error) error {
 
 // openSource detects the compression of r and returns the uncompressed
 // stream. The returned close function releases the decoder.
-func openSource(ctx context.Context, r io.Reader, progress func(int64), lim Limits) (*sourceReader, io.Reader, Compression, func(), error) {
+func openSource(ctx context.Context, r io.Reader, progress func(int64), lim Limits, budget int64) (*sourceReader, io.Reader, Compression, func(), error) {
 	src := &sourceReader{ctx: ctx, r: r, sum: sha256.New(), progress: progress}
 	br := bufio.NewReaderSize(src, 64<<10)
 	head, err := br.Peek(6)
@@ -130,11 +145,12 @@ func openSource(ctx context.Context, r io.Reader, progress func(int64), lim Limi
 		}
 		dec, closeFn = zr, func() { zr.Close() }
 	case CompressionZstd:
-		zr, err := zstd.NewReader(br, zstd.WithDecoderMaxWindow(1<<27), zstd.WithDecoderConcurrency(1))
+		window := planMemory(Options{MemoryBudget: budget}.withDefaults(), CompressionZstd).window
+		zr, err := zstd.NewReader(br, zstd.WithDecoderMaxWindow(uint64(window)), zstd.WithDecoderConcurrency(1))
 		if err != nil {
 			return nil, nil, "", nil, fmt.Errorf("%w: zstd: %v", ErrCorruptInput, err)
 		}
-		dec, closeFn = zr, zr.Close
+		dec, closeFn = &windowLimited{zr, window, budget}, zr.Close
 	}
 	bounded := &boundedReader{r: dec, src: src, lim: lim}
 	return src, bufio.NewReaderSize(bounded, 128<<10), comp, closeFn, nil

@@ -8,28 +8,48 @@ import (
 	"sync"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
 )
 
 // Limits bound what the converter accepts and what the reader trusts, so
-// that hostile input fails with ErrLimitExceeded instead of exhausting memory
-// or disk. Zero fields take the defaults below.
+// that hostile input fails with ErrLimitExceeded (as a *LimitError naming
+// the limit) instead of exhausting memory or disk. The converter checks each
+// limit as it reads each tar entry, so a layer fails as soon as it crosses
+// one. Zero fields take the defaults below. The key of each limit (in
+// LimitError.Limit and in sluiced's configuration, under streaming.limits)
+// is given in brackets.
 type Limits struct {
-	// MaxTOCSize bounds the TOC frame as stored (default 64 MiB).
+	// MaxTOCSize bounds the TOC frame as stored, compressed
+	// [maxTOCBytes] (default 64 MiB).
 	MaxTOCSize int64
-	// MaxTOCUncompressedSize bounds the TOC's JSON (default 512 MiB).
+	// MaxTOCUncompressedSize bounds the TOC's JSON [maxTOCJSONBytes]
+	// (default 512 MiB).
 	MaxTOCUncompressedSize int64
-	// MaxEntries bounds the number of tar entries (default 1,048,576).
+	// MaxEntries bounds the number of tar entries [maxEntries] (default
+	// 1,048,576).
 	MaxEntries int
-	// MaxUncompressedSize bounds the uncompressed tar (default 64 GiB).
+	// MaxPathBytes bounds an entry's name and link target as the tar
+	// gives them [maxPathBytes] (default 4,096, Linux's PATH_MAX: a longer
+	// path cannot be created by an unpack either).
+	MaxPathBytes int
+	// MaxNameBytes bounds each /-separated element of an entry's name
+	// [maxNameBytes] (default 255, Linux's NAME_MAX). A whiteout's element
+	// may be 4 bytes longer, for its ".wh." prefix.
+	MaxNameBytes int
+	// MaxUncompressedSize bounds the uncompressed tar
+	// [maxUncompressedBytes] (default 64 GiB).
 	MaxUncompressedSize int64
 	// MaxRatio bounds uncompressed/compressed bytes of the source, checked
-	// once RatioGrace uncompressed bytes have been produced (default 2000,
-	// above gzip's maximum of about 1030).
+	// once RatioGrace uncompressed bytes have been produced
+	// [maxExpansionRatio] (default 2000, above gzip's maximum of about
+	// 1030).
 	MaxRatio int64
 	// RatioGrace is the uncompressed size below which the ratio is not
-	// checked (default 256 MiB).
+	// checked [expansionGraceBytes] (default 256 MiB).
 	RatioGrace int64
-	// MaxChunkSize bounds one chunk's uncompressed size (default 64 MiB).
+	// MaxChunkSize bounds one chunk's uncompressed size [maxChunkBytes]
+	// (default 64 MiB).
 	MaxChunkSize int64
 }
 
@@ -38,6 +58,8 @@ var DefaultLimits = Limits{
 	MaxTOCSize:             64 << 20,
 	MaxTOCUncompressedSize: 512 << 20,
 	MaxEntries:             1 << 20,
+	MaxPathBytes:           4096,
+	MaxNameBytes:           255,
 	MaxUncompressedSize:    64 << 30,
 	MaxRatio:               2000,
 	RatioGrace:             256 << 20,
@@ -55,6 +77,12 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxEntries > 0 {
 		d.MaxEntries = l.MaxEntries
 	}
+	if l.MaxPathBytes > 0 {
+		d.MaxPathBytes = l.MaxPathBytes
+	}
+	if l.MaxNameBytes > 0 {
+		d.MaxNameBytes = l.MaxNameBytes
+	}
 	if l.MaxUncompressedSize > 0 {
 		d.MaxUncompressedSize = l.MaxUncompressedSize
 	}
@@ -70,6 +98,49 @@ func (l Limits) withDefaults() Limits {
 	return d
 }
 
+// Keys of the limits, as LimitError.Limit names them.
+const (
+	LimitTOCBytes          = "maxTOCBytes"
+	LimitTOCJSONBytes      = "maxTOCJSONBytes"
+	LimitEntries           = "maxEntries"
+	LimitPathBytes         = "maxPathBytes"
+	LimitNameBytes         = "maxNameBytes"
+	LimitUncompressedBytes = "maxUncompressedBytes"
+	LimitExpansionRatio    = "maxExpansionRatio"
+	LimitChunkBytes        = "maxChunkBytes"
+	// LimitConversionMemory is Options.MemoryBudget: a zstd source whose
+	// window does not fit it is refused.
+	LimitConversionMemory = "conversionMemoryBytes"
+)
+
+// LimitError is a layer refused by one of the Limits. It wraps
+// ErrLimitExceeded.
+type LimitError struct {
+	// Limit is the key of the limit (LimitEntries, ...).
+	Limit string
+	// Value is the limit's value.
+	Value int64
+	// Problem says what the layer has, for a sentence about it: "has more
+	// than 1,048,576 entries".
+	Problem string
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("%v: the layer %s (limit %s)", ErrLimitExceeded, e.Problem, e.Limit)
+}
+
+func (e *LimitError) Unwrap() error { return ErrLimitExceeded }
+
+// overLimit returns the LimitError of a limit; problem is a format whose
+// arguments are formatted with thousands separators.
+func overLimit(limit string, value int64, problem string, args ...any) error {
+	return &LimitError{Limit: limit, Value: value, Problem: numbers.Sprintf(problem, args...)}
+}
+
+// numbers formats counts and sizes with thousands separators, as
+// operators read them in error messages.
+var numbers = message.NewPrinter(language.English)
+
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: TOC: "+format, append([]any{ErrInvalidFormat}, args...)...)
 }
@@ -84,10 +155,10 @@ func (t *TOC) validate(dataSize int64, lim Limits) error {
 		return invalid("diffID %q: %v", t.DiffID, err)
 	}
 	if t.UncompressedSize < 0 || t.UncompressedSize > lim.MaxUncompressedSize {
-		return fmt.Errorf("%w: uncompressed size %d, limit %d", ErrLimitExceeded, t.UncompressedSize, lim.MaxUncompressedSize)
+		return overLimit(LimitUncompressedBytes, lim.MaxUncompressedSize, "decompresses to %d bytes, more than %d", t.UncompressedSize, lim.MaxUncompressedSize)
 	}
 	if len(t.Entries) > lim.MaxEntries {
-		return fmt.Errorf("%w: %d entries, limit %d", ErrLimitExceeded, len(t.Entries), lim.MaxEntries)
+		return overLimit(LimitEntries, int64(lim.MaxEntries), "has %d entries, more than %d", len(t.Entries), lim.MaxEntries)
 	}
 	if err := t.validateChunks(dataSize, lim); err != nil {
 		return err

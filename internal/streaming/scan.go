@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 )
 
@@ -40,7 +41,8 @@ type scanner struct {
 	opts        Options
 	cw          *chunkWriter
 	tee         *teeReader
-	entries     []Entry
+	toc         *tocWriter
+	entries     int
 	unsafeNames []string
 	buf         []byte
 	// captureStart and boundary are the tar offsets where the capture of
@@ -100,8 +102,11 @@ func (s *scanner) entry(tr *tar.Reader, hdr *tar.Header, boundary int64) error {
 	if err != nil || !ok {
 		return err
 	}
-	if len(s.entries) >= s.opts.Limits.MaxEntries {
-		return fmt.Errorf("%w: more than %d tar entries", ErrLimitExceeded, s.opts.Limits.MaxEntries)
+	if s.entries >= s.opts.Limits.MaxEntries {
+		return overLimit(LimitEntries, int64(s.opts.Limits.MaxEntries), "has more than %d entries", s.opts.Limits.MaxEntries)
+	}
+	if err := checkNames(&e, s.opts.Limits); err != nil {
+		return err
 	}
 	dataStart := s.cw.pos()
 	// Small entries share a chunk until it holds ChunkSize bytes; a file
@@ -131,15 +136,52 @@ func (s *scanner) entry(tr *tar.Reader, hdr *tar.Header, boundary int64) error {
 	if e.Unsafe && len(s.unsafeNames) < 100 {
 		s.unsafeNames = append(s.unsafeNames, e.Name)
 	}
-	s.entries = append(s.entries, e)
+	s.entries++
+	return s.toc.add(&e)
+}
+
+// checkNames applies the path limits to an entry's name and link target.
+func checkNames(e *Entry, lim Limits) error {
+	// A directory's trailing "/" and a leading "./" are not part of the
+	// path an unpack creates.
+	name := strings.TrimSuffix(strings.TrimPrefix(e.Name, "./"), "/")
+	for _, p := range [...]struct{ what, name string }{{"name", name}, {"link target", e.LinkName}} {
+		if len(p.name) > lim.MaxPathBytes {
+			return overLimit(LimitPathBytes, int64(lim.MaxPathBytes), "has an entry whose %s is %d bytes long, more than %d (%s)",
+				p.what, len(p.name), lim.MaxPathBytes, abbreviate(p.name))
+		}
+	}
+	for el := range strings.SplitSeq(e.Name, "/") {
+		limit := lim.MaxNameBytes
+		if strings.HasPrefix(el, whiteoutPrefix) {
+			limit += len(whiteoutPrefix)
+		}
+		if len(el) > limit {
+			return overLimit(LimitNameBytes, int64(lim.MaxNameBytes), "has an entry whose name has a %d-byte element, more than %d (%s)",
+				len(el), lim.MaxNameBytes, abbreviate(e.Name))
+		}
+	}
 	return nil
+}
+
+const whiteoutPrefix = ".wh."
+
+// abbreviate quotes a name for an error message, shortened if long: a
+// hostile name can be megabytes.
+func abbreviate(name string) string {
+	const keep = 60
+	if len(name) <= 2*keep {
+		return strconv.Quote(name)
+	}
+	return strconv.Quote(name[:keep]) + "…" + strconv.Quote(name[len(name)-keep:])
 }
 
 // drain reads a file's data through the tee; a large file is cut every
 // FileChunkSize bytes from its start.
 func (s *scanner) drain(tr *tar.Reader, e Entry, large bool) error {
 	if e.Size > s.opts.Limits.MaxUncompressedSize {
-		return fmt.Errorf("%w: %q claims %d bytes, limit %d", ErrLimitExceeded, e.Name, e.Size, s.opts.Limits.MaxUncompressedSize)
+		return overLimit(LimitUncompressedBytes, s.opts.Limits.MaxUncompressedSize, "has a file of %d bytes, more than %d (%s)",
+			e.Size, s.opts.Limits.MaxUncompressedSize, abbreviate(e.Name))
 	}
 	var inPiece int64
 	for {

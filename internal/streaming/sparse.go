@@ -13,7 +13,8 @@ import (
 // what reads back as 0xff is data, what reads back as zero is a hole.
 func (s *scanner) sparseMap(e *Entry, physical int64) error {
 	if e.Size > s.opts.Limits.MaxUncompressedSize {
-		return fmt.Errorf("%w: sparse file %q claims %d bytes, limit %d", ErrLimitExceeded, e.Name, e.Size, s.opts.Limits.MaxUncompressedSize)
+		return overLimit(LimitUncompressedBytes, s.opts.Limits.MaxUncompressedSize, "has a sparse file of %d bytes, more than %d (%s)",
+			e.Size, s.opts.Limits.MaxUncompressedSize, abbreviate(e.Name))
 	}
 	// The capture starts where the previous entry's data ended; its headers
 	// start at the next block boundary.

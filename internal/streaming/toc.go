@@ -2,7 +2,6 @@ package streaming
 
 import (
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"path"
 	"strings"
@@ -196,21 +195,6 @@ func unsafeName(name string) bool {
 		}
 	}
 	return false
-}
-
-// encodeTOC returns the TOC frame (skippable-frame header and zstd-compressed
-// JSON) and the size of the JSON.
-func encodeTOC(toc *TOC) (frame []byte, jsonSize int64, err error) {
-	js, err := json.Marshal(toc)
-	if err != nil {
-		return nil, 0, fmt.Errorf("encoding TOC: %w", err)
-	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
-	if err != nil {
-		return nil, 0, err
-	}
-	defer enc.Close()
-	return skippableFrame(skippableTOCMagic, enc.EncodeAll(js, nil)), int64(len(js)), nil
 }
 
 // DecodeTOC parses a TOC frame (the bytes at toc.offset, toc.size) and checks
