@@ -51,12 +51,18 @@ kept on local disk.`,
 			}
 			delay, _ := cfg.Background()
 			// The credentials of CRI pulls, which the snapshotter keeps,
-			// come first for their repositories; the file is read again
-			// when the snapshotter writes it.
-			credential := snapshotter.ReloadingCredential(configFile, cfg, log)
-			if pullCredentials != "" {
-				credential = snapshotter.ScopedCredential(log, credential, snapshotter.OpenPullCredentials(pullCredentials, cfg.CRIProxy.KeyFile))
+			// come first for their repositories (the file is read again
+			// when the snapshotter writes it), then kubelet's credential
+			// provider plugins.
+			providers, err := snapshotter.LoadCredentialProviders(cfg.CredentialProviders)
+			if err != nil {
+				return err
 			}
+			var pulls snapshotter.RepositoryCredentials = (*snapshotter.PullCredentials)(nil)
+			if pullCredentials != "" {
+				pulls = snapshotter.OpenPullCredentials(pullCredentials, cfg.CRIProxy.KeyFile)
+			}
+			credential := snapshotter.ScopedCredential(log, snapshotter.ReloadingCredential(configFile, cfg, log), pulls, providers)
 			m, err := fusemanager.New(fusemanager.Config{Root: root, CacheMaxBytes: cfg.CacheMaxBytes, CacheMemoryBytes: cfg.CacheMemoryBytes, Credential: credential,
 				BackgroundDelay: delay, StartupProfiles: cfg.Profiles(), Log: log})
 			if err != nil {

@@ -75,7 +75,11 @@ func serve(cmd *cobra.Command, f *flags) error {
 		return c.TrustOf(host)
 	}, log)
 	pulls := snapshotter.OpenPullCredentials(snapshotter.PullCredentialsDir(cfg.Root), cfg.CRIProxy.KeyFile)
-	resolver := snapshotter.NewResolver(snapshotter.ScopedCredential(log, live.Credential, pulls), cfg.PlainHTTP, trust)
+	providers, err := snapshotter.LoadCredentialProviders(cfg.CredentialProviders)
+	if err != nil {
+		return err
+	}
+	resolver := snapshotter.NewResolver(snapshotter.ScopedCredential(log, live.Credential, pulls, providers), cfg.PlainHTTP, trust)
 	sn, err := snapshotter.New(filepath.Join(cfg.Root, "snapshotter"), layers, resolver, metrics, log)
 	if err != nil {
 		return err

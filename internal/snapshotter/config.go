@@ -44,6 +44,10 @@ type Config struct {
 	// of each pull are kept for the image's repository and used for its
 	// lazy fetches.
 	CRIProxy CRIProxyConfig `yaml:"criProxy"`
+	// CredentialProviders runs kubelet's credential provider plugins for
+	// the repositories they match, after the credentials of CRI pulls
+	// and before the registries' own.
+	CredentialProviders CredentialProvidersConfig `yaml:"credentialProviders"`
 }
 
 // CRIProxyConfig places the CRI proxy.

@@ -19,6 +19,9 @@ type RepositoryCredentials interface {
 
 // RepositoryCredential implements RepositoryCredentials.
 func (p *PullCredentials) RepositoryCredential(_ context.Context, host, repository string) (auth.Credential, bool, error) {
+	if p == nil {
+		return auth.EmptyCredential, false, nil
+	}
 	c, ok, err := p.Lookup(host, repository)
 	if err != nil || !ok || c.Empty() {
 		return auth.EmptyCredential, false, err

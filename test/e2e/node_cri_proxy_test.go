@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -282,4 +283,57 @@ func TestNodeCRIProxy(t *testing.T) {
 			t.Errorf("a request for %s was refused: %s %s %d", app.repo, e.Method, e.Path, e.Status)
 		}
 	}
+
+	// A kubelet credential provider plugin gives the node credentials for
+	// a second registry, which nothing else on the node has; its answer is
+	// kept for its cache duration (an hour, per registry), so each process
+	// asks it once.
+	t.Run("credential provider", func(t *testing.T) {
+		tool := newNodeImage(t, "critool", "team/tool", echo, dataFiles(rng, "data/part", "f", 2, 1<<20))
+		reg2, password2 := startStreamingRegistry(t, tool)
+		bin, calls := t.TempDir(), filepath.Join(t.TempDir(), "calls")
+		goTool, err := goCommand()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(goTool, "build", "-o", filepath.Join(bin, "test-provider"), "github.com/sluicehq/sluice/internal/snapshotter/testdata/credprovider").CombinedOutput(); err != nil {
+			t.Fatalf("go build the credential provider plugin: %v\n%s", err, out)
+		}
+		providers := filepath.Join(t.TempDir(), "providers.yaml")
+		writeFile(t, providers, []byte(fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1
+kind: CredentialProviderConfig
+providers:
+- name: test-provider
+  apiVersion: credentialprovider.kubelet.k8s.io/v1
+  matchImages: [%q]
+  defaultCacheDuration: 1m
+  args: [Registry, 1h]
+  env:
+  - {name: CALLS_FILE, value: %q}
+  - {name: PROVIDER_USERNAME, value: %q}
+  - {name: PROVIDER_PASSWORD, value: %q}
+`, reg2.addr, calls, nodeToken, password2)))
+		o.providersConfig, o.providersBinDir = providers, bin
+		n.sn.configure(o)
+		restart()
+		before := metric("sluice_snapshotter_layers_streamed_total")
+		n.cl.run(crictl, "--image-endpoint", "unix://"+n.sock, "--timeout", "2m", "pull", "--creds", nodeToken+":"+password2, tool.ref(reg2.addr))
+		if got := metric("sluice_snapshotter_layers_streamed_total") - before; got != float64(len(tool.Layers)) {
+			t.Errorf("the pull from the second registry streamed %v layers, want all %d (fallbacks: %s)", got, len(tool.Layers), fallbacks())
+		}
+		b, err := os.ReadFile(calls)
+		if err != nil {
+			t.Fatalf("the plugin was never called: %v", err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		for _, l := range lines {
+			if l != reg2.addr+"/"+tool.repo {
+				t.Errorf("the plugin was asked for %q, want only %s/%s", l, reg2.addr, tool.repo)
+			}
+		}
+		// The snapshotter and its FUSE manager each ask once.
+		if len(lines) < 1 || len(lines) > 2 {
+			t.Errorf("the plugin was called %d times, want once by the snapshotter and at most once by its FUSE manager", len(lines))
+		}
+	})
 }

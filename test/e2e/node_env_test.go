@@ -98,6 +98,9 @@ type snapshotterOptions struct {
 	others map[string]registryOptions
 	// criListen and criUpstream, when set, turn the CRI proxy on.
 	criListen, criUpstream string
+	// providersConfig and providersBinDir, when set, run kubelet
+	// credential provider plugins.
+	providersConfig, providersBinDir string
 }
 
 // registryOptions are a registry's settings in the node's config.
@@ -163,6 +166,9 @@ func (s *snapshotterProc) configure(o snapshotterOptions) {
 	}
 	if o.criListen != "" {
 		fmt.Fprintf(&b, "criProxy:\n  listen: %q\n  upstream: %q\n", o.criListen, o.criUpstream)
+	}
+	if o.providersConfig != "" {
+		fmt.Fprintf(&b, "credentialProviders:\n  config: %q\n  binDir: %q\n", o.providersConfig, o.providersBinDir)
 	}
 	writeFile(s.t, s.config, []byte(b.String()))
 }
