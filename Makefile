@@ -6,7 +6,7 @@ PKGS     := ./...
 
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build run node test test-deps bench bench-images fuzz fmt clean $(addprefix $(BIN)/,$(BINARIES))
+.PHONY: all build run node test test-deps bench bench-images fuzz fmt clean portal-screenshots $(addprefix $(BIN)/,$(BINARIES))
 
 all: build
 
@@ -33,6 +33,11 @@ test-deps:
 test: test-deps build
 	$(GO) vet $(PKGS)
 	SLUICE_TEST_STRICT=1 $(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+# Takes the portal's screenshots in docs/portal/ again, from its browser
+# test (Chromium, headless).
+portal-screenshots: test-deps
+	SLUICE_PORTAL_SCREENSHOTS=$(CURDIR)/docs/portal $(GO) test -count=1 -run TestPortal ./test/portal/
 
 # Runs every benchmark in bench/ (as root) and prints their tables.
 bench: build bench-images

@@ -29,6 +29,8 @@ const pageSize = 50
 type overviewData struct {
 	// Usage is shown to the admin only (the usage API is admin's).
 	Used, Included int64
+	// High is where the usage bar turns to a warning: 90% of included.
+	High int64
 	Largest        []metadata.RepositorySize
 	Running        []*metadata.Operation
 	Failures       []*metadata.Operation
@@ -37,7 +39,7 @@ type overviewData struct {
 func (h *Handler) overview(w http.ResponseWriter, r *http.Request, _ route.Params) error {
 	ctx := r.Context()
 	caller := auth.CallerFrom(ctx)
-	d := overviewData{Included: h.opts.IncludedStorage}
+	d := overviewData{Included: h.opts.IncludedStorage, High: h.opts.IncludedStorage / 10 * 9}
 	if caller.Identity.IsAdmin() {
 		used, err := h.reg.TotalSize(ctx)
 		if err != nil {

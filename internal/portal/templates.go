@@ -42,12 +42,6 @@ var funcs = template.FuncMap{
 	"repoPath":    repoPath,
 	"pull":        pullCommands,
 	"statusClass": statusClass,
-	"widthPct": func(v, max int64) string {
-		if max <= 0 {
-			return "0%"
-		}
-		return fmt.Sprintf("%.1f%%", float64(v)*100/float64(max))
-	},
 	"join": strings.Join,
 	"dict": func(kv ...any) map[string]any {
 		m := map[string]any{}

@@ -8,18 +8,14 @@
 package cli_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,12 +34,12 @@ func TestSetupGuide(t *testing.T) {
 	}
 	work := t.TempDir()
 	bin := filepath.Join(work, "bin")
-	build(t, bin, "github.com/sluicehq/sluice/cmd/sluice", "github.com/sluicehq/sluice/cmd/sluiced",
+	testenv.Build(t, bin, "github.com/sluicehq/sluice/cmd/sluice", "github.com/sluicehq/sluice/cmd/sluiced",
 		"github.com/sluicehq/sluice/test/cli/mkimage")
 
 	const upstreamPassword, registryPassword = "upstream-admin-pw", "registry-admin-pw"
-	upstream := startSluiced(t, filepath.Join(bin, "sluiced"), filepath.Join(work, "upstream"), upstreamPassword)
-	registry := startSluiced(t, filepath.Join(bin, "sluiced"), filepath.Join(work, "registry"), registryPassword)
+	upstream := testenv.StartSluiced(t, filepath.Join(bin, "sluiced"), filepath.Join(work, "upstream"), upstreamPassword)
+	registry := testenv.StartSluiced(t, filepath.Join(bin, "sluiced"), filepath.Join(work, "registry"), registryPassword)
 
 	images := filepath.Join(work, "images")
 	mkimage := func(name, kind, tag string) string {
@@ -82,86 +78,6 @@ func TestSetupGuide(t *testing.T) {
 	t.Logf("guide.sh (%s):\n%s", time.Since(start).Round(100*time.Millisecond), out.String())
 	if err != nil {
 		t.Fatalf("guide.sh: %v", err)
-	}
-}
-
-// build compiles the packages into dir (without the race detector: they
-// are the programs under test and their tools).
-func build(t *testing.T, dir string, pkgs ...string) {
-	t.Helper()
-	for _, p := range pkgs {
-		args := []string{"build", "-o", filepath.Join(dir, filepath.Base(p)), p}
-		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-}
-
-// startSluiced runs sluiced on a port of the kernel's choosing with
-// authentication on, and returns its host:port once it answers.
-func startSluiced(t *testing.T, bin, data, password string) string {
-	t.Helper()
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data", data)
-	cmd.Env = append(os.Environ(), "SLUICE_LOG_FORMAT=json", "SLUICE_LOG_ACCESS=false", "SLUICE_ADMIN_PASSWORD="+password,
-		"SLUICE_AUTH_ENABLED=true", "SLUICE_STREAMING_WORKERS=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var logs syncLog
-	addr := make(chan string, 1)
-	exited := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			logs.add(line)
-			var entry struct{ Msg, Address string }
-			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "sluiced serving" {
-				addr <- entry.Address
-			}
-		}
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("sluiced %s log (last lines):\n%s", data, logs.tail(40))
-		}
-	})
-	var host string
-	select {
-	case host = <-addr:
-	case <-exited:
-		t.Fatalf("sluiced exited:\n%s", logs.tail(40))
-	case <-time.After(time.Minute):
-		t.Fatalf("sluiced did not start:\n%s", logs.tail(40))
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + host + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return host
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sluiced at %s is not healthy: %v", host, err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -212,21 +128,4 @@ func startDistribution(t *testing.T, dir string) string {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-type syncLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *syncLog) add(s string) {
-	l.mu.Lock()
-	l.lines = append(l.lines, s)
-	l.mu.Unlock()
-}
-
-func (l *syncLog) tail(n int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines[max(0, len(l.lines)-n):], "\n")
 }

@@ -2,10 +2,12 @@
 // pushes with skopeo: "small", the guide's image in miniature (a base and
 // an application layer), and "large", 256 MiB of small text-like files
 // whose conversion takes a few seconds, long enough to show and cancel it
-// while it runs. It is a program of its own so that the test, even built
-// with the race detector, makes the large image quickly.
+// while it runs; and "app", the small image with its tag written into its
+// application layer, so that each tag is another image. It is a program of
+// its own so that the test, even built with the race detector, makes the
+// large image quickly.
 //
-//	mkimage DIR small|large TAG
+//	mkimage DIR small|large|app TAG
 package main
 
 import (
@@ -27,13 +29,16 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 4 || (os.Args[2] != "small" && os.Args[2] != "large") {
-		fmt.Fprintln(os.Stderr, "usage: mkimage DIR small|large TAG")
+	if len(os.Args) != 4 || (os.Args[2] != "small" && os.Args[2] != "large" && os.Args[2] != "app") {
+		fmt.Fprintln(os.Stderr, "usage: mkimage DIR small|large|app TAG")
 		os.Exit(2)
 	}
 	layers := smallLayers()
-	if os.Args[2] == "large" {
+	switch os.Args[2] {
+	case "large":
 		layers = largeLayers()
+	case "app":
+		layers[1] = tarOf(map[string]string{"home/jovyan/notebook.ipynb": `{"cells":[],"tag":"` + os.Args[3] + `"}`})
 	}
 	if err := writeLayout(os.Args[1], os.Args[3], layers); err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
