@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/registry/remote/auth"
 
 	"github.com/sluicehq/sluice/internal/streaming"
 )
@@ -21,7 +22,7 @@ var ErrNoProfiles = errors.New("the registry keeps no startup profiles")
 // read them; nil (and no error) when the registry has none yet, and
 // ErrNoProfiles from a registry that does not keep them.
 func (c *Client) StartupProfile(ctx context.Context, repo string, layer digest.Digest) ([]streaming.Range, error) {
-	b, _, err := c.API(ctx, "GET", "/acr/v1/"+repo+"/_profiles/"+layer.String(), nil, nil)
+	b, _, err := c.API(repositoryScoped(ctx, c.Host, repo), "GET", "/acr/v1/"+repo+"/_profiles/"+layer.String(), nil, nil)
 	var e *Error
 	if errors.As(err, &e) && e.Code == "PROFILE_UNKNOWN" {
 		return nil, nil
@@ -51,6 +52,13 @@ func (c *Client) PutStartupProfile(ctx context.Context, repo string, layer diges
 	body := struct {
 		Ranges []streaming.Range `json:"ranges"`
 	}{ranges}
-	_, _, err := c.API(ctx, "PUT", "/acr/v1/"+repo+"/_profiles/"+layer.String(), nil, body)
+	_, _, err := c.API(repositoryScoped(ctx, c.Host, repo), "PUT", "/acr/v1/"+repo+"/_profiles/"+layer.String(), nil, body)
 	return err
+}
+
+// repositoryScoped says in ctx that a request is for repo (pull is what
+// the profile routes need), so that credentials kept for one repository
+// only, as a node keeps a pod's pull secret, are found for it.
+func repositoryScoped(ctx context.Context, host, repo string) context.Context {
+	return auth.AppendScopesForHost(ctx, host, auth.ScopeRepository(repo, auth.ActionPull))
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/registry/remote/auth"
 )
 
 // TestStartupProfileAnswers: only a registry without the endpoint means
@@ -40,6 +41,42 @@ func TestStartupProfileAnswers(t *testing.T) {
 		srv.Close()
 		if (err != nil) != tc.wantErr || errors.Is(err, ErrNoProfiles) != tc.noProf || ranges != nil {
 			t.Errorf("%s: %v, %v; want an error %v, ErrNoProfiles %v", tc.name, ranges, err, tc.wantErr, tc.noProf)
+		}
+	}
+}
+
+// TestStartupProfileScope: the credentials are asked for with the
+// profile's repository in scope, so that credentials kept for that
+// repository alone serve it.
+func TestStartupProfileScope(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "team" || p != "secret" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"ranges":[[0,10]]}`))
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	var scopes [][]string
+	cred := func(ctx context.Context, h string) (auth.Credential, error) {
+		scopes = append(scopes, auth.GetAllScopesForHost(ctx, h))
+		return auth.Credential{Username: "team", Password: "secret"}, nil
+	}
+	c := New(host, Options{PlainHTTP: true, Credential: cred})
+	if _, err := c.StartupProfile(context.Background(), "team/app", digest.FromString("layer")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PutStartupProfile(context.Background(), "team/app", digest.FromString("layer"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(scopes) != 2 {
+		t.Fatalf("credentials asked %d times, want 2", len(scopes))
+	}
+	for _, s := range scopes {
+		if len(s) != 1 || s[0] != "repository:team/app:pull" {
+			t.Errorf("credentials asked with scopes %q, want the profile's repository", s)
 		}
 	}
 }
