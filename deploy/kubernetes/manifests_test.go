@@ -37,6 +37,7 @@ type manifests struct {
 	secrets     map[string]*corev1.Secret
 	configMaps  map[string]*corev1.ConfigMap
 	deployments map[string]*appsv1.Deployment
+	daemonSets  map[string]*appsv1.DaemonSet
 	services    []*corev1.Service
 	pdbs        []*policyv1.PodDisruptionBudget
 }
@@ -51,7 +52,7 @@ func load(t *testing.T) *manifests {
 		t.Fatalf("no manifests: %v", err)
 	}
 	m := &manifests{secrets: map[string]*corev1.Secret{}, configMaps: map[string]*corev1.ConfigMap{},
-		deployments: map[string]*appsv1.Deployment{}}
+		deployments: map[string]*appsv1.Deployment{}, daemonSets: map[string]*appsv1.DaemonSet{}}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -102,6 +103,8 @@ func (m *manifests) add(doc []byte) error {
 		obj = &corev1.ConfigMap{}
 	case "apps/v1 Deployment":
 		obj = &appsv1.Deployment{}
+	case "apps/v1 DaemonSet":
+		obj = &appsv1.DaemonSet{}
 	case "v1 Service":
 		obj = &corev1.Service{}
 	case "policy/v1 PodDisruptionBudget":
@@ -122,6 +125,8 @@ func (m *manifests) add(doc []byte) error {
 		m.configMaps[o.Name] = o
 	case *appsv1.Deployment:
 		m.deployments[o.Name] = o
+	case *appsv1.DaemonSet:
+		m.daemonSets[o.Name] = o
 	case *corev1.Service:
 		m.services = append(m.services, o)
 	case *policyv1.PodDisruptionBudget:
