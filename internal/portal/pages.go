@@ -30,10 +30,10 @@ type overviewData struct {
 	// Usage is shown to the admin only (the usage API is admin's).
 	Used, Included int64
 	// High is where the usage bar turns to a warning: 90% of included.
-	High int64
-	Largest        []metadata.RepositorySize
-	Running        []*metadata.Operation
-	Failures       []*metadata.Operation
+	High     int64
+	Largest  []metadata.RepositorySize
+	Running  []*metadata.Operation
+	Failures []*metadata.Operation
 }
 
 func (h *Handler) overview(w http.ResponseWriter, r *http.Request, _ route.Params) error {

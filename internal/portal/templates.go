@@ -42,7 +42,7 @@ var funcs = template.FuncMap{
 	"repoPath":    repoPath,
 	"pull":        pullCommands,
 	"statusClass": statusClass,
-	"join": strings.Join,
+	"join":        strings.Join,
 	"dict": func(kv ...any) map[string]any {
 		m := map[string]any{}
 		for i := 0; i+1 < len(kv); i += 2 {
