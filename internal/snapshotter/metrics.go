@@ -33,5 +33,9 @@ func NewMetrics() *Metrics {
 		}),
 	}
 	m.Registry.MustRegister(m.streamed, m.fallbacks, m.replaced)
+	// Every reason is there from the start, at 0, for rates and alerts.
+	for _, r := range FallbackReasons {
+		m.fallbacks.WithLabelValues(r)
+	}
 	return m
 }

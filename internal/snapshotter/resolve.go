@@ -81,19 +81,19 @@ func NewResolver(credential auth.CredentialFunc, plainHTTP func(host string) boo
 func (r *Resolver) Resolve(ctx context.Context, labels map[string]string) (*fusemanager.LayerRef, error) {
 	imageRef, manifest, layer := labels[labelImageRef], labels[labelManifestDigest], labels[labelLayerDigest]
 	if imageRef == "" || manifest == "" || layer == "" {
-		return nil, notStreamed("no_labels", "the pull did not label the layer with its image (use `sluice pull`, or CRI with disable_snapshot_annotations = false)")
+		return nil, notStreamed(ReasonNoLabels, "the pull did not label the layer with its image (use `sluice pull`, or CRI with disable_snapshot_annotations = false)")
 	}
 	ref, err := registry.ParseReference(imageRef)
 	if err != nil {
-		return nil, notStreamed("bad_reference", "image reference %q: %v", imageRef, err)
+		return nil, notStreamed(ReasonBadReference, "image reference %q: %v", imageRef, err)
 	}
 	manifestDigest, err := digest.Parse(manifest)
 	if err != nil {
-		return nil, notStreamed("bad_reference", "manifest digest %q: %v", manifest, err)
+		return nil, notStreamed(ReasonBadReference, "manifest digest %q: %v", manifest, err)
 	}
 	layerDigest, err := digest.Parse(layer)
 	if err != nil {
-		return nil, notStreamed("bad_reference", "layer digest %q: %v", layer, err)
+		return nil, notStreamed(ReasonBadReference, "layer digest %q: %v", layer, err)
 	}
 	res := r.resolveImage(ctx, ref, manifestDigest)
 	if res.err != nil {
@@ -109,11 +109,11 @@ func (r *Resolver) Resolve(ctx context.Context, labels map[string]string) (*fuse
 		out.TOCOffset, _ = strconv.ParseInt(l.Annotations[streaming.AnnotationTOCOffset], 10, 64)
 		out.TOCSize, _ = strconv.ParseInt(l.Annotations[streaming.AnnotationTOCSize], 10, 64)
 		if err := out.Validate(); err != nil {
-			return nil, notStreamed("bad_artifact", "streaming artifact of %s: %v", imageRef, err)
+			return nil, notStreamed(ReasonBadArtifact, "streaming artifact of %s: %v", imageRef, err)
 		}
 		return out, nil
 	}
-	return nil, notStreamed("bad_artifact", "the streaming artifact of %s has no layer made from %s", imageRef, layerDigest)
+	return nil, notStreamed(ReasonBadArtifact, "the streaming artifact of %s has no layer made from %s", imageRef, layerDigest)
 }
 
 // Forget drops what the resolver learned of a repository's images, so
@@ -200,7 +200,7 @@ func (r *Resolver) lookup(ctx context.Context, ref registry.Reference, manifest 
 		}
 	}
 	if !hasStreaming(refs) {
-		res.err = notStreamed("no_artifact", "the image has no streaming artifact yet (create one with `sluice artifact-streaming create`, or enable auto-streaming on the repository)")
+		res.err = notStreamed(ReasonNoArtifact, "the image has no streaming artifact yet (create one with `sluice artifact-streaming create`, or enable auto-streaming on the repository)")
 		return res
 	}
 	if keys.err != nil {
@@ -263,7 +263,7 @@ func (r *Resolver) trustedCandidates(ctx context.Context, c *client.Client, refs
 		artifacts = append(artifacts, d)
 	}
 	if len(artifacts) == 0 {
-		return nil, notStreamed("no_artifact", "the image has no streaming artifact this node can read (format %s) for its platform", streaming.FormatVersion)
+		return nil, notStreamed(ReasonNoArtifact, "the image has no streaming artifact this node can read (format %s) for its platform", streaming.FormatVersion)
 	}
 	sort.SliceStable(artifacts, func(i, j int) bool {
 		vi := streaming.VersionNumber(artifacts[i].Annotations[streaming.AnnotationVersion])
@@ -316,23 +316,23 @@ func (r *Resolver) streamingManifest(ctx context.Context, c *client.Client, repo
 	}
 	var m ocispec.Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, notStreamed("bad_artifact", "streaming manifest %s: %v", d.Digest, err)
+		return nil, notStreamed(ReasonBadArtifact, "streaming manifest %s: %v", d.Digest, err)
 	}
 	switch {
 	case m.ArtifactType != streaming.ArtifactType:
-		return nil, notStreamed("bad_artifact", "referrer %s is not a streaming artifact", d.Digest)
+		return nil, notStreamed(ReasonBadArtifact, "referrer %s is not a streaming artifact", d.Digest)
 	case m.Subject == nil || m.Subject.Digest != subject:
-		return nil, notStreamed("bad_artifact", "streaming manifest %s does not have the image as subject", d.Digest)
+		return nil, notStreamed(ReasonBadArtifact, "streaming manifest %s does not have the image as subject", d.Digest)
 	case platform != nil && !samePlatform(m.Annotations, platform):
-		return nil, notStreamed("bad_artifact", "streaming manifest %s is not for the image's platform", d.Digest)
+		return nil, notStreamed(ReasonBadArtifact, "streaming manifest %s is not for the image's platform", d.Digest)
 	case m.Config.Digest != orig.manifest.Config.Digest:
-		return nil, notStreamed("bad_artifact", "streaming manifest %s does not share the image's config", d.Digest)
+		return nil, notStreamed(ReasonBadArtifact, "streaming manifest %s does not share the image's config", d.Digest)
 	case len(m.Layers) != len(orig.manifest.Layers):
-		return nil, notStreamed("bad_artifact", "streaming manifest %s has %d layers, the image %d", d.Digest, len(m.Layers), len(orig.manifest.Layers))
+		return nil, notStreamed(ReasonBadArtifact, "streaming manifest %s has %d layers, the image %d", d.Digest, len(m.Layers), len(orig.manifest.Layers))
 	}
 	for i, l := range m.Layers {
 		if src := l.Annotations[streaming.AnnotationSourceDigest]; src != orig.manifest.Layers[i].Digest.String() {
-			return nil, notStreamed("bad_artifact", "layer %d of streaming manifest %s is made from %s, not from the image's layer %s", i, d.Digest, src, orig.manifest.Layers[i].Digest)
+			return nil, notStreamed(ReasonBadArtifact, "layer %d of streaming manifest %s is made from %s, not from the image's layer %s", i, d.Digest, src, orig.manifest.Layers[i].Digest)
 		}
 	}
 	return &m, nil
@@ -390,7 +390,7 @@ func (r *Resolver) byIndex(ctx context.Context, c *client.Client, ref registry.R
 	}
 	var idx ocispec.Index
 	if err := json.Unmarshal(b, &idx); err != nil {
-		return "", nil, nil, notStreamed("registry", "index %s: %v", ref, err)
+		return "", nil, nil, notStreamed(ReasonRegistry, "index %s: %v", ref, err)
 	}
 	var platform *ocispec.Platform
 	for _, d := range idx.Manifests {
@@ -451,11 +451,11 @@ func (v verified) Read(p []byte) (int, error) {
 func registryReason(err error) string {
 	var e *client.Error
 	if errors.As(err, &e) && (e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden) {
-		return "unauthorized"
+		return ReasonUnauthorized
 	}
 	var oe *errcode.ErrorResponse
 	if errors.As(err, &oe) && (oe.StatusCode == http.StatusUnauthorized || oe.StatusCode == http.StatusForbidden) {
-		return "unauthorized"
+		return ReasonUnauthorized
 	}
-	return "registry"
+	return ReasonRegistry
 }

@@ -157,9 +157,9 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, target, id string,
 		return errFallBack
 	}
 	if err := s.layers.Mount(ctx, s.fsPath(id), *ref); err != nil {
-		reason := "mount"
+		reason := ReasonMount
 		if errors.Is(err, fusemanager.ErrLayerBad) {
-			reason = "bad_layer"
+			reason = ReasonBadLayer
 		}
 		s.fallBack(image, layer, notStreamed(reason, "mounting the streamed layer: %v", err))
 		return errFallBack
@@ -184,7 +184,7 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, target, id string,
 // fallBack logs, in one line, why a layer is downloaded instead of
 // streamed, and counts it.
 func (s *Snapshotter) fallBack(image, layer string, err error) {
-	reason := "error"
+	reason := ReasonError
 	var nr *notStreamable
 	if errors.As(err, &nr) {
 		reason = nr.reason

@@ -69,7 +69,7 @@ func TrustDir(root string) string { return filepath.Join(root, "trust") }
 // errUntrusted is a fallback reason: nothing this node trusts signed the
 // artifact (or the registry's trust is "none").
 func untrusted(format string, args ...any) error {
-	return notStreamed("untrusted", format, args...)
+	return notStreamed(ReasonUntrusted, format, args...)
 }
 
 // Keys returns the keys this node trusts for c's registry now, or nil
@@ -97,7 +97,7 @@ func (t *Trust) Keys(ctx context.Context, c *client.Client, fresh bool) (trust.K
 	}
 	published, err := t.publishedKeys(ctx, c, fresh)
 	if err != nil {
-		return nil, notStreamed("registry", "reading the signing keys %s publishes: %v", c.Host, err)
+		return nil, notStreamed(ReasonRegistry, "reading the signing keys %s publishes: %v", c.Host, err)
 	}
 	if len(published.Keys) == 0 {
 		return nil, untrusted("%s publishes no signing keys (/acr/v1/_keys), so none of its streaming artifacts can be verified; "+
