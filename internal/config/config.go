@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	"unicode"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 // Config is every setting of sluiced. The YAML key of a field is its tag;
@@ -68,6 +71,90 @@ type Streaming struct {
 	// Lease is how long a worker holds an operation without a heartbeat:
 	// after a crash, its operations resume once their lease runs out.
 	Lease Duration `yaml:"lease"`
+	// ConversionMemory is the heap, in bytes, one conversion may hold
+	// (default 256 MiB): the converter runs as many parallel compressors
+	// as fit, and refuses a zstd layer whose window does not.
+	ConversionMemory int64 `yaml:"conversionMemory"`
+	// MemoryBudget is the heap, in bytes, all conversions of the process
+	// may hold together; 0 (the default) is workers × conversionMemory. A
+	// conversion waits for its conversionMemory to be free before it
+	// converts a layer, so more workers than the budget holds queue rather
+	// than exhaust the machine.
+	MemoryBudget int64 `yaml:"memoryBudget"`
+	// TempDir holds the TOC of a large layer while it is converted (up to
+	// limits.maxTOCBytes per conversion); empty is the system's temporary
+	// directory.
+	TempDir string `yaml:"tempDir"`
+	// Limits are what a layer may hold to be converted; docs/security.md
+	// explains each.
+	Limits StreamingLimits `yaml:"limits"`
+}
+
+// ConverterOptions are the converter's options these settings make.
+func (s Streaming) ConverterOptions() streaming.Options {
+	return streaming.Options{Limits: s.Limits.Streaming(), MemoryBudget: s.ConversionMemory, TempDir: s.TempDir}
+}
+
+// minConversionMemory is the least streaming.conversionMemory: below it,
+// a conversion's fixed needs alone exceed it.
+const minConversionMemory = 128 << 20
+
+// StreamingLimits bound what a pushed layer can make a conversion spend;
+// a layer over one fails its conversion with IMAGE_NOT_RUNNABLE naming the
+// limit. Defaults are streaming.DefaultLimits.
+type StreamingLimits struct {
+	// MaxEntries is the most tar entries a layer may have.
+	MaxEntries int `yaml:"maxEntries"`
+	// MaxPathBytes is the longest entry name or link target, in bytes.
+	MaxPathBytes int `yaml:"maxPathBytes"`
+	// MaxNameBytes is the longest element of an entry's name, in bytes.
+	MaxNameBytes int `yaml:"maxNameBytes"`
+	// MaxTOCBytes is the largest TOC as stored (compressed), which is
+	// what a node fetches before it mounts the layer.
+	MaxTOCBytes int64 `yaml:"maxTOCBytes"`
+	// MaxTOCJSONBytes is the largest TOC once decompressed.
+	MaxTOCJSONBytes int64 `yaml:"maxTOCJSONBytes"`
+	// MaxUncompressedBytes is the largest uncompressed layer.
+	MaxUncompressedBytes int64 `yaml:"maxUncompressedBytes"`
+	// MaxExpansionRatio is the most a layer may expand (uncompressed over
+	// compressed bytes) once it has produced ExpansionGraceBytes.
+	MaxExpansionRatio   int64 `yaml:"maxExpansionRatio"`
+	ExpansionGraceBytes int64 `yaml:"expansionGraceBytes"`
+	// MaxChunkBytes is the largest chunk, uncompressed.
+	MaxChunkBytes int64 `yaml:"maxChunkBytes"`
+}
+
+// Streaming returns the limits as the converter takes them.
+func (l StreamingLimits) Streaming() streaming.Limits {
+	return streaming.Limits{
+		MaxTOCSize: l.MaxTOCBytes, MaxTOCUncompressedSize: l.MaxTOCJSONBytes, MaxEntries: l.MaxEntries,
+		MaxPathBytes: l.MaxPathBytes, MaxNameBytes: l.MaxNameBytes, MaxUncompressedSize: l.MaxUncompressedBytes,
+		MaxRatio: l.MaxExpansionRatio, RatioGrace: l.ExpansionGraceBytes, MaxChunkSize: l.MaxChunkBytes,
+	}
+}
+
+func defaultStreamingLimits() StreamingLimits {
+	d := streaming.DefaultLimits
+	return StreamingLimits{
+		MaxEntries: d.MaxEntries, MaxPathBytes: d.MaxPathBytes, MaxNameBytes: d.MaxNameBytes,
+		MaxTOCBytes: d.MaxTOCSize, MaxTOCJSONBytes: d.MaxTOCUncompressedSize, MaxUncompressedBytes: d.MaxUncompressedSize,
+		MaxExpansionRatio: d.MaxRatio, ExpansionGraceBytes: d.RatioGrace, MaxChunkBytes: d.MaxChunkSize,
+	}
+}
+
+// validate refuses a limit that is not positive: zero would not mean
+// "no limit", and a silent default would surprise.
+func (l StreamingLimits) validate() error {
+	v := reflect.ValueOf(l)
+	for i := range v.NumField() {
+		if v.Field(i).Int() <= 0 {
+			return fmt.Errorf("streaming.limits.%s %d: must be positive", v.Type().Field(i).Tag.Get("yaml"), v.Field(i).Int())
+		}
+	}
+	if l.MaxTOCBytes > math.MaxUint32-8 {
+		return fmt.Errorf("streaming.limits.maxTOCBytes %d: at most %d (the TOC is one zstd skippable frame)", l.MaxTOCBytes, int64(math.MaxUint32-8))
+	}
+	return nil
 }
 
 // SoftDelete keeps deleted manifests and tags restorable.
@@ -181,8 +268,9 @@ func Default() Config {
 			GracePeriod: Duration(24 * time.Hour),
 			UploadTTL:   Duration(24 * time.Hour),
 		},
-		Log:        Log{Level: "info", Format: "text", Access: true},
-		Streaming:  Streaming{Workers: 1, Lease: Duration(30 * time.Second)},
+		Log: Log{Level: "info", Format: "text", Access: true},
+		Streaming: Streaming{Workers: 1, Lease: Duration(30 * time.Second),
+			ConversionMemory: streaming.DefaultMemoryBudget, Limits: defaultStreamingLimits()},
 		SoftDelete: SoftDelete{RetentionDays: 7},
 		Usage:      Usage{IncludedStorage: 500 << 30},
 		Portal:     Portal{Enabled: true},
@@ -255,6 +343,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Streaming.Workers < 0 {
 		return fmt.Errorf("streaming.workers %d: 0 or more", c.Streaming.Workers)
+	}
+	if c.Streaming.ConversionMemory < minConversionMemory {
+		return fmt.Errorf("streaming.conversionMemory %d: at least %d (128 MiB)", c.Streaming.ConversionMemory, int64(minConversionMemory))
+	}
+	if c.Streaming.MemoryBudget != 0 && c.Streaming.MemoryBudget < c.Streaming.ConversionMemory {
+		return fmt.Errorf("streaming.memoryBudget %d: 0 (workers × conversionMemory) or at least streaming.conversionMemory (%d)", c.Streaming.MemoryBudget, c.Streaming.ConversionMemory)
+	}
+	if err := c.Streaming.Limits.validate(); err != nil {
+		return err
 	}
 	if c.DrainDelay < 0 {
 		return errors.New("drainDelay must not be negative")

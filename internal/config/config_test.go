@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 func TestLoadPrecedence(t *testing.T) {
@@ -71,6 +73,12 @@ func TestLoadErrors(t *testing.T) {
 		{"redirect from a directory", "", []string{"SLUICE_STORAGE_REDIRECT=true"}, "storage.redirect needs object storage"},
 		{"postgres without dsn", write("database:\n  driver: postgres\n"), nil, "needs database.dsn"},
 		{"postgres url for sqlite", "", []string{"SLUICE_DATABASE_DSN=postgres://u@h/db"}, "set database.driver: postgres"},
+		{"zero limit", write("streaming:\n  limits:\n    maxEntries: 0\n"), nil, "streaming.limits.maxEntries 0: must be positive"},
+		{"negative env limit", "", []string{"SLUICE_STREAMING_LIMITS_MAX_TOC_BYTES=-1"}, "streaming.limits.maxTOCBytes -1"},
+		{"TOC over a frame", "", []string{"SLUICE_STREAMING_LIMITS_MAX_TOC_BYTES=5000000000"}, "skippable frame"},
+		{"unknown limit", write("streaming:\n  limits:\n    maxFiles: 10\n"), nil, "maxFiles"},
+		{"small conversion memory", "", []string{"SLUICE_STREAMING_CONVERSION_MEMORY=1000"}, "streaming.conversionMemory 1000"},
+		{"budget below one conversion", "", []string{"SLUICE_STREAMING_MEMORY_BUDGET=200000000"}, "streaming.memoryBudget 200000000"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,6 +97,37 @@ func TestLoadErrors(t *testing.T) {
 	}
 	if err := c.ResolvePaths(); err != nil || c.Database.DSN != "postgres://u:secret@h/db" {
 		t.Fatalf("ResolvePaths changed a PostgreSQL URL: %q, %v", c.Database.DSN, err)
+	}
+}
+
+// TestStreamingLimits: every limit has its default, and a key set in the
+// file or the environment reaches the converter's Limits.
+func TestStreamingLimits(t *testing.T) {
+	c, err := Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Streaming.Limits.Streaming(); got != streaming.DefaultLimits {
+		t.Fatalf("default limits %+v, want streaming.DefaultLimits %+v", got, streaming.DefaultLimits)
+	}
+	if c.Streaming.ConversionMemory != streaming.DefaultMemoryBudget || c.Streaming.MemoryBudget != 0 {
+		t.Fatalf("default memory: conversion %d, budget %d", c.Streaming.ConversionMemory, c.Streaming.MemoryBudget)
+	}
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	body := "streaming:\n  memoryBudget: 1073741824\n  limits:\n    maxEntries: 1000\n    maxPathBytes: 1024\n    maxNameBytes: 100\n" +
+		"    maxTOCBytes: 2000\n    maxTOCJSONBytes: 3000\n    maxUncompressedBytes: 4000\n    maxExpansionRatio: 50\n" +
+		"    expansionGraceBytes: 5000\n    maxChunkBytes: 6000\n"
+	if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err = Load(f, []string{"SLUICE_STREAMING_LIMITS_MAX_ENTRIES=7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := streaming.Limits{MaxEntries: 7, MaxPathBytes: 1024, MaxNameBytes: 100, MaxTOCSize: 2000, MaxTOCUncompressedSize: 3000,
+		MaxUncompressedSize: 4000, MaxRatio: 50, RatioGrace: 5000, MaxChunkSize: 6000}
+	if got := c.Streaming.ConverterOptions(); got.Limits != want || got.MemoryBudget != streaming.DefaultMemoryBudget || c.Streaming.MemoryBudget != 1<<30 {
+		t.Fatalf("converter options %+v (budget %d), want limits %+v", got, c.Streaming.MemoryBudget, want)
 	}
 }
 

@@ -269,6 +269,11 @@ func (j *job) convertLayer(ctx context.Context, src ocispec.Descriptor, diffID d
 // any pushed blob. On any failure the session and its parts are dropped.
 func (j *job) convertAndPush(ctx context.Context, src ocispec.Descriptor) (*streaming.Result, error) {
 	repo := j.op.Repository
+	opts := j.s.opts.Streaming
+	if err := j.s.memory.Acquire(ctx, opts.MemoryBudget); err != nil {
+		return nil, err
+	}
+	defer j.s.memory.Release(opts.MemoryBudget)
 	in, err := j.s.reg.OpenBlob(ctx, repo, src.Digest)
 	if err != nil {
 		return nil, fmt.Errorf("open layer %s: %w", src.Digest, err)
@@ -280,7 +285,6 @@ func (j *job) convertAndPush(ctx context.Context, src ocispec.Descriptor) (*stre
 	}
 	pr, pw := io.Pipe()
 	base := j.p.done.Load()
-	opts := j.s.opts.Streaming
 	opts.Progress = func(consumed int64) { j.p.done.Store(base + consumed) }
 	type outcome struct {
 		res *streaming.Result
@@ -329,6 +333,16 @@ func (http0) Read([]byte) (int, error) { return 0, io.EOF }
 func layerError(src ocispec.Descriptor, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
+	}
+	// A limit is named by its configuration key, so that the operator who
+	// reads the operation's error knows what to raise.
+	var limit *streaming.LimitError
+	if errors.As(err, &limit) {
+		key := "streaming.limits." + limit.Limit
+		if limit.Limit == streaming.LimitConversionMemory {
+			key = "streaming.conversionMemory"
+		}
+		return errorf(CodeImageNotRunnable, "layer %s %s (limit %s)", src.Digest, limit.Problem, key)
 	}
 	if errors.Is(err, streaming.ErrCorruptInput) || errors.Is(err, streaming.ErrUnsupportedInput) || errors.Is(err, streaming.ErrLimitExceeded) {
 		return errorf(CodeImageNotRunnable, "layer %s cannot be converted: %v", src.Digest, err)

@@ -24,6 +24,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/oci"
@@ -52,8 +53,14 @@ type Options struct {
 	Poll time.Duration
 	// MaxAttempts bounds the tries of an operation that fails transiently.
 	MaxAttempts int
-	// Streaming tunes the converter.
+	// Streaming tunes the converter; its MemoryBudget (default
+	// streaming.DefaultMemoryBudget) is what each conversion reserves.
 	Streaming streaming.Options
+	// MemoryBudget bounds the heap of all the conversions this process
+	// runs at once (default Workers × Streaming.MemoryBudget): a worker
+	// waits for its conversion's share before converting a layer, so that
+	// Workers × the per-conversion budget cannot exceed it.
+	MemoryBudget int64
 	// Signer signs every streaming artifact the service makes (required).
 	Signer Signer
 	// Metrics, if set, takes the workers' metrics: operations ended and
@@ -80,6 +87,9 @@ type Service struct {
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc
+
+	// memory holds the heap budget of the conversions running at once.
+	memory *semaphore.Weighted
 
 	// sourceHook, in tests, wraps the reader of each source layer (to slow
 	// a conversion down enough to cancel it midway).
@@ -114,6 +124,14 @@ func New(reg *registry.Registry, store Store, opts Options, log *slog.Logger) *S
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = d.MaxAttempts
 	}
+	if opts.Streaming.MemoryBudget <= 0 {
+		opts.Streaming.MemoryBudget = streaming.DefaultMemoryBudget
+	}
+	if opts.MemoryBudget <= 0 {
+		opts.MemoryBudget = int64(opts.Workers) * opts.Streaming.MemoryBudget
+	}
+	// A budget below one conversion's would stop every conversion.
+	opts.Streaming.MemoryBudget = min(opts.Streaming.MemoryBudget, opts.MemoryBudget)
 	host, _ := os.Hostname()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -126,6 +144,7 @@ func New(reg *registry.Registry, store Store, opts Options, log *slog.Logger) *S
 		owner:   fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:])),
 		wake:    make(chan struct{}, 1),
 		running: make(map[string]context.CancelFunc),
+		memory:  semaphore.NewWeighted(opts.MemoryBudget),
 		metrics: newMetrics(opts.Metrics, store, log),
 	}
 	reg.SetStreamingHooks(s)

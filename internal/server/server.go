@@ -86,7 +86,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		}
 	})
 	promReg := promreg.New("sluiced")
-	conv := conversion.New(reg, meta, conversion.Options{Workers: cfg.Streaming.Workers, Lease: cfg.Streaming.Lease.Std(), Signer: keys, Metrics: promReg}, log)
+	conv := conversion.New(reg, meta, conversion.Options{Workers: cfg.Streaming.Workers, Lease: cfg.Streaming.Lease.Std(), Signer: keys, Metrics: promReg,
+		Streaming: cfg.Streaming.ConverterOptions(), MemoryBudget: cfg.Streaming.MemoryBudget}, log)
 	s := &Server{cfg: cfg, log: log, meta: meta, blobs: blobs, Registry: reg, Conversion: conv, Keys: keys, promReg: promReg}
 	if cfg.Auth.Enabled {
 		s.Auth, err = auth.NewService(ctx, meta, auth.Options{
