@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"github.com/sluicehq/sluice/internal/testenv"
@@ -162,6 +164,11 @@ func TestPortal(t *testing.T) {
 
 	b.do("open the overview", chromedp.Navigate(b.base+"/"))
 	b.screenshot("overview")
+	b.do("dark", colorScheme("dark"))
+	b.do("open team/app:2.0", chromedp.Navigate(b.base+"/repositories/team/app"), chromedp.Click(chromedp.CSS(`tr[data-tag="2.0"] td a`)))
+	b.waitText("#artifact-state", "ready")
+	b.screenshot("image-dark")
+	b.do("light", colorScheme(""))
 
 	// Sign out, and in as the token.
 	b.do("sign out", chromedp.Click(chromedp.CSS(`form[action="/logout"] button`)))
@@ -198,6 +205,19 @@ func TestPortal(t *testing.T) {
 	if streaming := repositoryStreaming(t, host, "team/app"); streaming {
 		t.Error("a forged post started artifact streaming")
 	}
+}
+
+// colorScheme makes the page's prefers-color-scheme dark or light ("":
+// the system's).
+func colorScheme(scheme string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		var features []*emulation.MediaFeature
+		if scheme != "" {
+			features = []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}}
+		}
+		_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: features})
+		return err
+	})
 }
 
 func newBrowser(t *testing.T, chromium, base string) *browser {
