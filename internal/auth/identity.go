@@ -19,7 +19,7 @@ type Identity struct {
 	// grants of a token (from its scope map) or of anonymous callers.
 	grants []grant
 	// password is the name of the token password used and its creation
-	// time (Unix nanoseconds), for refresh tokens.
+	// time (Unix nanoseconds), stamped into the tokens issued to it.
 	password        string
 	passwordCreated int64
 }

@@ -21,13 +21,14 @@ const (
 )
 
 // Claims are a Sluice JWT's claims: the registered ones, the access it
-// grants, and for refresh tokens the password it was issued for.
+// grants, and for a token identity the password it was issued for.
 type Claims struct {
 	jwt.RegisteredClaims
 	Access []Access `json:"access,omitempty"`
 	Kind   string   `json:"typ"`
-	// Identity kind and password of the subject, so a refresh can check
-	// the credential is still valid.
+	// Identity kind and password of the subject, so that a refresh, and
+	// each request with an access token, can check the credential is
+	// still valid.
 	IdentityKind Kind   `json:"idk,omitempty"`
 	Password     string `json:"pwd,omitempty"`
 	// PasswordCreated (Unix nanoseconds) pins the password's generation: a

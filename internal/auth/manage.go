@@ -24,6 +24,8 @@ var (
 	ErrExists      = metadata.ErrExists
 	ErrBuiltin     = errors.New("built-in scope maps cannot be changed")
 	ErrInUse       = metadata.ErrInUse
+	// ErrExpiryInvalid: a password expiry that is not in the future.
+	ErrExpiryInvalid = errors.New("invalid expiry")
 )
 
 var (
@@ -55,6 +57,10 @@ type TokenInfo struct {
 // newPasswords generates the named passwords, returning them with values
 // and hashed for storing.
 func (s *Service) newPasswords(names []string, expiry time.Time) ([]Password, []metadata.TokenPassword, error) {
+	if !expiry.IsZero() && !expiry.After(s.opts.Now()) {
+		return nil, nil, fmt.Errorf("%w: %s is not in the future: give a later expiry, or none for passwords that do not expire",
+			ErrExpiryInvalid, expiry.UTC().Format(time.RFC3339))
+	}
 	now := s.opts.Now()
 	var shown []Password
 	var stored []metadata.TokenPassword

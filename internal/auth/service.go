@@ -74,10 +74,39 @@ type Service struct {
 	tokenStates map[string]tokenState
 }
 
+// tokenState is what VerifyAccess checks of a token identity: whether it
+// is enabled, and which generation of each password is current.
 type tokenState struct {
-	enabled bool
-	until   time.Time
+	enabled   bool
+	passwords []passwordGeneration
+	until     time.Time
 }
+
+// passwordGeneration is one current password of a token: its creation
+// time (Unix nanoseconds) is its generation, stamped into the tokens
+// issued for it; regenerating the password makes a new one.
+type passwordGeneration struct {
+	name    string
+	created int64
+	expires time.Time
+}
+
+// current reports whether tokens issued for the password name of
+// generation created are still good at now.
+func (st tokenState) current(name string, created int64, now time.Time) bool {
+	for _, p := range st.passwords {
+		if p.name == name && p.created == created {
+			return p.expires.IsZero() || now.Before(p.expires)
+		}
+	}
+	return false
+}
+
+// revocationCacheTTL bounds how long VerifyAccess trusts what it read of a
+// token identity: a token disabled, deleted or given a new password is
+// refused on every replica within it even when the change notice is lost
+// (changes made here, or announced by another replica, drop it at once).
+const revocationCacheTTL = time.Second
 
 type cachedLogin struct {
 	id    *Identity
@@ -305,6 +334,9 @@ func (s *Service) IssueAccess(id *Identity, audience string, requested []Access)
 			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(s.opts.TokenTTL)),
 		},
 		Access: granted, Kind: kindAccess, IdentityKind: id.Kind,
+		// The password's generation, so that regenerating it ends this
+		// token too (VerifyAccess).
+		Password: id.password, PasswordCreated: id.passwordCreated,
 	}
 	t, err := s.keys.sign(c)
 	return t, granted, s.opts.TokenTTL, err
@@ -378,45 +410,57 @@ func (s *Service) resolve(ctx context.Context, c *Claims) (*Identity, error) {
 }
 
 // VerifyAccess verifies an access token presented on a request. One
-// issued to a token identity that has since been disabled or deleted is
-// refused: revoking a token ends its access tokens at once, on every
-// replica, rather than when they expire.
+// issued to a token identity that has since been disabled or deleted, or
+// for a password since regenerated or expired, is refused: revoking a
+// token or its password ends its access tokens at once, on every replica,
+// rather than when they expire.
 func (s *Service) VerifyAccess(ctx context.Context, raw, audience string) (*Claims, error) {
-	c, err := s.keys.parse(raw, audience, kindAccess, s.opts.Now())
+	now := s.opts.Now()
+	c, err := s.keys.parse(raw, audience, kindAccess, now)
 	if err != nil || c.IdentityKind != TokenUser {
 		return c, err
 	}
-	enabled, err := s.tokenEnabled(ctx, c.Subject)
+	st, err := s.tokenState(ctx, c.Subject, now)
 	if err != nil {
 		return nil, err
 	}
-	if !enabled {
+	if !st.enabled {
 		return nil, fmt.Errorf("%w: token %s was disabled or deleted", ErrTokenInvalid, c.Subject)
+	}
+	// Access tokens issued before passwords were stamped into them carry
+	// none; they expire within the token lifetime.
+	if c.Password != "" && !st.current(c.Password, c.PasswordCreated, now) {
+		return nil, fmt.Errorf("%w: the %s of token %s this access token was issued for was regenerated or expired", ErrTokenInvalid, c.Password, c.Subject)
 	}
 	return c, nil
 }
 
-// tokenEnabled reports whether the token identity exists and is enabled,
-// from what was read before when it can: identity changes drop it
-// (identitiesChanged, here or on another replica), and it is read again
-// after loginCacheTTL in any case.
-func (s *Service) tokenEnabled(ctx context.Context, name string) (bool, error) {
-	now := s.opts.Now()
+// tokenState reads whether the token identity exists and is enabled, and
+// its current passwords, from what was read before when it can: identity
+// changes drop it (identitiesChanged, here or on another replica), and it
+// is read again after revocationCacheTTL in any case.
+func (s *Service) tokenState(ctx context.Context, name string, now time.Time) (tokenState, error) {
 	s.mu.Lock()
 	e, ok := s.tokenStates[name]
 	s.mu.Unlock()
 	if ok && now.Before(e.until) {
-		return e.enabled, nil
+		return e, nil
 	}
 	tok, err := s.meta.GetToken(ctx, name)
-	enabled := err == nil && tok.Enabled
 	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
-		return false, err
+		return tokenState{}, err
+	}
+	st := tokenState{until: now.Add(revocationCacheTTL)}
+	if err == nil {
+		st.enabled = tok.Enabled
+		for _, p := range tok.Passwords {
+			st.passwords = append(st.passwords, passwordGeneration{name: p.Name, created: p.CreatedAt.UnixNano(), expires: p.ExpiresAt})
+		}
 	}
 	s.mu.Lock()
-	s.tokenStates[name] = tokenState{enabled: enabled, until: now.Add(loginCacheTTL)}
+	s.tokenStates[name] = st
 	s.mu.Unlock()
-	return enabled, nil
+	return st, nil
 }
 
 // IdentityOf resolves the identity behind verified access claims, for

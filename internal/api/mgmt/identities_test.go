@@ -43,6 +43,10 @@ func TestIdentityErrors(t *testing.T) {
 			"invalid request: scopeMapId is required"},
 		{"bad token status", "PATCH", "/acr/v1/_tokens/node-pull", `{"status":"off"}`, http.StatusBadRequest, "INVALID_REQUEST",
 			"invalid request: status must be enabled or disabled"},
+		{"token expiring in the past", "POST", "/acr/v1/_tokens", `{"name":"ci-token","scopeMapId":"_repositories_pull","expiry":"2020-01-31T00:00:00Z"}`,
+			http.StatusBadRequest, "INVALID_REQUEST", "invalid expiry: 2020-01-31T00:00:00Z is not in the future: give a later expiry, or none for passwords that do not expire"},
+		{"password expiring in the past", "POST", "/acr/v1/_tokens/node-pull/_credentials", `{"name":"password1","expiry":"2020-01-31T00:00:00Z"}`,
+			http.StatusBadRequest, "INVALID_REQUEST", "invalid expiry: 2020-01-31T00:00:00Z is not in the future: give a later expiry, or none for passwords that do not expire"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

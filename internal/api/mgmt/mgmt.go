@@ -167,6 +167,7 @@ func registryName(r *http.Request) string { return r.Host }
 var errorStatus = []wire.Code{
 	wire.Answer(auth.ErrNameInvalid, "NAME_INVALID", http.StatusBadRequest),
 	wire.Answer(auth.ErrActionInvalid, "INVALID_REQUEST", http.StatusBadRequest),
+	wire.Answer(auth.ErrExpiryInvalid, "INVALID_REQUEST", http.StatusBadRequest),
 	wire.Answer(auth.ErrNotFound, "NOT_FOUND", http.StatusNotFound),
 	wire.Answer(auth.ErrExists, "ALREADY_EXISTS", http.StatusConflict),
 	wire.Answer(auth.ErrInUse, "IN_USE", http.StatusConflict),
