@@ -25,6 +25,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/criproxy"
 	"github.com/sluicehq/sluice/internal/fusemanager"
+	"github.com/sluicehq/sluice/internal/nodestatus"
 	"github.com/sluicehq/sluice/internal/snapshotter"
 )
 
@@ -85,6 +86,7 @@ func serve(cmd *cobra.Command, f *flags) error {
 		return err
 	}
 	defer sn.Close()
+	sn.RecordStatus(nodestatus.Open(nodestatus.Path(cfg.Root)))
 	if err := sn.Restore(ctx); err != nil {
 		log.Warn("some streamed layers were not restored", "err", err)
 	}

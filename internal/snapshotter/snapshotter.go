@@ -30,6 +30,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/fusemanager"
 	"github.com/sluicehq/sluice/internal/keyedmutex"
+	"github.com/sluicehq/sluice/internal/nodestatus"
 )
 
 // Snapshot labels.
@@ -66,6 +67,8 @@ type Snapshotter struct {
 	resolver LayerResolver
 	log      *slog.Logger
 	metrics  *Metrics
+	// status, when set, remembers how each pulled layer is served.
+	status *nodestatus.Log
 	// replacing serialises the replacement of a bad layer per snapshot.
 	replacing keyedmutex.Mutex
 }
@@ -178,6 +181,7 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, target, id string,
 	}
 	s.metrics.streamed.Inc()
 	s.log.Info("layer streamed", "image", image, "layer", layer, "streamed", ref.Digest)
+	s.recordOutcome(nodestatus.Outcome{Image: image, Layer: layer, State: nodestatus.Streamed})
 	return fmt.Errorf("target snapshot %q: %w", target, errdefs.ErrAlreadyExists)
 }
 
@@ -191,6 +195,22 @@ func (s *Snapshotter) fallBack(image, layer string, err error) {
 	}
 	s.metrics.fallbacks.WithLabelValues(reason).Inc()
 	s.log.Warn("layer not streamed; containerd downloads it", "image", image, "layer", layer, "reason", err.Error())
+	if image != "" && layer != "" {
+		s.recordOutcome(nodestatus.Outcome{Image: image, Layer: layer, State: nodestatus.Downloaded, Reason: reason, Detail: err.Error()})
+	}
+}
+
+// RecordStatus has the snapshotter note in l how each layer a pull
+// prepares is served, for `sluice node status`.
+func (s *Snapshotter) RecordStatus(l *nodestatus.Log) { s.status = l }
+
+func (s *Snapshotter) recordOutcome(o nodestatus.Outcome) {
+	if s.status == nil {
+		return
+	}
+	if err := s.status.Record(o); err != nil {
+		s.log.Warn("could not write the status file", "err", err)
+	}
 }
 
 // View creates a read-only snapshot.

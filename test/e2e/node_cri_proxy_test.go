@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -282,6 +283,44 @@ func TestNodeCRIProxy(t *testing.T) {
 		if strings.HasPrefix(e.Path, "/v2/"+app.repo+"/") && (e.Status == http.StatusForbidden) {
 			t.Errorf("a request for %s was refused: %s %s %d", app.repo, e.Method, e.Path, e.Status)
 		}
+	}
+
+	// sluice node status says the same, per layer.
+	var status []struct {
+		Image      string `json:"image"`
+		Streamed   int    `json:"streamed"`
+		Downloaded int    `json:"downloaded"`
+		Layers     []struct {
+			Served string `json:"served"`
+			Reason string `json:"reason"`
+		} `json:"layers"`
+	}
+	out = n.cl.run(sluiceBin, "node", "status", "--root", n.sn.root)
+	if err := json.Unmarshal([]byte(out), &status); err != nil {
+		t.Fatalf("sluice node status printed what is not its JSON: %v\n%s", err, out)
+	}
+	seen := 0
+	for _, img := range status {
+		switch img.Image {
+		case app.ref(reg.addr):
+			seen++
+			if img.Streamed != len(app.Layers) || img.Downloaded != 0 {
+				t.Errorf("node status: %s has %d layers streamed, %d downloaded; want all %d streamed", img.Image, img.Streamed, img.Downloaded, len(app.Layers))
+			}
+		case other.ref(reg.addr):
+			seen++
+			if img.Downloaded != len(other.Layers) {
+				t.Errorf("node status: %s has %d layers downloaded, want %d", img.Image, img.Downloaded, len(other.Layers))
+			}
+			for _, l := range img.Layers {
+				if l.Served != "downloaded" || l.Reason != "unauthorized" {
+					t.Errorf("node status: a layer of %s is %s (%s), want downloaded for the reason unauthorized", img.Image, l.Served, l.Reason)
+				}
+			}
+		}
+	}
+	if seen != 2 {
+		t.Errorf("node status does not list both images:\n%s", out)
 	}
 
 	// A kubelet credential provider plugin gives the node credentials for

@@ -1,0 +1,5 @@
+package main
+
+import "github.com/sluicehq/sluice/internal/cli"
+
+func init() { localCommands = append(localCommands, cli.NewNodeCommand) }
