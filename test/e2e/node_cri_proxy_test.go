@@ -244,10 +244,21 @@ func TestNodeCRIProxy(t *testing.T) {
 	if _, _, err := n.cl.try(crictl, "--image-endpoint", "unix://"+o.criListen, "--timeout", "1m", "pull", "--creds", tok.String(), app.ref(reg.addr)); err == nil {
 		t.Error("a pull with the old password succeeded")
 	}
+	// From this restart on, the FUSE manager also completes the mounted
+	// layers in the background once reads are quiet, with the new
+	// password.
+	o.backgroundDelay = "1s"
+	n.sn.configure(o)
 	restart()
 	readFile("data/part/f005")
 	if c := kept(); c.Password != rotated.password {
 		t.Error("the kept password changed after a refused pull")
+	}
+	waitFor(t, 2*time.Minute, "the mounted layers are completed in the background", func() bool {
+		return metric("sluice_snapshotter_layers_completed_total") >= float64(len(app.Layers))
+	})
+	if got := metric(`sluice_snapshotter_fetched_bytes_total{kind="background"}`); got <= 0 {
+		t.Errorf("%v bytes fetched in the background", got)
 	}
 
 	// private/other is pulled by containerd with the token (straight to
