@@ -106,7 +106,8 @@ func serve(cmd *cobra.Command, f *flags) error {
 	errc := make(chan error, 3)
 	go func() { errc <- srv.Serve(ln) }()
 	if cfg.CRIProxy.Listen != "" {
-		stopProxy, err := serveCRIProxy(cfg.CRIProxy, &snapshotter.PullRecorder{Credentials: pulls, Log: log, Changed: resolver.Forget}, log, errc)
+		stopProxy, err := serveCRIProxy(cfg.CRIProxy, &snapshotter.PullRecorder{Credentials: pulls, Log: log, Changed: resolver.Forget},
+			snapshotter.ImageStreamingInfo(nodestatus.Path(cfg.Root)), log, errc)
 		if err != nil {
 			srv.Stop()
 			return err
@@ -125,13 +126,15 @@ func serve(cmd *cobra.Command, f *flags) error {
 	return err
 }
 
-// serveCRIProxy serves the CRI proxy in front of containerd; the function
-// it returns stops it.
-func serveCRIProxy(c snapshotter.CRIProxyConfig, rec *snapshotter.PullRecorder, log *slog.Logger, errc chan<- error) (func(), error) {
+// serveCRIProxy serves the CRI proxy in front of containerd, adding how
+// an image's layers are served to its verbose ImageStatus; the function it
+// returns stops it.
+func serveCRIProxy(c snapshotter.CRIProxyConfig, rec *snapshotter.PullRecorder, info criproxy.ImageInfo, log *slog.Logger, errc chan<- error) (func(), error) {
 	px, err := criproxy.New(c.Upstream, rec.RecordPull, log)
 	if err != nil {
 		return nil, err
 	}
+	px.AddImageInfo(info)
 	ln, err := criproxy.Listen(c.Listen)
 	if err != nil {
 		px.Close()

@@ -32,6 +32,14 @@ import (
 // returns (may be nil) is called with the pull's outcome.
 type PullHook func(ctx context.Context, image string, auth *runtimeapi.AuthConfig) (done func(err error))
 
+// ImageInfo gives entries to add to the verbose information of an image's
+// ImageStatus answer (what `crictl inspecti` shows under "info"); nil or
+// empty adds nothing.
+type ImageInfo func(image *runtimeapi.Image) map[string]string
+
+// imageStatusMethod is the call whose answers ImageInfo adds to.
+const imageStatusMethod = "/runtime.v1.ImageService/ImageStatus"
+
 // pullMethods are the PullImage methods of CRI v1 and of v1alpha2, whose
 // messages are the same on the wire.
 var pullMethods = map[string]bool{
@@ -44,10 +52,15 @@ const maxMessage = 16 << 20
 
 // Proxy forwards CRI calls to the runtime.
 type Proxy struct {
-	upstream *grpc.ClientConn
-	onPull   PullHook
-	log      *slog.Logger
+	upstream  *grpc.ClientConn
+	onPull    PullHook
+	imageInfo ImageInfo
+	log       *slog.Logger
 }
+
+// AddImageInfo has the proxy add info's entries to the verbose answers of
+// ImageStatus.
+func (p *Proxy) AddImageInfo(info ImageInfo) { p.imageInfo = info }
 
 // New returns a proxy to the runtime's socket (a path, or unix://path).
 func New(upstream string, onPull PullHook, log *slog.Logger) (*Proxy, error) {
@@ -153,16 +166,20 @@ func (p *Proxy) forward(_ any, in grpc.ServerStream) error {
 			}
 		}
 	}()
-	err = p.relayBack(in, out)
+	var edit func(*frame)
+	if method == imageStatusMethod && p.imageInfo != nil {
+		edit = p.addImageInfo
+	}
+	err = p.relayBack(in, out, edit)
 	if done != nil {
 		done(err)
 	}
 	return err
 }
 
-// relayBack copies the runtime's header, messages and trailer to the
-// client, and returns the runtime's final status.
-func (p *Proxy) relayBack(in grpc.ServerStream, out grpc.ClientStream) error {
+// relayBack copies the runtime's header, messages (through edit, when
+// set) and trailer to the client, and returns the runtime's final status.
+func (p *Proxy) relayBack(in grpc.ServerStream, out grpc.ClientStream, edit func(*frame)) error {
 	headerSent := false
 	for {
 		f := &frame{}
@@ -180,10 +197,36 @@ func (p *Proxy) relayBack(in grpc.ServerStream, out grpc.ClientStream) error {
 			}
 			return err
 		}
+		if edit != nil {
+			edit(f)
+		}
 		if err := in.SendMsg(f); err != nil {
 			return err
 		}
 	}
+}
+
+// addImageInfo adds the ImageInfo entries to a verbose ImageStatus
+// answer; an answer it cannot read goes on as it is.
+func (p *Proxy) addImageInfo(f *frame) {
+	var resp runtimeapi.ImageStatusResponse
+	if err := proto.Unmarshal(f.payload, &resp); err != nil || resp.GetImage() == nil || resp.Info == nil {
+		// Info is set only when kubelet or crictl asked for verbose.
+		return
+	}
+	extra := p.imageInfo(resp.GetImage())
+	if len(extra) == 0 {
+		return
+	}
+	for k, v := range extra {
+		resp.Info[k] = v
+	}
+	b, err := proto.Marshal(&resp)
+	if err != nil {
+		p.log.Warn("CRI proxy: could not add to an ImageStatus answer", "err", err)
+		return
+	}
+	f.payload = b
 }
 
 // pull reads a PullImage request on its way and tells the hook.

@@ -42,7 +42,14 @@ func (s *runtimeServer) PullImage(ctx context.Context, req *runtimeapi.PullImage
 }
 
 func (s *runtimeServer) ImageStatus(_ context.Context, req *runtimeapi.ImageStatusRequest) (*runtimeapi.ImageStatusResponse, error) {
-	return nil, status.Errorf(codes.NotFound, "no image %s", req.GetImage().GetImage())
+	if req.GetImage().GetImage() != "reg/app:1" {
+		return nil, status.Errorf(codes.NotFound, "no image %s", req.GetImage().GetImage())
+	}
+	resp := &runtimeapi.ImageStatusResponse{Image: &runtimeapi.Image{Id: "sha256:app", RepoTags: []string{"reg/app:1"}}}
+	if req.GetVerbose() {
+		resp.Info = map[string]string{"info": `{"runtime":"own"}`}
+	}
+	return resp, nil
 }
 
 func (s *runtimeServer) GetContainerEvents(_ *runtimeapi.GetEventsRequest, stream grpc.ServerStreamingServer[runtimeapi.ContainerEventResponse]) error {
@@ -111,6 +118,12 @@ func TestProxy(t *testing.T) {
 	if st, err := os.Stat(proxySock); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("the proxy's socket: %v, mode %v; want 0600", err, st.Mode().Perm())
 	}
+	p.AddImageInfo(func(img *runtimeapi.Image) map[string]string {
+		if img.GetId() == "sha256:app" {
+			return map[string]string{"added": img.GetRepoTags()[0]}
+		}
+		return nil
+	})
 	srv := p.Server()
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
@@ -146,6 +159,16 @@ func TestProxy(t *testing.T) {
 
 	if _, err := images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "x"}}); status.Code(err) != codes.NotFound {
 		t.Errorf("ImageStatus answered %v, want NotFound from the runtime", err)
+	}
+	// A verbose ImageStatus gets the added entries beside the runtime's;
+	// a plain one is left as the runtime gave it.
+	st, err := images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "reg/app:1"}, Verbose: true})
+	if err != nil || st.GetInfo()["added"] != "reg/app:1" || st.GetInfo()["info"] != `{"runtime":"own"}` || st.GetImage().GetId() != "sha256:app" {
+		t.Errorf("verbose ImageStatus through the proxy: %v, %v", st, err)
+	}
+	st, err = images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "reg/app:1"}})
+	if err != nil || len(st.GetInfo()) != 0 || st.GetImage().GetId() != "sha256:app" {
+		t.Errorf("ImageStatus through the proxy: %v, %v", st, err)
 	}
 	if _, err := images.ListImages(ctx, &runtimeapi.ListImagesRequest{}); status.Code(err) != codes.Unimplemented {
 		t.Errorf("a call the runtime does not serve answered %v, want Unimplemented", err)

@@ -333,6 +333,24 @@ func TestNodeCRIProxy(t *testing.T) {
 	if seen != 2 {
 		t.Errorf("node status does not list both images:\n%s", out)
 	}
+	// crictl inspecti through the proxy shows it too (crictl puts each
+	// entry of the verbose information beside "status").
+	var inspected map[string]json.RawMessage
+	out = proxy("inspecti", app.ref(reg.addr))
+	if err := json.Unmarshal([]byte(out), &inspected); err != nil {
+		t.Fatalf("crictl inspecti printed what is not JSON: %v\n%s", err, out)
+	}
+	var served struct {
+		Streamed, Downloaded int
+	}
+	raw := inspected[snapshotter.StreamingInfoKey]
+	var text string
+	if json.Unmarshal(raw, &text) == nil { // crictl may show it as a string
+		raw = json.RawMessage(text)
+	}
+	if err := json.Unmarshal(raw, &served); err != nil || served.Streamed != len(app.Layers) || served.Downloaded != 0 {
+		t.Errorf("crictl inspecti's info %s: %s (%v); want %d layers streamed:\n%s", snapshotter.StreamingInfoKey, raw, err, len(app.Layers), out)
+	}
 
 	// A kubelet credential provider plugin gives the node credentials for
 	// a second registry, which nothing else on the node has; its answer is
