@@ -19,6 +19,11 @@ var modeStyle = []struct {
 	{"full", "full pull (overlayfs)", color.RGBA{R: 0x99, G: 0x99, B: 0x99, A: 0xff}},
 	{"lazy", "lazy, first start (sluice-snapshotter)", color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}},
 	{"profiled", "lazy, later nodes (startup profile)", color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}},
+	{"estargz", "eStargz (stargz-snapshotter)", color.RGBA{R: 0xff, G: 0xbb, B: 0x78, A: 0xff}},
+	{"estargz-opt", "eStargz optimized", color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff}},
+	{"estargz-opt-async", "eStargz optimized, async prefetch", color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}},
+	{"soci", "SOCI index v2 (soci-snapshotter)", color.RGBA{R: 0xc5, G: 0xb0, B: 0xd5, A: 0xff}},
+	{"soci-prefetch", "SOCI with prefetch", color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}},
 }
 
 // chartFloor is the bottom of the chart's log axis, in seconds.
@@ -58,7 +63,7 @@ func drawChart(path string, rs []result) error {
 			}
 		}
 	}
-	const width = 20
+	width := 60.0 / float64(max(len(used), 3))
 	maxY := 1.0
 	for n, m := range used {
 		st := modeStyle[m]
@@ -90,7 +95,7 @@ func drawChart(path string, rs []result) error {
 	p.Legend.Top = true
 	p.Legend.Left = true
 	p.NominalX(names...)
-	return p.Save(10*vg.Inch, 5*vg.Inch, path)
+	return p.Save(12*vg.Inch, 5*vg.Inch, path)
 }
 
 // logBars are bars from the bottom of a log axis up to their values

@@ -23,6 +23,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sluicehq/sluice/internal/client"
+	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 const password = "coldstart-bench"
@@ -37,6 +38,11 @@ type env struct {
 	reg     *client.Client
 	// streamed are the streamed layers of each workload's image.
 	streamed map[string][]digest.Digest
+	// snapshotterConfig is sluice-snapshotter's configuration file.
+	snapshotterConfig string
+	// profiles are the startup profiles a first start recorded, by
+	// workload and streamed layer.
+	profiles map[string]map[digest.Digest][]streaming.Range
 }
 
 func newEnv(ctx context.Context, bin string) (*env, error) {
@@ -50,7 +56,8 @@ func newEnv(ctx context.Context, bin string) (*env, error) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	e := &env{bin: bin, work: work, port: port, host: fmt.Sprintf("127.0.0.1:%d", port), streamed: map[string][]digest.Digest{}}
+	e := &env{bin: bin, work: work, port: port, host: fmt.Sprintf("127.0.0.1:%d", port), streamed: map[string][]digest.Digest{},
+		profiles: map[string]map[digest.Digest][]streaming.Range{}}
 	cmd := exec.Command(filepath.Join(bin, "sluiced"), "serve", "--listen", e.host, "--data", filepath.Join(work, "registry"))
 	cmd.Env = append(os.Environ(), "SLUICE_ADMIN_PASSWORD="+password, "SLUICE_LOG_ACCESS="+os.Getenv("COLDSTART_ACCESS_LOG"), "SLUICE_LOG_FORMAT=json", "SLUICE_GC_INTERVAL=0")
 	logf, err := os.Create(filepath.Join(work, "sluiced.log"))
@@ -63,6 +70,11 @@ func newEnv(ctx context.Context, bin string) (*env, error) {
 	}
 	e.sluiced = cmd
 	e.reg = client.New(e.host, client.Options{PlainHTTP: true, Credential: client.StaticCredential(e.host, "admin", password)})
+	e.snapshotterConfig = filepath.Join(work, "snapshotter.yaml")
+	snCfg := fmt.Sprintf("registries:\n  %q:\n    username: admin\n    password: %s\n", e.host, password)
+	if err := os.WriteFile(e.snapshotterConfig, []byte(snCfg), 0o600); err != nil {
+		return nil, err
+	}
 	if err := waitFor(30*time.Second, func() bool {
 		resp, err := http.Get("http://" + e.host + "/healthz")
 		if err == nil {
@@ -312,3 +324,31 @@ func shape(port int, rate string) error {
 }
 
 func unshape() { _ = exec.Command("tc", "qdisc", "del", "dev", "lo", "root").Run() }
+
+// saveProfiles keeps the startup profiles of a workload's image that the
+// registry has now, for restoreProfiles.
+func (e *env) saveProfiles(ctx context.Context, w workload) error {
+	e.profiles[w.name] = map[digest.Digest][]streaming.Range{}
+	for _, d := range e.streamed[w.name] {
+		ranges, err := e.reg.StartupProfile(ctx, w.name, d)
+		if err != nil {
+			return err
+		}
+		e.profiles[w.name][d] = ranges
+	}
+	return nil
+}
+
+// restoreProfiles gives the registry back the saved profiles of a
+// workload's image, when a first start's trial made it forget them.
+func (e *env) restoreProfiles(ctx context.Context, w workload) error {
+	if e.hasProfiles(ctx, w) {
+		return nil
+	}
+	for d, ranges := range e.profiles[w.name] {
+		if err := e.reg.PutStartupProfile(ctx, w.name, d, ranges); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -23,11 +23,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -51,10 +53,13 @@ func main() {
 	images := flag.String("images", "python3,numpy", "images to run (python3, numpy)")
 	rates := flag.String("rates", "500mbit,100mbit", "registry link rates (tc syntax)")
 	trials := flag.Int("trials", 3, "trials per image, rate and mode (the median is reported)")
-	modes := flag.String("modes", "full,lazy,profiled", "full (overlayfs, download everything), lazy (sluice-snapshotter, first start anywhere), profiled (sluice-snapshotter, a later node: the registry has the first start's profile)")
+	modes := flag.String("modes", "full,lazy,profiled,estargz,estargz-opt,estargz-opt-async,soci,soci-prefetch",
+		"full (overlayfs, download everything), lazy (sluice-snapshotter, first start anywhere), profiled (sluice-snapshotter, a later node: the registry has the first start's profile), "+
+			"estargz, estargz-opt, estargz-opt-async (stargz-snapshotter on eStargz, optimized by its analyzer, and with prefetch_async_size), soci, soci-prefetch (soci-snapshotter on a SOCI index v2, and with a prefetch list)")
 	binDir := flag.String("bin", "bin", "directory of sluiced and sluice-snapshotter")
 	against := flag.String("against", "", "directory of another sluice-snapshotter build: lazy and profiled trials alternate between the two, one row each (both may replace the registry's profile)")
 	markdown := flag.String("markdown", "", "write a markdown table to this file")
+	jsonOut := flag.String("json", "", "write the results as JSON to this file: one object per image, rate and mode")
 	chart := flag.String("chart", "", "write a PNG chart to this file")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -89,47 +94,80 @@ func main() {
 		}
 		wls = append(wls, w)
 	}
+	modeList := strings.Split(*modes, ",")
+	for _, m := range modeList {
+		if _, ok := peerModes[m]; !ok && m != "full" && m != "lazy" && m != "profiled" {
+			log.Fatalf("unknown mode %q", m)
+		}
+	}
+	for _, w := range wls {
+		if err := env.preparePeers(ctx, w, modeList); err != nil {
+			log.Fatal(err)
+		}
+	}
 	var results []result
 	for _, rate := range strings.Split(*rates, ",") {
 		if err := shape(env.port, rate); err != nil {
 			log.Fatal(err)
 		}
 		for _, w := range wls {
-			for _, mode := range strings.Split(*modes, ",") {
-				if mode == "profiled" {
-					// The first start anywhere records the profile.
-					if err := env.deleteProfiles(ctx, w); err != nil {
-						log.Fatal(err)
-					}
-					r, err := env.trial(ctx, w, "record", bin)
-					if err != nil {
-						log.Fatalf("%s %s recording a startup profile: %v", w.name, rate, err)
-					}
-					log.Printf("%-8s %-8s record   : first line after %v, %.1f MB fetched (then %s)", w.name, rate,
-						r.firstLine.Round(time.Millisecond), float64(r.bytes)/1e6, phases.Flush())
+			if slices.Contains(modeList, "profiled") {
+				// The first start anywhere records the profile; later
+				// nodes' trials get it back if a lazy trial dropped it.
+				if err := env.deleteProfiles(ctx, w); err != nil {
+					log.Fatal(err)
 				}
-				// With two builds, their trials alternate, so that drift in
-				// the machine's speed falls on both alike.
+				r, err := env.trial(ctx, w, "record", bin)
+				if err != nil {
+					log.Fatalf("%s %s recording a startup profile: %v", w.name, rate, err)
+				}
+				log.Printf("%-8s %-8s record   : first line after %v, %.1f MB fetched (then %s)", w.name, rate,
+					r.firstLine.Round(time.Millisecond), float64(r.bytes)/1e6, phases.Flush())
+				if err := env.saveProfiles(ctx, w); err != nil {
+					log.Fatal(err)
+				}
+			}
+			// Each trial round runs every mode once, so that drift in the
+			// machine's speed falls on all alike; with two builds, theirs
+			// alternate too.
+			type row struct {
+				mode, label, sn string
+				runs            []trialResult
+			}
+			var rows []*row
+			for _, mode := range modeList {
 				sns := builds
-				if mode == "full" {
+				if mode == "full" || peerModes[mode].snapshotter != "" {
 					sns = builds[:1]
 				}
-				runs := make([][]trialResult, len(sns))
-				for i := range *trials {
-					for k, sn := range sns {
-						label := modeLabel(mode, sns, k)
-						r, err := env.trial(ctx, w, mode, sn)
-						if err != nil {
-							log.Fatalf("%s %s %s trial %d: %v", w.name, rate, label, i+1, err)
+				for k, sn := range sns {
+					rows = append(rows, &row{mode: mode, label: modeLabel(mode, sns, k), sn: sn})
+				}
+			}
+			for i := range *trials {
+				for _, r := range rows {
+					var t trialResult
+					var err error
+					if _, peer := peerModes[r.mode]; peer {
+						t, err = env.peerTrial(ctx, w, r.mode)
+					} else {
+						if r.mode == "profiled" {
+							if err := env.restoreProfiles(ctx, w); err != nil {
+								log.Fatal(err)
+							}
 						}
-						log.Printf("%-8s %-8s %-5s trial %d: first line after %v, %.1f MB fetched (pull %v; then %s)", w.name, rate, label, i+1,
-							r.firstLine.Round(time.Millisecond), float64(r.bytes)/1e6, r.pull.Round(time.Millisecond), phases.Flush())
-						runs[k] = append(runs[k], r)
+						t, err = env.trial(ctx, w, r.mode, r.sn)
 					}
+					if err != nil {
+						log.Fatalf("%s %s %s trial %d: %v", w.name, rate, r.label, i+1, err)
+					}
+					log.Printf("%-8s %-8s %-17s trial %d: first line after %v, %.1f MB fetched (pull %v; then %s)", w.name, rate, r.label, i+1,
+						t.firstLine.Round(time.Millisecond), float64(t.bytes)/1e6, t.pull.Round(time.Millisecond), phases.Flush())
+					r.runs = append(r.runs, t)
 				}
-				for k := range sns {
-					results = append(results, summarize(w.name, rate, modeLabel(mode, sns, k), runs[k]))
-				}
+			}
+			for _, r := range rows {
+				results = append(results, summarize(w.name, rate, r.label, r.runs))
 			}
 		}
 	}
@@ -142,6 +180,11 @@ func main() {
 		}
 		writeMarkdown(f, results, *trials)
 		f.Close()
+	}
+	if *jsonOut != "" {
+		if err := writeJSON(*jsonOut, results); err != nil {
+			log.Fatal(err)
+		}
 	}
 	if *chart != "" {
 		if err := drawChart(*chart, results); err != nil {
@@ -171,53 +214,117 @@ type result struct {
 	min, max          time.Duration
 	pull              time.Duration // median
 	bytes             int64         // median
+	trials            []trialResult // in the order run
 }
 
 func summarize(image, rate, mode string, runs []trialResult) result {
+	inOrder := slices.Clone(runs)
 	sort.Slice(runs, func(i, j int) bool { return runs[i].firstLine < runs[j].firstLine })
 	mid := runs[len(runs)/2]
 	return result{image: image, rate: rate, mode: mode, firstLine: mid.firstLine, min: runs[0].firstLine, max: runs[len(runs)-1].firstLine,
-		pull: mid.pull, bytes: mid.bytes}
+		pull: mid.pull, bytes: mid.bytes, trials: inOrder}
 }
 
 func printTable(w *os.File, rs []result) {
-	fmt.Fprintf(w, "%-8s %-8s %-5s %12s %12s %12s %10s\n", "image", "rate", "mode", "first line", "(min..max)", "pull", "MB fetched")
+	fmt.Fprintf(w, "%-8s %-8s %-17s %12s %12s %12s %10s\n", "image", "rate", "mode", "first line", "(min..max)", "pull", "MB fetched")
 	for _, r := range rs {
-		fmt.Fprintf(w, "%-8s %-8s %-5s %12s %12s %12s %10.1f\n", r.image, r.rate, r.mode, r.firstLine.Round(time.Millisecond),
+		fmt.Fprintf(w, "%-8s %-8s %-17s %12s %12s %12s %10.1f\n", r.image, r.rate, r.mode, r.firstLine.Round(time.Millisecond),
 			fmt.Sprintf("%v..%v", r.min.Round(10*time.Millisecond), r.max.Round(10*time.Millisecond)), r.pull.Round(time.Millisecond), float64(r.bytes)/1e6)
 	}
 }
 
+// writeMarkdown writes a table of every mode side by side (median first
+// line, and MB fetched before it), then the ratios the project tracks.
 func writeMarkdown(f *os.File, rs []result, trials int) {
-	fmt.Fprintf(f, "| image | link | full pull | lazy, first start | lazy, later nodes (profile) | speed-up (first / later) | MB fetched before the first line (full / first / later) |\n|---|---|---:|---:|---:|---:|---:|\n")
-	byKey := map[string]map[string]result{}
-	var keys []string
+	type key struct{ image, rate string }
+	var keys []key
+	var modes []string
+	byKey := map[key]map[string]result{}
 	for _, r := range rs {
-		k := r.image + " " + r.rate
+		k := key{r.image, r.rate}
 		if byKey[k] == nil {
 			byKey[k] = map[string]result{}
 			keys = append(keys, k)
 		}
+		if !slices.Contains(modes, r.mode) {
+			modes = append(modes, r.mode)
+		}
 		byKey[k][r.mode] = r
 	}
-	speedup := func(full, r result) string {
-		if full.firstLine == 0 || r.firstLine == 0 {
-			return "-"
-		}
-		return fmt.Sprintf("%.0fx", full.firstLine.Seconds()/r.firstLine.Seconds())
-	}
-	mb := func(r result) string {
-		if r.firstLine == 0 {
-			return "-"
-		}
-		return fmt.Sprintf("%.1f", float64(r.bytes)/1e6)
-	}
+	fmt.Fprintf(f, "| image | link | %s |\n|---|---|%s\n", strings.Join(modes, " | "), strings.Repeat("---:|", len(modes)))
 	for _, k := range keys {
-		full, lazy, prof := byKey[k]["full"], byKey[k]["lazy"], byKey[k]["profiled"]
-		fmt.Fprintf(f, "| %s | %s | %s | %s | %s | %s / %s | %s / %s / %s |\n", strings.Fields(k)[0], strings.Fields(k)[1],
-			fmtDur(full), fmtDur(lazy), fmtDur(prof), speedup(full, lazy), speedup(full, prof), mb(full), mb(lazy), mb(prof))
+		var cells []string
+		for _, m := range modes {
+			r, ok := byKey[k][m]
+			if !ok {
+				cells = append(cells, "-")
+				continue
+			}
+			cells = append(cells, fmt.Sprintf("%s (%.1f MB)", fmtDur(r), float64(r.bytes)/1e6))
+		}
+		fmt.Fprintf(f, "| %s | %s | %s |\n", k.image, k.rate, strings.Join(cells, " | "))
 	}
-	fmt.Fprintf(f, "\nMedians of %d trials (min..max in the text table); each trial starts a fresh containerd and snapshotter with an empty cache.\n", trials)
+	fmt.Fprintf(f, "\nMedians of %d trials, trials alternating mode by mode; in parentheses the MB the registry sent before the first line. Each trial starts a fresh containerd and snapshotter with an empty cache.\n", trials)
+	ratio := func(k key, a, b string, bytes bool) string {
+		ra, oka := byKey[k][a]
+		rb, okb := byKey[k][b]
+		if !oka || !okb || rb.firstLine == 0 {
+			return "-"
+		}
+		if bytes {
+			return fmt.Sprintf("%.2f", float64(ra.bytes)/float64(rb.bytes))
+		}
+		return fmt.Sprintf("%.2f", ra.firstLine.Seconds()/rb.firstLine.Seconds())
+	}
+	best := func(k key, candidates ...string) string {
+		b := ""
+		for _, c := range candidates {
+			if r, ok := byKey[k][c]; ok && (b == "" || r.firstLine < byKey[k][b].firstLine) {
+				b = c
+			}
+		}
+		return b
+	}
+	fmt.Fprintf(f, "\n| image | link | lazy / profiled | lazy / estargz-opt | profiled / best eStargz-opt | best Sluice / best SOCI | MB: lazy / estargz-opt |\n|---|---|---:|---:|---:|---:|---:|\n")
+	for _, k := range keys {
+		bestEs := best(k, "estargz-opt", "estargz-opt-async")
+		bestSoci := best(k, "soci", "soci-prefetch")
+		bestSluice := best(k, "lazy", "profiled")
+		fmt.Fprintf(f, "| %s | %s | %s | %s | %s | %s | %s |\n", k.image, k.rate, ratio(k, "lazy", "profiled", false), ratio(k, "lazy", "estargz-opt", false),
+			ratio(k, "profiled", bestEs, false), ratio(k, bestSluice, bestSoci, false), ratio(k, "lazy", "estargz-opt", true))
+	}
+}
+
+// writeJSON writes one object per image, rate and mode.
+func writeJSON(path string, rs []result) error {
+	type trial struct {
+		FirstLine float64 `json:"first_line_s"`
+		Pull      float64 `json:"pull_s"`
+		MB        float64 `json:"mb_fetched"`
+	}
+	type row struct {
+		Image     string  `json:"image"`
+		Rate      string  `json:"rate"`
+		Mode      string  `json:"mode"`
+		Median    float64 `json:"median_s"`
+		Min       float64 `json:"min_s"`
+		Max       float64 `json:"max_s"`
+		MBFetched float64 `json:"mb_fetched"`
+		Trials    []trial `json:"trials"`
+	}
+	var out []row
+	for _, r := range rs {
+		o := row{Image: r.image, Rate: r.rate, Mode: r.mode, Median: r.firstLine.Seconds(), Min: r.min.Seconds(), Max: r.max.Seconds(), MBFetched: float64(r.bytes) / 1e6}
+		for _, t := range r.trials {
+			o.Trials = append(o.Trials, trial{FirstLine: t.firstLine.Seconds(), Pull: t.pull.Seconds(), MB: float64(t.bytes) / 1e6})
+		}
+		out = append(out, o)
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 func fmtDur(r result) string {

@@ -27,15 +27,33 @@ type node struct {
 	daemons []*exec.Cmd
 }
 
-// startNode starts a node; snBin, for a lazy one, is the directory of the
-// sluice-snapshotter to run.
-func (e *env) startNode(lazy bool, snBin string) (*node, error) {
+// nodeSpec says what runs beside a node's containerd: the proxy
+// snapshotter's name in containerd's configuration and its command, to
+// which --root and --address are added ("" and nil: containerd alone).
+type nodeSpec struct {
+	proxy string
+	cmd   []string
+	env   []string
+}
+
+// sluiceNode is the spec of a node running the sluice-snapshotter of the
+// directory snBin.
+func (e *env) sluiceNode(snBin string) nodeSpec {
+	return nodeSpec{proxy: "sluice", cmd: []string{filepath.Join(snBin, "sluice-snapshotter"), "--config", e.snapshotterConfig}}
+}
+
+// startNode starts a node.
+func (e *env) startNode(spec nodeSpec) (*node, error) {
 	dir, err := os.MkdirTemp("", "cs-")
 	if err != nil {
 		return nil, err
 	}
 	n := &node{dir: dir, sock: filepath.Join(dir, "c.sock")}
 	snSock := filepath.Join(dir, "sn.sock")
+	proxy := ""
+	if spec.proxy != "" {
+		proxy = fmt.Sprintf("[proxy_plugins.%s]\n  type = \"snapshot\"\n  address = %q\n", spec.proxy, snSock)
+	}
 	cfg := fmt.Sprintf(`version = 2
 root = %q
 state = %q
@@ -44,24 +62,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = %q
 [plugins."io.containerd.internal.v1.opt"]
   path = %q
-[proxy_plugins.sluice]
-  type = "snapshot"
-  address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), n.sock, filepath.Join(dir, "opt"), snSock)
+%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), n.sock, filepath.Join(dir, "opt"), proxy)
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	if lazy {
-		snCfg := fmt.Sprintf("registries:\n  %q:\n    username: admin\n    password: %s\n", e.host, password)
-		if err := os.WriteFile(filepath.Join(dir, "sn.yaml"), []byte(snCfg), 0o600); err != nil {
-			return nil, err
-		}
-		if err := n.start(filepath.Join(snBin, "sluice-snapshotter"), "--root", filepath.Join(dir, "sn"), "--address", snSock, "--config", filepath.Join(dir, "sn.yaml")); err != nil {
+	if spec.proxy != "" {
+		args := append(spec.cmd[1:len(spec.cmd):len(spec.cmd)], "--root", filepath.Join(dir, "sn"), "--address", snSock)
+		if err := n.startEnv(spec.env, spec.cmd[0], args...); err != nil {
 			return nil, err
 		}
 		if err := waitFor(30*time.Second, func() bool { _, err := os.Stat(snSock); return err == nil }); err != nil {
 			n.stop()
-			return nil, fmt.Errorf("sluice-snapshotter did not start")
+			return nil, fmt.Errorf("%s did not start; see %s", filepath.Base(spec.cmd[0]), dir)
 		}
 	}
 	if err := n.start("containerd", "--config", filepath.Join(dir, "config.toml")); err != nil {
@@ -75,8 +87,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	return n, nil
 }
 
-func (n *node) start(name string, args ...string) error {
+func (n *node) start(name string, args ...string) error { return n.startEnv(nil, name, args...) }
+
+func (n *node) startEnv(env []string, name string, args ...string) error {
 	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
 	logf, err := os.Create(filepath.Join(n.dir, filepath.Base(name)+".log"))
 	if err != nil {
 		return err
@@ -174,7 +189,11 @@ func (e *env) trial(ctx context.Context, w workload, mode, snBin string) (trialR
 			return trialResult{}, fmt.Errorf("the registry has no startup profile of %s", w.name)
 		}
 	}
-	n, err := e.startNode(lazy, snBin)
+	spec := nodeSpec{}
+	if lazy {
+		spec = e.sluiceNode(snBin)
+	}
+	n, err := e.startNode(spec)
 	if err != nil {
 		return trialResult{}, err
 	}
