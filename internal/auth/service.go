@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -154,15 +156,52 @@ func NewService(ctx context.Context, meta IdentityStore, opts Options, log *slog
 			}
 		})
 	}
-	for name, actions := range BuiltinScopeMaps {
-		if err := meta.PutScopeMap(ctx, &metadata.ScopeMap{Name: name, Description: "Built-in scope map", Actions: actions, Builtin: true}, true); err != nil {
-			return nil, fmt.Errorf("install built-in scope maps: %w", err)
-		}
+	if err := s.installBuiltinScopeMaps(ctx); err != nil {
+		return nil, err
 	}
 	if err := s.bootstrapAdmin(ctx); err != nil {
+		if cause := metadata.NoSpace(err); cause != nil {
+			// A registry on a full disk still serves pulls to the
+			// identities it has: the admin keeps its stored password.
+			log.Error("cannot store the admin password: the metadata database is full; the admin's stored password, if any, stays in force",
+				"user", s.opts.AdminUser, "err", err)
+			return s, nil
+		}
 		return nil, err
 	}
 	return s, nil
+}
+
+// installBuiltinScopeMaps writes the built-in scope maps that are missing
+// or differ from this version's. Those already stored as they should be
+// are not written again, so a start on a full disk writes nothing; one
+// that cannot be written for lack of space is logged, and the start goes
+// on with what is stored.
+func (s *Service) installBuiltinScopeMaps(ctx context.Context) error {
+	names := make([]string, 0, len(BuiltinScopeMaps))
+	for name := range BuiltinScopeMaps {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		want := &metadata.ScopeMap{Name: name, Description: "Built-in scope map", Actions: BuiltinScopeMaps[name], Builtin: true}
+		have, err := s.meta.GetScopeMap(ctx, name)
+		if err == nil && have.Builtin && have.Description == want.Description && slices.Equal(have.Actions, want.Actions) {
+			continue
+		}
+		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+			return fmt.Errorf("read built-in scope map %s: %w", name, err)
+		}
+		if err := s.meta.PutScopeMap(ctx, want, true); err != nil {
+			if metadata.NoSpace(err) != nil {
+				s.log.Error("cannot install a built-in scope map: the metadata database is full; the stored one, if any, stays until a start that can write it",
+					"scope_map", name, "err", err)
+				continue
+			}
+			return fmt.Errorf("install built-in scope map %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // bootstrapAdmin stores the admin password given in the configuration, or

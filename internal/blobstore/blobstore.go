@@ -309,3 +309,33 @@ func (s *Store) UploadIDs(ctx context.Context) (map[string]time.Time, error) {
 		}
 	}
 }
+
+// probeBytes is what ProbeWrite writes: enough that a file system with only
+// crumbs left counts as full.
+const probeBytes = 64 << 10
+
+// ProbeWrite checks that the store can take writes now. A local directory
+// gets probeBytes written and synced in a temporary file, removed at once
+// (a crash leaves it to SweepTemporary); its error names the file and the
+// system's cause. Object storage does not fill up: it is not probed.
+func (s *Store) ProbeWrite(ctx context.Context) error {
+	if s.root == "" {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(s.root, ".sluice-probe-*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(make([]byte, probeBytes))
+	if err == nil {
+		err = f.Sync()
+	}
+	return errors.Join(err, f.Close())
+}
+
+// Dir is the directory of a local store, empty for object storage.
+func (s *Store) Dir() string { return s.root }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"syscall"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"gocloud.dev/gcerrors"
@@ -71,4 +72,17 @@ func statusCode(err error) int {
 		return re.HTTPStatusCode()
 	}
 	return 0
+}
+
+// NoSpace returns the system's reason (ENOSPC, EDQUOT) when err is a write
+// that failed for lack of space, or nil when it is not. The cause names no
+// file, so that it can be told to clients; err itself names the file, for
+// the log.
+func NoSpace(err error) error {
+	for _, errno := range []error{syscall.ENOSPC, syscall.EDQUOT} {
+		if errors.Is(err, errno) {
+			return errno
+		}
+	}
+	return nil
 }

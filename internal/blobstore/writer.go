@@ -96,11 +96,34 @@ func (w *Writer) Abort() {
 // upload writes the object key from src: all of it when src ends, none of
 // it when src fails.
 func (s *Store) upload(ctx context.Context, key string, src *stream) error {
+	if s.root != "" {
+		return s.uploadLocal(ctx, key, src)
+	}
 	err := s.bucket.Upload(ctx, key, src, &blob.WriterOptions{ContentType: "application/octet-stream"})
 	if err != nil {
 		s.abortMultipart(ctx, key, err)
 	}
 	return err
+}
+
+// uploadLocal is upload to a local directory. The file driver renames its
+// temporary file into place on Close unless the write's context was
+// cancelled, even after a write failed (the file system full): so a
+// failure cancels the context before closing, and a truncated file is
+// removed, never published.
+func (s *Store) uploadLocal(ctx context.Context, key string, src *stream) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := s.bucket.NewWriter(ctx, key, &blob.WriterOptions{ContentType: "application/octet-stream"})
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, src); err != nil {
+		cancel()
+		_ = w.Close()
+		return err
+	}
+	return w.Close()
 }
 
 // stream is the source of an upload. When it fails, it cancels the upload

@@ -1,6 +1,7 @@
 package conversion
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -301,15 +302,17 @@ func (j *job) convertAndPush(ctx context.Context, src ocispec.Descriptor) (*stre
 		done <- outcome{res, err}
 	}()
 	_, werr := j.s.reg.WriteChunk(ctx, repo, up.ID, registry.Chunk{Start: 0, Length: -1, Body: pr})
-	pr.CloseWithError(errors.New("upload ended"))
+	// The converter's next write fails with errUploadEnded: an upload that
+	// stopped early (the store full) is the cause, not the converter.
+	pr.CloseWithError(errUploadEnded)
 	out := <-done
 	cleanup := context.WithoutCancel(ctx)
 	if out.err != nil || werr != nil {
 		_ = j.s.reg.CancelUpload(cleanup, repo, up.ID)
-		if out.err != nil {
+		if out.err != nil && !errors.Is(out.err, errUploadEnded) {
 			return nil, layerError(src, out.err)
 		}
-		return nil, fmt.Errorf("store converted layer of %s: %w", src.Digest, werr)
+		return nil, fmt.Errorf("store converted layer of %s: %w", src.Digest, cmp.Or(werr, out.err))
 	}
 	if _, err := j.s.reg.CompleteUpload(ctx, repo, up.ID, out.res.Digest, registry.Chunk{Start: -1, Length: -1, Body: http0{}}); err != nil {
 		_ = j.s.reg.CancelUpload(cleanup, repo, up.ID)
@@ -319,6 +322,10 @@ func (j *job) convertAndPush(ctx context.Context, src ocispec.Descriptor) (*stre
 	j.p.done.Store(base + src.Size)
 	return out.res, nil
 }
+
+// errUploadEnded is what the converter meets when the upload of its output
+// stopped before it finished writing.
+var errUploadEnded = errors.New("the upload of the converted layer ended")
 
 // uploadOwner names the uploads of an operation's conversions.
 func uploadOwner(op *metadata.Operation) string { return "conv-" + op.ID }

@@ -37,6 +37,8 @@ type env struct {
 	stop  func()
 	// tweak, when set, changes the service's options.
 	tweak func(*Options)
+	// logs, when set, receives the services' logs.
+	logs io.Writer
 }
 
 // newEnv builds a registry and a conversion service over temporary stores;
@@ -59,7 +61,11 @@ func (e *env) open(workers bool) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logs := e.logs
+	if logs == nil {
+		logs = io.Discard
+	}
+	log := slog.New(slog.NewTextHandler(logs, nil))
 	e.reg = registry.New(e.meta, e.blobs, registry.DefaultOptions(), log)
 	e.keys, err = auth.OpenKeyRing(filepath.Join(e.dir, "keys"))
 	if err != nil {

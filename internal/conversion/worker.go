@@ -3,12 +3,14 @@ package conversion
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/metadata"
+	"github.com/sluicehq/sluice/internal/registry"
 )
 
 // Run runs the workers until ctx ends. Operations still running then are
@@ -188,18 +190,43 @@ func (s *Service) fail(ctx context.Context, op *metadata.Operation, err error, l
 			Details: failedDetails(op)}, log)
 		return metadata.StatusFailed
 	}
+	store, noSpace := registry.NoSpace(err)
+	if noSpace != nil {
+		// The operator's to act on: the error names the file that could
+		// not be written.
+		log.Error("operation failed: a store is out of space", "store", store, "err", err)
+	}
 	if op.Attempts < s.opts.MaxAttempts {
 		delay := time.Duration(op.Attempts) * 5 * time.Second
-		log.Warn("operation failed; will retry", "err", err, "retry_in", delay)
-		if rerr := s.store.RetryOperation(ctx, op.ID, s.owner, delay, "Retrying after an error: "+err.Error()); rerr != nil {
+		if noSpace == nil {
+			log.Warn("operation failed; will retry", "err", err, "retry_in", delay)
+		}
+		if rerr := s.store.RetryOperation(ctx, op.ID, s.owner, delay, "Retrying after an error: "+operationMessage(err)); rerr != nil {
 			log.Warn("requeue operation", "err", rerr)
 		}
 		return "Retried"
 	}
-	log.Error("operation failed", "err", err)
-	s.finish(ctx, op, metadata.Operation{Status: metadata.StatusFailed, ErrorCode: CodeUnknown, ErrorMessage: err.Error(),
+	if noSpace == nil {
+		log.Error("operation failed", "err", err)
+	}
+	s.finish(ctx, op, metadata.Operation{Status: metadata.StatusFailed, ErrorCode: CodeUnknown, ErrorMessage: operationMessage(err),
 		Details: failedDetails(op)}, log)
 	return metadata.StatusFailed
+}
+
+// operationMessage is what an operation's record says of err, which its
+// readers see through the API: a store out of space is told with the
+// system's cause ("no space left on device") but not the server's file
+// the error names, which the log has.
+func operationMessage(err error) string {
+	store, cause := registry.NoSpace(err)
+	switch {
+	case cause == nil:
+		return err.Error()
+	case store == registry.StoreMetadata:
+		return fmt.Sprintf("the registry's metadata database is full (%v)", cause)
+	}
+	return fmt.Sprintf("storing the result failed: the registry's blob storage is full (%v)", cause)
 }
 
 func failedDetails(op *metadata.Operation) string {

@@ -29,7 +29,6 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jackc/pgx/v5"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // Sentinel errors. Callers wrap or map them; they carry no HTTP meaning.
@@ -62,6 +61,8 @@ type Store struct {
 	// pgConfig is the connection's configuration on PostgreSQL, for the
 	// connection that listens for changes (Subscribe).
 	pgConfig *pgx.ConnConfig
+	// file is the database file of SQLite, empty on PostgreSQL.
+	file string
 }
 
 // newStore is a store of dialect d over the pools read and write.
@@ -97,18 +98,19 @@ func OpenSQLite(ctx context.Context, file string, opts ...Option) (*Store, error
 	// As a URI path, a file name may hold '?', '#' or '%' and still be
 	// that file.
 	dsn := "file:" + (&url.URL{Path: file}).EscapedPath() + "?" + q.Encode()
-	write, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+	write, err := sql.Open(sqliteDriver, dsn+"&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open metadata database %s: %w", file, err)
 	}
 	write.SetMaxOpenConns(1)
 	write.SetConnMaxIdleTime(0)
 	s := newStore(nil, write, sqlite, opts)
+	s.file = file
 	if err := s.migrate(ctx); err != nil {
 		write.Close()
 		return nil, openError(file, err)
 	}
-	read, err := sql.Open("sqlite", dsn+"&_pragma=query_only(1)")
+	read, err := sql.Open(sqliteDriver, dsn+"&_pragma=query_only(1)")
 	if err != nil {
 		write.Close()
 		return nil, fmt.Errorf("open metadata database %s: %w", file, err)
@@ -254,13 +256,13 @@ func (s *Store) inQueueTx(ctx context.Context, fn func(tx *txn, skipLocked strin
 func (s *Store) runTx(ctx context.Context, opts *sql.TxOptions, fn func(tx *txn) error) error {
 	tx, err := s.write.BeginTx(ctx, opts)
 	if err != nil {
-		return err
+		return s.noSpaceErr(err)
 	}
 	if err := fn(&txn{r: tx, d: s.dialect}); err != nil {
 		_ = tx.Rollback()
-		return err
+		return s.noSpaceErr(err)
 	}
-	return tx.Commit()
+	return s.noSpaceErr(tx.Commit())
 }
 
 // ensureRepository returns the id of the named repository, creating it.

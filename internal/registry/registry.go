@@ -115,6 +115,29 @@ func Unavailable(err error) bool {
 	return errors.Is(err, blobstore.ErrUnavailable) || metadata.Unavailable(err)
 }
 
+// Stores, as NoSpace names them.
+const (
+	StoreMetadata = "metadata"
+	StoreBlobs    = "blobs"
+)
+
+// NoSpace reports whether err is a write that failed because a store is
+// out of space: which store (StoreMetadata or StoreBlobs) and the system's
+// cause ("no space left on device", "database or disk is full"), which
+// names no server file and can be told to clients. It returns "", nil for
+// any other error. A store that is full still serves reads.
+func NoSpace(err error) (store string, cause error) {
+	// The database's own report first: its file system's errno would
+	// pass for the blob store's.
+	if cause := metadata.NoSpace(err); errors.Is(cause, metadata.ErrDatabaseFull) {
+		return StoreMetadata, cause
+	}
+	if cause := blobstore.NoSpace(err); cause != nil {
+		return StoreBlobs, cause
+	}
+	return "", nil
+}
+
 // touchBlob protects dgst from collection before its object is written or
 // linked. If a collection of it is under way it waits for that to finish,
 // or finishes it when the collector's mark is stale.

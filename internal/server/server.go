@@ -4,6 +4,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -51,6 +52,9 @@ type Server struct {
 	promReg *prometheus.Registry
 	// draining is set once a shutdown began: /readyz fails from then on.
 	draining atomic.Bool
+	// writable knows which stores take writes, for /healthz and the
+	// sluice_store_writable gauge.
+	writable *writability
 }
 
 // New opens the stores and builds the services and handlers.
@@ -89,6 +93,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	conv := conversion.New(reg, meta, conversion.Options{Workers: cfg.Streaming.Workers, Lease: cfg.Streaming.Lease.Std(), Signer: keys, Metrics: promReg,
 		Streaming: cfg.Streaming.ConverterOptions(), MemoryBudget: cfg.Streaming.MemoryBudget}, log)
 	s := &Server{cfg: cfg, log: log, meta: meta, blobs: blobs, Registry: reg, Conversion: conv, Keys: keys, promReg: promReg}
+	s.writable = newWritability(promReg, log,
+		writableStore{name: registry.StoreMetadata, where: cmp.Or(meta.Path(), "the PostgreSQL database"), probe: meta.ProbeWrite},
+		writableStore{name: registry.StoreBlobs, where: cmp.Or(blobs.Dir(), "the object store"), probe: blobs.ProbeWrite})
+	// Before anything writes: a store that cannot is logged once, and the
+	// start goes on to serve what it can.
+	s.writable.probe(ctx)
 	if cfg.Auth.Enabled {
 		s.Auth, err = auth.NewService(ctx, meta, auth.Options{
 			AdminUser: cfg.AdminUser, AdminPassword: cfg.AdminPassword, AnonymousPull: cfg.Auth.AnonymousPull,
@@ -210,10 +220,11 @@ func plainError(w http.ResponseWriter, r *http.Request, err error) {
 
 // healthz answers 200 while the process serves: liveness, which a
 // database or object store outage does not change (restarting sluiced
-// would not end it).
-func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ route.Params) error {
+// would not end it), nor a full disk, on which pulls are still served:
+// the body names each store that does not take writes, after "ok".
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ route.Params) error {
 	w.Header().Set("Content-Type", "text/plain")
-	_, _ = w.Write([]byte("ok\n"))
+	_, _ = w.Write([]byte("ok\n" + s.writable.report(r.Context(), writableMaxAge)))
 	return nil
 }
 
@@ -259,10 +270,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	var wg sync.WaitGroup
 	bgCtx, stopBackground := context.WithCancel(ctx)
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		s.Registry.RunGC(bgCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.writable.run(bgCtx, writableProbeInterval)
 	}()
 	// With streaming.workers 0 this replica only queues conversions, for
 	// `sluiced worker` processes to run.

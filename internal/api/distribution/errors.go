@@ -57,6 +57,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		// The client went away; nobody reads the answer.
 		return
 	}
+	if store, cause := registry.NoSpace(err); cause != nil {
+		h.log.Error("storage full: write refused", "store", store, "route", m.Name(), "method", r.Method, "repository", m.Params[pName], "err", err)
+		wire.StorageFull(w, store, cause)
+		return
+	}
 	if registry.Unavailable(err) {
 		h.log.Warn("storage unavailable", "route", m.Name(), "method", r.Method, "repository", m.Params[pName], "err", err)
 		wire.RetryLater(w, "the registry's storage is unavailable for now; retry later")

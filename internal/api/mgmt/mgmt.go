@@ -231,6 +231,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if r.Context().Err() != nil {
 		return
 	}
+	if store, cause := registry.NoSpace(err); cause != nil {
+		h.log.Error("storage full: write refused", "store", store, "route", route.From(r.Context()).Name(), "method", r.Method, "err", err)
+		wire.StorageFull(w, store, cause)
+		return
+	}
 	if registry.Unavailable(err) {
 		h.log.Warn("storage unavailable", "route", route.From(r.Context()).Name(), "method", r.Method, "err", err)
 		wire.RetryLater(w, "the registry's storage is unavailable for now; retry later")

@@ -135,6 +135,19 @@ func RetryLater(w http.ResponseWriter, message string) {
 	Errors(w, http.StatusServiceUnavailable, "UNAVAILABLE", message, nil)
 }
 
+// StorageFull answers 507 INSUFFICIENT_STORAGE for a write that failed
+// because the store named (metadata or blobs) is out of space, with the
+// system's cause, which names no server file. Nothing of the request was
+// kept; reads still work.
+func StorageFull(w http.ResponseWriter, store string, cause error) {
+	what := "blob storage"
+	if store == "metadata" {
+		what = "metadata database"
+	}
+	Errors(w, http.StatusInsufficientStorage, "INSUFFICIENT_STORAGE",
+		fmt.Sprintf("the registry's %s is full (%v): writes are refused until its operator frees space; pulls still work", what, cause), nil)
+}
+
 // Answer is the Code answering err.
 func Answer(err error, code string, status int) Code {
 	return Code{Err: err, Code: code, Status: status}
