@@ -51,7 +51,7 @@ var workloads = map[string]workload{
 func main() {
 	reporoot.Chdir()
 	images := flag.String("images", "python3,numpy", "images to run (python3, numpy)")
-	rates := flag.String("rates", "500mbit,100mbit", "registry link rates (tc syntax)")
+	rates := flag.String("rates", "500mbit,100mbit", "registry link rates (tc syntax; unshaped: loopback as it is)")
 	trials := flag.Int("trials", 3, "trials per image, rate and mode (the median is reported)")
 	modes := flag.String("modes", "full,lazy,profiled,estargz,estargz-opt,estargz-opt-async,soci,soci-prefetch",
 		"full (overlayfs, download everything), lazy (sluice-snapshotter, first start anywhere), profiled (sluice-snapshotter, a later node: the registry has the first start's profile), "+
@@ -106,9 +106,18 @@ func main() {
 		}
 	}
 	var results []result
+	shaped := false // lo's queueing is ours to change only once we shaped it
 	for _, rate := range strings.Split(*rates, ",") {
-		if err := shape(env.port, rate); err != nil {
-			log.Fatal(err)
+		if rate == "unshaped" {
+			if shaped {
+				unshape()
+				shaped = false
+			}
+		} else {
+			if err := shape(env.port, rate); err != nil {
+				log.Fatal(err)
+			}
+			shaped = true
 		}
 		for _, w := range wls {
 			if slices.Contains(modeList, "profiled") {
@@ -171,7 +180,9 @@ func main() {
 			}
 		}
 	}
-	unshape()
+	if shaped {
+		unshape()
+	}
 	printTable(os.Stdout, results)
 	if *markdown != "" {
 		f, err := os.Create(*markdown)
