@@ -9,7 +9,7 @@ set -euo pipefail
 
 # haproxy is for deploy/local-cluster.sh, which runs its own; the Debian
 # service's default configuration serves nothing.
-apt_packages=(zstd skopeo containerd runc debootstrap docker-registry busybox-static gzip podman jq postgresql-15 haproxy chromium)
+apt_packages=(zstd skopeo containerd runc debootstrap docker-registry busybox-static gzip podman jq postgresql-15 haproxy chromium zlib1g-dev)
 go_tools=(
 	"oras.land/oras/cmd/oras@v1.3.6"
 	"github.com/google/go-containerregistry/cmd/crane@v0.22.1"
