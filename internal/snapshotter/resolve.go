@@ -192,8 +192,8 @@ func (r *Resolver) lookup(ctx context.Context, ref registry.Reference, manifest 
 		return res
 	}
 	subject, platform := manifest, (*ocispec.Platform)(nil)
-	if !hasStreaming(refs) && ref.Reference != "" {
-		subject, platform, refs, err = r.byIndex(ctx, c, ref, manifest)
+	if !hasStreaming(refs) {
+		subject, platform, refs, err = r.viaIndex(ctx, c, ref, manifest)
 		if err != nil {
 			res.err = err
 			return res
@@ -385,18 +385,9 @@ func (r *Resolver) byIndex(ctx context.Context, c *client.Client, ref registry.R
 	if err != nil {
 		return "", nil, nil, notStreamed(registryReason(err), "reading %s: %v", ref, err)
 	}
-	if mt != ocispec.MediaTypeImageIndex && mt != "application/vnd.docker.distribution.manifest.list.v2+json" {
-		return manifest, nil, nil, nil
-	}
-	var idx ocispec.Index
-	if err := json.Unmarshal(b, &idx); err != nil {
+	platform, err := platformIn(b, mt, manifest)
+	if err != nil {
 		return "", nil, nil, notStreamed(ReasonRegistry, "index %s: %v", ref, err)
-	}
-	var platform *ocispec.Platform
-	for _, d := range idx.Manifests {
-		if d.Digest == manifest && d.Platform != nil {
-			platform = d.Platform
-		}
 	}
 	if platform == nil {
 		return manifest, nil, nil, nil

@@ -138,6 +138,9 @@ func (h *Handler) APIs() []*route.API {
 			rt("GET", profile, "acr_repository_profiles", pull, h.getProfile),
 			rt("PUT", profile, "acr_repository_profiles", pull, h.putProfile),
 			rt("DELETE", profile, "acr_repository_profiles", del, h.deleteProfile),
+			// Which indexes list a manifest: nodes pulling a platform's
+			// manifest by digest, with pull-only tokens.
+			rt("GET", repo+"/_indexes/{digest}", "acr_repository_indexes", pull, h.getIndexes),
 			rt("GET", repo, "acr_repository", read, h.showRepository),
 			rt("PATCH", repo, "acr_repository", write, h.updateRepository),
 			rt("DELETE", repo, "acr_repository", del, h.deleteRepository),
