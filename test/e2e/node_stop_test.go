@@ -44,6 +44,7 @@ func TestSnapshotterStop(t *testing.T) {
 	t.Run("stop refuses while a container runs, then stops everything", func(t *testing.T) { testStopRefusesThenStops(t, n, img) })
 	t.Run("the node starts again after stop", func(t *testing.T) {
 		n.sn.start()
+		n.waitSnapshotterReachable()
 		if got := n.run(img, "e2e-after-stop", "busybox cat /etc/streamed.txt"); got != streamedText {
 			t.Errorf("the container printed %q, want %q", got, streamedText)
 		}
@@ -135,6 +136,24 @@ func testPullPresent(t *testing.T, n *nodeEnv, img *nodeImage) {
 }
 
 // stop runs `sluice-snapshotter stop` for the node's snapshotter.
+// waitSnapshotterReachable waits until containerd reaches the snapshotter
+// again after a restart: its connection to the proxy plugin comes back
+// after gRPC's reconnection backoff, which a loaded machine lengthens.
+func (n *nodeEnv) waitSnapshotterReachable() {
+	n.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, stderr, err := n.cl.try(n.flavor.ctr, "--address", n.sock, "--namespace", nodeNamespace, "snapshots", "--snapshotter", "sluice", "ls")
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("containerd does not reach the restarted snapshotter: %v\n%s", err, stderr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func (n *nodeEnv) stop(args ...string) (stdout, stderr string, err error) {
 	return n.cl.try(snapshotterBin, append([]string{"stop", "--root", n.sn.root, "--address", n.sn.address, "--config", n.sn.config}, args...)...)
 }
