@@ -36,8 +36,10 @@ type env struct {
 	host    string
 	sluiced *exec.Cmd
 	reg     *client.Client
-	// streamed are the streamed layers of each workload's image.
-	streamed map[string][]digest.Digest
+	// streamed are the streamed layers of each workload's image, and
+	// their sizes.
+	streamed     map[string][]digest.Digest
+	streamedSize map[digest.Digest]int64
 	// snapshotterConfig is sluice-snapshotter's configuration file.
 	snapshotterConfig string
 	// profiles are the startup profiles a first start recorded, by
@@ -56,7 +58,7 @@ func newEnv(ctx context.Context, bin string) (*env, error) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	e := &env{bin: bin, work: work, port: port, host: fmt.Sprintf("127.0.0.1:%d", port), streamed: map[string][]digest.Digest{},
+	e := &env{bin: bin, work: work, port: port, host: fmt.Sprintf("127.0.0.1:%d", port), streamed: map[string][]digest.Digest{}, streamedSize: map[digest.Digest]int64{},
 		profiles: map[string]map[digest.Digest][]streaming.Range{}}
 	cmd := exec.Command(filepath.Join(bin, "sluiced"), "serve", "--listen", e.host, "--data", filepath.Join(work, "registry"))
 	cmd.Env = append(os.Environ(), "SLUICE_ADMIN_PASSWORD="+password, "SLUICE_LOG_ACCESS="+os.Getenv("COLDSTART_ACCESS_LOG"), "SLUICE_LOG_FORMAT=json", "SLUICE_GC_INTERVAL=0")
@@ -213,6 +215,7 @@ func (e *env) pushImage(ctx context.Context, w workload) error {
 	}
 	for _, l := range sm.Layers {
 		e.streamed[w.name] = append(e.streamed[w.name], l.Digest)
+		e.streamedSize[l.Digest] = l.Size
 	}
 	return nil
 }

@@ -59,6 +59,8 @@ func main() {
 	binDir := flag.String("bin", "bin", "directory of sluiced and sluice-snapshotter")
 	against := flag.String("against", "", "directory of another sluice-snapshotter build: lazy and profiled trials alternate between the two, one row each (both may replace the registry's profile)")
 	markdown := flag.String("markdown", "", "write a markdown table to this file")
+	fanout := flag.String("fanout", "", "after the trials, replay the recorded first start's range reads from this many concurrent clients (1,10,50,200), unshaped (needs the profiled mode)")
+	fanoutFor := flag.Duration("fanout-duration", 10*time.Second, "how long each fan-out run lasts")
 	jsonOut := flag.String("json", "", "write the results as JSON to this file: one object per image, rate and mode")
 	chart := flag.String("chart", "", "write a PNG chart to this file")
 	flag.Parse()
@@ -183,13 +185,35 @@ func main() {
 	if shaped {
 		unshape()
 	}
+	counts, err := parseCounts(*fanout)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var fan []fanOutResult
+	for _, w := range wls {
+		for _, n := range counts {
+			r, err := env.fanOut(ctx, w, n, *fanoutFor)
+			if err != nil {
+				log.Fatal(err)
+			}
+			log.Printf("%-8s fan-out %3d clients: %.0f range requests/s, %.1f MB/s, p99 %v, %d errors", w.name, n, r.requestsPerSec, r.megabytesPerSec, r.p99.Round(10*time.Microsecond), r.errors)
+			fan = append(fan, r)
+		}
+	}
 	printTable(os.Stdout, results)
+	if len(fan) > 0 {
+		fmt.Println()
+		printFanOut(os.Stdout, fan)
+	}
 	if *markdown != "" {
 		f, err := os.Create(*markdown)
 		if err != nil {
 			log.Fatal(err)
 		}
 		writeMarkdown(f, results, *trials)
+		if len(fan) > 0 {
+			writeFanOutMarkdown(f, fan)
+		}
 		f.Close()
 	}
 	if *jsonOut != "" {
