@@ -64,7 +64,7 @@ kept on local disk.`,
 			}
 			credential := snapshotter.ScopedCredential(log, snapshotter.ReloadingCredential(configFile, cfg, log), pulls, providers)
 			m, err := fusemanager.New(fusemanager.Config{Root: root, CacheMaxBytes: cfg.CacheMaxBytes, CacheMemoryBytes: cfg.CacheMemoryBytes, Credential: credential,
-				BackgroundDelay: delay, StartupProfiles: cfg.Profiles(), Log: log})
+				BackgroundDelay: delay, StartupProfiles: cfg.Profiles(), Limits: cfg.Limits.Streaming(), Log: log})
 			if err != nil {
 				return err
 			}

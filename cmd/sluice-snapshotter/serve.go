@@ -80,7 +80,7 @@ func serve(cmd *cobra.Command, f *flags) error {
 	if err != nil {
 		return err
 	}
-	resolver := snapshotter.NewResolver(snapshotter.ScopedCredential(log, live.Credential, pulls, providers), cfg.PlainHTTP, trust)
+	resolver := snapshotter.NewResolver(snapshotter.ScopedCredential(log, live.Credential, pulls, providers), cfg.PlainHTTP, trust, snapshotter.WithLimits(cfg.Limits))
 	sn, err := snapshotter.New(filepath.Join(cfg.Root, "snapshotter"), layers, resolver, metrics, log)
 	if err != nil {
 		return err

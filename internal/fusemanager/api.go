@@ -22,7 +22,9 @@ import (
 // Handler is the manager's API, served on a unix socket only root can
 // reach: POST /mount, POST /unmount, GET /check, GET /status, GET /metrics,
 // GET /in-use and POST /stop. A layer found bad answers 410 Gone to /mount
-// and /check; /stop answers 409 Conflict while layers are in use.
+// and /check; a layer whose TOC is refused answers 422 to /mount, 413 when
+// it is over the node's limits; /stop answers 409 Conflict while layers
+// are in use.
 func (m *Manager) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /mount", func(w http.ResponseWriter, r *http.Request) {
@@ -36,8 +38,13 @@ func (m *Manager) Handler() http.Handler {
 		}
 		if err := m.Mount(r.Context(), req.Mountpoint, req.Layer); err != nil {
 			status := http.StatusBadGateway
-			if errors.Is(err, ErrLayerBad) {
+			switch {
+			case errors.Is(err, ErrLayerBad):
 				status = http.StatusGone
+			case errors.Is(err, ErrOverLimit):
+				status = http.StatusRequestEntityTooLarge
+			case errors.Is(err, ErrBadArtifact):
+				status = http.StatusUnprocessableEntity
 			}
 			http.Error(w, err.Error(), status)
 			return
@@ -203,6 +210,10 @@ func (c *Client) call(ctx context.Context, method, path string, body any) error 
 			err = fmt.Errorf("%w: %v", ErrNotMounted, err)
 		case http.StatusGone:
 			err = fmt.Errorf("%w: %v", ErrLayerBad, err)
+		case http.StatusRequestEntityTooLarge:
+			err = &Refusal{Kind: ErrOverLimit, Err: err}
+		case http.StatusUnprocessableEntity:
+			err = &Refusal{Kind: ErrBadArtifact, Err: err}
 		}
 		return err
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 // ErrLayerBad is returned for a streamed layer whose content was found not
@@ -13,6 +15,41 @@ import (
 // layer whose DiffID is not the image config's. The snapshotter answers by
 // downloading the original layer in its place.
 var ErrLayerBad = errors.New("streamed layer is bad")
+
+// A streamed layer whose TOC the manager refuses to load is not mounted:
+// the snapshotter downloads the original layer instead, with the reason.
+var (
+	// ErrBadArtifact: the TOC does not match its digest, does not parse,
+	// or does not describe its blob (chunks overlapping or outside it,
+	// sizes that disagree, a footer that disagrees with the annotations),
+	// or its DiffID is not the image config's.
+	ErrBadArtifact = errors.New("streamed layer refused")
+	// ErrOverLimit: the TOC is over one of the node's limits.
+	ErrOverLimit = errors.New("streamed layer over the node's limits")
+)
+
+// Refusal is a mount refused for what the streamed layer is: Kind is
+// ErrBadArtifact or ErrOverLimit, Err says why.
+type Refusal struct {
+	Kind error
+	Err  error
+}
+
+func (r *Refusal) Error() string { return r.Err.Error() }
+
+// Unwrap gives both the kind and the cause.
+func (r *Refusal) Unwrap() []error { return []error{r.Kind, r.Err} }
+
+// refusedArtifact reports whether opening a layer failed for what the
+// registry served rather than for reaching it.
+func refusedArtifact(err error) bool {
+	for _, e := range []error{streaming.ErrTOCVerification, streaming.ErrInvalidFormat, streaming.ErrDiffIDMismatch, streaming.ErrUnsupportedVersion} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
 
 // markBad acts on a failed verification of a mounted layer, once: every
 // later read fails (EIO), the kernel's cached pages of the layer are

@@ -54,7 +54,10 @@ type Config struct {
 	// registry's startup profile of it lists, and gives the registry the
 	// profile of this start when it had none (or a poor one).
 	StartupProfiles bool
-	Log             *slog.Logger
+	// Limits bound the TOCs the manager loads (zero fields: the streaming
+	// package's defaults).
+	Limits streaming.Limits
+	Log    *slog.Logger
 }
 
 // Manager owns the mounts.
@@ -247,6 +250,7 @@ func (m *Manager) open(ctx context.Context, ref LayerRef) (*streaming.Reader, []
 	opts := []streaming.ReaderOption{
 		streaming.WithTOC(ref.TOCDigest, ref.TOCOffset, ref.TOCSize),
 		streaming.WithChunkCache(m.cache),
+		streaming.WithLimits(m.cfg.Limits),
 	}
 	if ref.DiffID != "" {
 		opts = append(opts, streaming.WithDiffID(ref.DiffID))
@@ -262,7 +266,17 @@ func (m *Manager) open(ctx context.Context, ref LayerRef) (*streaming.Reader, []
 		if errors.Is(err, streaming.ErrTOCVerification) || errors.Is(err, streaming.ErrDiffIDMismatch) {
 			m.metrics.verifyFailures.Inc()
 		}
-		return nil, nil, fmt.Errorf("open streamed layer %s: %w", ref.Digest, err)
+		err = fmt.Errorf("open streamed layer %s: %w", ref.Digest, err)
+		switch {
+		case errors.Is(err, streaming.ErrLimitExceeded):
+			err = &Refusal{Kind: ErrOverLimit, Err: err}
+		case refusedArtifact(err):
+			err = &Refusal{Kind: ErrBadArtifact, Err: err}
+		default:
+			return nil, nil, err
+		}
+		m.log.Warn("streamed layer refused: its TOC is not loaded", "image", ref.ImageRef, "layer", ref.SourceDigest, "streamed", ref.Digest, "err", err)
+		return nil, nil, err
 	}
 	return r, tr.fetched, nil
 }

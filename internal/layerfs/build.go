@@ -170,6 +170,13 @@ func buildIndex(src Source) (*dir, error) {
 			return nil, err
 		}
 	}
+	// The index lives as long as the mount: drop the slack that appending
+	// left in large directories (up to a quarter of their children).
+	for _, d := range x.dirs {
+		if n := len(d.children); cap(d.children)-n > max(n/16, 8) {
+			d.children = append(make([]child, 0, n), d.children...)
+		}
+	}
 	return x.root, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicehq/sluice/internal/chunkcache"
+	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 // Config is the node daemon's configuration (YAML, --config).
@@ -48,6 +49,47 @@ type Config struct {
 	// the repositories they match, after the credentials of CRI pulls
 	// and before the registries' own.
 	CredentialProviders CredentialProvidersConfig `yaml:"credentialProviders"`
+	// Limits bound the TOCs of the streamed layers the node loads: a
+	// layer over one is downloaded instead (reason over_limit).
+	Limits LimitsConfig `yaml:"limits"`
+}
+
+// LimitsConfig bounds what loading a streamed layer's TOC may cost the
+// node. The TOC's stored size is checked, from the layer descriptor's
+// annotation and from the blob's footer, before it is fetched; its JSON
+// size, from the footer, before it is decompressed; its entries once
+// decoded. Memory while loading grows with the JSON and the entries, so
+// these keys bound it (docs/security.md gives the figures).
+type LimitsConfig struct {
+	// MaxTOCBytes bounds the TOC as stored (zstd-compressed).
+	MaxTOCBytes int64 `yaml:"maxTOCBytes"`
+	// MaxTOCJSONBytes bounds the TOC's JSON, once decompressed.
+	MaxTOCJSONBytes int64 `yaml:"maxTOCJSONBytes"`
+	// MaxEntries bounds the entries (files, directories, links) of a
+	// layer.
+	MaxEntries int `yaml:"maxEntries"`
+}
+
+// Default node limits: the registry's defaults for the stored TOC and the
+// entries, and half its JSON limit, which a layer within the entries
+// limit never needs (a million entries named as packages name their files
+// take about 140 MiB of JSON).
+const (
+	DefaultMaxTOCBytes     = 64 << 20
+	DefaultMaxTOCJSONBytes = 256 << 20
+	DefaultMaxEntries      = 1 << 20
+)
+
+// Streaming returns the limits as the streaming reader takes them.
+func (l LimitsConfig) Streaming() streaming.Limits {
+	return streaming.Limits{MaxTOCSize: l.MaxTOCBytes, MaxTOCUncompressedSize: l.MaxTOCJSONBytes, MaxEntries: l.MaxEntries}
+}
+
+func (l LimitsConfig) validate() error {
+	if l.MaxTOCBytes <= 0 || l.MaxTOCJSONBytes <= 0 || l.MaxEntries <= 0 {
+		return fmt.Errorf("limits: maxTOCBytes (%d), maxTOCJSONBytes (%d) and maxEntries (%d) must be positive", l.MaxTOCBytes, l.MaxTOCJSONBytes, l.MaxEntries)
+	}
+	return nil
 }
 
 // CRIProxyConfig places the CRI proxy.
@@ -127,7 +169,8 @@ const (
 
 // DefaultConfig returns the settings used without a file.
 func DefaultConfig() Config {
-	return Config{Root: DefaultRoot, Address: DefaultAddress, CacheMaxBytes: 10 << 30, CacheMemoryBytes: chunkcache.DefaultMemoryBytes, BackgroundDelay: "2s"}
+	return Config{Root: DefaultRoot, Address: DefaultAddress, CacheMaxBytes: 10 << 30, CacheMemoryBytes: chunkcache.DefaultMemoryBytes, BackgroundDelay: "2s",
+		Limits: LimitsConfig{MaxTOCBytes: DefaultMaxTOCBytes, MaxTOCJSONBytes: DefaultMaxTOCJSONBytes, MaxEntries: DefaultMaxEntries}}
 }
 
 // LoadConfig reads a config file over the defaults; an empty path means
@@ -150,6 +193,9 @@ func LoadConfig(path string) (Config, error) {
 		return c, err
 	}
 	if err := c.validateTrust(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := c.Limits.validate(); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
 	if c.CRIProxy.Listen != "" && c.CRIProxy.Upstream == "" {

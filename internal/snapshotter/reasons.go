@@ -15,8 +15,12 @@ const (
 	ReasonUnauthorized = "unauthorized"
 	// ReasonRegistry: the registry was unreachable or answered an error.
 	ReasonRegistry = "registry"
-	// ReasonBadArtifact: the streaming artifact does not fit the image.
+	// ReasonBadArtifact: the streaming artifact does not fit the image, or
+	// its TOC does not verify or does not describe its blob.
 	ReasonBadArtifact = "bad_artifact"
+	// ReasonOverLimit: the layer's TOC is over one of the node's limits
+	// (limits.maxTOCBytes, maxTOCJSONBytes, maxEntries).
+	ReasonOverLimit = "over_limit"
 	// ReasonUntrusted: no key the node trusts signed the artifact.
 	ReasonUntrusted = "untrusted"
 	// ReasonMount: the FUSE manager could not mount the layer.
@@ -29,4 +33,4 @@ const (
 
 // FallbackReasons lists every reason, in the order the docs give them.
 var FallbackReasons = []string{ReasonNoLabels, ReasonBadReference, ReasonNoArtifact, ReasonUnauthorized, ReasonRegistry,
-	ReasonBadArtifact, ReasonUntrusted, ReasonMount, ReasonBadLayer, ReasonError}
+	ReasonBadArtifact, ReasonOverLimit, ReasonUntrusted, ReasonMount, ReasonBadLayer, ReasonError}

@@ -54,8 +54,21 @@ type Resolver struct {
 	plainHTTP  func(host string) bool
 	trust      *Trust
 
+	// maxTOCBytes refuses, before the FUSE manager fetches anything, a
+	// layer whose TOC annotation is over the node's limit.
+	maxTOCBytes int64
+
 	mu     sync.Mutex
 	images map[string]*resolved
+}
+
+// ResolverOption configures NewResolver.
+type ResolverOption func(*Resolver)
+
+// WithLimits has the resolver refuse layers whose TOC, as the streaming
+// manifest's annotation gives its size, is over the node's limit.
+func WithLimits(l LimitsConfig) ResolverOption {
+	return func(r *Resolver) { r.maxTOCBytes = l.MaxTOCBytes }
 }
 
 // resolved is what the resolver learned of one image manifest.
@@ -73,8 +86,12 @@ const resolvedTTL = time.Minute
 
 // NewResolver returns a resolver using the given credentials; plainHTTP
 // says which registries talk HTTP, trust which signatures count.
-func NewResolver(credential auth.CredentialFunc, plainHTTP func(host string) bool, trust *Trust) *Resolver {
-	return &Resolver{credential: credential, plainHTTP: plainHTTP, trust: trust, images: map[string]*resolved{}}
+func NewResolver(credential auth.CredentialFunc, plainHTTP func(host string) bool, trust *Trust, opts ...ResolverOption) *Resolver {
+	r := &Resolver{credential: credential, plainHTTP: plainHTTP, trust: trust, images: map[string]*resolved{}, maxTOCBytes: DefaultMaxTOCBytes}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
 // Resolve maps a Prepare's labels to the streamed layer to mount.
@@ -110,6 +127,9 @@ func (r *Resolver) Resolve(ctx context.Context, labels map[string]string) (*fuse
 		out.TOCSize, _ = strconv.ParseInt(l.Annotations[streaming.AnnotationTOCSize], 10, 64)
 		if err := out.Validate(); err != nil {
 			return nil, notStreamed(ReasonBadArtifact, "streaming artifact of %s: %v", imageRef, err)
+		}
+		if out.TOCSize > r.maxTOCBytes {
+			return nil, notStreamed(ReasonOverLimit, "the TOC of streamed layer %s is %d bytes, more than %d (limits.maxTOCBytes)", out.Digest, out.TOCSize, r.maxTOCBytes)
 		}
 		return out, nil
 	}

@@ -161,8 +161,13 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, target, id string,
 	}
 	if err := s.layers.Mount(ctx, s.fsPath(id), *ref); err != nil {
 		reason := ReasonMount
-		if errors.Is(err, fusemanager.ErrLayerBad) {
+		switch {
+		case errors.Is(err, fusemanager.ErrLayerBad):
 			reason = ReasonBadLayer
+		case errors.Is(err, fusemanager.ErrOverLimit):
+			reason = ReasonOverLimit
+		case errors.Is(err, fusemanager.ErrBadArtifact):
+			reason = ReasonBadArtifact
 		}
 		s.fallBack(image, layer, notStreamed(reason, "mounting the streamed layer: %v", err))
 		return errFallBack

@@ -88,7 +88,7 @@ func Open(ctx context.Context, rr RangeReader, size int64, opts ...ReaderOption)
 	if err != nil {
 		return nil, err
 	}
-	if r.toc, err = DecodeTOC(frame, r.footer.TOCOffset, r.cfg.limits); err != nil {
+	if r.toc, err = decodeTOC(frame, r.footer.TOCOffset, r.cfg.limits, r.footer.TOCUncompressedSize); err != nil {
 		return nil, err
 	}
 	if r.cfg.diffID != "" && r.cfg.diffID != r.toc.DiffID {
@@ -118,7 +118,7 @@ func (r *Reader) loadTOCFrame(ctx context.Context) ([]byte, error) {
 			return nil, fmt.Errorf("%w: annotations place the TOC at offset %d size %d, which does not end at the footer of a %d-byte blob", ErrInvalidFormat, r.cfg.tocOffset, r.cfg.tocSize, r.size)
 		}
 		if r.cfg.tocSize > r.cfg.limits.MaxTOCSize {
-			return nil, fmt.Errorf("%w: TOC is %d bytes, limit %d", ErrLimitExceeded, r.cfg.tocSize, r.cfg.limits.MaxTOCSize)
+			return nil, tocTooLarge(r.cfg.tocSize, r.cfg.limits.MaxTOCSize)
 		}
 		off = r.cfg.tocOffset
 	}
@@ -131,9 +131,16 @@ func (r *Reader) loadTOCFrame(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	r.footer = footer
+	// The footer's sizes are checked before the TOC is decompressed: the
+	// JSON it promises must fit the limit (decompression stops at the
+	// limit whatever the footer says).
+	if footer.TOCUncompressedSize > r.cfg.limits.MaxTOCUncompressedSize {
+		return nil, overLimit(LimitTOCJSONBytes, r.cfg.limits.MaxTOCUncompressedSize,
+			"the footer gives the TOC %d bytes of JSON, more than %d", footer.TOCUncompressedSize, r.cfg.limits.MaxTOCUncompressedSize)
+	}
 	if r.cfg.tocDigest == "" {
 		if footer.TOCSize > r.cfg.limits.MaxTOCSize {
-			return nil, fmt.Errorf("%w: TOC is %d bytes, limit %d", ErrLimitExceeded, footer.TOCSize, r.cfg.limits.MaxTOCSize)
+			return nil, tocTooLarge(footer.TOCSize, r.cfg.limits.MaxTOCSize)
 		}
 		frame := make([]byte, footer.TOCSize)
 		if err := r.rr.ReadRange(ctx, frame, footer.TOCOffset); err != nil {
@@ -152,6 +159,11 @@ func (r *Reader) loadTOCFrame(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("%w: footer disagrees with the descriptor's TOC annotations", ErrInvalidFormat)
 	}
 	return frame, nil
+}
+
+// tocTooLarge refuses a TOC frame of size bytes, before it is fetched.
+func tocTooLarge(size, limit int64) error {
+	return overLimit(LimitTOCBytes, limit, "the TOC is %d bytes, more than %d", size, limit)
 }
 
 // Close releases the decoder.

@@ -202,6 +202,15 @@ func unsafeName(name string) bool {
 // dataSize compressed bytes, entries' data inside the tar, hard links
 // resolvable. It does not check the frame's digest; callers do that first.
 func DecodeTOC(frame []byte, dataSize int64, lim Limits) (*TOC, error) {
+	return decodeTOC(frame, dataSize, lim, 0)
+}
+
+// decodeTOC is DecodeTOC told the size of the TOC's JSON (the footer's
+// word for it, 0 when unknown), so that the JSON is decompressed into one
+// buffer of that size instead of one grown by doubling: a node loads the
+// TOC on a container's critical path, and the garbage of the doubling
+// would add up to twice the JSON to the load's peak.
+func decodeTOC(frame []byte, dataSize int64, lim Limits, jsonSize int64) (*TOC, error) {
 	lim = lim.withDefaults()
 	if int64(len(frame)) > lim.MaxTOCSize {
 		return nil, fmt.Errorf("%w: TOC frame is %d bytes, limit %d", ErrLimitExceeded, len(frame), lim.MaxTOCSize)
@@ -210,7 +219,7 @@ func DecodeTOC(frame []byte, dataSize int64, lim Limits) (*TOC, error) {
 	if err != nil {
 		return nil, fmt.Errorf("TOC: %w", err)
 	}
-	js, err := decompressBounded(payload, lim.MaxTOCUncompressedSize)
+	js, err := decompressSized(payload, lim.MaxTOCUncompressedSize, jsonSize)
 	if err != nil {
 		return nil, fmt.Errorf("TOC: %w", err)
 	}
@@ -218,21 +227,61 @@ func DecodeTOC(frame []byte, dataSize int64, lim Limits) (*TOC, error) {
 	if err := fastjson.Unmarshal(js, toc); err != nil {
 		return nil, fmt.Errorf("%w: TOC JSON: %v", ErrInvalidFormat, err)
 	}
+	js = nil
+	toc.compact()
 	if err := toc.validate(dataSize, lim); err != nil {
 		return nil, err
 	}
 	return toc, nil
 }
 
+// compact trims what decoding left around the entries, which a node holds
+// for as long as the layer is mounted: the slack capacity the decoder grew
+// the slice to (up to a quarter more), and one string per entry for each
+// of the few types and owner names a layer repeats.
+func (t *TOC) compact() {
+	if n := len(t.Entries); cap(t.Entries)-n > n/16 {
+		t.Entries = append(make([]Entry, 0, n), t.Entries...)
+	}
+	names := map[string]string{}
+	intern := func(s string) string {
+		if s == "" || len(s) > 32 {
+			return s
+		}
+		if v, ok := names[s]; ok {
+			return v
+		}
+		if len(names) < 256 {
+			names[s] = s
+		}
+		return s
+	}
+	for i := range t.Entries {
+		e := &t.Entries[i]
+		e.Type = EntryType(intern(string(e.Type)))
+		e.Uname, e.Gname = intern(e.Uname), intern(e.Gname)
+	}
+}
+
 // decompressBounded decodes a zstd payload refusing more than max bytes.
 func decompressBounded(payload []byte, max int64) ([]byte, error) {
+	return decompressSized(payload, max, 0)
+}
+
+// decompressSized is decompressBounded into a buffer of sizeHint bytes,
+// when it is positive.
+func decompressSized(payload []byte, max, sizeHint int64) ([]byte, error) {
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
 		zstd.WithDecoderMaxMemory(uint64(max)), zstd.WithDecoderMaxWindow(uint64(min(max, 1<<27))))
 	if err != nil {
 		return nil, err
 	}
 	defer dec.Close()
-	out, err := dec.DecodeAll(payload, nil)
+	var dst []byte
+	if sizeHint > 0 {
+		dst = make([]byte, 0, min(sizeHint, max))
+	}
+	out, err := dec.DecodeAll(payload, dst)
 	if err != nil {
 		return nil, fmt.Errorf("%w: zstd: %v", ErrInvalidFormat, err)
 	}
