@@ -101,6 +101,9 @@ type snapshotterOptions struct {
 	// providersConfig and providersBinDir, when set, run kubelet
 	// credential provider plugins.
 	providersConfig, providersBinDir string
+	// limits, when set, is the node's limits section (YAML under
+	// "limits:", one "key: value" a line).
+	limits []string
 }
 
 // registryOptions are a registry's settings in the node's config.
@@ -169,6 +172,12 @@ func (s *snapshotterProc) configure(o snapshotterOptions) {
 	}
 	if o.providersConfig != "" {
 		fmt.Fprintf(&b, "credentialProviders:\n  config: %q\n  binDir: %q\n", o.providersConfig, o.providersBinDir)
+	}
+	if len(o.limits) > 0 {
+		b.WriteString("limits:\n")
+		for _, l := range o.limits {
+			fmt.Fprintf(&b, "  %s\n", l)
+		}
 	}
 	writeFile(s.t, s.config, []byte(b.String()))
 }
