@@ -37,7 +37,7 @@ func tocMemoryEntries(t *testing.T) int {
 // named as packages name their files (docs/security.md).
 const (
 	maxHeapPerEntry = 400
-	maxPeakPerEntry = 1600
+	maxPeakPerEntry = 1200
 )
 
 // TestTOCLoadMemory converts a layer of many empty files (named as a
