@@ -12,10 +12,12 @@ import (
 
 // nodeImageStatus is one image of `sluice node status`.
 type nodeImageStatus struct {
-	Image      string            `json:"image"`
-	Streamed   int               `json:"streamed"`
-	Downloaded int               `json:"downloaded"`
-	Layers     []nodeLayerStatus `json:"layers"`
+	Image      string `json:"image"`
+	Streamed   int    `json:"streamed"`
+	Downloaded int    `json:"downloaded"`
+	// FetchedBeforeStart sums its layers' own, once a container started.
+	FetchedBeforeStart *int64            `json:"fetchedBeforeStartBytes,omitempty"`
+	Layers             []nodeLayerStatus `json:"layers"`
 }
 
 type nodeLayerStatus struct {
@@ -23,7 +25,12 @@ type nodeLayerStatus struct {
 	Served string `json:"served"`
 	Reason string `json:"reason,omitempty"`
 	Detail string `json:"detail,omitempty"`
-	At     string `json:"at"`
+	// MountSeconds is a streamed layer's time to mount; FetchedBeforeStart
+	// the bytes of it fetched from the registry when the first container
+	// on it after the pull was prepared.
+	MountSeconds       float64 `json:"mountSeconds,omitempty"`
+	FetchedBeforeStart *int64  `json:"fetchedBeforeStartBytes,omitempty"`
+	At                 string  `json:"at"`
 }
 
 // NewNodeCommand is `sluice node status`: how the layers of the images
@@ -38,10 +45,15 @@ func NewNodeCommand(a *App) *cobra.Command {
 for each layer the pull prepared, whether it is streamed (mounted lazily) or
 was downloaded by containerd, and why: the same reasons as the metric
 sluice_snapshotter_fallbacks_total{reason} (no_artifact, unauthorized,
-registry, bad_artifact, untrusted, no_labels, bad_reference, mount,
-bad_layer). Layers already on the node when an image was pulled are not
-prepared again, so they appear under the image that brought them. It reads
-the snapshotter's state directory: run it as root on the node.`,
+registry, bad_artifact, over_limit, untrusted, no_labels, bad_reference,
+mount, bad_layer, error). For a streamed layer it shows its time to mount
+(mountSeconds: from the snapshotter's request to the FUSE manager to the
+mount being ready) and, once a container was created on it, the bytes
+fetched from the registry before that first container started
+(fetchedBeforeStartBytes; summed per image). Layers already on the node
+when an image was pulled are not prepared again, so they appear under the
+image that brought them. It reads the snapshotter's state directory: run
+it as root on the node.`,
 		Example: `  sluice node status -o table
   sluice node status --query "[?downloaded > \` + "`0`" + `].image" -o tsv`,
 		Args: cobra.NoArgs,
@@ -74,7 +86,14 @@ func nodeStatus(outcomes []nodestatus.Outcome) []nodeImageStatus {
 			img.Downloaded++
 		}
 		img.Layers = append(img.Layers, nodeLayerStatus{Digest: o.Layer, Served: o.State, Reason: o.Reason, Detail: o.Detail,
-			At: o.At.UTC().Format(time.RFC3339)})
+			MountSeconds: o.MountSeconds, FetchedBeforeStart: o.FetchedBeforeStart, At: o.At.UTC().Format(time.RFC3339)})
+		if o.FetchedBeforeStart != nil {
+			sum := *o.FetchedBeforeStart
+			if img.FetchedBeforeStart != nil {
+				sum += *img.FetchedBeforeStart
+			}
+			img.FetchedBeforeStart = &sum
+		}
 	}
 	out := make([]nodeImageStatus, 0, len(byImage))
 	for _, img := range byImage {
@@ -91,12 +110,38 @@ func nodeStatusTable(v any) []tableRow {
 	for _, img := range images {
 		rows = append(rows, tableRow{{Header: "Image", Value: field(img, "image")},
 			{Header: "Served", Value: fmt.Sprintf("%v streamed, %v downloaded", field(img, "streamed"), field(img, "downloaded"))},
-			{Header: "Reason", Value: ""}, {Header: "At", Value: ""}})
+			{Header: "Reason", Value: ""}, {Header: "Mount", Value: ""},
+			{Header: "Fetched before start", Value: bytesText(field(img, "fetchedBeforeStartBytes"))}, {Header: "At", Value: ""}})
 		layers, _ := field(img, "layers").([]any)
 		for _, l := range layers {
 			rows = append(rows, tableRow{{Header: "Image", Value: fmt.Sprintf("  %v", field(l, "digest"))},
-				{Header: "Served", Value: field(l, "served")}, {Header: "Reason", Value: field(l, "reason")}, {Header: "At", Value: field(l, "at")}})
+				{Header: "Served", Value: field(l, "served")}, {Header: "Reason", Value: field(l, "reason")},
+				{Header: "Mount", Value: secondsText(field(l, "mountSeconds"))},
+				{Header: "Fetched before start", Value: bytesText(field(l, "fetchedBeforeStartBytes"))}, {Header: "At", Value: field(l, "at")}})
 		}
 	}
 	return rows
+}
+
+// secondsText is a number of seconds as a duration ("412ms"); empty when
+// there is none.
+func secondsText(v any) string {
+	f, ok := v.(float64)
+	if !ok || f <= 0 {
+		return ""
+	}
+	d := time.Duration(f * float64(time.Second))
+	if d < time.Millisecond {
+		return d.Round(time.Microsecond).String()
+	}
+	return d.Round(time.Millisecond).String()
+}
+
+// bytesText is a number of bytes in units; empty when there is none.
+func bytesText(v any) string {
+	f, ok := v.(float64)
+	if !ok {
+		return ""
+	}
+	return humanBytes(int64(f))
 }

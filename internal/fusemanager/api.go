@@ -20,8 +20,9 @@ import (
 )
 
 // Handler is the manager's API, served on a unix socket only root can
-// reach: POST /mount, POST /unmount, GET /check, GET /status, GET /metrics,
-// GET /in-use and POST /stop. A layer found bad answers 410 Gone to /mount
+// reach: POST /mount, POST /unmount, GET /check, GET /fetched, GET /status,
+// GET /metrics, GET /in-use and POST /stop. GET /fetched?mountpoint= answers
+// {"bytes": n}, what the layer mounted there fetched from its registry. A layer found bad answers 410 Gone to /mount
 // and /check; a layer whose TOC is refused answers 422 to /mount, 413 when
 // it is over the node's limits; /stop answers 409 Conflict while layers
 // are in use.
@@ -79,6 +80,14 @@ func (m *Manager) Handler() http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	mux.HandleFunc("GET /fetched", func(w http.ResponseWriter, r *http.Request) {
+		n, err := m.Fetched(r.URL.Query().Get("mountpoint"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		writeJSON(w, http.StatusOK, fetchedResult{Bytes: n})
+	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(m.Statuses())
@@ -120,6 +129,11 @@ func (m *Manager) Handler() http.Handler {
 type StopResult struct {
 	Unmounted int     `json:"unmounted"`
 	InUse     []InUse `json:"inUse"`
+}
+
+// fetchedResult is the answer to /fetched.
+type fetchedResult struct {
+	Bytes int64 `json:"bytes"`
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -233,6 +247,30 @@ func (c *Client) Unmount(ctx context.Context, mountpoint string) error {
 // Check asks whether a mount is served and healthy.
 func (c *Client) Check(ctx context.Context, mountpoint string) error {
 	return c.call(ctx, "GET", "/check?mountpoint="+url.QueryEscape(mountpoint), nil)
+}
+
+// Fetched returns the bytes the layer mounted at mountpoint has fetched
+// from its registry so far; the error wraps ErrNotMounted for a
+// mountpoint the manager does not serve.
+func (c *Client) Fetched(ctx context.Context, mountpoint string) (int64, error) {
+	resp, err := c.do(ctx, "GET", "/fetched?mountpoint="+url.QueryEscape(mountpoint), nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		err := fmt.Errorf("FUSE manager at %s: %s: %s", c.socket, resp.Status, bytes.TrimSpace(msg))
+		if resp.StatusCode == http.StatusNotFound {
+			err = fmt.Errorf("%w: %v", ErrNotMounted, err)
+		}
+		return 0, err
+	}
+	var res fetchedResult
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&res); err != nil {
+		return 0, fmt.Errorf("FUSE manager at %s: /fetched: %w", c.socket, err)
+	}
+	return res.Bytes, nil
 }
 
 // InUse lists the mounted layers that something uses.

@@ -77,6 +77,9 @@ type mounted struct {
 	bad       atomic.Bool
 	badReason atomic.Value
 	complete  atomic.Bool
+	// fetched counts the bytes of the layer fetched from the registry
+	// for this mount.
+	fetched atomic.Int64
 	// profile records this start and holds the registry's profile; nil
 	// when profiles are off or the mount was restored.
 	profile *profile
@@ -194,16 +197,23 @@ func kindOf(ctx context.Context) fetchKind {
 	return k
 }
 
-// countingRanges counts the bytes a reader fetches, by kind.
+// countingRanges counts the bytes a reader fetches: by kind in the
+// metrics, and in all in its layer's count.
 type countingRanges struct {
 	inner   streaming.MultiRangeReader
 	metrics *metrics
+	layer   *atomic.Int64
+}
+
+func (c *countingRanges) count(ctx context.Context, n int64) {
+	c.metrics.fetched(kindOf(ctx), n)
+	c.layer.Add(n)
 }
 
 func (c *countingRanges) ReadRange(ctx context.Context, p []byte, off int64) error {
 	err := c.inner.ReadRange(ctx, p, off)
 	if err == nil {
-		c.metrics.fetched(kindOf(ctx), int64(len(p)))
+		c.count(ctx, int64(len(p)))
 	}
 	return err
 }
@@ -215,7 +225,7 @@ func (c *countingRanges) ReadRanges(ctx context.Context, ranges []streaming.Rang
 		for _, r := range ranges {
 			n += r.Length
 		}
-		c.metrics.fetched(kindOf(ctx), n)
+		c.count(ctx, n)
 	}
 	return err
 }

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -184,7 +185,7 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 		lm.profile = newProfile()
 		m.startProfile(lm, m.fetchProfile(ref))
 	}
-	reader, tail, err := m.open(ctx, ref)
+	reader, tail, err := m.open(ctx, ref, &lm.fetched)
 	if err != nil {
 		lm.shutdown()
 		return err
@@ -244,9 +245,9 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 // open loads and verifies a layer's TOC, from the local tail store when it
 // has it. A damaged local copy is dropped and fetched again. A tail
 // fetched from the registry is returned for the caller to keep (off the
-// mount's critical path).
-func (m *Manager) open(ctx context.Context, ref LayerRef) (*streaming.Reader, []byte, error) {
-	remote := m.remote(ref)
+// mount's critical path). What the reader fetches is added to fetched.
+func (m *Manager) open(ctx context.Context, ref LayerRef, fetched *atomic.Int64) (*streaming.Reader, []byte, error) {
+	remote := m.remote(ref, fetched)
 	opts := []streaming.ReaderOption{
 		streaming.WithTOC(ref.TOCDigest, ref.TOCOffset, ref.TOCSize),
 		streaming.WithChunkCache(m.cache),
@@ -282,9 +283,9 @@ func (m *Manager) open(ctx context.Context, ref LayerRef) (*streaming.Reader, []
 }
 
 // remote reads ranges of a streamed layer from its registry, counting the
-// bytes in the metrics.
-func (m *Manager) remote(ref LayerRef) *countingRanges {
-	return &countingRanges{inner: m.client(ref).BlobRanges(ref.Repository, ref.Digest, ref.Size), metrics: m.metrics}
+// bytes in the metrics and in the mount's own count, fetched.
+func (m *Manager) remote(ref LayerRef, fetched *atomic.Int64) *countingRanges {
+	return &countingRanges{inner: m.client(ref).BlobRanges(ref.Repository, ref.Digest, ref.Size), metrics: m.metrics, layer: fetched}
 }
 
 // Unmount unmounts a layer and drops its chunks from the cache unless
@@ -351,6 +352,19 @@ func (m *Manager) Check(mountpoint string) error {
 	return lm.served()
 }
 
+// Fetched returns the bytes the layer mounted at mountpoint has fetched
+// from its registry since it was mounted (by this manager: a mount
+// restored after a restart counts from 0, its TOC read from disk).
+func (m *Manager) Fetched(mountpoint string) (int64, error) {
+	m.mu.Lock()
+	lm, ok := m.mounts[mountpoint]
+	m.mu.Unlock()
+	if !ok {
+		return 0, fmt.Errorf("%s: %w", mountpoint, ErrNotMounted)
+	}
+	return lm.fetched.Load(), nil
+}
+
 // retire lets go of a mount that is no longer at its mountpoint once its
 // FUSE connection ends: containers that still hold it keep it until then.
 // Its chunks stay in the cache: the layer is being mounted again, and the
@@ -368,6 +382,9 @@ type Status struct {
 	MountedAt  string   `json:"mountedAt"`
 	Complete   bool     `json:"complete"`
 	Bad        string   `json:"bad,omitempty"`
+	// Fetched is the bytes of the layer this mount fetched from the
+	// registry (TOC, prefetch, on demand, background).
+	Fetched int64 `json:"fetchedBytes"`
 }
 
 // Statuses lists the mounts.
@@ -376,7 +393,8 @@ func (m *Manager) Statuses() []Status {
 	defer m.mu.Unlock()
 	out := make([]Status, 0, len(m.mounts))
 	for _, lm := range m.mounts {
-		s := Status{Mountpoint: lm.mountpoint, Layer: lm.ref, MountedAt: lm.mountedAt.UTC().Format(time.RFC3339), Complete: lm.complete.Load()}
+		s := Status{Mountpoint: lm.mountpoint, Layer: lm.ref, MountedAt: lm.mountedAt.UTC().Format(time.RFC3339), Complete: lm.complete.Load(),
+			Fetched: lm.fetched.Load()}
 		if lm.bad.Load() {
 			s.Bad = fmt.Sprint(lm.badReason.Load())
 		}

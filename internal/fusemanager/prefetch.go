@@ -74,7 +74,7 @@ type claimedBatch struct {
 }
 
 func newPrefetcher(m *Manager, lm *mounted) *prefetcher {
-	pf := &prefetcher{m: m, lm: lm, remote: m.remote(lm.ref),
+	pf := &prefetcher{m: m, lm: lm, remote: m.remote(lm.ref, &lm.fetched),
 		verify: make(chan claimedBatch, prefetchVerifyQueue), fetching: map[*rawFetch]struct{}{}}
 	pf.space = sync.NewCond(&pf.mu)
 	return pf

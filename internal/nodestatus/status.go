@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,6 +33,13 @@ type Outcome struct {
 	Reason string    `json:"reason,omitempty"`
 	Detail string    `json:"detail,omitempty"`
 	At     time.Time `json:"at"`
+	// MountSeconds is how long a streamed layer took to mount: from the
+	// snapshotter's request to the FUSE manager to the mount being ready.
+	MountSeconds float64 `json:"mountSeconds,omitempty"`
+	// FetchedBeforeStart is how many bytes of a streamed layer had been
+	// fetched from the registry when containerd prepared the first
+	// container's root file system on it after the pull; nil until then.
+	FetchedBeforeStart *int64 `json:"fetchedBeforeStartBytes,omitempty"`
 }
 
 // maxOutcomes bounds the layers the status file remembers (the newest).
@@ -75,6 +83,35 @@ func (l *Log) Record(o Outcome) error {
 	if len(l.out) > maxOutcomes {
 		l.out = append([]Outcome(nil), l.out[len(l.out)-maxOutcomes:]...)
 	}
+	return l.write()
+}
+
+// WantsStart reports whether the record knows the layer of image as
+// streamed and waits for the bytes fetched before its first container.
+func (l *Log) WantsStart(image, layer string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := slices.IndexFunc(l.out, func(o Outcome) bool { return o.Image == image && o.Layer == layer })
+	return i >= 0 && l.out[i].State == Streamed && l.out[i].FetchedBeforeStart == nil
+}
+
+// NoteStart records, for the streamed layer of image, the bytes fetched
+// before its first container started, unless the pull that recorded the
+// layer has it already. It reports whether it recorded it: false for a
+// layer the record does not know as streamed, or whose first container
+// was noted before.
+func (l *Log) NoteStart(image, layer string, fetched int64) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := slices.IndexFunc(l.out, func(o Outcome) bool { return o.Image == image && o.Layer == layer })
+	if i < 0 || l.out[i].State != Streamed || l.out[i].FetchedBeforeStart != nil {
+		return false, nil
+	}
+	l.out[i].FetchedBeforeStart = &fetched
+	return true, l.write()
+}
+
+func (l *Log) write() error {
 	b, err := json.Marshal(l.out)
 	if err != nil {
 		return err

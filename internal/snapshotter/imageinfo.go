@@ -14,15 +14,28 @@ const StreamingInfoKey = "sluice.streaming"
 
 // imageStreaming is the value of StreamingInfoKey.
 type imageStreaming struct {
-	Streamed   int                   `json:"streamed"`
-	Downloaded int                   `json:"downloaded"`
-	Layers     []imageStreamingLayer `json:"layers"`
+	Streamed   int `json:"streamed"`
+	Downloaded int `json:"downloaded"`
+	// FetchedBeforeStart sums the layers' own, once a container started.
+	FetchedBeforeStart *int64                `json:"fetchedBeforeStartBytes,omitempty"`
+	Layers             []imageStreamingLayer `json:"layers"`
 }
 
 type imageStreamingLayer struct {
 	Digest string `json:"digest"`
 	Served string `json:"served"`
 	Reason string `json:"reason,omitempty"`
+	// MountSeconds and FetchedBeforeStart are a streamed layer's time to
+	// mount and the bytes it had fetched when its first container started.
+	MountSeconds       float64 `json:"mountSeconds,omitempty"`
+	FetchedBeforeStart *int64  `json:"fetchedBeforeStartBytes,omitempty"`
+}
+
+func (i *imageStreaming) fetchedBeforeStart() int64 {
+	if i.FetchedBeforeStart == nil {
+		return 0
+	}
+	return *i.FetchedBeforeStart
 }
 
 // ImageStreamingInfo returns the CRI proxy's ImageInfo: for an image the
@@ -48,7 +61,11 @@ func ImageStreamingInfo(statusPath string) func(*runtimeapi.Image) map[string]st
 			} else {
 				info.Downloaded++
 			}
-			info.Layers = append(info.Layers, imageStreamingLayer{Digest: o.Layer, Served: o.State, Reason: o.Reason})
+			info.Layers = append(info.Layers, imageStreamingLayer{Digest: o.Layer, Served: o.State, Reason: o.Reason,
+				MountSeconds: o.MountSeconds, FetchedBeforeStart: o.FetchedBeforeStart})
+			if o.FetchedBeforeStart != nil {
+				info.FetchedBeforeStart = new(*o.FetchedBeforeStart + info.fetchedBeforeStart())
+			}
 		}
 		if len(info.Layers) == 0 {
 			return nil

@@ -13,6 +13,11 @@ type Metrics struct {
 	streamed  prometheus.Counter
 	fallbacks *prometheus.CounterVec
 	replaced  prometheus.Counter
+	// mountSeconds is how long streamed layers took to mount;
+	// fetchedBeforeStart how much of each the registry had sent when the
+	// first container on it was prepared.
+	mountSeconds       prometheus.Histogram
+	fetchedBeforeStart prometheus.Histogram
 }
 
 // NewMetrics registers the snapshotter's metrics.
@@ -31,8 +36,18 @@ func NewMetrics() *Metrics {
 			Name: "sluice_snapshotter_bad_layers_replaced_total",
 			Help: "Streamed layers found bad and replaced by the downloaded original layer.",
 		}),
+		mountSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sluice_snapshotter_mount_seconds",
+			Help:    "Time to mount a streamed layer a pull prepares: from the request to the FUSE manager to the mount being ready.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
+		fetchedBeforeStart: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sluice_snapshotter_fetched_before_start_bytes",
+			Help:    "Bytes of a streamed layer fetched from the registry when the first container using it after its pull was prepared.",
+			Buckets: prometheus.ExponentialBuckets(4096, 4, 12),
+		}),
 	}
-	m.Registry.MustRegister(m.streamed, m.fallbacks, m.replaced)
+	m.Registry.MustRegister(m.streamed, m.fallbacks, m.replaced, m.mountSeconds, m.fetchedBeforeStart)
 	// Every reason is there from the start, at 0, for rates and alerts.
 	for _, r := range FallbackReasons {
 		m.fallbacks.WithLabelValues(r)

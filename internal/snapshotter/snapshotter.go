@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -137,12 +138,18 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 	if err != nil {
 		return nil, err
 	}
-	if target := info.Labels[LabelTarget]; target != "" {
+	target := info.Labels[LabelTarget]
+	if target != "" {
 		if err := s.prepareRemote(ctx, key, target, snap.ID, info.Labels, opts); err == nil || !errors.Is(err, errFallBack) {
 			return nil, err
 		}
 	}
-	return s.mounts(ctx, snap, key)
+	mounts, err := s.mounts(ctx, snap, key)
+	if err == nil && target == "" {
+		// Not a layer of a pull: a container's root file system.
+		s.noteStart(ctx, key)
+	}
+	return mounts, err
 }
 
 // errFallBack means the layer is not streamed: containerd fills the
@@ -159,6 +166,7 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, target, id string,
 		s.fallBack(image, layer, err)
 		return errFallBack
 	}
+	mountStart := time.Now()
 	if err := s.layers.Mount(ctx, s.fsPath(id), *ref); err != nil {
 		reason := ReasonMount
 		switch {
@@ -172,6 +180,7 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, target, id string,
 		s.fallBack(image, layer, notStreamed(reason, "mounting the streamed layer: %v", err))
 		return errFallBack
 	}
+	mountTime := time.Since(mountStart)
 	b, _ := json.Marshal(ref)
 	labels[LabelRemote] = "remote snapshot"
 	labels[LabelLayer] = string(b)
@@ -185,8 +194,9 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, target, id string,
 		return errFallBack
 	}
 	s.metrics.streamed.Inc()
-	s.log.Info("layer streamed", "image", image, "layer", layer, "streamed", ref.Digest)
-	s.recordOutcome(nodestatus.Outcome{Image: image, Layer: layer, State: nodestatus.Streamed})
+	s.metrics.mountSeconds.Observe(mountTime.Seconds())
+	s.log.Info("layer streamed", "image", image, "layer", layer, "streamed", ref.Digest, "mountTime", mountTime.Round(time.Millisecond))
+	s.recordOutcome(nodestatus.Outcome{Image: image, Layer: layer, State: nodestatus.Streamed, MountSeconds: mountTime.Seconds()})
 	return fmt.Errorf("target snapshot %q: %w", target, errdefs.ErrAlreadyExists)
 }
 

@@ -148,7 +148,16 @@ func TestNodeCRIProxy(t *testing.T) {
 	if got := fetched(); got <= 0 || got > float64(imageBytes)/3 {
 		t.Errorf("%v bytes fetched after the pull and a start reading 1 MiB, of an image of %d bytes; want some, far below", got, imageBytes)
 	}
-	t.Logf("image of %d bytes; fetched %v; metrics: %s", imageBytes, fetched(), pickMetrics(n.sn.metrics(), "layers_streamed", "fetched_bytes", "layers_mounted"))
+	t.Logf("image of %d bytes; fetched %v; metrics: %s", imageBytes, fetched(), pickMetrics(n.sn.metrics(), "layers_streamed", "fetched_bytes", "layers_mounted",
+		"mount_seconds_count", "mount_seconds_sum", "fetched_before_start_bytes_count", "fetched_before_start_bytes_sum"))
+	// Each layer's time to mount, and what it had fetched when the
+	// container was created, once.
+	if got := metric("sluice_snapshotter_mount_seconds_count"); got != float64(len(app.Layers)) {
+		t.Errorf("sluice_snapshotter_mount_seconds counted %v mounts, want %d", got, len(app.Layers))
+	}
+	if got := metric("sluice_snapshotter_fetched_before_start_bytes_count"); got != float64(len(app.Layers)) {
+		t.Errorf("sluice_snapshotter_fetched_before_start_bytes counted %v layers, want %d", got, len(app.Layers))
+	}
 
 	// The credentials are on disk, root-only, and not in plain text.
 	credDir := snapshotter.PullCredentialsDir(n.sn.root)
@@ -298,12 +307,15 @@ func TestNodeCRIProxy(t *testing.T) {
 
 	// sluice node status says the same, per layer.
 	var status []struct {
-		Image      string `json:"image"`
-		Streamed   int    `json:"streamed"`
-		Downloaded int    `json:"downloaded"`
-		Layers     []struct {
-			Served string `json:"served"`
-			Reason string `json:"reason"`
+		Image              string `json:"image"`
+		Streamed           int    `json:"streamed"`
+		Downloaded         int    `json:"downloaded"`
+		FetchedBeforeStart *int64 `json:"fetchedBeforeStartBytes"`
+		Layers             []struct {
+			Served             string  `json:"served"`
+			Reason             string  `json:"reason"`
+			MountSeconds       float64 `json:"mountSeconds"`
+			FetchedBeforeStart *int64  `json:"fetchedBeforeStartBytes"`
 		} `json:"layers"`
 	}
 	out = n.cl.run(sluiceBin, "node", "status", "--root", n.sn.root)
@@ -318,12 +330,24 @@ func TestNodeCRIProxy(t *testing.T) {
 			if img.Streamed != len(app.Layers) || img.Downloaded != 0 {
 				t.Errorf("node status: %s has %d layers streamed, %d downloaded; want all %d streamed", img.Image, img.Streamed, img.Downloaded, len(app.Layers))
 			}
+			// The container started with the TOCs and little else fetched.
+			if img.FetchedBeforeStart == nil || *img.FetchedBeforeStart <= 0 || *img.FetchedBeforeStart >= imageBytes {
+				t.Errorf("node status: %s fetched %v bytes before its container started; want some, below the image's %d", img.Image, img.FetchedBeforeStart, imageBytes)
+			}
+			for i, l := range img.Layers {
+				if l.MountSeconds <= 0 || l.MountSeconds > 120 || l.FetchedBeforeStart == nil || *l.FetchedBeforeStart <= 0 {
+					t.Errorf("node status: layer %d of %s mounted in %vs, fetched %v before start; want both above 0", i, img.Image, l.MountSeconds, l.FetchedBeforeStart)
+				}
+			}
 		case other.ref(reg.addr):
 			seen++
 			if img.Downloaded != len(other.Layers) {
 				t.Errorf("node status: %s has %d layers downloaded, want %d", img.Image, img.Downloaded, len(other.Layers))
 			}
 			for _, l := range img.Layers {
+				if l.MountSeconds != 0 || l.FetchedBeforeStart != nil {
+					t.Errorf("node status: a downloaded layer of %s has a mount time (%v) or bytes fetched before start (%v)", img.Image, l.MountSeconds, l.FetchedBeforeStart)
+				}
 				if l.Served != "downloaded" || l.Reason != "unauthorized" {
 					t.Errorf("node status: a layer of %s is %s (%s), want downloaded for the reason unauthorized", img.Image, l.Served, l.Reason)
 				}
@@ -342,6 +366,10 @@ func TestNodeCRIProxy(t *testing.T) {
 	}
 	var served struct {
 		Streamed, Downloaded int
+		FetchedBeforeStart   *int64 `json:"fetchedBeforeStartBytes"`
+		Layers               []struct {
+			MountSeconds float64 `json:"mountSeconds"`
+		} `json:"layers"`
 	}
 	raw := inspected[snapshotter.StreamingInfoKey]
 	var text string
@@ -350,6 +378,9 @@ func TestNodeCRIProxy(t *testing.T) {
 	}
 	if err := json.Unmarshal(raw, &served); err != nil || served.Streamed != len(app.Layers) || served.Downloaded != 0 {
 		t.Errorf("crictl inspecti's info %s: %s (%v); want %d layers streamed:\n%s", snapshotter.StreamingInfoKey, raw, err, len(app.Layers), out)
+	}
+	if served.FetchedBeforeStart == nil || *served.FetchedBeforeStart <= 0 || len(served.Layers) == 0 || served.Layers[0].MountSeconds <= 0 {
+		t.Errorf("crictl inspecti's info %s lacks the bytes fetched before start or the time to mount: %s", snapshotter.StreamingInfoKey, raw)
 	}
 
 	// A kubelet credential provider plugin gives the node credentials for

@@ -1,0 +1,84 @@
+package fusemanager
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/sluicehq/sluice/internal/streaming"
+)
+
+// failingRanges answers every request with an error.
+type failingRanges struct{}
+
+func (failingRanges) ReadRange(context.Context, []byte, int64) error {
+	return errors.New("registry unreachable")
+}
+
+func (failingRanges) ReadRanges(context.Context, []streaming.Range, [][]byte) error {
+	return errors.New("registry unreachable")
+}
+
+// A mount counts the bytes its layer fetched, whatever fetched them, and
+// the manager's socket answers the count per mountpoint.
+func TestFetchedPerMount(t *testing.T) {
+	m, err := New(Config{Root: t.TempDir(), Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.cache.Close)
+	blob := make([]byte, 1<<16)
+	a, b := &mounted{mountpoint: "/mnt/a"}, &mounted{mountpoint: "/mnt/b"}
+	ra := &countingRanges{inner: &gatedRanges{blob: blob}, metrics: m.metrics, layer: &a.fetched}
+	rb := &countingRanges{inner: &gatedRanges{blob: blob}, metrics: m.metrics, layer: &b.fetched}
+	ctx := context.Background()
+	if err := ra.ReadRange(ctx, make([]byte, 100), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := ra.ReadRanges(withKind(ctx, background), []streaming.Range{{Offset: 0, Length: 1000}, {Offset: 2000, Length: 24}},
+		[][]byte{make([]byte, 1000), make([]byte, 24)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rb.ReadRange(withKind(ctx, prefetch), make([]byte, 7), 0); err != nil {
+		t.Fatal(err)
+	}
+	failed := &countingRanges{inner: failingRanges{}, metrics: m.metrics, layer: &b.fetched}
+	if failed.ReadRange(ctx, make([]byte, 50), 0) == nil || failed.ReadRanges(ctx, []streaming.Range{{Length: 50}}, [][]byte{make([]byte, 50)}) == nil {
+		t.Fatal("a failing registry read succeeded")
+	}
+	m.mounts[a.mountpoint], m.mounts[b.mountpoint] = a, b
+
+	dir, err := os.MkdirTemp("", "fm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	socket := filepath.Join(dir, "m.sock")
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: m.Handler()}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	c := NewClient(socket)
+	for _, tc := range []struct {
+		mountpoint string
+		want       int64
+		wantErr    error
+	}{
+		{mountpoint: "/mnt/a", want: 1124},
+		{mountpoint: "/mnt/b", want: 7},
+		{mountpoint: "/mnt/none", wantErr: ErrNotMounted},
+	} {
+		got, err := c.Fetched(ctx, tc.mountpoint)
+		if got != tc.want || !errors.Is(err, tc.wantErr) {
+			t.Errorf("Fetched(%s) = %d, %v; want %d, %v", tc.mountpoint, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
