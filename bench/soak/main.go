@@ -651,6 +651,9 @@ type row struct {
 func monitor(ctx context.Context, pid int, c *client, st *stats, interval time.Duration) []row {
 	start := time.Now()
 	lastLine := start
+	// Lines fall on whole intervals from the start, however long a sample
+	// takes.
+	next := start.Add(interval)
 	var rows []row
 	var rss, fds, heap, gor []float64
 	convBefore := processMetrics(c)["conversions"]
@@ -698,7 +701,8 @@ func monitor(ctx context.Context, pid int, c *client, st *stats, interval time.D
 				heap = append(heap, m["heap"]/(1<<20))
 				gor = append(gor, m["goroutines"])
 			}
-			if time.Since(lastLine) >= interval-time.Second {
+			if !time.Now().Before(next) {
+				next = next.Add(interval)
 				line()
 			}
 		}
@@ -829,7 +833,8 @@ func printTable(w io.Writer, rows []row, markdown bool) {
 func verdict(w io.Writer, rows []row, warmup time.Duration) bool {
 	var after []row
 	for _, r := range rows {
-		if r.end > warmup+5*time.Second {
+		// Intervals that started once the warm-up was over.
+		if r.end-time.Duration(r.secs*float64(time.Second)) >= warmup-5*time.Second {
 			after = append(after, r)
 		}
 	}
