@@ -5,6 +5,8 @@
 package atomicfile
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 )
@@ -45,4 +47,28 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// ProbeBytes is what Probe writes: enough that a file system with only
+// crumbs left counts as full.
+const ProbeBytes = 64 << 10
+
+// Probe checks that dir can take writes now: it writes and syncs
+// ProbeBytes in a temporary file there and removes it. Its error names the
+// file and the system's cause (no space left on device, read-only file
+// system).
+func Probe(ctx context.Context, dir string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".sluice-probe-*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(make([]byte, ProbeBytes))
+	if err == nil {
+		err = f.Sync()
+	}
+	return errors.Join(err, f.Close())
 }

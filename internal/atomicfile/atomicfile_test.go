@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -28,5 +29,19 @@ func TestWriteFileReplacesWhole(t *testing.T) {
 	}
 	if err := WriteFile(filepath.Join(dir, "missing", "x"), nil, 0o600); err == nil {
 		t.Error("writing into a missing directory succeeded")
+	}
+}
+
+func TestProbeLeavesNothingAndNamesItsCause(t *testing.T) {
+	dir := t.TempDir()
+	if err := Probe(t.Context(), dir); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Fatalf("the probe left %d files", len(left))
+	}
+	missing := filepath.Join(dir, "gone")
+	if err := Probe(t.Context(), missing); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("probe of a missing directory: %v", err)
 	}
 }

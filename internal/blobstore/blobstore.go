@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/sluicehq/sluice/internal/atomicfile"
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
 	"gocloud.dev/gcerrors"
@@ -310,31 +311,15 @@ func (s *Store) UploadIDs(ctx context.Context) (map[string]time.Time, error) {
 	}
 }
 
-// probeBytes is what ProbeWrite writes: enough that a file system with only
-// crumbs left counts as full.
-const probeBytes = 64 << 10
-
 // ProbeWrite checks that the store can take writes now. A local directory
-// gets probeBytes written and synced in a temporary file, removed at once
-// (a crash leaves it to SweepTemporary); its error names the file and the
-// system's cause. Object storage does not fill up: it is not probed.
+// is probed with atomicfile.Probe (a crash leaves its file to
+// SweepTemporary); its error names the file and the system's cause. Object
+// storage does not fill up: it is not probed.
 func (s *Store) ProbeWrite(ctx context.Context) error {
 	if s.root == "" {
 		return nil
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(s.root, ".sluice-probe-*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(make([]byte, probeBytes))
-	if err == nil {
-		err = f.Sync()
-	}
-	return errors.Join(err, f.Close())
+	return atomicfile.Probe(ctx, s.root)
 }
 
 // Dir is the directory of a local store, empty for object storage.

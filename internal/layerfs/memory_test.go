@@ -9,11 +9,11 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/streaming"
+	"github.com/sluicehq/sluice/internal/testenv"
 )
 
 // tocMemoryEntries is how many entries TestTOCLoadMemory's layer has:
@@ -100,7 +100,7 @@ func TestTOCLoadMemory(t *testing.T) {
 			d.dir.sorted()
 		}
 	}
-	high := peak.done()
+	high := peak.Done()
 	held := heapInUse()
 	if p := os.Getenv("SLUICE_TOC_MEMORY_PROFILE"); p != "" {
 		writeHeapProfile(t, p)
@@ -142,35 +142,8 @@ func heapInUse() uint64 {
 	return ms.HeapInuse
 }
 
-// heapPeak samples HeapInuse until stopped and returns its high-water
-// mark (a sample every few milliseconds: short spikes may be missed).
-type heapPeak struct {
-	stop chan struct{}
-	wg   sync.WaitGroup
-	peak uint64
-}
-
-func watchHeap() *heapPeak {
-	h := &heapPeak{stop: make(chan struct{})}
-	h.wg.Go(func() {
-		var ms runtime.MemStats
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			runtime.ReadMemStats(&ms)
-			h.peak = max(h.peak, ms.HeapInuse)
-			select {
-			case <-h.stop:
-				return
-			case <-tick.C:
-			}
-		}
-	})
-	return h
-}
-
-func (h *heapPeak) done() uint64 {
-	close(h.stop)
-	h.wg.Wait()
-	return h.peak
+// watchHeap samples the heap in use until Done (a sample every few
+// milliseconds: short spikes may be missed).
+func watchHeap() *testenv.HeapWatch {
+	return testenv.WatchHeap(2 * time.Millisecond)
 }

@@ -5,11 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/sluicehq/sluice/internal/atomicfile"
 	moderncsqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -73,33 +73,16 @@ func (s *Store) noSpaceErr(err error) error {
 	return fmt.Errorf("metadata database %s: %w", s.file, err)
 }
 
-// probeBytes is what ProbeWrite writes: more than a few pages of the
-// write-ahead log, so that a file system with only crumbs left counts as
-// full.
-const probeBytes = 64 << 10
-
 // ProbeWrite checks that the database can take writes now. For SQLite it
-// writes and syncs probeBytes in a temporary file beside the database (the
-// space its write-ahead log grows into), then removes it; its error names
-// the file and the system's cause. PostgreSQL's server manages its own
+// probes the directory of the database (the space its write-ahead log
+// grows into) with atomicfile.Probe; its error names the file and the
+// system's cause. PostgreSQL's server manages its own
 // disk: it is not probed, and its writes report disk_full themselves.
 func (s *Store) ProbeWrite(ctx context.Context) error {
 	if s.file == "" {
 		return nil
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(s.file), ".sluice-probe-*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(make([]byte, probeBytes))
-	if err == nil {
-		err = f.Sync()
-	}
-	return errors.Join(err, f.Close())
+	return atomicfile.Probe(ctx, filepath.Dir(s.file))
 }
 
 // Path is the database file of an SQLite store, empty for PostgreSQL.

@@ -11,13 +11,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/sluicehq/sluice/internal/testenv"
 )
 
 // layerGen writes a generated layer into a pipe, so that a layer of
@@ -68,39 +68,11 @@ func emptyFiles(t testing.TB, n int) io.Reader {
 	})
 }
 
-// heapPeak samples HeapInuse until stopped and returns its high-water
-// mark. A sample every few milliseconds misses short spikes, but the
-// memory at stake here is held for as long as the layer is read.
-type heapPeak struct {
-	stop chan struct{}
-	wg   sync.WaitGroup
-	peak uint64
-}
-
-func watchHeap() *heapPeak {
+// watchHeap samples the heap in use until Done (a sample every few
+// milliseconds: short spikes may be missed).
+func watchHeap() *testenv.HeapWatch {
 	runtime.GC()
-	h := &heapPeak{stop: make(chan struct{})}
-	h.wg.Go(func() {
-		var ms runtime.MemStats
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			runtime.ReadMemStats(&ms)
-			h.peak = max(h.peak, ms.HeapInuse)
-			select {
-			case <-h.stop:
-				return
-			case <-tick.C:
-			}
-		}
-	})
-	return h
-}
-
-func (h *heapPeak) done() uint64 {
-	close(h.stop)
-	h.wg.Wait()
-	return h.peak
+	return testenv.WatchHeap(5 * time.Millisecond)
 }
 
 // countingReader counts the bytes the converter took from its source.
@@ -147,7 +119,7 @@ func TestHostileLayersStayWithinBudget(t *testing.T) {
 			h := watchHeap()
 			t0 := time.Now()
 			res, err := Convert(context.Background(), tt.layer(), out, opts)
-			peak := h.done()
+			peak := h.Done()
 			if err != nil {
 				t.Fatalf("Convert: %v", err)
 			}
