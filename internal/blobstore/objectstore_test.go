@@ -30,6 +30,7 @@ import (
 	"gocloud.dev/gcerrors"
 
 	"github.com/sluicehq/sluice/internal/testbackend"
+	"github.com/sluicehq/sluice/internal/testenv"
 )
 
 // objectStores are the object storage backends, each giving the URL of a
@@ -264,29 +265,12 @@ func writeBlob(t *testing.T, s *Store, content []byte) digest.Digest {
 }
 
 // captureLog sends the default logger's lines to a buffer for the test.
-func captureLog(t *testing.T) *syncBuffer {
-	var b syncBuffer
+func captureLog(t *testing.T) *testenv.SyncBuffer {
+	var b testenv.SyncBuffer
 	prev := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(&b, nil)))
 	t.Cleanup(func() { slog.SetDefault(prev) })
 	return &b
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // throughProxy puts a proxy before the object store of raw and returns

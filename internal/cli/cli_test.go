@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/internal/streaming"
+	"github.com/sluicehq/sluice/internal/testenv"
 	"github.com/sluicehq/sluice/internal/trust"
 )
 
@@ -202,7 +202,7 @@ func TestWaitShowsProgressAndStopsOnInterrupt(t *testing.T) {
 	tr.login()
 	tr.srv.StopWorkers()
 	tr.pushImage("team/app", "1.0", "amd64", appFiles10)
-	var out, errOut syncBuffer
+	var out, errOut testenv.SyncBuffer
 	a := &App{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut, Getenv: tr.getenv,
 		Terminal: func(s any) bool { return s == any(&errOut) }}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -237,24 +237,6 @@ func TestWaitShowsProgressAndStopsOnInterrupt(t *testing.T) {
 	if r.stderr != "" || field(r.value, "status") != "Succeeded" {
 		t.Errorf("without a terminal: status %v, stderr %q", field(r.value, "status"), r.stderr)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestConvertWithoutReferrersAPI converts an image in a registry that has

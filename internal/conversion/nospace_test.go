@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +22,7 @@ import (
 // operation's error (and no server path there), an ERROR line in the log
 // that has the file, and nothing of its output left in the store.
 func TestConversionOnFullDiskKeepsTheCause(t *testing.T) {
-	e := &env{t: t, dir: t.TempDir(), logs: &syncBuffer{}}
+	e := &env{t: t, dir: t.TempDir(), logs: &testenv.SyncBuffer{}}
 	blobDir := filepath.Join(e.dir, "blobs")
 	testenv.SmallFS(t, blobDir, 4<<20)
 	e.tweak = func(o *Options) { o.MaxAttempts = 1 }
@@ -50,7 +49,7 @@ func TestConversionOnFullDiskKeepsTheCause(t *testing.T) {
 	logged := false
 	deadline := time.Now().Add(5 * time.Second)
 	for !logged && time.Now().Before(deadline) {
-		for _, line := range strings.Split(e.logs.(*syncBuffer).String(), "\n") {
+		for _, line := range strings.Split(e.logs.(*testenv.SyncBuffer).String(), "\n") {
 			if strings.Contains(line, "level=ERROR") && strings.Contains(line, "no space left on device") && strings.Contains(line, blobDir) {
 				logged = true
 			}
@@ -58,7 +57,7 @@ func TestConversionOnFullDiskKeepsTheCause(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if !logged {
-		t.Errorf("no ERROR line with the cause and the path; log:\n%s", e.logs.(*syncBuffer).String())
+		t.Errorf("no ERROR line with the cause and the path; log:\n%s", e.logs.(*testenv.SyncBuffer).String())
 	}
 	if got := storedFiles(t, blobDir); strings.Join(got, " ") != strings.Join(stored, " ") {
 		t.Errorf("files in the blob store after the failed conversion: %v, before: %v", got, stored)
@@ -96,22 +95,4 @@ func storedFiles(t *testing.T, dir string) []string {
 		return nil
 	})
 	return out
-}
-
-// syncBuffer is a log that goroutines write while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -146,18 +144,9 @@ type lyingLayer struct {
 // everywhere else.
 func (l *lyingLayer) rewrite(t *testing.T) {
 	t.Helper()
-	js, err := json.Marshal(l.toc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc, _ := zstd.NewWriter(nil)
-	payload := enc.EncodeAll(js, nil)
-	enc.Close()
-	frame := binary.LittleEndian.AppendUint32(nil, 0x184D2A5A) // the TOC's skippable frame
-	frame = binary.LittleEndian.AppendUint32(frame, uint32(len(payload)))
-	frame = append(frame, payload...)
+	frame, jsonSize := tocFrame(t, l.toc)
 	l.blob = append(l.blob[:l.footer.TOCOffset:l.footer.TOCOffset], frame...)
-	l.footer.TOCSize, l.footer.TOCUncompressedSize, l.footer.TOCDigest = int64(len(frame)), int64(len(js)), sha256.Sum256(frame)
+	l.footer.TOCSize, l.footer.TOCUncompressedSize, l.footer.TOCDigest = int64(len(frame)), jsonSize, sha256.Sum256(frame)
 	l.desc.Annotations[streaming.AnnotationTOCDigest] = digest.NewDigestFromBytes(digest.SHA256, l.footer.TOCDigest[:]).String()
 	l.desc.Annotations[streaming.AnnotationTOCSize] = fmt.Sprint(len(frame))
 	l.blob = append(l.blob, make([]byte, streaming.FooterSize)...)

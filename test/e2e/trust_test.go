@@ -177,17 +177,8 @@ func rewriteDiffID(t *testing.T, blob []byte, diffID digest.Digest) ([]byte, oci
 		t.Fatal(err)
 	}
 	toc.DiffID = diffID
-	js, err := json.Marshal(toc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc, _ := zstd.NewWriter(nil)
-	payload := enc.EncodeAll(js, nil)
-	enc.Close()
-	frame := binary.LittleEndian.AppendUint32(nil, 0x184D2A5A) // the TOC's skippable frame
-	frame = binary.LittleEndian.AppendUint32(frame, uint32(len(payload)))
-	frame = append(frame, payload...)
-	f := streaming.Footer{TOCOffset: footer.TOCOffset, TOCSize: int64(len(frame)), TOCUncompressedSize: int64(len(js)),
+	frame, jsonSize := tocFrame(t, toc)
+	f := streaming.Footer{TOCOffset: footer.TOCOffset, TOCSize: int64(len(frame)), TOCUncompressedSize: jsonSize,
 		TOCDigest: sha256.Sum256(frame), Major: footer.Major, Minor: footer.Minor}
 	fb, _ := f.MarshalBinary()
 	out := append(append(append([]byte(nil), blob[:footer.TOCOffset]...), frame...), fb...)
@@ -498,4 +489,20 @@ func (e *trustEnv) testCIKey(t *testing.T) {
 		!strings.Contains(lines[0], "publishes no signing keys") {
 		t.Errorf("the fallback does not say the registry publishes no keys: %q", lines)
 	}
+}
+
+// tocFrame encodes toc as a layer's TOC frame (zstd in a skippable frame)
+// and returns it with the size of its JSON.
+func tocFrame(t *testing.T, toc *streaming.TOC) ([]byte, int64) {
+	t.Helper()
+	js, err := json.Marshal(toc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := zstd.NewWriter(nil)
+	payload := enc.EncodeAll(js, nil)
+	enc.Close()
+	frame := binary.LittleEndian.AppendUint32(nil, 0x184D2A5A) // the TOC's skippable frame
+	frame = binary.LittleEndian.AppendUint32(frame, uint32(len(payload)))
+	return append(frame, payload...), int64(len(js))
 }
