@@ -16,6 +16,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/sluicehq/sluice/internal/metadata"
 )
@@ -71,6 +72,10 @@ type Service struct {
 
 	mu    sync.Mutex
 	cache map[[32]byte]cachedLogin
+	// verifying shares one password check among concurrent logins with
+	// the same credentials: many nodes starting at once with one pull
+	// token would otherwise each pay bcrypt before the cache has it.
+	verifying singleflight.Group
 	// tokenStates remembers whether token identities are enabled, for
 	// access tokens (VerifyAccess).
 	tokenStates map[string]tokenState
@@ -271,16 +276,28 @@ func (s *Service) Login(ctx context.Context, source, username, password string) 
 	if ok && now.Before(c.until) {
 		return c.id, nil
 	}
-	id, reason := s.verify(ctx, username, password, now)
-	if id == nil {
+	type verified struct {
+		id     *Identity
+		reason string
+	}
+	v, _, _ := s.verifying.Do(string(key[:]), func() (any, error) {
+		// The check serves every caller waiting for it: none of their
+		// cancellations may fail it for the others.
+		id, reason := s.verify(context.WithoutCancel(ctx), username, password, now)
+		if id != nil {
+			s.mu.Lock()
+			s.cache[key] = cachedLogin{id: id, until: now.Add(loginCacheTTL)}
+			s.mu.Unlock()
+		}
+		return verified{id, reason}, nil
+	})
+	res := v.(verified)
+	if res.id == nil {
 		s.limiter.failed(now, source, username)
-		s.log.Warn("login failed", "user", username, "source", source, "reason", reason)
+		s.log.Warn("login failed", "user", username, "source", source, "reason", res.reason)
 		return nil, ErrBadCredentials
 	}
-	s.mu.Lock()
-	s.cache[key] = cachedLogin{id: id, until: now.Add(loginCacheTTL)}
-	s.mu.Unlock()
-	return id, nil
+	return res.id, nil
 }
 
 // verify checks credentials; on failure it says why, for the log.
