@@ -201,9 +201,6 @@ func (h *Handler) createToken(w http.ResponseWriter, r *http.Request, _ route.Pa
 		if err != nil {
 			return badRequest("Expiry %q is not a date (YYYY-MM-DD).", e)
 		}
-		if !t.After(time.Now()) {
-			return badRequest("Expiry %s is in the past.", e)
-		}
 		expiry = t
 	}
 	info, err := h.auth.CreateToken(r.Context(), strings.TrimSpace(r.PostForm.Get("name")), r.PostForm.Get("scopeMap"), true, expiry)

@@ -302,7 +302,7 @@ func (h *Handler) classify(err error) (int, string) {
 		return http.StatusForbidden, err.Error()
 	case errors.Is(err, registry.ErrConflict), errors.Is(err, auth.ErrExists), errors.Is(err, auth.ErrInUse):
 		return http.StatusConflict, err.Error()
-	case errors.Is(err, auth.ErrNameInvalid), errors.Is(err, auth.ErrActionInvalid):
+	case errors.Is(err, auth.ErrNameInvalid), errors.Is(err, auth.ErrActionInvalid), errors.Is(err, auth.ErrExpiryInvalid):
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, context.Canceled):
 		return 499, "The request was canceled."

@@ -319,3 +319,18 @@ func mustURL(t *testing.T, s string) *url.URL {
 	}
 	return u
 }
+
+// A token expiring in the past is refused with the auth service's own
+// reason, not created.
+func TestTokenWithPastExpiryIsRefused(t *testing.T) {
+	srv := start(t, nil)
+	u := newUser(t, srv)
+	u.signIn("admin", adminPassword)
+	a := u.post("/access/tokens", url.Values{"name": {"old-token"}, "scopeMap": {"_repositories_pull"}, "expiry": {"2000-01-01"}})
+	if a.code != http.StatusBadRequest || !strings.Contains(a.body, "not in the future") {
+		t.Fatalf("a token expiring in 2000: %d", a.code)
+	}
+	if strings.Contains(u.get("/access").body, "old-token") {
+		t.Fatal("the refused token was created")
+	}
+}

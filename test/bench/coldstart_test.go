@@ -24,9 +24,7 @@ func TestColdStartPeers(t *testing.T) {
 		_, err := exec.LookPath(tool)
 		testenv.Need(t, err == nil, "%s is not installed (make test-deps installs it)", tool)
 	}
-	if testing.Short() {
-		t.Skip("the peers' trial takes minutes")
-	}
+	testenv.Need(t, !testing.Short(), "the peers' trial takes minutes; it runs without -short")
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
