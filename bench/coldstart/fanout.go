@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/sluicehq/sluice/bench/internal/testbed"
 	"github.com/sluicehq/sluice/internal/client"
 	"github.com/sluicehq/sluice/internal/streaming"
 )
@@ -43,17 +44,17 @@ func (e *env) fanOut(ctx context.Context, w workload, n int, d time.Duration) (f
 		r     streaming.Range
 	}
 	var seq []read
-	for _, l := range e.streamed[w.name] {
-		for _, r := range e.profiles[w.name][l] {
+	for _, l := range e.Streamed[w.Name] {
+		for _, r := range e.profiles[w.Name][l] {
 			seq = append(seq, read{l, r})
 		}
 	}
 	if len(seq) == 0 {
-		return fanOutResult{}, fmt.Errorf("no recorded startup profile of %s to replay (run the profiled mode)", w.name)
+		return fanOutResult{}, fmt.Errorf("no recorded startup profile of %s to replay (run the profiled mode)", w.Name)
 	}
 	var mu sync.Mutex
 	var lat []time.Duration
-	res := fanOutResult{image: w.name, clients: n}
+	res := fanOutResult{image: w.Name, clients: n}
 	// Each client signs in and reads once before the clock starts, as a
 	// node has its token before its container's reads: what is timed is
 	// serving range reads, not n logins at once.
@@ -65,10 +66,10 @@ func (e *env) fanOut(ctx context.Context, w workload, n int, d time.Duration) (f
 		ready.Add(1)
 		go func() {
 			defer wg.Done()
-			c := client.New(e.host, client.Options{PlainHTTP: true, Credential: client.StaticCredential(e.host, "admin", password)})
+			c := client.New(e.Host, client.Options{PlainHTTP: true, Credential: client.StaticCredential(e.Host, "admin", testbed.Password)})
 			readers := map[digest.Digest]*client.BlobRanges{}
-			for _, l := range e.streamed[w.name] {
-				readers[l] = c.BlobRanges(w.name, l, e.streamedSize[l])
+			for _, l := range e.Streamed[w.Name] {
+				readers[l] = c.BlobRanges(w.Name, l, e.StreamedSize[l])
 			}
 			first := seq[0]
 			_ = readers[first.layer].ReadRange(ctx, make([]byte, first.r.Length), first.r.Offset)

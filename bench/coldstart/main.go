@@ -35,17 +35,15 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/bench/internal/reporoot"
+	"github.com/sluicehq/sluice/bench/internal/testbed"
 )
 
 // workload is an image and the command whose first line is waited for.
-type workload struct {
-	name string
-	args []string
-}
+type workload = testbed.Image
 
 var workloads = map[string]workload{
-	"python3": {"python3", []string{"python3", "-c", "print('hello from python3')"}},
-	"numpy":   {"numpy", []string{"python3", "-c", "import numpy, scipy.linalg; print('numpy and scipy ready')"}},
+	"python3": {Name: "python3", Args: []string{"python3", "-c", "print('hello from python3')"}},
+	"numpy":   {Name: "numpy", Args: []string{"python3", "-c", "import numpy, scipy.linalg; print('numpy and scipy ready')"}},
 }
 
 func main() {
@@ -80,18 +78,18 @@ func main() {
 		builds = append(builds, other)
 	}
 	ctx := context.Background()
-	env, err := newEnv(ctx, bin)
+	env, err := newEnv(ctx, bin, testbed.Options{Name: "coldstart", Keep: os.Getenv("COLDSTART_KEEP") != "", AccessLog: os.Getenv("COLDSTART_ACCESS_LOG") != ""})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer env.close()
+	defer env.Close()
 	var wls []workload
 	for _, name := range strings.Split(*images, ",") {
 		w, ok := workloads[name]
 		if !ok {
 			log.Fatalf("unknown image %q (python3, numpy)", name)
 		}
-		if err := env.pushImage(ctx, w); err != nil {
+		if err := env.PushImage(ctx, w); err != nil {
 			log.Fatal(err)
 		}
 		wls = append(wls, w)
@@ -116,7 +114,7 @@ func main() {
 				shaped = false
 			}
 		} else {
-			if err := shape(env.port, rate); err != nil {
+			if err := shape(env.Port, rate); err != nil {
 				log.Fatal(err)
 			}
 			shaped = true
@@ -130,9 +128,9 @@ func main() {
 				}
 				r, err := env.trial(ctx, w, "record", bin)
 				if err != nil {
-					log.Fatalf("%s %s recording a startup profile: %v", w.name, rate, err)
+					log.Fatalf("%s %s recording a startup profile: %v", w.Name, rate, err)
 				}
-				log.Printf("%-8s %-8s record   : first line after %v, %.1f MB fetched (then %s)", w.name, rate,
+				log.Printf("%-8s %-8s record   : first line after %v, %.1f MB fetched (then %s)", w.Name, rate,
 					r.firstLine.Round(time.Millisecond), float64(r.bytes)/1e6, phases.Flush())
 				if err := env.saveProfiles(ctx, w); err != nil {
 					log.Fatal(err)
@@ -170,15 +168,15 @@ func main() {
 						t, err = env.trial(ctx, w, r.mode, r.sn)
 					}
 					if err != nil {
-						log.Fatalf("%s %s %s trial %d: %v", w.name, rate, r.label, i+1, err)
+						log.Fatalf("%s %s %s trial %d: %v", w.Name, rate, r.label, i+1, err)
 					}
-					log.Printf("%-8s %-8s %-17s trial %d: first line after %v, %.1f MB fetched (pull %v; then %s)", w.name, rate, r.label, i+1,
+					log.Printf("%-8s %-8s %-17s trial %d: first line after %v, %.1f MB fetched (pull %v; then %s)", w.Name, rate, r.label, i+1,
 						t.firstLine.Round(time.Millisecond), float64(t.bytes)/1e6, t.pull.Round(time.Millisecond), phases.Flush())
 					r.runs = append(r.runs, t)
 				}
 			}
 			for _, r := range rows {
-				results = append(results, summarize(w.name, rate, r.label, r.runs))
+				results = append(results, summarize(w.Name, rate, r.label, r.runs))
 			}
 		}
 	}
@@ -196,7 +194,7 @@ func main() {
 			if err != nil {
 				log.Fatal(err)
 			}
-			log.Printf("%-8s fan-out %3d clients: %.0f range requests/s, %.1f MB/s, p99 %v, %d errors", w.name, n, r.requestsPerSec, r.megabytesPerSec, r.p99.Round(10*time.Microsecond), r.errors)
+			log.Printf("%-8s fan-out %3d clients: %.0f range requests/s, %.1f MB/s, p99 %v, %d errors", w.Name, n, r.requestsPerSec, r.megabytesPerSec, r.p99.Round(10*time.Microsecond), r.errors)
 			fan = append(fan, r)
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluicehq/sluice/bench/internal/testbed"
 )
 
 // The peers' modes: stargz-snapshotter (v0.18.2) on plain eStargz, on
@@ -38,7 +40,7 @@ var peerModes = map[string]peerMode{
 
 // buildPeerd builds peerd into the work directory, once.
 func (e *env) buildPeerd() (string, error) {
-	bin := filepath.Join(e.work, "peerd")
+	bin := filepath.Join(e.Work, "peerd")
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
 	}
@@ -54,7 +56,7 @@ func (e *env) buildPeerd() (string, error) {
 
 // peerRef is where a peer's form of a workload's image is.
 func (e *env) peerRef(w workload, image string) string {
-	return e.host + "/" + w.name + "-peers:" + image
+	return e.Host + "/" + w.Name + "-peers:" + image
 }
 
 // preparePeers makes the peers' forms of a workload's image that the modes
@@ -73,29 +75,29 @@ func (e *env) preparePeers(ctx context.Context, w workload, modes []string) erro
 	if err != nil {
 		return err
 	}
-	args, _ := json.Marshal(w.args)
+	args, _ := json.Marshal(w.Args)
 	for _, kind := range []string{"estargz", "estargz-opt", "soci", "soci-prefetch"} {
 		if !kinds[kind] {
 			continue
 		}
 		// A fresh containerd each: a second analyzer run's record has the
 		// first one's digest, whose blob containerd may have collected.
-		n, err := e.startNode(nodeSpec{})
+		n, err := e.StartNode(testbed.NodeSpec{})
 		if err != nil {
 			return err
 		}
 		start := time.Now()
-		cmd := exec.CommandContext(ctx, peerd, "prepare", "--containerd", n.sock, "--src", e.host+"/"+w.name+":latest",
+		cmd := exec.CommandContext(ctx, peerd, "prepare", "--containerd", n.Sock, "--src", e.Host+"/"+w.Name+":latest",
 			"--dst", e.peerRef(w, kind), "--kind", kind, "--args", string(args))
-		cmd.Env = append(os.Environ(), "PEERD_USER=admin", "PEERD_PASSWORD="+password)
+		cmd.Env = append(os.Environ(), "PEERD_USER=admin", "PEERD_PASSWORD="+testbed.Password)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err = cmd.Run()
-		n.stop()
+		n.Stop()
 		if err != nil {
-			return fmt.Errorf("%s of %s: %v\n%s", kind, w.name, err, out.String())
+			return fmt.Errorf("%s of %s: %v\n%s", kind, w.Name, err, out.String())
 		}
-		fmt.Fprintf(os.Stderr, "%s: %s ready in %v\n%s", w.name, kind, time.Since(start).Round(time.Second), indent(out.String()))
+		fmt.Fprintf(os.Stderr, "%s: %s ready in %v\n%s", w.Name, kind, time.Since(start).Round(time.Second), indent(out.String()))
 	}
 	return nil
 }
@@ -120,21 +122,21 @@ func (e *env) peerTrial(ctx context.Context, w workload, mode string) (trialResu
 	if p.asyncSize > 0 {
 		args = append(args, "--prefetch-async-size", strconv.FormatInt(p.asyncSize, 10))
 	}
-	n, err := e.startNode(nodeSpec{proxy: p.snapshotter, cmd: append([]string{peerd}, args...),
-		env: []string{"PEERD_USER=admin", "PEERD_PASSWORD=" + password}})
+	n, err := e.StartNode(testbed.NodeSpec{Proxy: p.snapshotter, Cmd: append([]string{peerd}, args...),
+		Env: []string{"PEERD_USER=admin", "PEERD_PASSWORD=" + testbed.Password}})
 	if err != nil {
 		return trialResult{}, err
 	}
-	defer n.stop()
+	defer n.Stop()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	before, err := e.registryBytes(ctx)
+	before, err := e.BytesSent(ctx)
 	if err != nil {
 		return trialResult{}, err
 	}
 	ref := e.peerRef(w, p.image)
-	cmd := exec.CommandContext(ctx, peerd, "pull", "--containerd", n.sock, "--snapshotter", p.snapshotter, ref)
-	cmd.Env = append(os.Environ(), "PEERD_USER=admin", "PEERD_PASSWORD="+password)
+	cmd := exec.CommandContext(ctx, peerd, "pull", "--containerd", n.Sock, "--snapshotter", p.snapshotter, ref)
+	cmd.Env = append(os.Environ(), "PEERD_USER=admin", "PEERD_PASSWORD="+testbed.Password)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -160,8 +162,8 @@ func (e *env) peerTrial(ctx context.Context, w workload, mode string) (trialResu
 	}
 	var after int64
 	var afterErr error
-	line, at, err := runFirstLine(ctx, n.sock, ref, p.snapshotter, w.args, func() {
-		after, afterErr = e.registryBytes(context.Background())
+	line, at, err := runFirstLine(ctx, n.Sock, ref, p.snapshotter, w.Args, func() {
+		after, afterErr = e.BytesSent(context.Background())
 	})
 	if err != nil {
 		return trialResult{}, err
