@@ -44,11 +44,15 @@ type workload = testbed.Image
 var workloads = map[string]workload{
 	"python3": {Name: "python3", Args: []string{"python3", "-c", "print('hello from python3')"}},
 	"numpy":   {Name: "numpy", Args: []string{"python3", "-c", "import numpy, scipy.linalg; print('numpy and scipy ready')"}},
+	// Three layers, as most images have: the python3 image's layer as a
+	// shared base, a runtime layer of web libraries that whites out the
+	// base's package lists and cache, and an app layer.
+	"webapp": {Name: "webapp", Layers: []string{"python3", "webapp-runtime", "webapp-app"}, Args: []string{"python3", "/app/main.py"}},
 }
 
 func main() {
 	reporoot.Chdir()
-	images := flag.String("images", "python3,numpy", "images to run (python3, numpy)")
+	images := flag.String("images", "python3,numpy,webapp", "images to run (python3, numpy, webapp)")
 	rates := flag.String("rates", "500mbit,100mbit", "registry link rates (tc syntax; unshaped: loopback as it is)")
 	trials := flag.Int("trials", 3, "trials per image, rate and mode (the median is reported)")
 	modes := flag.String("modes", "full,lazy,profiled,estargz,estargz-opt,estargz-opt-async,soci,soci-prefetch",
@@ -87,7 +91,7 @@ func main() {
 	for _, name := range strings.Split(*images, ",") {
 		w, ok := workloads[name]
 		if !ok {
-			log.Fatalf("unknown image %q (python3, numpy)", name)
+			log.Fatalf("unknown image %q (python3, numpy, webapp)", name)
 		}
 		if err := env.PushImage(ctx, w); err != nil {
 			log.Fatal(err)
