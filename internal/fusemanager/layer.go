@@ -150,6 +150,8 @@ type source struct {
 
 func (s *source) Entries() []streaming.Entry { return s.m.reader.Entries() }
 
+func (s *source) ImplicitDirs() []streaming.ImplicitDir { return s.m.reader.ImplicitDirs() }
+
 func (s *source) DataEntry(e *streaming.Entry) *streaming.Entry { return s.m.reader.DataEntry(e) }
 
 func (s *source) ReadAt(ctx context.Context, e *streaming.Entry, p []byte, off int64) (int, error) {

@@ -105,127 +105,93 @@ func (c *child) meta() meta {
 	case streaming.TypeReg:
 		m.mode, m.nlink = syscall.S_IFREG|perm, uint32(e.NumLink())
 	case streaming.TypeSymlink:
-		m.mode = syscall.S_IFLNK | 0o777
+		m.mode, m.nlink = syscall.S_IFLNK|0o777, uint32(e.NumLink())
 	case streaming.TypeChar:
-		m.mode, m.rdev = syscall.S_IFCHR|perm, mkdev(e.DevMajor, e.DevMinor)
+		m.mode, m.rdev, m.nlink = syscall.S_IFCHR|perm, mkdev(e.DevMajor, e.DevMinor), uint32(e.NumLink())
 	case streaming.TypeBlock:
-		m.mode, m.rdev = syscall.S_IFBLK|perm, mkdev(e.DevMajor, e.DevMinor)
+		m.mode, m.rdev, m.nlink = syscall.S_IFBLK|perm, mkdev(e.DevMajor, e.DevMinor), uint32(e.NumLink())
 	case streaming.TypeFIFO:
-		m.mode = syscall.S_IFIFO | perm
+		m.mode, m.nlink = syscall.S_IFIFO|perm, uint32(e.NumLink())
 	}
 	return m
 }
 
-// index builds the directories of a layer from its TOC.
-type index struct {
-	src  Source
-	root *dir
-	dirs map[string]*dir // by path, "" is the root
-	// shown marks, by TOC index, the regular files given a name, which
-	// hard links may point to.
-	shown []bool
-}
-
-// buildIndex reads the whole TOC once and returns the root directory.
+// buildIndex makes the directories of a layer from where its entries
+// land (streaming.Placement: the tree containerd's unpack of the same tar
+// would make) and returns the root.
 func buildIndex(src Source) (*dir, error) {
 	entries := src.Entries()
-	x := &index{
-		src:   src,
-		root:  &dir{mode: syscall.S_IFDIR | 0o755, ino: 1},
-		dirs:  map[string]*dir{},
-		shown: make([]bool, len(entries)),
+	root := &dir{mode: syscall.S_IFDIR | 0o755, ino: 1}
+	implicit := src.ImplicitDirs()
+	// Directories by the placer's number: the root, the implied ones,
+	// then those the tar lists.
+	dirs := make(map[uint32]*dir, len(implicit)+1)
+	dirs[0] = root
+	parentOf := func(n uint32) (*dir, error) {
+		d, ok := dirs[n]
+		if !ok {
+			return nil, fmt.Errorf("layer index: directory %d placed before it exists", n)
+		}
+		return d, nil
 	}
-	x.dirs[""] = x.root
-	var (
-		parent     *dir
-		parentPath string
-	)
+	next := 0 // the next implied directory
 	for i := range entries {
-		e := &entries[i]
-		if e.Unsafe {
-			continue // never shown: it would escape the layer's root
-		}
-		dirPath, base := splitPath(e.Path())
-		if base == "" {
-			if e.Type == streaming.TypeDir {
-				x.root.entry = e
-				x.root.mode = syscall.S_IFDIR | uint32(e.Mode&0o7777)
+		for ; next < len(implicit) && implicit[next].Entry <= i; next++ {
+			im := implicit[next]
+			parent, err := parentOf(im.Parent)
+			if err != nil {
+				return nil, err
 			}
+			d := &dir{mode: syscall.S_IFDIR | 0o755, ino: syntheticIno(next + 1)}
+			dirs[im.Dir] = d
+			parent.add(child{name: im.Name, dir: d})
+		}
+		e := &entries[i]
+		pl := e.Placement()
+		if pl.Kind == streaming.PlaceNone {
 			continue
 		}
-		// Tars list a directory's files together: most entries share the
-		// previous one's parent.
-		if parent == nil || dirPath != parentPath {
-			parent, parentPath = x.dir(dirPath), dirPath
-		}
-		if base == opaqueMarker {
-			parent.opaque = true
-			continue
-		}
-		if name, ok := strings.CutPrefix(base, whiteoutPrefix); ok && name != "" {
-			parent.add(child{name: name, entry: e, whiteout: true})
-			continue
-		}
-		if err := x.addEntry(parent, dirPath, base, e); err != nil {
+		parent, err := parentOf(pl.Parent)
+		if err != nil {
 			return nil, err
+		}
+		_, name := splitPath(e.Path())
+		switch pl.Kind {
+		case streaming.PlaceOpaque:
+			parent.opaque = true
+		case streaming.PlaceWhiteout:
+			parent.add(child{name: strings.TrimPrefix(name, whiteoutPrefix), entry: e, whiteout: true})
+		case streaming.PlaceMerge:
+			// A directory listed again, or after its children: the last
+			// header's attributes win, the children stay.
+			d, err := parentOf(pl.Dir)
+			if err != nil {
+				return nil, err
+			}
+			d.entry, d.mode = e, syscall.S_IFDIR|uint32(e.Mode&0o7777)
+		case streaming.PlaceName:
+			if e.Type == streaming.TypeDir {
+				d := &dir{entry: e, mode: syscall.S_IFDIR | uint32(e.Mode&0o7777), ino: ino(e)}
+				dirs[pl.Dir] = d
+				parent.add(child{name: name, dir: d})
+				continue
+			}
+			// A hard link shows its target's entry, so both names give
+			// one inode (go-fuse finds it by inode number).
+			parent.add(child{name: name, entry: src.DataEntry(e)})
 		}
 	}
 	// The index lives as long as the mount: drop the slack that appending
 	// left in large directories (up to a quarter of their children).
-	for _, d := range x.dirs {
+	for _, d := range dirs {
 		if n := len(d.children); cap(d.children)-n > max(n/16, 8) {
 			d.children = append(make([]child, 0, n), d.children...)
 		}
 	}
-	return x.root, nil
+	return root, nil
 }
 
 func ino(e *streaming.Entry) uint64 { return uint64(e.Index()) + 2 }
-
-func (x *index) addEntry(parent *dir, dirPath, base string, e *streaming.Entry) error {
-	switch e.Type {
-	case streaming.TypeDir:
-		mode := syscall.S_IFDIR | uint32(e.Mode&0o7777)
-		p := joinPath(dirPath, base)
-		if existing, ok := x.dirs[p]; ok {
-			// A directory listed after its children, or twice: the last
-			// header's attributes win, the children stay.
-			existing.entry, existing.mode = e, mode
-			return nil
-		}
-		d := &dir{entry: e, mode: mode, ino: ino(e)}
-		x.dirs[p] = d
-		parent.add(child{name: base, dir: d})
-	case streaming.TypeReg:
-		x.shown[e.Index()] = true
-		parent.add(child{name: base, entry: e})
-	case streaming.TypeHardlink:
-		// The link shows its target's entry, so both names give one
-		// inode (go-fuse finds it by inode number).
-		target := x.src.DataEntry(e)
-		if !x.shown[target.Index()] {
-			return fmt.Errorf("hard link %q to %q, which the layer does not hold before it", e.Name, target.Name)
-		}
-		parent.add(child{name: base, entry: target})
-	case streaming.TypeSymlink, streaming.TypeChar, streaming.TypeBlock, streaming.TypeFIFO:
-		parent.add(child{name: base, entry: e})
-	}
-	return nil
-}
-
-// dir returns the directory of a path, creating directories the tar did not
-// list.
-func (x *index) dir(p string) *dir {
-	if d, ok := x.dirs[p]; ok {
-		return d
-	}
-	parentPath, base := splitPath(p)
-	parent := x.dir(parentPath)
-	d := &dir{mode: syscall.S_IFDIR | 0o755, ino: syntheticIno(len(x.dirs))}
-	x.dirs[p] = d
-	parent.add(child{name: base, dir: d})
-	return d
-}
 
 // syntheticIno numbers directories the tar did not list, above any TOC
 // position.

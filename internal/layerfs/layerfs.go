@@ -28,6 +28,7 @@ import (
 // Source is the layer a file system shows: the streaming reader.
 type Source interface {
 	Entries() []streaming.Entry
+	ImplicitDirs() []streaming.ImplicitDir
 	DataEntry(e *streaming.Entry) *streaming.Entry
 	ReadAt(ctx context.Context, e *streaming.Entry, p []byte, off int64) (int, error)
 }

@@ -251,18 +251,6 @@ func TestUnlistedDirectories(t *testing.T) {
 	}
 }
 
-func TestHardLinkToHiddenFile(t *testing.T) {
-	// The tar links to a name the layer shows as a whiteout, not a file.
-	tarball := buildLayer(t, []layerEntry{
-		{hdr: tar.Header{Name: "etc/.wh.passwd", Typeflag: tar.TypeReg, Mode: 0o644}},
-		{hdr: tar.Header{Name: "etc/passwd-", Typeflag: tar.TypeLink, Linkname: "etc/.wh.passwd"}},
-	})
-	r, _ := openLayer(t, tarball)
-	if _, err := Build(r, Options{}); err == nil || !strings.Contains(err.Error(), `hard link "etc/passwd-"`) {
-		t.Fatalf("Build: %v, want the hard link refused", err)
-	}
-}
-
 // syncBuffer is a log sink tests read while the server writes.
 type syncBuffer struct {
 	mu  sync.Mutex

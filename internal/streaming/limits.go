@@ -163,7 +163,7 @@ func (t *TOC) validate(dataSize int64, lim Limits) error {
 	if err := t.validateChunks(dataSize, lim); err != nil {
 		return err
 	}
-	return t.validateEntries()
+	return t.validateEntries(lim)
 }
 
 func (t *TOC) validateChunks(dataSize int64, lim Limits) error {
@@ -197,11 +197,14 @@ func (t *TOC) validateChunks(dataSize int64, lim Limits) error {
 	return nil
 }
 
-func (t *TOC) validateEntries() error {
-	// Entries on their own first, spread over the cores; then what links
-	// them, in order.
+func (t *TOC) validateEntries(lim Limits) error {
+	// Entries on their own first, spread over the cores; then where they
+	// land, in order.
 	err := t.eachEntry(func(i int, e *Entry) error {
 		e.index, e.target, e.nlink = i, i, 0
+		if err := e.restoreRaw(); err != nil {
+			return fmt.Errorf("%w (entry %d)", err, i)
+		}
 		e.path = cleanPath(e.Name)
 		if err := t.validateEntry(e); err != nil {
 			return fmt.Errorf("%w (entry %d %q)", err, i, e.Name)
@@ -211,25 +214,35 @@ func (t *TOC) validateEntries() error {
 	if err != nil {
 		return err
 	}
-	byName := make(map[string]int, len(t.Entries))
+	p := newPlacer(byName, func(entry int32) string { return t.Entries[entry].LinkName })
+	t.implicit = nil
+	p.implicit = func(d ImplicitDir) { t.implicit = append(t.implicit, d) }
+	byPath := make(map[string]int, len(t.Entries))
 	for i := range t.Entries {
 		e := &t.Entries[i]
-		if e.Type == TypeHardlink {
-			j, ok := byName[cleanPath(e.LinkName)]
-			if !ok {
-				return invalid("hard link %q (entry %d) points to %q, which no earlier entry has", e.Name, i, e.LinkName)
-			}
-			e.target = t.Entries[j].target
-			if t.Entries[e.target].Type != TypeReg {
-				return invalid("hard link %q (entry %d) points to %q, which is a %s, not a regular file", e.Name, i, e.LinkName, t.Entries[e.target].Type)
-			}
-			t.Entries[e.target].nlink = max(t.Entries[e.target].nlink, 1) + 1
+		pl, target, err := p.place(i, e)
+		if err != nil {
+			return invalid("entry %d %q: %v", i, e.Name, err)
 		}
-		byName[e.path] = i
+		if p.size() > maxTreeNodes(lim) {
+			return overLimit(LimitEntries, int64(lim.MaxEntries), "has more than %d files and directories (entries and the directories they imply)", maxTreeNodes(lim))
+		}
+		e.place = pl
+		if e.Type == TypeHardlink {
+			e.target = int(target)
+			d := &t.Entries[target]
+			d.nlink = max(d.nlink, 1) + 1
+		}
+		byPath[e.path] = i
 	}
-	t.byPath = byName
+	t.byPath = byPath
 	return nil
 }
+
+// maxTreeNodes bounds the names of a layer's tree: its entries and the
+// directories they imply without listing them (tar writers list them, so
+// a real layer implies next to none).
+func maxTreeNodes(lim Limits) int { return lim.MaxEntries + max(lim.MaxEntries/8, 1024) }
 
 // eachEntry runs check on every entry and returns the error of the first
 // entry that failed. A large TOC's entries are split over the cores: a

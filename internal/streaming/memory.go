@@ -23,6 +23,11 @@ const (
 	encoderMemory = 8 << 20
 	// chunkRecordBytes is the in-memory size of one chunk table row.
 	chunkRecordBytes = 64
+	// placeBytesPerName is what the unpack check holds per name of the
+	// layer's tree (a hashed map slot, with the map's growth), measured by
+	// BenchmarkPlace; the symbolic link targets it keeps come on top, up
+	// to maxLinkBytes.
+	placeBytesPerName = 48
 )
 
 // memoryPlan is how a conversion spends its budget.
@@ -39,6 +44,7 @@ type memoryPlan struct {
 func planMemory(o Options, comp Compression) memoryPlan {
 	var p memoryPlan
 	p.fixed = tocMemory + scanMemory
+	p.fixed += int64(maxTreeNodes(o.Limits))*placeBytesPerName + maxLinkBytes
 	// Chunks end on entry boundaries once they hold ChunkSize bytes, and
 	// a big file starts its own: at most two chunks per ChunkSize of tar,
 	// and the table grows by a quarter at a time once large.

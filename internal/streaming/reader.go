@@ -178,6 +178,9 @@ func (r *Reader) TOC() *TOC { return r.toc }
 // Entries returns every entry in tar order. Callers must not modify them.
 func (r *Reader) Entries() []Entry { return r.toc.Entries }
 
+// ImplicitDirs lists the directories the entries imply (TOC.ImplicitDirs).
+func (r *Reader) ImplicitDirs() []ImplicitDir { return r.toc.implicit }
+
 // DiffID is the DiffID the TOC records (verified by FetchAll).
 func (r *Reader) DiffID() digest.Digest { return r.toc.DiffID }
 

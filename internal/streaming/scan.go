@@ -42,6 +42,7 @@ type scanner struct {
 	cw          *chunkWriter
 	tee         *teeReader
 	toc         *tocWriter
+	tree        *unpackCheck
 	entries     int
 	unsafeNames []string
 	buf         []byte
@@ -106,6 +107,9 @@ func (s *scanner) entry(tr *tar.Reader, hdr *tar.Header, boundary int64) error {
 		return overLimit(LimitEntries, int64(s.opts.Limits.MaxEntries), "has more than %d entries", s.opts.Limits.MaxEntries)
 	}
 	if err := checkNames(&e, s.opts.Limits); err != nil {
+		return err
+	}
+	if err := s.tree.add(s.entries, &e, s.opts.Limits); err != nil {
 		return err
 	}
 	dataStart := s.cw.pos()

@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
+	"unicode/utf8"
 
 	fastjson "github.com/goccy/go-json"
 	"github.com/klauspost/compress/zstd"
@@ -37,8 +39,14 @@ type TOC struct {
 	Chunks           []Chunk `json:"chunks"`
 	Entries          []Entry `json:"entries"`
 
-	byPath map[string]int // entry index by Path(), last one wins
+	byPath   map[string]int // entry index by Path(), last one wins
+	implicit []ImplicitDir  // directories the entries imply
 }
+
+// ImplicitDirs lists the directories the layer's entries need but its tar
+// does not list, in the order an unpack creates them (set when the TOC is
+// validated).
+func (t *TOC) ImplicitDirs() []ImplicitDir { return t.implicit }
 
 // Chunk is one independent zstd frame of the data section.
 type Chunk struct {
@@ -93,10 +101,102 @@ type Entry struct {
 	// has a ".." element: consumers must not create it outside their root.
 	Unsafe bool `json:"unsafe,omitempty"`
 
+	// Raw holds the names that are not UTF-8: names are bytes in a tar,
+	// but a JSON string holds only UTF-8. Name, LinkName and Xattrs then
+	// show them with U+FFFD, for readers that do not know this field.
+	Raw *RawNames `json:"raw,omitempty"`
+
 	index  int    // position in TOC.Entries
-	target int    // for a hard link, index of the entry holding the data
-	nlink  int    // for a regular file, 1 + hard links to it
+	target int    // the entry whose inode a hard link names (itself for others)
+	nlink  int    // 1 + hard links to the entry
 	path   string // Path(), computed once when the TOC is validated
+	place  Placement
+}
+
+// RawNames are an entry's names that are not UTF-8, whole (base64 in
+// JSON).
+type RawNames struct {
+	Name     []byte     `json:"name,omitempty"`
+	LinkName []byte     `json:"linkName,omitempty"`
+	Xattrs   []RawXattr `json:"xattrs,omitempty"`
+}
+
+// RawXattr is an extended attribute whose name is not UTF-8.
+type RawXattr struct {
+	Name  []byte `json:"name"`
+	Value []byte `json:"value"`
+}
+
+// Placement is where the entry lands in its layer's tree, as containerd's
+// unpack would put it (set when the TOC is validated).
+func (e *Entry) Placement() Placement { return e.place }
+
+// forJSON returns the entry as the TOC stores it: names that are not UTF-8
+// moved to the Raw fields.
+func (e *Entry) forJSON() *Entry {
+	if utf8.ValidString(e.Name) && utf8.ValidString(e.LinkName) && xattrNamesValid(e.Xattrs) {
+		return e
+	}
+	c := *e
+	c.Raw = &RawNames{}
+	if !utf8.ValidString(c.Name) {
+		c.Raw.Name, c.Name = []byte(c.Name), strings.ToValidUTF8(c.Name, "\uFFFD")
+	}
+	if !utf8.ValidString(c.LinkName) {
+		c.Raw.LinkName, c.LinkName = []byte(c.LinkName), strings.ToValidUTF8(c.LinkName, "\uFFFD")
+	}
+	if !xattrNamesValid(c.Xattrs) {
+		c.Xattrs = make(map[string][]byte, len(e.Xattrs))
+		for k, v := range e.Xattrs {
+			if utf8.ValidString(k) {
+				c.Xattrs[k] = v
+			} else {
+				c.Raw.Xattrs = append(c.Raw.Xattrs, RawXattr{Name: []byte(k), Value: v})
+			}
+		}
+		slices.SortFunc(c.Raw.Xattrs, func(a, b RawXattr) int { return bytes.Compare(a.Name, b.Name) })
+	}
+	return &c
+}
+
+func xattrNamesValid(x map[string][]byte) bool {
+	for k := range x {
+		if !utf8.ValidString(k) {
+			return false
+		}
+	}
+	return true
+}
+
+// restoreRaw puts the raw names back into the fields they stand for.
+func (e *Entry) restoreRaw() error {
+	r := e.Raw
+	if r == nil {
+		return nil
+	}
+	e.Raw = nil
+	if r.Name != nil {
+		if utf8.Valid(r.Name) {
+			return invalid("raw name %q is UTF-8: it belongs in name", r.Name)
+		}
+		e.Name = string(r.Name)
+	}
+	if r.LinkName != nil {
+		if utf8.Valid(r.LinkName) {
+			return invalid("raw linkName %q is UTF-8: it belongs in linkName", r.LinkName)
+		}
+		e.LinkName = string(r.LinkName)
+	}
+	for _, x := range r.Xattrs {
+		if utf8.Valid(x.Name) {
+			return invalid("raw xattr name %q is UTF-8: it belongs in xattrs", x.Name)
+		}
+		if e.Xattrs == nil {
+			e.Xattrs = map[string][]byte{}
+		}
+		e.Xattrs[string(x.Name)] = x.Value
+	}
+	return nil
 }
 
 // Path is the entry's name relative to the layer root: cleaned, without a

@@ -85,7 +85,7 @@ func tocWriteError(err error) error {
 
 // add appends one entry.
 func (w *tocWriter) add(e *Entry) error {
-	js, err := json.Marshal(e)
+	js, err := json.Marshal(e.forJSON())
 	if err != nil {
 		return fmt.Errorf("encoding TOC entry %q: %w", e.Name, err)
 	}
