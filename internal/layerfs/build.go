@@ -210,13 +210,6 @@ func splitPath(p string) (dir, base string) {
 	return p[:i], p[i+1:]
 }
 
-func joinPath(dir, base string) string {
-	if dir == "" {
-		return base
-	}
-	return dir + "/" + base
-}
-
 // mkdev encodes a device number as Linux's new_encode_dev does.
 func mkdev(major, minor int64) uint32 {
 	return uint32((minor & 0xff) | ((major & 0xfff) << 8) | ((minor &^ 0xff) << 12))

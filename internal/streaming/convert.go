@@ -134,7 +134,7 @@ func Convert(ctx context.Context, src io.Reader, dst io.Writer, opts Options) (*
 	}
 	defer toc.close()
 	sc := &scanner{opts: o, cw: cw, tee: &teeReader{r: tarStream, cw: cw}, toc: toc}
-	sc.tree = newUnpackCheck()
+	sc.tree = newUnpackCheck(linkBytes(o.MemoryBudget))
 	scanErr := sc.run()
 	if closeErr := cw.close(); scanErr == nil {
 		scanErr = closeErr

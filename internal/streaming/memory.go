@@ -25,8 +25,8 @@ const (
 	chunkRecordBytes = 64
 	// placeBytesPerName is what the unpack check holds per name of the
 	// layer's tree (a hashed map slot, with the map's growth), measured by
-	// BenchmarkPlace; the symbolic link targets it keeps come on top, up
-	// to maxLinkBytes.
+	// BenchmarkPlace; the symbolic link targets it keeps come on top (a
+	// sixteenth of the budget).
 	placeBytesPerName = 48
 )
 
@@ -44,7 +44,7 @@ type memoryPlan struct {
 func planMemory(o Options, comp Compression) memoryPlan {
 	var p memoryPlan
 	p.fixed = tocMemory + scanMemory
-	p.fixed += int64(maxTreeNodes(o.Limits))*placeBytesPerName + maxLinkBytes
+	p.fixed += int64(maxTreeNodes(o.Limits))*placeBytesPerName + linkBytes(o.MemoryBudget)
 	// Chunks end on entry boundaries once they hold ChunkSize bytes, and
 	// a big file starts its own: at most two chunks per ChunkSize of tar,
 	// and the table grows by a quarter at a time once large.

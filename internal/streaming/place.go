@@ -350,25 +350,26 @@ const whiteoutOpaque = ".wh..wh..opq"
 type unpackCheck struct {
 	p *placer[uint64]
 	// links holds the targets of the symbolic links, by entry index: the
-	// only names a resolution needs again.
-	links     map[int32]string
-	linkBytes int64
+	// only names a resolution needs again, up to maxLinks bytes.
+	links               map[int32]string
+	linkBytes, maxLinks int64
 }
 
-// maxLinkBytes bounds the symbolic link targets a conversion keeps
-// (tens of KiB in a distribution's layer).
-const maxLinkBytes = 16 << 20
+// linkBytes is how much of a conversion's memory budget the symbolic link
+// targets it keeps may take: 16 MiB of the default 256 MiB, where a
+// distribution's layer has tens of KiB.
+func linkBytes(budget int64) int64 { return budget / 16 }
 
-func newUnpackCheck() *unpackCheck {
-	c := &unpackCheck{links: map[int32]string{}}
+func newUnpackCheck(maxLinks int64) *unpackCheck {
+	c := &unpackCheck{links: map[int32]string{}, maxLinks: maxLinks}
 	c.p = newPlacer(hashedNames(), func(entry int32) string { return c.links[entry] })
 	return c
 }
 
 func (c *unpackCheck) add(i int, e *Entry, lim Limits) error {
 	if e.Type == TypeSymlink {
-		if c.linkBytes += int64(len(e.LinkName)); c.linkBytes > maxLinkBytes {
-			return overLimit(LimitConversionMemory, maxLinkBytes, "has more than %d bytes of symbolic link targets", maxLinkBytes)
+		if c.linkBytes += int64(len(e.LinkName)); c.linkBytes > c.maxLinks {
+			return overLimit(LimitConversionMemory, c.maxLinks, "has more than %d bytes of symbolic link targets", c.maxLinks)
 		}
 		c.links[int32(i)] = strings.Clone(e.LinkName)
 	}

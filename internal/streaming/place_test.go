@@ -303,7 +303,7 @@ func BenchmarkPlace(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		c := newUnpackCheck()
+		c := newUnpackCheck(linkBytes(DefaultMemoryBudget))
 		for i := range entries {
 			if err := c.add(i, &entries[i], DefaultLimits); err != nil {
 				b.Fatal(err)
@@ -328,11 +328,11 @@ func TestPlacerBounds(t *testing.T) {
 
 	target := strings.Repeat("t/", 2000)
 	var links []testEntry
-	for i := range maxLinkBytes/len(target) + 1 {
+	for i := range int(linkBytes(DefaultMemoryBudget))/len(target) + 1 {
 		links = append(links, symlink(fmt.Sprintf("l%d", i), target))
 	}
 	_, err = Convert(context.Background(), bytes.NewReader(rawTar(t, links)), &bytes.Buffer{}, Options{})
 	if !errors.As(err, &le) || le.Limit != LimitConversionMemory || !strings.Contains(err.Error(), "symbolic link targets") {
-		t.Fatalf("a layer of %d MiB of symbolic link targets: %v", maxLinkBytes>>20, err)
+		t.Fatalf("a layer of %d MiB of symbolic link targets: %v", linkBytes(DefaultMemoryBudget)>>20, err)
 	}
 }
