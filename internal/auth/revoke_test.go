@@ -217,3 +217,56 @@ func TestExpiryInThePastIsRefused(t *testing.T) {
 		t.Fatalf("the password a refused regeneration would have replaced: %v", err)
 	}
 }
+
+// Changing the admin password (adminPassword, then a restart) ends the
+// admin's access and refresh tokens: at once on the restarted replica,
+// within a second on another that already checked them.
+func TestAdminPasswordChangeRevokesItsTokens(t *testing.T) {
+	ctx := context.Background()
+	e := newRevocationEnv(t)
+	id, err := e.a.Login(ctx, "127.0.0.1", "admin", "the-admin-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	access, _, _, err := e.a.IssueAccess(id, "registry.test", []Access{{Type: "registry", Name: Admin, Actions: []string{"*"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refresh, err := e.a.IssueRefresh(id, "registry.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	valid := func(s *Service) error {
+		if _, err := s.VerifyAccess(ctx, access, "registry.test"); err != nil {
+			return err
+		}
+		_, err := s.Refresh(ctx, refresh, "registry.test")
+		return err
+	}
+	for _, s := range []*Service{e.a, e.b} {
+		if err := valid(s); err != nil {
+			t.Fatalf("the admin's tokens before the password changed: %v", err)
+		}
+	}
+	// A restart with another adminPassword stores its hash.
+	e.a.opts.AdminPassword = "a-new-admin-password"
+	if err := e.a.bootstrapAdmin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := valid(e.a); err == nil {
+		t.Fatal("the admin's tokens still work on the replica that changed its password")
+	}
+	e.advance(revocationCacheTTL + time.Millisecond)
+	if err := valid(e.b); err == nil {
+		t.Fatalf("the admin's tokens still work on another replica %v after the change", revocationCacheTTL)
+	}
+	// Tokens from the new password work; the old password does not log in.
+	id, err = e.b.Login(ctx, "127.0.0.1", "admin", "a-new-admin-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	access, _, _, _ = e.b.IssueAccess(id, "registry.test", nil)
+	if _, err := e.a.VerifyAccess(ctx, access, "registry.test"); err != nil {
+		t.Fatalf("an access token of the new admin password: %v", err)
+	}
+}

@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -310,7 +312,7 @@ func (s *Service) verify(ctx context.Context, username, password string, now tim
 		if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
 			return nil, "wrong password"
 		}
-		return &Identity{Kind: AdminUser, Name: username}, ""
+		return &Identity{Kind: AdminUser, Name: username, password: adminPasswordName, passwordCreated: adminGeneration(hash)}, ""
 	}
 	tok, err := s.meta.GetToken(ctx, username)
 	if err != nil {
@@ -435,7 +437,16 @@ func (s *Service) resolve(ctx context.Context, c *Claims) (*Identity, error) {
 		if c.Subject != s.opts.AdminUser {
 			return nil, errors.New("not the admin user")
 		}
-		return &Identity{Kind: AdminUser, Name: c.Subject}, nil
+		if c.Password != "" {
+			st, err := s.adminState(ctx, s.opts.Now())
+			if err != nil {
+				return nil, err
+			}
+			if !st.current(c.Password, c.PasswordCreated, s.opts.Now()) {
+				return nil, errors.New("the admin password this token was issued for was changed")
+			}
+		}
+		return &Identity{Kind: AdminUser, Name: c.Subject, password: c.Password, passwordCreated: c.PasswordCreated}, nil
 	case TokenUser:
 		tok, err := s.meta.GetToken(ctx, c.Subject)
 		if err != nil {
@@ -473,7 +484,20 @@ func (s *Service) resolve(ctx context.Context, c *Claims) (*Identity, error) {
 func (s *Service) VerifyAccess(ctx context.Context, raw, audience string) (*Claims, error) {
 	now := s.opts.Now()
 	c, err := s.keys.parse(raw, audience, kindAccess, now)
-	if err != nil || c.IdentityKind != TokenUser {
+	if err != nil {
+		return c, err
+	}
+	if c.IdentityKind == AdminUser && c.Password != "" {
+		st, err := s.adminState(ctx, now)
+		if err != nil {
+			return nil, err
+		}
+		if c.Subject != s.opts.AdminUser || !st.current(c.Password, c.PasswordCreated, now) {
+			return nil, fmt.Errorf("%w: the admin password this access token was issued for was changed", ErrTokenInvalid)
+		}
+		return c, nil
+	}
+	if c.IdentityKind != TokenUser {
 		return c, err
 	}
 	st, err := s.tokenState(ctx, c.Subject, now)
@@ -515,6 +539,42 @@ func (s *Service) tokenState(ctx context.Context, name string, now time.Time) (t
 	}
 	s.mu.Lock()
 	s.tokenStates[name] = st
+	s.mu.Unlock()
+	return st, nil
+}
+
+// The admin user's tokens carry a generation of its password too: a hash
+// of the stored bcrypt hash, which changes with the password (and its
+// salt). Changing adminPassword and restarting one replica ends the admin's
+// tokens on all of them within revocationCacheTTL.
+const adminPasswordName = "adminPassword"
+
+func adminGeneration(hash string) int64 {
+	sum := sha256.Sum256([]byte(hash))
+	return int64(binary.BigEndian.Uint64(sum[:8])&math.MaxInt64) | 1
+}
+
+// adminState reads the admin password's current generation, cached as
+// tokenState is. The key cannot be a token name: those have no NUL.
+func (s *Service) adminState(ctx context.Context, now time.Time) (tokenState, error) {
+	const key = "\x00admin"
+	s.mu.Lock()
+	e, ok := s.tokenStates[key]
+	s.mu.Unlock()
+	if ok && now.Before(e.until) {
+		return e, nil
+	}
+	hash, err := s.meta.GetUserHash(ctx, s.opts.AdminUser)
+	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		return tokenState{}, err
+	}
+	st := tokenState{until: now.Add(revocationCacheTTL)}
+	if err == nil {
+		st.enabled = true
+		st.passwords = []passwordGeneration{{name: adminPasswordName, created: adminGeneration(hash)}}
+	}
+	s.mu.Lock()
+	s.tokenStates[key] = st
 	s.mu.Unlock()
 	return st, nil
 }
