@@ -293,3 +293,45 @@ func TestZstdWindowOverBudget(t *testing.T) {
 		t.Fatalf("Convert with a 512 MiB budget: %v", err)
 	}
 }
+
+// TestFetchAllOfZerosStaysBounded reads a layer of one file of zeros
+// through FetchAll, as a node's background fetch does. Its chunks take a
+// few hundred bytes each in the blob: batched by their compressed size
+// alone, 8 MiB of them decoded 8 GiB at once.
+func TestFetchAllOfZerosStaysBounded(t *testing.T) {
+	const size = 1 << 30
+	src := layerGen(t, func(tw *tar.Writer) error {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "zeros", Size: size, Mode: 0o644, ModTime: genTime}); err != nil {
+			return err
+		}
+		_, err := io.CopyN(tw, zeroReader{}, size)
+		return err
+	})
+	var blob bytes.Buffer
+	res, err := Convert(context.Background(), src, &blob, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := openBytes(t, blob.Bytes(), res)
+	heap := watchHeap()
+	var n int64
+	err = r.FetchAll(context.Background(), func(c *Chunk, data []byte) error {
+		n += int64(len(data))
+		return nil
+	})
+	peak := heap.Done()
+	t.Logf("%d MiB of zeros in %d chunks, %d KiB stored: FetchAll's peak heap %d MiB", size>>20, len(r.TOC().Chunks), blob.Len()>>10, peak>>20)
+	if err != nil || n != r.TOC().UncompressedSize {
+		t.Fatalf("FetchAll: %v, %d bytes of %d", err, n, r.TOC().UncompressedSize)
+	}
+	if limit := uint64(blob.Len()) + 256<<20; peak > limit {
+		t.Errorf("FetchAll held %d MiB of heap at once, more than %d MiB", peak>>20, limit>>20)
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}

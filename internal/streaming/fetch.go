@@ -236,17 +236,32 @@ func (r *Reader) decodeChunk(i int, frame []byte) ([]byte, error) {
 
 func digestBytes(c *Chunk) [sha256.Size]byte { return c.sum }
 
+// What FetchAll fetches at once: compressed bytes per request, and the
+// uncompressed chunks it holds for them.
+const (
+	fetchAllBatchBytes        = 8 << 20
+	fetchAllBatchUncompressed = 64 << 20
+)
+
 // FetchAll fetches every chunk in order (from the cache when it has them,
 // caching the rest), hands each verified chunk to visit (which may be nil),
 // and finally checks that the whole layer hashes to the TOC's DiffID. A
 // snapshotter runs it in the background to complete a layer.
 func (r *Reader) FetchAll(ctx context.Context, visit func(c *Chunk, data []byte) error) error {
 	h := sha256.New()
-	const batchBytes = 8 << 20
 	for start := 0; start < len(r.toc.Chunks); {
-		end, n := start, int64(0)
-		for end < len(r.toc.Chunks) && (end == start || n+r.toc.Chunks[end].Size <= batchBytes) {
-			n += r.toc.Chunks[end].Size
+		// A batch is bounded by its chunks' uncompressed size too: the
+		// chunks of a file of zeros take a few hundred bytes each to
+		// fetch and up to maxChunkBytes each in memory, and a batch of
+		// 8 MiB of them once decoded 8 GiB at once.
+		end, n, u := start, int64(0), int64(0)
+		for end < len(r.toc.Chunks) {
+			c := &r.toc.Chunks[end]
+			if end > start && (n+c.Size > fetchAllBatchBytes || u+c.UncompressedSize > fetchAllBatchUncompressed) {
+				break
+			}
+			n += c.Size
+			u += c.UncompressedSize
 			end++
 		}
 		idx := make([]int, 0, end-start)
