@@ -39,8 +39,6 @@ func Base(caseName string) Layer {
 		Dir("victim", mode(0o700), owner(1000, 1000), xattr("user.victim", "base")),
 		File("victim/keep", "keep\n"),
 		File("victim/gone", "gone\n"),
-		File("cfg-\xff", "ff\n"),
-		File("cfg-\xfe", "fe\n"),
 		Dir("usr"),
 		Dir("usr/lib"),
 		File("usr/lib/os-release", "ID=sluice\n"),
@@ -173,14 +171,17 @@ func Cases() []Case {
 		File(strings.Repeat("e", 300), "long\n"))
 	one("name-200k", "a name of 200 KiB (800 elements of 255 bytes)",
 		File(strings.Repeat(strings.Repeat("n", 255)+"/", 800)+"f", "deep\n"))
-	one("deep-2000", "a file 2,000 directories deep: 4,001 bytes of name, under PATH_MAX alone but not under a host's directory",
-		File(strings.Repeat("d/", 2000)+"f", "deep\n"))
+	one("deep-500", "a file 500 directories deep",
+		File(strings.Repeat("d/", 500)+"f", "deep\n"))
+	one("deep-2040", "a file 2,040 directories deep: 4,081 bytes of name, under PATH_MAX alone but not below any directory of a host",
+		File(strings.Repeat("d/", 2040)+"f", "deep\n"))
 	one("deep-20000", "a file 20,000 directories deep",
 		File(strings.Repeat("d/", 20000)+"f", "deep\n"))
 
 	// Whiteouts.
-	one("whiteout-invalid-utf8", "the whiteout .wh.cfg-\\xff: the base's cfg-\\xff goes, cfg-\\xfe stays",
-		File(".wh.cfg-\xff", ""))
+	add("whiteout-invalid-utf8", "cfg-\\xff and cfg-\\xfe in layer 2, the whiteout .wh.cfg-\\xff in layer 3: only cfg-\\xfe stays",
+		NewLayer(File("cfg-\xff", "ff\n"), File("cfg-\xfe", "fe\n")),
+		NewLayer(File(".wh.cfg-\xff", "")))
 	one("whiteout-dotdot-parent", "the whiteout ../.wh.etc",
 		File("../.wh.etc", ""))
 	one("whiteout-dotdot", "the whiteout .wh.., naming the root's parent",

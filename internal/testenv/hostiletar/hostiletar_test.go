@@ -85,7 +85,7 @@ func TestNamesAreRawBytes(t *testing.T) {
 	}{
 		{"invalid-utf8", []string{"bad-\xff", "bad-\xc3\x28", "dir-\xfe/", "dir-\xfe/f-\x80", "link-\xff", "surrogate-\xed\xa0\x80", "overlong-\xc0\xaf"}},
 		{"dup-ff-fe", []string{"dup-\xff", "dup-\xfe"}},
-		{"whiteout-invalid-utf8", []string{".wh.cfg-\xff"}},
+		{"whiteout-invalid-utf8", []string{"cfg-\xff", "cfg-\xfe"}},
 		{"traversal-dotdot", []string{"../../../../etc/sluice-pwned"}},
 		{"root-entry-dot", []string{".", "after-dot"}},
 		{"symlink-empty-name", []string{"etc/", "etc/passwd", "", "localpasswd"}},
