@@ -22,28 +22,43 @@ var ErrNoProfiles = errors.New("the registry keeps no startup profiles")
 // read them; nil (and no error) when the registry has none yet, and
 // ErrNoProfiles from a registry that does not keep them.
 func (c *Client) StartupProfile(ctx context.Context, repo string, layer digest.Digest) ([]streaming.Range, error) {
+	p, err := c.StartupProfileOf(ctx, repo, layer)
+	return p.Ranges, err
+}
+
+// StartupProfile is a layer's startup profile as the registry gives it.
+type StartupProfile struct {
+	Ranges []streaming.Range
+	// Inferred: the converter's guess from the image config, which a
+	// node's recording of a start should replace.
+	Inferred bool
+}
+
+// StartupProfileOf is StartupProfile with where the profile came from.
+func (c *Client) StartupProfileOf(ctx context.Context, repo string, layer digest.Digest) (StartupProfile, error) {
 	b, _, err := c.API(repositoryScoped(ctx, c.Host, repo), "GET", "/acr/v1/"+repo+"/_profiles/"+layer.String(), nil, nil)
 	var e *Error
 	if errors.As(err, &e) && e.Code == "PROFILE_UNKNOWN" {
-		return nil, nil
+		return StartupProfile{}, nil
 	}
 	// No such endpoint: another registry (a 404 without a code, or a
 	// 405), or a Sluice from before profiles. A 404 with another code (the
 	// repository or the layer unknown) is an error of its own.
 	noEndpoint := errors.As(err, &e) && (e.Code == "" || e.Code == "NOT_FOUND")
 	if (noEndpoint && IsStatus(err, http.StatusNotFound)) || IsStatus(err, http.StatusMethodNotAllowed) {
-		return nil, fmt.Errorf("%w: %v", ErrNoProfiles, err)
+		return StartupProfile{}, fmt.Errorf("%w: %v", ErrNoProfiles, err)
 	}
 	if err != nil {
-		return nil, err
+		return StartupProfile{}, err
 	}
 	var body struct {
 		Ranges []streaming.Range `json:"ranges"`
+		Source string            `json:"source"`
 	}
 	if err := json.Unmarshal(b, &body); err != nil {
-		return nil, fmt.Errorf("startup profile of %s: %w", layer, err)
+		return StartupProfile{}, fmt.Errorf("startup profile of %s: %w", layer, err)
 	}
-	return body.Ranges, nil
+	return StartupProfile{Ranges: body.Ranges, Inferred: body.Source == "inferred"}, nil
 }
 
 // PutStartupProfile gives the registry the startup profile a node recorded

@@ -216,6 +216,8 @@ func (j *job) convertImage(ctx context.Context, img *image, subject ocispec.Desc
 		}
 		layers[i] = d
 	}
+	// Before the manifest that makes nodes stream the image.
+	j.inferStartup(ctx, img, layers)
 	m := streaming.Manifest(*img.manifest.Config, layers, subject, img.platform)
 	payload, err := json.Marshal(m)
 	if err != nil {

@@ -39,8 +39,9 @@ const (
 // profileAnswer is the registry's answer to a profile request: ranges of
 // the blob (nil for none), or the error that kept it from answering.
 type profileAnswer struct {
-	ranges []streaming.Range
-	err    error
+	ranges   []streaming.Range
+	inferred bool
+	err      error
 }
 
 // profile is a mount's profile work: the registry's profile of the layer
@@ -49,6 +50,7 @@ type profile struct {
 	// known is the registry's profile as chunk indices; ready is closed
 	// once it (or knownErr) is set.
 	known    []int
+	inferred bool // known is the converter's guess, not a start's recording
 	knownErr error
 	ready    chan struct{}
 
@@ -66,8 +68,8 @@ func (m *Manager) fetchProfile(ref LayerRef) <-chan profileAnswer {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), profileTimeout)
 		defer cancel()
-		ranges, err := m.client(ref).StartupProfile(ctx, ref.Repository, ref.Digest)
-		out <- profileAnswer{ranges, err}
+		p, err := m.client(ref).StartupProfileOf(ctx, ref.Repository, ref.Digest)
+		out <- profileAnswer{p.Ranges, p.Inferred, err}
 	}()
 	return out
 }
@@ -107,7 +109,7 @@ func (m *Manager) startProfile(lm *mounted, known <-chan profileAnswer) {
 		}()
 		select {
 		case <-lm.opened:
-			p.known = m.profileChunks(lm, ans.ranges)
+			p.known, p.inferred = m.profileChunks(lm, ans.ranges), ans.inferred
 		case <-lm.ctx.Done():
 			p.knownErr = lm.ctx.Err()
 		}
@@ -167,7 +169,9 @@ func (m *Manager) giveProfile(lm *mounted, rec []int) {
 	}
 	// Chunks lie inside the layer: fitting only cuts the tail.
 	ranges = streaming.FitProfile(ranges, lm.ref.Size)
-	if len(ranges) == 0 || !replaces(rec[:len(ranges)], p.known, chunks) {
+	// A recording replaces what the converter inferred whatever it
+	// covered: it is what a start read.
+	if len(ranges) == 0 || (!p.inferred && !replaces(rec[:len(ranges)], p.known, chunks)) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(lm.ctx, profileTimeout)

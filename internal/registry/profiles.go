@@ -23,11 +23,24 @@ var ErrProfileInvalid = errors.New("startup profile invalid")
 
 // StartupProfile is what nodes learned of how containers start from a
 // streamed layer: the ranges of the chunks they read first, in the order
-// they first read them.
+// they first read them. Before any node has started the layer, it may be
+// what the converter inferred from the image config (Inferred): the files
+// its entrypoint loads. A node's recording always replaces an inferred
+// profile.
 type StartupProfile struct {
-	Ranges  []streaming.Range
-	Updated time.Time
+	Ranges   []streaming.Range
+	Updated  time.Time
+	Inferred bool
 }
+
+// inferredProfile is how an inferred profile is stored; a recorded one is
+// stored as its bare array of ranges.
+type inferredProfile struct {
+	Source string            `json:"source"`
+	Ranges []streaming.Range `json:"ranges"`
+}
+
+const sourceInferred = "inferred"
 
 // StartupProfile returns the profile of a blob linked in repo. Profiles are
 // kept per repository: another repository holding the same blob has its
@@ -44,16 +57,42 @@ func (r *Registry) StartupProfile(ctx context.Context, repo string, dgst digest.
 		return nil, err
 	}
 	p := &StartupProfile{Updated: updated}
+	if len(b) > 0 && b[0] == '{' {
+		var inf inferredProfile
+		if err := json.Unmarshal(b, &inf); err != nil {
+			return nil, fmt.Errorf("stored startup profile of %s: %w", dgst, err)
+		}
+		p.Ranges, p.Inferred = inf.Ranges, inf.Source == sourceInferred
+		return p, nil
+	}
 	if err := json.Unmarshal(b, &p.Ranges); err != nil {
 		return nil, fmt.Errorf("stored startup profile of %s: %w", dgst, err)
 	}
 	return p, nil
 }
 
+// PutInferredStartupProfile stores the profile the converter inferred for
+// a blob linked in repo, unless the blob has a profile already (recorded by
+// a node, or inferred before).
+func (r *Registry) PutInferredStartupProfile(ctx context.Context, repo string, dgst digest.Digest, ranges []streaming.Range) error {
+	if _, _, err := r.meta.StartupProfile(ctx, repo, dgst.String()); err == nil {
+		return nil
+	} else if !errors.Is(err, metadata.ErrNotFound) {
+		return err
+	}
+	return r.putProfile(ctx, repo, dgst, ranges, func(rs []streaming.Range) ([]byte, error) {
+		return json.Marshal(inferredProfile{Source: sourceInferred, Ranges: rs})
+	})
+}
+
 // PutStartupProfile stores the profile of a blob linked in repo, replacing
 // any. The ranges must lie inside the blob, not overlap, and be within the
 // limits of streaming.MaxProfileRanges and MaxProfileBytes.
 func (r *Registry) PutStartupProfile(ctx context.Context, repo string, dgst digest.Digest, ranges []streaming.Range) error {
+	return r.putProfile(ctx, repo, dgst, ranges, func(rs []streaming.Range) ([]byte, error) { return json.Marshal(rs) })
+}
+
+func (r *Registry) putProfile(ctx context.Context, repo string, dgst digest.Digest, ranges []streaming.Range, encode func([]streaming.Range) ([]byte, error)) error {
 	size, err := r.StatBlob(ctx, repo, dgst)
 	if err != nil {
 		return err
@@ -61,7 +100,7 @@ func (r *Registry) PutStartupProfile(ctx context.Context, repo string, dgst dige
 	if err := checkProfile(ranges, size); err != nil {
 		return err
 	}
-	b, err := json.Marshal(ranges)
+	b, err := encode(ranges)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,9 @@ type profileJSON struct {
 	Digest    string            `json:"digest"`
 	Ranges    []streaming.Range `json:"ranges"`
 	UpdatedAt string            `json:"updatedAt"`
+	// Source is "recorded" (by a node's start) or "inferred" (by the
+	// converter from the image config, until a node records one).
+	Source string `json:"source"`
 }
 
 // maxProfileBody bounds a profile upload: streaming.MaxProfileRanges
@@ -34,7 +37,11 @@ func (h *Handler) getProfile(w http.ResponseWriter, r *http.Request, p route.Par
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, profileJSON{Digest: dgst.String(), Ranges: prof.Ranges, UpdatedAt: timestamp(prof.Updated)})
+	source := "recorded"
+	if prof.Inferred {
+		source = "inferred"
+	}
+	return writeJSON(w, http.StatusOK, profileJSON{Digest: dgst.String(), Ranges: prof.Ranges, UpdatedAt: timestamp(prof.Updated), Source: source})
 }
 
 func (h *Handler) putProfile(w http.ResponseWriter, r *http.Request, p route.Params) error {

@@ -1,0 +1,205 @@
+package conversion
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/sluicehq/sluice/internal/oci"
+	"github.com/sluicehq/sluice/internal/streaming"
+	"github.com/sluicehq/sluice/internal/testenv"
+)
+
+// treeLayer builds a layer from entries: a file's data, a symbolic link's
+// target after "->", or a directory (a name ending in /).
+type treeEntry struct {
+	name, link string
+	data       []byte
+}
+
+func treeLayer(t *testing.T, entries []treeEntry) layer {
+	t.Helper()
+	var tarBuf bytes.Buffer
+	tw := tar.NewWriter(&tarBuf)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Mode: 0o755, ModTime: time.Unix(1700000000, 0), Typeflag: tar.TypeReg, Size: int64(len(e.data))}
+		switch {
+		case e.link != "":
+			h.Typeflag, h.Linkname, h.Size = tar.TypeSymlink, e.link, 0
+		case e.name[len(e.name)-1] == '/':
+			h.Typeflag = tar.TypeDir
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(e.data)
+	}
+	tw.Close()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(tarBuf.Bytes())
+	zw.Close()
+	return layer{blob: gz.Bytes(), diffID: digest.FromBytes(tarBuf.Bytes())}
+}
+
+func hostFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	testenv.Need(t, err == nil, "the host's %s (the test's ELF files are the host's own)", p)
+	return b
+}
+
+// TestInferredStartupProfile converts an image whose entrypoint is an ELF
+// executable named like CPython, in a Debian-like tree (/lib a link to
+// usr/lib, the interpreter a link through it), with the app in a second
+// layer, and checks the inferred profile of each layer: the chunks of the
+// executable, its interpreter, libc, the linker's cache and Python's
+// startup modules, and nothing of a large file beside them.
+func TestInferredStartupProfile(t *testing.T) {
+	exe := hostFile(t, "/bin/true") // dynamically linked against libc
+	libc := hostFile(t, "/usr/lib/x86_64-linux-gnu/libc.so.6")
+	ld := hostFile(t, "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+	rng := rand.New(rand.NewPCG(7, 7))
+	decoy := make([]byte, 3<<20)
+	for i := range decoy {
+		decoy[i] = byte(rng.IntN(256))
+	}
+	base := treeLayer(t, []treeEntry{
+		{name: "lib", link: "usr/lib"},
+		{name: "lib64/"},
+		{name: "lib64/ld-linux-x86-64.so.2", link: "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"},
+		{name: "etc/"},
+		{name: "etc/ld.so.cache", data: []byte("ld.so-1.7.0 cache of the test")},
+		{name: "etc/ld.so.conf.d/"},
+		{name: "etc/ld.so.conf.d/x86_64-linux-gnu.conf", data: []byte("# multiarch\n/usr/local/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu\n")},
+		{name: "usr/"},
+		{name: "usr/lib/"},
+		{name: "usr/lib/x86_64-linux-gnu/"},
+		{name: "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", data: ld},
+		{name: "usr/lib/x86_64-linux-gnu/libc.so.6", data: libc},
+		{name: "usr/share/decoy.bin", data: decoy},
+		{name: "usr/lib/python3.11/encodings/__pycache__/__init__.cpython-311.pyc", data: []byte("pyc: encodings")},
+		{name: "usr/lib/python3.11/encodings/__pycache__/aliases.cpython-311.pyc", data: []byte("pyc: aliases")},
+		{name: "usr/lib/python3.11/encodings/__pycache__/utf_8.cpython-311.pyc", data: []byte("pyc: utf_8")},
+		{name: "usr/lib/python3.11/encodings/cp1252.py", data: []byte("not read at start")},
+		{name: "usr/lib/python3.11/sitecustomize.py", data: []byte("# Debian's")},
+		{name: "usr/lib/python3/dist-packages/distutils-precedence.pth", data: []byte("import _distutils_hack")},
+	})
+	app := treeLayer(t, []treeEntry{
+		{name: "usr/bin/"},
+		{name: "usr/bin/python3", link: "python3.11"},
+		{name: "usr/bin/python3.11", data: exe},
+		{name: "usr/share/app.bin", data: decoy},
+		{name: "usr/share/.wh.decoy.bin"},
+	})
+	e := newEnv(t, true)
+	ctx := context.Background()
+	cfg := ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}, RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{base.diffID, app.diffID}},
+		Config: ocispec.ImageConfig{Cmd: []string{"python3"}, Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"}}}
+	var descs []ocispec.Descriptor
+	for _, l := range []layer{base, app} {
+		d := e.putBlob("py", l.blob)
+		d.MediaType = ocispec.MediaTypeImageLayerGzip
+		descs = append(descs, d)
+	}
+	cfgBytes, _ := json.Marshal(cfg)
+	cd := e.putBlob("py", cfgBytes)
+	cd.MediaType = ocispec.MediaTypeImageConfig
+	img := e.putManifest("py", "v1", ocispec.MediaTypeImageManifest, ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cd, Layers: descs})
+	op, err := e.conv.Start(ctx, "py", img.Digest, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done := e.wait("py", op.ID); done.Status != "Succeeded" {
+		t.Fatalf("conversion %s: %s", done.Status, done.ErrorMessage)
+	}
+	refs := e.streamingReferrers("py", img.Digest)
+	sm, err := e.reg.GetManifest(ctx, "py", oci.Reference{Digest: refs[0].Digest.String()}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m ocispec.Manifest
+	json.Unmarshal(sm.Payload, &m)
+
+	want := []map[string]bool{
+		{"usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2": true, "usr/lib/x86_64-linux-gnu/libc.so.6": true, "etc/ld.so.cache": true,
+			"usr/lib/python3.11/encodings/__pycache__/__init__.cpython-311.pyc": true, "usr/lib/python3.11/encodings/__pycache__/aliases.cpython-311.pyc": true,
+			"usr/lib/python3.11/encodings/__pycache__/utf_8.cpython-311.pyc": true, "usr/lib/python3.11/sitecustomize.py": true,
+			"usr/lib/python3/dist-packages/distutils-precedence.pth": true},
+		{"usr/bin/python3.11": true},
+	}
+	for i, l := range m.Layers {
+		prof, err := e.reg.StartupProfile(ctx, "py", l.Digest)
+		if err != nil {
+			t.Fatalf("layer %d: %v", i, err)
+		}
+		if !prof.Inferred {
+			t.Errorf("layer %d: the profile is not marked inferred", i)
+		}
+		in := map[int64]bool{}
+		for _, r := range prof.Ranges {
+			in[r.Offset] = true
+		}
+		r := openLayer(t, e, l)
+		for _, entry := range r.Entries() {
+			if entry.Type != streaming.TypeReg || entry.Size == 0 {
+				continue
+			}
+			chunks := fileChunks(r, &entry)
+			covered := 0
+			for _, c := range chunks {
+				if in[c.Offset] {
+					covered++
+				}
+			}
+			switch {
+			case want[i][entry.Path()] && covered != len(chunks):
+				t.Errorf("layer %d: %s: %d of its %d chunks in the profile, want all", i, entry.Path(), covered, len(chunks))
+			case entry.Path() == "usr/share/decoy.bin" && covered > 1:
+				// Its first chunk may be shared with a small file's.
+				t.Errorf("layer %d: %d of the decoy's %d chunks in the profile", i, covered, len(chunks))
+			}
+		}
+	}
+
+	// A node's recording replaces it; a later conversion does not put the
+	// inferred one back.
+	recorded := []streaming.Range{{Offset: 0, Length: 1}}
+	if err := e.reg.PutStartupProfile(ctx, "py", m.Layers[1].Digest, recorded); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.reg.PutInferredStartupProfile(ctx, "py", m.Layers[1].Digest, []streaming.Range{{Offset: 5, Length: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	if prof, _ := e.reg.StartupProfile(ctx, "py", m.Layers[1].Digest); prof.Inferred || len(prof.Ranges) != 1 || prof.Ranges[0] != recorded[0] {
+		t.Fatalf("after a recording and another inference: %+v", prof)
+	}
+}
+
+func openLayer(t *testing.T, e *env, l ocispec.Descriptor) *streaming.Reader {
+	t.Helper()
+	c, err := e.reg.OpenBlob(context.Background(), "py", l.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	off, _ := strconv.ParseInt(l.Annotations[streaming.AnnotationTOCOffset], 10, 64)
+	size, _ := strconv.ParseInt(l.Annotations[streaming.AnnotationTOCSize], 10, 64)
+	r, err := streaming.Open(context.Background(), &seekerRanges{rs: c}, c.Size, streaming.WithTOC(digest.Digest(l.Annotations[streaming.AnnotationTOCDigest]), off, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
