@@ -310,7 +310,8 @@ type referrerRow struct {
 type profileRow struct {
 	Artifact string
 	Layer    string
-	Recorded bool
+	Recorded bool // a profile, recorded or inferred
+	Inferred bool
 	Ranges   int
 	Bytes    int64
 	Updated  time.Time
@@ -410,7 +411,7 @@ func (h *Handler) profiles(ctx context.Context, repo string, refs []ocispec.Desc
 			prof, err := h.reg.StartupProfile(ctx, repo, l.Digest)
 			switch {
 			case err == nil:
-				row.Recorded, row.Ranges, row.Updated = true, len(prof.Ranges), prof.Updated
+				row.Recorded, row.Inferred, row.Ranges, row.Updated = true, prof.Inferred, len(prof.Ranges), prof.Updated
 				for _, rg := range prof.Ranges {
 					row.Bytes += rg.Length
 				}
