@@ -18,8 +18,11 @@ type Case struct {
 	About  string
 	Layers []Layer
 	// Large marks the cases that write hundreds of MiB of tar or hundreds
-	// of thousands of entries: they take minutes, not seconds.
+	// of thousands of entries: they take a minute, not seconds.
 	Large bool
+	// Long marks the cases that take several minutes to unpack and walk
+	// (500,000 entries): a test runs them when asked to.
+	Long bool
 }
 
 // Escapes are the host paths a case that climbed out of the root would
@@ -151,6 +154,8 @@ func Cases() []Case {
 		File("victim", "victim is a file now\n"))
 	one("dup-ff-fe", "files named dup-\\xff and dup-\\xfe, different bytes that one replacement character would merge",
 		File("dup-\xff", "ff\n"), File("dup-\xfe", "fe\n"))
+	one("slash-mismatch", "a file named with a trailing slash, a directory named without one",
+		RawEntry(tar.TypeReg, "notadir/", 0o644, "a file\n"), entry(tar.TypeDir, "plaindir", 0o755, nil), File("plaindir/f", "f\n"))
 	one("file-then-child", "a file, then a file under it as if it were a directory",
 		File("f", "a file\n"), File("f/child", "under a file\n"))
 
@@ -204,6 +209,10 @@ func Cases() []Case {
 		File(".wh.etc/somefile", "non-empty\n"))
 	one("whiteout-through-lower-symlink", "lib/.wh.os-release, where lib is the base layer's symlink to usr/lib",
 		File("lib/.wh.os-release", ""))
+	one("whiteout-directory", "the whiteout .wh.victim, of the base's directory and its files",
+		File(".wh.victim", ""))
+	one("whiteout-then-recreate-dir", "the whiteout .wh.victim, then a directory victim with a new file, in one layer",
+		File(".wh.victim", ""), Dir("victim", mode(0o750)), File("victim/new", "new\n"))
 	one("whiteout-after-file-same-layer", "a file, then its whiteout, in one layer",
 		File("gone2", "x\n"), File(".wh.gone2", ""))
 	one("whiteout-before-file-same-layer", "a whiteout, then the file it names, in one layer",
@@ -272,7 +281,9 @@ func Cases() []Case {
 	cases = append(cases,
 		Case{Name: "zero-bomb", About: "a file of 1 GiB of zeros", Large: true,
 			Layers: []Layer{Base("zero-bomb"), NewLayer(Zeros("zeros", 1<<30))}},
-		Case{Name: "many-500000", About: "500,000 empty files in 500 directories", Large: true,
+		Case{Name: "many-100000", About: "100,000 empty files in 100 directories", Large: true,
+			Layers: []Layer{Base("many-100000"), Many(100, 1000)}},
+		Case{Name: "many-500000", About: "500,000 empty files in 500 directories", Large: true, Long: true,
 			Layers: []Layer{Base("many-500000"), Many(500, 1000)}})
 	return cases
 }

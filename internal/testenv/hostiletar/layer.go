@@ -3,9 +3,11 @@
 // unpacks from it: names that climb out of the root or are absolute,
 // writes through symlinks, hard links outside the layer or to nothing,
 // devices, duplicates, names of invalid UTF-8 or of 200 KiB, 20,000
-// levels, 500,000 entries, truncated archives, a GiB of zeros, whiteouts
-// naming parents, and more (Cases lists them all). Everything is
-// deterministic: a case writes the same bytes on every run.
+// levels, 100,000 and 500,000 entries, truncated archives, a GiB of
+// zeros, whiteouts naming parents, and more, from containerd's archive
+// tests and the issues of containerd and its snapshotters (Cases lists
+// them all). Everything is deterministic: a case writes the same bytes on
+// every run.
 //
 // Names are written as raw bytes: where USTAR or PAX cannot carry a name
 // as it is (invalid UTF-8, a number too large for octal), the header is
