@@ -48,7 +48,8 @@ func (r *LayerRef) Validate() error {
 		return errors.New("layer ref: registry and repository are required")
 	case r.Digest.Validate() != nil:
 		return fmt.Errorf("layer ref: digest %q is invalid", r.Digest)
-	case r.TOCDigest.Validate() != nil || r.TOCSize <= 0 || r.TOCOffset <= 0 || r.Size <= r.TOCOffset:
+	case r.TOCDigest.Validate() != nil || r.TOCSize <= 0 || r.TOCOffset < 0 || r.Size <= r.TOCOffset:
+		// (The TOC of an empty layer is at offset 0: no data before it.)
 		return errors.New("layer ref: TOC location is invalid")
 	}
 	return nil

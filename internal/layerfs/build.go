@@ -100,7 +100,7 @@ func (c *child) meta() meta {
 		m.mode = syscall.S_IFCHR
 		return m
 	}
-	perm := uint32(e.Mode & 0o7777)
+	perm := uint32(e.Attributes().Mode & 0o7777)
 	switch e.Type {
 	case streaming.TypeReg:
 		m.mode, m.nlink = syscall.S_IFREG|perm, uint32(e.NumLink())

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -255,8 +256,9 @@ func (n *node) fill(a *fuse.Attr) {
 	a.Nlink = n.nlink
 	a.Blksize = 4096
 	if e := n.entry; e != nil {
-		a.Uid, a.Gid = uint32(e.UID), uint32(e.GID)
-		a.Mtime, a.Mtimensec = uint64(max(e.ModTime, 0)), uint32(e.ModTimeNsec)
+		at := e.Attributes()
+		a.Uid, a.Gid = uint32(at.UID), uint32(at.GID)
+		a.Mtime, a.Mtimensec = uint64(max(at.ModTime, 0)), uint32(at.ModTimeNsec)
 		a.Atime, a.Atimensec = a.Mtime, a.Mtimensec
 		a.Ctime, a.Ctimensec = a.Mtime, a.Mtimensec
 		switch {
@@ -297,7 +299,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 func (n *node) xattrs() map[string][]byte {
 	var m map[string][]byte
 	if n.entry != nil && len(n.entry.Xattrs) > 0 {
-		m = n.entry.Xattrs
+		m = unpackedXattrs(n.entry.Xattrs, n.mode&syscall.S_IFMT == syscall.S_IFLNK)
 	}
 	if n.dir != nil && n.dir.opaque {
 		with := map[string][]byte{n.layer.opts.OverlayXattr + "opaque": []byte("y")}
@@ -307,6 +309,33 @@ func (n *node) xattrs() map[string][]byte {
 		m = with
 	}
 	return m
+}
+
+// unpackedXattrs are the extended attributes of a tar entry that
+// containerd's unpack sets: never trusted.* ones ("admin attributes from
+// archive not supported": overlayfs's own among them, which a layer must
+// not smuggle in), and no user.* ones on a symbolic link (Linux refuses
+// them).
+func unpackedXattrs(x map[string][]byte, symlink bool) map[string][]byte {
+	dropped := func(k string) bool {
+		return strings.HasPrefix(k, "trusted.") || (symlink && strings.HasPrefix(k, "user."))
+	}
+	n := 0
+	for k := range x {
+		if dropped(k) {
+			n++
+		}
+	}
+	if n == 0 {
+		return x
+	}
+	kept := make(map[string][]byte, len(x)-n)
+	for k, v := range x {
+		if !dropped(k) {
+			kept[k] = v
+		}
+	}
+	return kept
 }
 
 // Readlink returns a symlink's target.

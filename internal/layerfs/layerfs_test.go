@@ -161,7 +161,7 @@ func TestLayerTree(t *testing.T) {
 		{hdr: tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755}},
 		{hdr: tar.Header{Name: "etc/passwd", Typeflag: tar.TypeReg, Mode: 0o644, Uid: 0, Gid: 0}, body: []byte("root:x:0:0::/root:/bin/sh\n")},
 		{hdr: tar.Header{Name: "usr/bin/big", Typeflag: tar.TypeReg, Mode: 0o755, Uid: 1000, Gid: 100}, body: big},
-		{hdr: tar.Header{Name: "usr/bin/big-link", Typeflag: tar.TypeLink, Linkname: "usr/bin/big"}},
+		{hdr: tar.Header{Name: "usr/bin/big-link", Typeflag: tar.TypeLink, Linkname: "usr/bin/big", Mode: 0o755, Uid: 1000, Gid: 100}},
 		{hdr: tar.Header{Name: "usr/bin/sh", Typeflag: tar.TypeSymlink, Linkname: "big"}},
 		{hdr: tar.Header{Name: "usr/bin/ping", Typeflag: tar.TypeReg, Mode: 0o4755, PAXRecords: map[string]string{"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"}}, body: []byte("ping")},
 		{hdr: tar.Header{Name: "dev/null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3}},

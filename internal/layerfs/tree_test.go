@@ -170,8 +170,11 @@ func TestLookupAfterForget(t *testing.T) {
 func TestHardLinksOneInode(t *testing.T) {
 	tarball := buildLayer(t, []layerEntry{
 		{hdr: tar.Header{Name: "a/f", Typeflag: tar.TypeReg, Mode: 0o644}, body: []byte("shared")},
-		{hdr: tar.Header{Name: "b/l1", Typeflag: tar.TypeLink, Linkname: "a/f"}},
-		{hdr: tar.Header{Name: "a/l2", Typeflag: tar.TypeLink, Linkname: "b/l1"}},
+		// A link's header gives the inode its attributes, as
+		// containerd's unpack (which chmods the link's path) does; tar
+		// writers give it the file's own.
+		{hdr: tar.Header{Name: "b/l1", Typeflag: tar.TypeLink, Linkname: "a/f", Mode: 0o644}},
+		{hdr: tar.Header{Name: "a/l2", Typeflag: tar.TypeLink, Linkname: "b/l1", Mode: 0o644}},
 	})
 	m := mountTree(t, tarball, Options{})
 	// Links first, the file's own name last.

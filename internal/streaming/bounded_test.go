@@ -170,10 +170,10 @@ func TestOverLimitLayersFailFast(t *testing.T) {
 		{"entries", func() io.Reader { return emptyFiles(t, 5_000_000) }, Limits{MaxEntries: 10_000},
 			LimitEntries, "has more than 10,000 entries", 10_000*512 + 1<<20},
 		{"path bytes", func() io.Reader { return nestedDirs(t, 20000) }, Limits{},
-			LimitPathBytes, "whose name is 4,097 bytes long, more than 4,096", 8 << 20},
+			LimitPathBytes, "whose name is 3,841 bytes long, more than 3,840", 8 << 20},
 		{"link target bytes", func() io.Reader {
 			return afterFiles(t, 1000, &tar.Header{Typeflag: tar.TypeSymlink, Name: "link", Linkname: strings.Repeat("../", 1400)})
-		}, Limits{}, LimitPathBytes, "whose link target is 4,200 bytes long", 1000*512 + 1<<20},
+		}, Limits{}, LimitPathBytes, "whose link target is 4,200 bytes long, more than 4,095", 1000*512 + 1<<20},
 		{"name bytes", func() io.Reader {
 			return afterFiles(t, 1000, &tar.Header{Typeflag: tar.TypeReg, Name: "etc/" + strings.Repeat("n", 256) + "/x"})
 		}, Limits{}, LimitNameBytes, "has a 256-byte element, more than 255", 1000*512 + 1<<20},

@@ -29,9 +29,12 @@ type Limits struct {
 	// MaxEntries bounds the number of tar entries [maxEntries] (default
 	// 1,048,576).
 	MaxEntries int
-	// MaxPathBytes bounds an entry's name and link target as the tar
-	// gives them [maxPathBytes] (default 4,096, Linux's PATH_MAX: a longer
-	// path cannot be created by an unpack either).
+	// MaxPathBytes bounds an entry's name and a hard link's target as the
+	// tar gives them [maxPathBytes] (default 3,840: Linux's PATH_MAX of
+	// 4,096 less room for the directory an unpack writes under, beyond
+	// which containerd's unpack fails too). A symbolic link's target, which
+	// is not created under that directory, may be up to 4,095 bytes
+	// (symlink(2)'s limit) when MaxPathBytes is lower.
 	MaxPathBytes int
 	// MaxNameBytes bounds each /-separated element of an entry's name
 	// [maxNameBytes] (default 255, Linux's NAME_MAX). A whiteout's element
@@ -58,7 +61,7 @@ var DefaultLimits = Limits{
 	MaxTOCSize:             64 << 20,
 	MaxTOCUncompressedSize: 512 << 20,
 	MaxEntries:             1 << 20,
-	MaxPathBytes:           4096,
+	MaxPathBytes:           3840,
 	MaxNameBytes:           255,
 	MaxUncompressedSize:    64 << 30,
 	MaxRatio:               2000,
@@ -228,12 +231,32 @@ func (t *TOC) validateEntries(lim Limits) error {
 			return overLimit(LimitEntries, int64(lim.MaxEntries), "has more than %d files and directories (entries and the directories they imply)", maxTreeNodes(lim))
 		}
 		e.place = pl
+		if pl.Kind == PlaceName && e.Type != TypeDir {
+			// nlink counts the names an inode has: one more for
+			// this one, one less for the name it took.
+			t.Entries[target].nlink++
+			if p.replaced >= 0 {
+				t.Entries[p.replaced].nlink--
+			}
+		}
 		if e.Type == TypeHardlink {
 			e.target = int(target)
-			d := &t.Entries[target]
-			d.nlink = max(d.nlink, 1) + 1
+			// containerd's unpack chowns, chmods and stamps a hard
+			// link's path after linking it: the inode it shares takes
+			// the last header's attributes.
+			t.Entries[target].attr = e
 		}
 		byPath[e.path] = i
+	}
+	dirs := func(yield func(string) bool) {
+		for i := range t.Entries {
+			if e := &t.Entries[i]; e.Type == TypeDir && e.place.Kind != PlaceNone && !yield(e.Name) {
+				return
+			}
+		}
+	}
+	if err := p.finish(dirs); err != nil {
+		return invalid("%v", err)
 	}
 	t.byPath = byPath
 	return nil
@@ -279,8 +302,6 @@ func (t *TOC) validateEntry(e *Entry) error {
 	}
 	unsafe := unsafeName(e.Name) || (e.Type == TypeHardlink && unsafeName(e.LinkName))
 	switch {
-	case e.Name == "":
-		return invalid("entry with an empty name")
 	case unsafe && !e.Unsafe:
 		return invalid("name %q escapes the layer root but is not flagged unsafe", e.Name)
 	case e.Mode < 0 || e.Mode > 07777:

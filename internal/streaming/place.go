@@ -98,6 +98,7 @@ type placer[K comparable] struct {
 	// implicit, if set, is told of each directory created implicitly.
 	implicit func(ImplicitDir)
 	current  int      // the entry being placed
+	replaced int32    // the entry whose name it took, or -1
 	pending  []string // resolve's work stack, kept between calls
 	// The last directory path resolved and the last directory placed, by
 	// path with a trailing "/": a tar lists a directory's files together,
@@ -157,6 +158,21 @@ func (p *placer[K]) addDir(parent uint32, name string) uint32 {
 	p.parents = append(p.parents, parent)
 	p.names[p.key(parent, name)] = kindDir | n
 	return n
+}
+
+// finish ends the replay as containerd's unpack ends: it sets the times of
+// every directory a header listed, by path, and fails on one whose path
+// is gone because a later entry replaced a directory above it. Only a
+// node's TOC check, which has the names, runs it; the converter keeps
+// none, so such a layer converts and then falls back to a download, which
+// fails as containerd's unpack does.
+func (p *placer[K]) finish(dirs func(yield func(name string) bool)) error {
+	for name := range dirs {
+		if _, err := p.resolve(path.Clean(name), false); err != nil {
+			return refuse("directory %q is gone at the end: a later entry replaced a directory above it", name)
+		}
+	}
+	return nil
 }
 
 // resolve walks a path from the root as fs.RootPath does and returns the
@@ -250,9 +266,10 @@ func (p *placer[K]) parentDir(dirPath string) (uint32, error) {
 }
 
 // place replays one entry. target is the entry whose file a hard link
-// names (i itself for any other entry).
+// names (i itself for any other entry); replaced, the entry whose name the
+// entry took (-1 if none, or if it was a directory).
 func (p *placer[K]) place(i int, e *Entry) (pl Placement, target int32, err error) {
-	target, p.current = int32(i), i
+	target, p.current, p.replaced = int32(i), i, -1
 	name := path.Clean(e.Name)
 	dirPath, base := path.Split(name)
 	if base == "" || base == "." || base == ".." {
@@ -282,6 +299,9 @@ func (p *placer[K]) place(i int, e *Entry) (pl Placement, target int32, err erro
 		}
 		// Replaced, and with it all below.
 		delete(p.names, p.key(parent, base))
+		if k := old & kindMask; k == kindFile || k == kindSymlink {
+			p.replaced = int32(old & indexMask)
+		}
 		p.lastParent, p.lastDir = "", ""
 	}
 	kind := kindFile

@@ -336,3 +336,56 @@ func TestPlacerBounds(t *testing.T) {
 		t.Fatalf("a layer of %d MiB of symbolic link targets: %v", linkBytes(DefaultMemoryBudget)>>20, err)
 	}
 }
+
+// TestUnpackRefusesDirectoriesGoneAtTheEnd: containerd's unpack sets the
+// times of every directory a header listed, by path, once the tar is read,
+// and fails on one a later entry removed by replacing a directory above
+// it. The node refuses such a TOC (it falls back to a download, which
+// fails as containerd's does).
+func TestUnpackRefusesDirectoriesGoneAtTheEnd(t *testing.T) {
+	blob, res := convertBytes(t, rawTar(t, []testEntry{dir("z/"), dir("z/b/"), file("z", "file")}), Options{})
+	_, err := Open(context.Background(), ReaderAtRanges(bytes.NewReader(blob)), int64(len(blob)), WithTOC(res.TOCDigest, res.TOCOffset, res.TOCSize))
+	if !errors.Is(err, ErrInvalidFormat) || !strings.Contains(err.Error(), `directory "z/b/" is gone`) {
+		t.Fatalf("Open: %v", err)
+	}
+	// The directory itself replaced, or its path made again: fine.
+	for _, ok := range [][]testEntry{
+		{dir("z/"), file("z", "file")},
+		{dir("z/"), dir("z/b/"), file("z", "file"), dir("z/"), dir("z/b/")},
+	} {
+		blob, res := convertBytes(t, rawTar(t, ok), Options{})
+		openBytes(t, blob, res)
+	}
+}
+
+// TestNamesCountAndLinkAttributes checks the link count of an inode whose
+// first name a later entry took, and that a hard link's header gives the
+// inode it shares its owner and mode, as containerd's unpack does.
+func TestNamesCountAndLinkAttributes(t *testing.T) {
+	a := file("a", "v1")
+	a.hdr.Uid, a.hdr.Mode = 7, 0o600
+	l := hardlink("b", "a")
+	l.hdr.Uid, l.hdr.Mode = 0, 0o644
+	blob, res := convertBytes(t, rawTar(t, []testEntry{a, l, file("a", "v2"), file("empty-name-is-the-root", "")}), Options{})
+	r, _ := openBytes(t, blob, res)
+	e := r.Entries()
+	if first := &e[0]; first.NumLink() != 1 || first.Attributes().UID != 0 || first.Attributes().Mode != 0o644 {
+		t.Fatalf("the first a, named b only: nlink %d, attributes uid %d mode %o", first.NumLink(), first.Attributes().UID, first.Attributes().Mode)
+	}
+	if e[2].NumLink() != 1 || e[2].Attributes() != &e[2] {
+		t.Fatalf("the second a: nlink %d", e[2].NumLink())
+	}
+}
+
+// TestEmptyNameAndContiguousFiles: containerd's unpack takes an empty name
+// for the root (and ignores it) and refuses tar type '7'.
+func TestEmptyNameAndContiguousFiles(t *testing.T) {
+	if _, err := Convert(context.Background(), bytes.NewReader(rawTar(t, []testEntry{symlink("", "x"), file("f", "f")})), &bytes.Buffer{}, Options{}); err != nil {
+		t.Fatalf("Convert of an entry with an empty name: %v", err)
+	}
+	cont := file("c", "contiguous")
+	cont.hdr.Typeflag = tar.TypeCont
+	if _, err := Convert(context.Background(), bytes.NewReader(rawTar(t, []testEntry{cont})), &bytes.Buffer{}, Options{}); !errors.Is(err, ErrUnsupportedInput) {
+		t.Fatalf("Convert of a contiguous file: %v", err)
+	}
+}

@@ -149,10 +149,17 @@ func checkNames(e *Entry, lim Limits) error {
 	// A directory's trailing "/" and a leading "./" are not part of the
 	// path an unpack creates.
 	name := strings.TrimSuffix(strings.TrimPrefix(e.Name, "./"), "/")
-	for _, p := range [...]struct{ what, name string }{{"name", name}, {"link target", e.LinkName}} {
-		if len(p.name) > lim.MaxPathBytes {
-			return overLimit(LimitPathBytes, int64(lim.MaxPathBytes), "has an entry whose %s is %d bytes long, more than %d (%s)",
-				p.what, len(p.name), lim.MaxPathBytes, abbreviate(p.name))
+	linkMax := lim.MaxPathBytes
+	if e.Type == TypeSymlink {
+		linkMax = max(linkMax, maxSymlinkTarget)
+	}
+	for _, p := range [...]struct {
+		what, name string
+		max        int
+	}{{"name", name, lim.MaxPathBytes}, {"link target", e.LinkName, linkMax}} {
+		if len(p.name) > p.max {
+			return overLimit(LimitPathBytes, int64(p.max), "has an entry whose %s is %d bytes long, more than %d (%s)",
+				p.what, len(p.name), p.max, abbreviate(p.name))
 		}
 	}
 	for el := range strings.SplitSeq(e.Name, "/") {
@@ -169,6 +176,10 @@ func checkNames(e *Entry, lim Limits) error {
 }
 
 const whiteoutPrefix = ".wh."
+
+// maxSymlinkTarget is the longest target symlink(2) takes: PATH_MAX less
+// its NUL.
+const maxSymlinkTarget = 4095
 
 // abbreviate quotes a name for an error message, shortened if long: a
 // hostile name can be megabytes.
@@ -219,7 +230,7 @@ func entryFromHeader(h *tar.Header) (e Entry, ok bool, err error) {
 		LinkName: h.Linkname, DevMajor: h.Devmajor, DevMinor: h.Devminor,
 	}
 	switch h.Typeflag {
-	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
+	case tar.TypeReg, tar.TypeGNUSparse:
 		e.Type, e.Size = TypeReg, h.Size
 	case tar.TypeDir:
 		e.Type = TypeDir
@@ -243,9 +254,6 @@ func entryFromHeader(h *tar.Header) (e Entry, ok bool, err error) {
 	}
 	if e.Type != TypeChar && e.Type != TypeBlock {
 		e.DevMajor, e.DevMinor = 0, 0
-	}
-	if e.Name == "" {
-		return e, false, fmt.Errorf("%w: a tar entry has an empty name", ErrCorruptInput)
 	}
 	e.Xattrs = xattrsFromPAX(h.PAXRecords)
 	e.Unsafe = unsafeName(e.Name) || (e.Type == TypeHardlink && unsafeName(e.LinkName))

@@ -108,7 +108,8 @@ type Entry struct {
 
 	index  int    // position in TOC.Entries
 	target int    // the entry whose inode a hard link names (itself for others)
-	nlink  int    // 1 + hard links to the entry
+	nlink  int    // the names the entry's inode has in the layer's tree
+	attr   *Entry // the last hard link naming the entry, whose attributes it shows
 	path   string // Path(), computed once when the TOC is validated
 	place  Placement
 }
@@ -212,12 +213,17 @@ func (e *Entry) Path() string {
 // Index is the entry's position in the TOC.
 func (e *Entry) Index() int { return e.index }
 
-// NumLink is the number of names a regular file has (1 + hard links to it).
-func (e *Entry) NumLink() int {
-	if e.nlink == 0 {
-		return 1
+// NumLink is the number of names the entry's inode has in its layer: its
+// own and those of hard links to it, less those later entries took.
+func (e *Entry) NumLink() int { return max(e.nlink, 1) }
+
+// Attributes is the entry whose owner, mode and times the entry's inode
+// shows: the last hard link to it, if any, else the entry itself.
+func (e *Entry) Attributes() *Entry {
+	if e.attr != nil {
+		return e.attr
 	}
-	return e.nlink
+	return e
 }
 
 // physicalSize is the number of data bytes the entry has in the tar.
