@@ -39,6 +39,9 @@ type LayerRef struct {
 	DiffID       digest.Digest `json:"diffID,omitempty"`
 	// ImageRef names the image, for logs.
 	ImageRef string `json:"imageRef,omitempty"`
+	// Lowers are the directories of the layers below, top first
+	// (layerfs.Options.Lowers).
+	Lowers []string `json:"lowers,omitempty"`
 }
 
 // Validate checks that a ref is complete.

@@ -196,7 +196,7 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 	// Background completion waits for the layer to be quiet, counting
 	// from the mount: a container about to start reads first.
 	lm.lastDemand.Store(lm.mountedAt.UnixNano())
-	mnt, err := layerfs.Mount(mountpoint, &source{m: lm, manager: m}, layerfs.Options{OverlayXattr: m.cfg.OverlayXattr})
+	mnt, err := layerfs.Mount(mountpoint, &source{m: lm, manager: m}, layerfs.Options{OverlayXattr: m.cfg.OverlayXattr, Lowers: ref.Lowers})
 	if err != nil {
 		lm.shutdown()
 		reader.Close()

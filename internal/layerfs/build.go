@@ -3,6 +3,8 @@ package layerfs
 import (
 	"fmt"
 	"io"
+	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sluicehq/sluice/internal/streaming"
+	"golang.org/x/sys/unix"
 )
 
 var errEOF = io.EOF
@@ -119,10 +122,21 @@ func (c *child) meta() meta {
 // buildIndex makes the directories of a layer from where its entries
 // land (streaming.Placement: the tree containerd's unpack of the same tar
 // would make) and returns the root.
-func buildIndex(src Source) (*dir, error) {
+func buildIndex(src Source, lowers []string) (*dir, error) {
 	entries := src.Entries()
 	root := &dir{mode: syscall.S_IFDIR | 0o755, ino: 1}
 	implicit := src.ImplicitDirs()
+	// Paths of directories by number, kept only when implied directories
+	// are to take their attributes from the layers below.
+	var paths map[uint32]string
+	if len(implicit) > 0 && len(lowers) > 0 {
+		paths = map[uint32]string{0: ""}
+	}
+	notePath := func(parent, n uint32, name string) {
+		if paths != nil {
+			paths[n] = path.Join(paths[parent], name)
+		}
+	}
 	// Directories by the placer's number: the root, the implied ones,
 	// then those the tar lists.
 	dirs := make(map[uint32]*dir, len(implicit)+1)
@@ -145,6 +159,10 @@ func buildIndex(src Source) (*dir, error) {
 			d := &dir{mode: syscall.S_IFDIR | 0o755, ino: syntheticIno(next + 1)}
 			dirs[im.Dir] = d
 			parent.add(child{name: im.Name, dir: d})
+			notePath(im.Parent, im.Dir, im.Name)
+			if paths != nil {
+				inheritDir(d, paths[im.Dir], lowers)
+			}
 		}
 		e := &entries[i]
 		pl := e.Placement()
@@ -174,6 +192,7 @@ func buildIndex(src Source) (*dir, error) {
 				d := &dir{entry: e, mode: syscall.S_IFDIR | uint32(e.Mode&0o7777), ino: ino(e)}
 				dirs[pl.Dir] = d
 				parent.add(child{name: name, dir: d})
+				notePath(pl.Parent, pl.Dir, name)
 				continue
 			}
 			// A hard link shows its target's entry, so both names give
@@ -192,6 +211,58 @@ func buildIndex(src Source) (*dir, error) {
 }
 
 func ino(e *streaming.Entry) uint64 { return uint64(e.Index()) + 2 }
+
+// inheritDir gives a directory the layer implies the attributes of the
+// same path in the topmost lower layer that has it, if a directory there
+// (containerd's mkparent: a non-directory stops the search).
+func inheritDir(d *dir, p string, lowers []string) {
+	for _, lower := range lowers {
+		full := filepath.Join(lower, p)
+		var st unix.Stat_t
+		if err := unix.Lstat(full, &st); err != nil {
+			continue
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return
+		}
+		e := &streaming.Entry{Type: streaming.TypeDir, Mode: int64(st.Mode & 0o7777), UID: int(st.Uid), GID: int(st.Gid),
+			ModTime: st.Mtim.Sec, ModTimeNsec: st.Mtim.Nsec, Xattrs: lowerXattrs(full)}
+		d.entry, d.mode = e, syscall.S_IFDIR|uint32(e.Mode)
+		return
+	}
+}
+
+// lowerXattrs reads a lower directory's extended attributes but trusted.*
+// ones (overlayfs's among them), which containerd does not copy either.
+func lowerXattrs(p string) map[string][]byte {
+	size, err := unix.Llistxattr(p, nil)
+	if err != nil || size <= 0 {
+		return nil
+	}
+	buf := make([]byte, size)
+	if size, err = unix.Llistxattr(p, buf); err != nil {
+		return nil
+	}
+	var x map[string][]byte
+	for name := range strings.SplitSeq(string(buf[:size]), "\x00") {
+		if name == "" || strings.HasPrefix(name, "trusted.") {
+			continue
+		}
+		n, err := unix.Lgetxattr(p, name, nil)
+		if err != nil {
+			continue
+		}
+		v := make([]byte, n)
+		if n, err = unix.Lgetxattr(p, name, v); err != nil {
+			continue
+		}
+		if x == nil {
+			x = map[string][]byte{}
+		}
+		x[name] = v[:n]
+	}
+	return x
+}
 
 // syntheticIno numbers directories the tar did not list, above any TOC
 // position.

@@ -43,6 +43,13 @@ type Options struct {
 	// "trusted.overlay." (the default) or "user.overlay." for overlays
 	// mounted with userxattr.
 	OverlayXattr string
+	// Lowers are the directories of the layers below this one, top
+	// first. A directory the layer implies without listing it takes the
+	// mode, owner, times and extended attributes of the same directory in
+	// the topmost lower layer that has that path (none if it is not a
+	// directory there), as containerd's unpack copies them; otherwise it
+	// is 0755 and root's.
+	Lowers []string
 	// OnRead, when set, is called after every read with the bytes returned
 	// and the error, if any.
 	OnRead func(n int, err error)
@@ -145,7 +152,7 @@ func mountRoot(mountpoint string, root *node) (*fuse.Server, error) {
 // mounting it.
 func Build(src Source, opts Options) (*node, error) {
 	opts.defaults()
-	root, err := buildIndex(src)
+	root, err := buildIndex(src, opts.Lowers)
 	if err != nil {
 		return nil, err
 	}

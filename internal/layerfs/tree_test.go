@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -347,5 +348,52 @@ func TestOpensStayInTheKernel(t *testing.T) {
 	}
 	if n := reqs.count("READDIRPLUS") + reqs.count("READDIR") - before; n > 0 {
 		t.Errorf("%d listing requests for a directory the kernel has cached", n)
+	}
+}
+
+// TestImpliedDirectoriesTakeLowerAttributes: a directory the layer implies
+// without listing it takes the attributes of the same directory in the
+// topmost lower layer that has the path, as containerd's unpack copies
+// them; a lower non-directory stops the search.
+func TestImpliedDirectoriesTakeLowerAttributes(t *testing.T) {
+	testenv.Root(t, "the lower layers' directories are chowned")
+	top, bottom := t.TempDir(), t.TempDir()
+	mk := func(p string, mode os.FileMode, uid int) {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, mode)
+		os.Lchown(p, uid, uid)
+	}
+	mk(filepath.Join(bottom, "etc"), 0o700, 1000)
+	if err := unix.Lsetxattr(filepath.Join(bottom, "etc"), "user.victim", []byte("v"), 0); err != nil {
+		t.Logf("no user xattrs on %s: %v", bottom, err)
+	}
+	mk(filepath.Join(top, "srv"), 0o750, 33)
+	mk(filepath.Join(bottom, "srv"), 0o700, 1)
+	os.WriteFile(filepath.Join(top, "file"), nil, 0o644)
+	mk(filepath.Join(bottom, "file"), 0o700, 2)
+	tarball := buildLayer(t, []layerEntry{
+		{hdr: tar.Header{Name: "etc/passwd", Typeflag: tar.TypeReg, Mode: 0o644}, body: []byte("x")},
+		{hdr: tar.Header{Name: "srv/www/index", Typeflag: tar.TypeReg, Mode: 0o644}, body: []byte("y")},
+		{hdr: tar.Header{Name: "file/under", Typeflag: tar.TypeReg, Mode: 0o644}, body: []byte("z")},
+		{hdr: tar.Header{Name: "new/x", Typeflag: tar.TypeReg, Mode: 0o644}, body: []byte("w")},
+	})
+	m := mountTree(t, tarball, Options{Lowers: []string{top, bottom}})
+	for _, c := range []struct {
+		path string
+		mode uint32
+		uid  uint32
+	}{{"etc", 0o700, 1000}, {"srv", 0o750, 33}, {"srv/www", 0o755, 0}, {"file", 0o755, 0}, {"new", 0o755, 0}} {
+		s := lstat(t, filepath.Join(m.dir, c.path))
+		if s.Mode != syscall.S_IFDIR|c.mode || s.Uid != c.uid {
+			t.Errorf("%s: mode %o uid %d, want %o %d", c.path, s.Mode, s.Uid, syscall.S_IFDIR|c.mode, c.uid)
+		}
+	}
+	v := make([]byte, 8)
+	if n, err := unix.Lgetxattr(filepath.Join(bottom, "etc"), "user.victim", v); err == nil {
+		if n2, err := unix.Lgetxattr(filepath.Join(m.dir, "etc"), "user.victim", v); err != nil || string(v[:n2]) != string(v[:n]) {
+			t.Errorf("etc's user.victim: %v", err)
+		}
 	}
 }

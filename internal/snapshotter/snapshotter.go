@@ -140,7 +140,11 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 	}
 	target := info.Labels[LabelTarget]
 	if target != "" {
-		if err := s.prepareRemote(ctx, key, target, snap.ID, info.Labels, opts); err == nil || !errors.Is(err, errFallBack) {
+		lowers := make([]string, len(snap.ParentIDs))
+		for i, id := range snap.ParentIDs {
+			lowers[i] = s.fsPath(id)
+		}
+		if err := s.prepareRemote(ctx, key, target, snap.ID, lowers, info.Labels, opts); err == nil || !errors.Is(err, errFallBack) {
 			return nil, err
 		}
 	}
@@ -159,13 +163,17 @@ var errFallBack = errors.New("fall back to an ordinary snapshot")
 // prepareRemote mounts a streamed layer and commits the target snapshot.
 // It returns an ErrAlreadyExists-wrapped error on success, errFallBack when
 // the layer cannot be streamed.
-func (s *Snapshotter) prepareRemote(ctx context.Context, key, target, id string, labels map[string]string, opts []snapshots.Opt) error {
+func (s *Snapshotter) prepareRemote(ctx context.Context, key, target, id string, lowers []string, labels map[string]string, opts []snapshots.Opt) error {
 	image, layer := labels[labelImageRef], labels[labelLayerDigest]
 	ref, err := s.resolver.Resolve(ctx, labels)
 	if err != nil {
 		s.fallBack(image, layer, err)
 		return errFallBack
 	}
+	// The layers below, top first: a directory the layer implies without
+	// listing it takes its attributes from theirs, as in containerd's
+	// unpack.
+	ref.Lowers = lowers
 	mountStart := time.Now()
 	if err := s.layers.Mount(ctx, s.fsPath(id), *ref); err != nil {
 		reason := ReasonMount
