@@ -43,6 +43,27 @@ func (r *Registry) SluiceNode(snBin string) NodeSpec {
 	return NodeSpec{Proxy: "sluice", Cmd: []string{filepath.Join(snBin, "sluice-snapshotter"), "--config", r.SnapshotterConfig}}
 }
 
+// SluiceNodeWith is SluiceNode with more of the snapshotter's
+// configuration: YAML keys added after the registry's credentials.
+func (r *Registry) SluiceNodeWith(snBin, extra string) (NodeSpec, error) {
+	b, err := os.ReadFile(r.SnapshotterConfig)
+	if err != nil {
+		return NodeSpec{}, err
+	}
+	f, err := os.CreateTemp(r.Work, "snapshotter-*.yaml")
+	if err != nil {
+		return NodeSpec{}, err
+	}
+	_, err = f.WriteString(string(b) + extra)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return NodeSpec{}, err
+	}
+	return NodeSpec{Proxy: "sluice", Cmd: []string{filepath.Join(snBin, "sluice-snapshotter"), "--config", f.Name()}}, nil
+}
+
 // StartNode starts a node.
 func (r *Registry) StartNode(spec NodeSpec) (*Node, error) {
 	dir, err := os.MkdirTemp("", "node-")
