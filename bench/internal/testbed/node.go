@@ -89,11 +89,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   path = %q
 %s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), n.Sock, filepath.Join(dir, "opt"), proxy)
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, err
 	}
 	if spec.Proxy != "" {
 		args := append(spec.Cmd[1:len(spec.Cmd):len(spec.Cmd)], "--root", filepath.Join(dir, "sn"), "--address", snSock)
 		if err := n.start(spec.Env, spec.Cmd[0], args...); err != nil {
+			_ = os.RemoveAll(dir)
 			return nil, err
 		}
 		if err := WaitFor(30*time.Second, func() bool { _, err := os.Stat(snSock); return err == nil }); err != nil {

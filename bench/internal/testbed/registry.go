@@ -91,35 +91,44 @@ func Start(ctx context.Context, bin string, opts Options) (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
+	r := &Registry{Bin: bin, Work: work, Streamed: map[string][]digest.Digest{}, StreamedSize: map[digest.Digest]int64{}, opts: opts}
+	if err := r.start(); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// start starts sluiced and waits until it answers.
+func (r *Registry) start() error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
+	r.Port = ln.Addr().(*net.TCPAddr).Port
+	r.Host = fmt.Sprintf("127.0.0.1:%d", r.Port)
 	ln.Close()
-	r := &Registry{Bin: bin, Work: work, Port: port, Host: fmt.Sprintf("127.0.0.1:%d", port), Streamed: map[string][]digest.Digest{},
-		StreamedSize: map[digest.Digest]int64{}, opts: opts}
 	accessLog := ""
-	if opts.AccessLog {
+	if r.opts.AccessLog {
 		accessLog = "1"
 	}
-	cmd := exec.Command(filepath.Join(bin, "sluiced"), "serve", "--listen", r.Host, "--data", filepath.Join(work, "registry"))
+	cmd := exec.Command(filepath.Join(r.Bin, "sluiced"), "serve", "--listen", r.Host, "--data", filepath.Join(r.Work, "registry"))
 	cmd.Env = append(os.Environ(), "SLUICE_ADMIN_PASSWORD="+Password, "SLUICE_LOG_ACCESS="+accessLog, "SLUICE_LOG_FORMAT=json", "SLUICE_GC_INTERVAL=0")
-	logf, err := os.Create(filepath.Join(work, "sluiced.log"))
+	logf, err := os.Create(filepath.Join(r.Work, "sluiced.log"))
 	if err != nil {
-		return nil, err
+		return err
 	}
+	defer logf.Close() // sluiced has its own copy
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return err
 	}
 	r.sluiced = cmd
 	r.Client = client.New(r.Host, client.Options{PlainHTTP: true, Credential: client.StaticCredential(r.Host, "admin", Password)})
-	r.SnapshotterConfig = filepath.Join(work, "snapshotter.yaml")
+	r.SnapshotterConfig = filepath.Join(r.Work, "snapshotter.yaml")
 	snCfg := fmt.Sprintf("registries:\n  %q:\n    username: admin\n    password: %s\n", r.Host, Password)
 	if err := os.WriteFile(r.SnapshotterConfig, []byte(snCfg), 0o600); err != nil {
-		r.Close()
-		return nil, err
+		return err
 	}
 	if err := WaitFor(30*time.Second, func() bool {
 		resp, err := http.Get("http://" + r.Host + "/healthz")
@@ -128,10 +137,9 @@ func Start(ctx context.Context, bin string, opts Options) (*Registry, error) {
 		}
 		return err == nil && resp.StatusCode == 200
 	}); err != nil {
-		r.Close()
-		return nil, fmt.Errorf("sluiced did not start (see %s): %w", filepath.Join(work, "sluiced.log"), err)
+		return fmt.Errorf("sluiced did not start (see %s): %w", filepath.Join(r.Work, "sluiced.log"), err)
 	}
-	return r, nil
+	return nil
 }
 
 // Close stops sluiced and removes its directory, unless kept.
