@@ -7,6 +7,7 @@ package chunkcache
 
 import (
 	"container/list"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -284,6 +285,27 @@ func (c *Cache) Put(sum digest.Digest, data []byte) {
 	case c.pending <- pendingChunk{sum: sum, data: data}:
 	default:
 		c.queued.Add(-int64(len(data)))
+	}
+}
+
+// WaitRoom waits until the queue of chunks to write to disk can take n
+// more bytes (and a few more chunks), so that a caller that must leave its
+// chunks on disk, as a layer's background completion, does not have them
+// dropped by a full queue. A cache closed meanwhile returns at once.
+func (c *Cache) WaitRoom(ctx context.Context, n int64) error {
+	n = min(n, c.maxQueued) // a batch larger than the queue: as much as fits
+	for {
+		c.qmu.RLock()
+		closed := c.closed
+		c.qmu.RUnlock()
+		if closed || (c.queued.Load()+n <= c.maxQueued && len(c.pending) < cap(c.pending)/2) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package chunkcache
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"sync"
@@ -198,5 +199,40 @@ func TestQueuedBytesAreBounded(t *testing.T) {
 			t.Fatal("3 KiB queued against an 8 KiB memory front, and nothing written")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestWaitRoomKeepsEveryChunk puts chunks as a layer's background
+// completion does, waiting for room before each batch: none is dropped,
+// though writes wait for a pause in puts and the queue holds a few chunks.
+func TestWaitRoomKeepsEveryChunk(t *testing.T) {
+	c, err := OpenWith(t.TempDir(), 1<<30, Options{MemoryBytes: 16 << 10, WriteDelay: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 64
+	for i := range n {
+		if err := c.WaitRoom(context.Background(), 2048); err != nil {
+			t.Fatal(err)
+		}
+		b, s := chunk(i, 2048)
+		c.Put(s, b)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Stats().Chunks < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d chunks on disk", c.Stats().Chunks, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 8 {
+		b, s := chunk(1000+i, 2048)
+		c.Put(s, b) // no pause in puts: nothing written, the queue fills
+	}
+	if err := c.WaitRoom(ctx, 8<<10); err == nil && c.queued.Load() > c.maxQueued-8<<10 {
+		t.Fatal("WaitRoom returned with the queue full")
 	}
 }

@@ -29,7 +29,11 @@ func (m *Manager) startBackground(lm *mounted) {
 				if !m.waitQuiet(ctx, lm, 100*time.Millisecond) {
 					return ctx.Err()
 				}
-				return nil
+				// And let the cache write the last batch to disk before
+				// the next: a full write queue drops chunks, and a
+				// layer complete on a node is one it can read without
+				// the registry.
+				return m.cache.WaitRoom(ctx, streaming.FetchAllBatchUncompressed)
 			})
 			switch {
 			case err == nil:

@@ -237,10 +237,10 @@ func (r *Reader) decodeChunk(i int, frame []byte) ([]byte, error) {
 func digestBytes(c *Chunk) [sha256.Size]byte { return c.sum }
 
 // What FetchAll fetches at once: compressed bytes per request, and the
-// uncompressed chunks it holds for them.
+// uncompressed chunks it holds for them (and puts in the cache at once).
 const (
 	fetchAllBatchBytes        = 8 << 20
-	fetchAllBatchUncompressed = 64 << 20
+	FetchAllBatchUncompressed = 64 << 20
 )
 
 // FetchAll fetches every chunk in order (from the cache when it has them,
@@ -257,7 +257,7 @@ func (r *Reader) FetchAll(ctx context.Context, visit func(c *Chunk, data []byte)
 		end, n, u := start, int64(0), int64(0)
 		for end < len(r.toc.Chunks) {
 			c := &r.toc.Chunks[end]
-			if end > start && (n+c.Size > fetchAllBatchBytes || u+c.UncompressedSize > fetchAllBatchUncompressed) {
+			if end > start && (n+c.Size > fetchAllBatchBytes || u+c.UncompressedSize > FetchAllBatchUncompressed) {
 				break
 			}
 			n += c.Size
