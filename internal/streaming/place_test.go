@@ -389,3 +389,42 @@ func TestEmptyNameAndContiguousFiles(t *testing.T) {
 		t.Fatalf("Convert of a contiguous file: %v", err)
 	}
 }
+
+// FuzzPlacers replays a sequence of entries, drawn from names that
+// collide, escape and pass through links, with the node's placer (names
+// as keys) and the converter's (hashed names): both must agree on every
+// placement and on whether the layer is refused, and neither may panic.
+func FuzzPlacers(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7})
+	f.Add([]byte{9, 2, 17, 33, 12, 4, 40, 1, 66, 5})
+	f.Add([]byte{3, 3, 3, 35, 67, 99, 131, 8})
+	names := []string{"a", "b", "a/b", "../a", "/x", "l", "l/x", ".wh.a", "a/.wh..wh..opq", "..", ".", "a/b/c", "l/../b", "x/y", ".wh..", "", "b/.wh.c"}
+	types := []EntryType{TypeReg, TypeDir, TypeSymlink, TypeHardlink}
+	targets := []string{"a", "/x", "..", "l", "a/b", "../../b", "missing", "x/y/.."}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var entries []Entry
+		for i := 0; i+1 < len(data) && len(entries) < 64; i += 2 {
+			e := Entry{Name: names[int(data[i])%len(names)], Type: types[int(data[i+1])%len(types)]}
+			if e.Type == TypeSymlink || e.Type == TypeHardlink {
+				e.LinkName = targets[int(data[i+1]>>2)%len(targets)]
+			}
+			entries = append(entries, e)
+		}
+		byNames := newPlacer(byName, func(i int32) string { return entries[i].LinkName })
+		check := newUnpackCheck(linkBytes(DefaultMemoryBudget))
+		for i := range entries {
+			e := &entries[i]
+			pl, target, err := byNames.place(i, e)
+			if e.Type == TypeSymlink {
+				check.links[int32(i)] = e.LinkName
+			}
+			pl2, target2, err2 := check.p.place(i, e)
+			if (err == nil) != (err2 == nil) || pl != pl2 || target != target2 {
+				t.Fatalf("entry %d %s %q: the node's placer says %+v %d %v, the converter's %+v %d %v", i, e.Type, e.Name, pl, target, err, pl2, target2, err2)
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+}
