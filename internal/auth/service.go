@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -551,7 +550,8 @@ const adminPasswordName = "adminPassword"
 
 func adminGeneration(hash string) int64 {
 	sum := sha256.Sum256([]byte(hash))
-	return int64(binary.BigEndian.Uint64(sum[:8])&math.MaxInt64) | 1
+	// 52 bits: a JSON number any decoder reads back exactly.
+	return int64(binary.BigEndian.Uint64(sum[:8])>>12) | 1
 }
 
 // adminState reads the admin password's current generation, cached as
