@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/opencontainers/go-digest"
 
 	"github.com/sluicehq/sluice/internal/streaming"
@@ -35,6 +37,7 @@ type Cache struct {
 	max int64
 
 	memory  *streaming.MemoryCache
+	reads   singleflight.Group // reads from disk, by chunk
 	pending chan pendingChunk
 	writes  sync.WaitGroup
 	qmu     sync.RWMutex // guards sends on pending against Close
@@ -234,17 +237,27 @@ func (c *Cache) Get(sum digest.Digest) ([]byte, bool) {
 		c.misses.Add(1)
 		return nil, false
 	}
-	data, err := os.ReadFile(c.path(sum))
-	if err != nil || digest.NewDigestFromBytes(digest.SHA256, sha256Sum(data)) != sum {
-		if err == nil {
-			c.corrupt.Add(1)
+	// Concurrent reads of one file often want the same chunk at once (the
+	// kernel's read-ahead and the reader's own read): one reads and hashes
+	// it, the others share what it read.
+	v, _, _ := c.reads.Do(string(sum), func() (any, error) {
+		data, err := os.ReadFile(c.path(sum))
+		if err != nil || digest.NewDigestFromBytes(digest.SHA256, sha256Sum(data)) != sum {
+			if err == nil {
+				c.corrupt.Add(1)
+			}
+			c.forget(sum)
+			return nil, nil
 		}
-		c.forget(sum)
+		c.memory.Put(sum, data)
+		return data, nil
+	})
+	data, _ := v.([]byte)
+	if data == nil {
 		c.misses.Add(1)
 		return nil, false
 	}
 	c.hits.Add(1)
-	c.memory.Put(sum, data)
 	return data, true
 }
 
