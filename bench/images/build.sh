@@ -239,6 +239,12 @@ layer() {
 main() {
 	[ "$(id -u)" -eq 0 ] || { echo "build.sh: debootstrap needs root" >&2; exit 1; }
 	need
+	# One build at a time: test packages and benchmarks running side by
+	# side wait for each other instead of debootstrapping into one
+	# directory.
+	mkdir -p "$cache"
+	exec 9>"$cache/.build.lock"
+	flock 9
 	local names=("$@") n l
 	[ ${#names[@]} -gt 0 ] || names=(python3 numpy webapp)
 	for n in "${names[@]}"; do
