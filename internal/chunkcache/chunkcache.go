@@ -36,12 +36,14 @@ type Cache struct {
 	dir string
 	max int64
 
-	memory  *streaming.MemoryCache
-	reads   singleflight.Group // reads from disk, by chunk
-	pending chan pendingChunk
-	writes  sync.WaitGroup
-	qmu     sync.RWMutex // guards sends on pending against Close
-	closed  bool
+	memory   *streaming.MemoryCache
+	reads    singleflight.Group // reads from disk, by chunk
+	preloads chan struct{}      // a slot for each Preload reading at once
+	preloadW sync.WaitGroup
+	pending  chan pendingChunk
+	writes   sync.WaitGroup
+	qmu      sync.RWMutex // guards sends on pending against Close
+	closed   bool
 
 	writeDelay time.Duration
 	now        func() time.Time
@@ -57,7 +59,7 @@ type Cache struct {
 	order *list.List // front: most recently used
 	items map[digest.Digest]*list.Element
 
-	hits, misses, evictions, corrupt atomic.Int64
+	hits, misses, evictions, corrupt, preloaded atomic.Int64
 }
 
 type item struct {
@@ -118,7 +120,7 @@ func OpenWith(dir string, maxBytes int64, o Options) (*Cache, error) {
 	}
 	c := &Cache{dir: dir, max: maxBytes, order: list.New(), items: map[digest.Digest]*list.Element{},
 		memory: streaming.NewMemoryCache(o.MemoryBytes), pending: make(chan pendingChunk, 256), writeDelay: o.WriteDelay, now: o.Now,
-		maxQueued: o.MemoryBytes / 2}
+		maxQueued: o.MemoryBytes / 2, preloads: make(chan struct{}, maxPreloads)}
 	type found struct {
 		item
 		mtime time.Time
@@ -198,7 +200,7 @@ func (c *Cache) Flush() {
 	<-done
 }
 
-// Close waits for queued chunks to reach the disk.
+// Close waits for queued chunks to reach the disk, and for preloads.
 func (c *Cache) Close() {
 	c.urgent.Add(1)
 	c.qmu.Lock()
@@ -208,6 +210,7 @@ func (c *Cache) Close() {
 	}
 	c.qmu.Unlock()
 	c.writes.Wait()
+	c.preloadW.Wait()
 }
 
 func (c *Cache) path(sum digest.Digest) string {
@@ -237,9 +240,21 @@ func (c *Cache) Get(sum digest.Digest) ([]byte, bool) {
 		c.misses.Add(1)
 		return nil, false
 	}
-	// Concurrent reads of one file often want the same chunk at once (the
-	// kernel's read-ahead and the reader's own read): one reads and hashes
-	// it, the others share what it read.
+	data := c.load(sum)
+	if data == nil {
+		c.misses.Add(1)
+		return nil, false
+	}
+	c.hits.Add(1)
+	return data, true
+}
+
+// load reads a chunk from disk, checks its sha256 and keeps it in the
+// memory front; nil when the file is missing or damaged (then forgotten).
+// Concurrent reads of one file often want the same chunk at once (the
+// kernel's read-ahead, the reader's own read, a Preload): one reads and
+// hashes it, the others share what it read.
+func (c *Cache) load(sum digest.Digest) []byte {
 	v, _, _ := c.reads.Do(string(sum), func() (any, error) {
 		data, err := os.ReadFile(c.path(sum))
 		if err != nil || digest.NewDigestFromBytes(digest.SHA256, sha256Sum(data)) != sum {
@@ -253,12 +268,47 @@ func (c *Cache) Get(sum digest.Digest) ([]byte, bool) {
 		return data, nil
 	})
 	data, _ := v.([]byte)
-	if data == nil {
-		c.misses.Add(1)
-		return nil, false
+	return data
+}
+
+// maxPreloads is how many chunks Preload reads from disk at once: enough
+// to keep a read or two ahead of each of a few files read in order.
+const maxPreloads = 4
+
+// Preload reads a chunk the disk holds into the memory front in the
+// background, checked as Get checks it, so that a reader going through a
+// layer in order finds its next chunk in memory instead of waiting for the
+// disk and the hash inside its read. It does nothing for a chunk already
+// in memory or not on disk (nothing is fetched), or when maxPreloads are
+// already reading.
+func (c *Cache) Preload(sum digest.Digest) {
+	if c.memory.Has(sum) {
+		return
 	}
-	c.hits.Add(1)
-	return data, true
+	c.mu.Lock()
+	_, ok := c.items[sum]
+	c.mu.Unlock()
+	if !ok {
+		return
+	}
+	c.qmu.RLock() // Close waits for the preloads it did not refuse
+	defer c.qmu.RUnlock()
+	if c.closed {
+		return
+	}
+	select {
+	case c.preloads <- struct{}{}:
+	default:
+		return
+	}
+	c.preloadW.Add(1)
+	go func() {
+		defer c.preloadW.Done()
+		defer func() { <-c.preloads }()
+		if c.load(sum) != nil {
+			c.preloaded.Add(1)
+		}
+	}()
 }
 
 func sha256Sum(b []byte) []byte {
@@ -411,6 +461,8 @@ type Stats struct {
 	Size, Max                         int64
 	Chunks                            int
 	Hits, Misses, Evictions, Corrupts int64
+	// Preloaded counts chunks Preload brought from disk into memory.
+	Preloaded int64
 }
 
 // Stats returns the counters.
@@ -418,5 +470,5 @@ func (c *Cache) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return Stats{Size: c.size, Max: c.max, Chunks: len(c.items), Hits: c.hits.Load(), Misses: c.misses.Load(),
-		Evictions: c.evictions.Load(), Corrupts: c.corrupt.Load()}
+		Evictions: c.evictions.Load(), Corrupts: c.corrupt.Load(), Preloaded: c.preloaded.Load()}
 }

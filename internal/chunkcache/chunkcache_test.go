@@ -236,3 +236,46 @@ func TestWaitRoomKeepsEveryChunk(t *testing.T) {
 		t.Fatal("WaitRoom returned with the queue full")
 	}
 }
+
+func TestPreloadBringsADiskChunkIntoMemory(t *testing.T) {
+	c, err := Open(t.TempDir(), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, goodSum := chunk(1, 4096)
+	bad, badSum := chunk(2, 4096)
+	_, absent := chunk(3, 4096)
+	c.Put(goodSum, good)
+	c.Put(badSum, bad)
+	c.Flush()
+	c.memory.Remove(goodSum)
+	c.memory.Remove(badSum)
+	if err := os.WriteFile(c.path(badSum), append([]byte("x"), bad[1:]...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	c.Preload(goodSum)
+	c.Preload(badSum)
+	c.Preload(absent)
+	c.Close() // waits for the preloads
+
+	if !c.memory.Has(goodSum) {
+		t.Error("a chunk on disk is not in memory after Preload")
+	}
+	if c.memory.Has(badSum) || c.Has(badSum) {
+		t.Error("a damaged chunk was preloaded or kept")
+	}
+	st := c.Stats()
+	if st.Preloaded != 1 || st.Corrupts != 1 {
+		t.Errorf("stats %+v: want 1 preloaded, 1 corrupt", st)
+	}
+	if st.Hits != 0 || st.Misses != 0 {
+		t.Errorf("Preload counted as reads: %+v", st)
+	}
+	// After Close, Preload does nothing.
+	c.memory.Remove(goodSum)
+	c.Preload(goodSum)
+	if c.memory.Has(goodSum) {
+		t.Error("Preload ran after Close")
+	}
+}

@@ -23,10 +23,15 @@ type segment struct {
 func (r *Reader) readData(ctx context.Context, d *Entry, p []byte, off int64) error {
 	segs := dataSegments(d, p, off)
 	var want []int
+	end := int64(-1) // the tar offset after the last byte read
 	for _, s := range segs {
 		if !s.hole {
 			want = append(want, r.chunkRange(s.uoff, int64(len(s.dst)))...)
+			end = s.uoff + int64(len(s.dst))
 		}
+	}
+	if end >= 0 {
+		r.readAhead(d, end)
 	}
 	chunks, err := r.getChunks(ctx, uniqueSorted(want))
 	if err != nil {
@@ -45,6 +50,40 @@ func (r *Reader) readData(ctx context.Context, d *Entry, p []byte, off int64) er
 		}
 	}
 	return nil
+}
+
+// readAheadChunks is how many chunks past a read readAhead asks for.
+const readAheadChunks = 2
+
+// readAhead asks the cache to bring the next chunks of file d into memory
+// when a read of it ended at tar offset end, in the second half of its
+// chunk: the next reads of a file read in order then find them there
+// instead of waiting for the disk and the hash. Only a cache with a Preload
+// method does anything, and only for chunks it holds: nothing is fetched
+// from the registry for it. Chunks past the file's end are left alone: a
+// walk reading small files skips the large ones that follow. (The kernel's
+// own read-ahead of a FUSE mount is 128 KiB; a larger one did not help.)
+func (r *Reader) readAhead(d *Entry, end int64) {
+	p, ok := r.cfg.cache.(interface{ Preload(digest.Digest) })
+	if !ok {
+		return
+	}
+	cs := r.toc.Chunks
+	i := r.chunkAt(end - 1)
+	if i >= len(cs) || end-cs[i].UncompressedOffset < cs[i].UncompressedSize/2 {
+		return
+	}
+	fileEnd := d.Offset + d.Size // past the tar bytes of the file's data
+	if d.Sparse != nil {
+		var stored int64
+		for _, f := range d.Sparse {
+			stored += f.Length
+		}
+		fileEnd = d.Offset + stored
+	}
+	for k := i + 1; k < len(cs) && k <= i+readAheadChunks && cs[k].UncompressedOffset < fileEnd; k++ {
+		p.Preload(cs[k].Digest)
+	}
 }
 
 // dataSegments maps a read of a file's logical bytes onto tar offsets.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -273,5 +274,73 @@ func TestLargeTOCReportsFirstBadEntry(t *testing.T) {
 		if !errors.Is(err, ErrInvalidFormat) || !strings.Contains(err.Error(), fmt.Sprintf("(entry %d ", first)) {
 			t.Errorf("entries %v bad: %v, want an error naming entry %d", bad, err, first)
 		}
+	}
+}
+
+// preloadRecorder is a memory cache that records what a Reader asks it to
+// preload.
+type preloadRecorder struct {
+	*MemoryCache
+	mu    sync.Mutex
+	asked []digest.Digest
+}
+
+func (p *preloadRecorder) Preload(sum digest.Digest) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.asked = append(p.asked, sum)
+}
+
+func (p *preloadRecorder) take() []digest.Digest {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a := p.asked
+	p.asked = nil
+	return a
+}
+
+func TestReadAheadAsksForTheNextChunks(t *testing.T) {
+	raw := buildTar(t, everyEntryType())
+	blob, res := convertBytes(t, raw, smallOpts)
+	cache := &preloadRecorder{MemoryCache: NewMemoryCache(1 << 20)}
+	r, cr := openBytes(t, blob, res, WithChunkCache(cache))
+	ctx := context.Background()
+	e, _ := r.Lookup("usr/bin/large")
+	first := r.ChunksOf(e, 0, 1)[0] + 1 // a chunk inside the file
+	chunks := r.TOC().Chunks
+	c := &chunks[first]
+	start := c.UncompressedOffset - e.Offset // the file's offset where that chunk starts
+
+	// A read in the first half of a chunk asks for nothing.
+	if _, err := r.ReadAt(ctx, e, make([]byte, 100), start); err != nil {
+		t.Fatal(err)
+	}
+	if got := cache.take(); len(got) != 0 {
+		t.Fatalf("a read in the first half of a chunk asked to preload %v", got)
+	}
+	// A read reaching its second half asks for the next two chunks, and
+	// fetches only its own.
+	before := cr.bytes.Load()
+	half := start + c.UncompressedSize/2
+	if _, err := r.ReadAt(ctx, e, make([]byte, 4096), half); err != nil {
+		t.Fatal(err)
+	}
+	want := []digest.Digest{chunks[first+1].Digest, chunks[first+2].Digest}
+	if got := cache.take(); !slices.Equal(got, want) {
+		t.Fatalf("preloads asked %v, want the next two chunks %v", got, want)
+	}
+	if cr.bytes.Load() != before {
+		t.Errorf("the read fetched %d bytes for a chunk it had", cr.bytes.Load()-before)
+	}
+	// Nothing past the file's end: its last chunk asks for nothing.
+	end := r.ChunksOf(e, e.Size-1, 1)[0]
+	if c := &chunks[end]; end+1 >= len(chunks) || e.Offset+e.Size-c.UncompressedOffset < c.UncompressedSize/2 {
+		t.Fatalf("the test wants a chunk after the file's last, and the file's end in the second half of it")
+	}
+	if _, err := r.ReadAt(ctx, e, make([]byte, 1), e.Size-1); err != nil {
+		t.Fatal(err)
+	}
+	if got := cache.take(); len(got) != 0 {
+		t.Fatalf("a read at the end of the file (chunk %d of %d) asked to preload %v", end, len(chunks), got)
 	}
 }
