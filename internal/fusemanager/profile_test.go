@@ -11,12 +11,18 @@ import (
 // inside the layer and to a profile's limits before anything is fetched
 // (a negative length once crashed the FUSE manager).
 func TestProfileRangesWithinLimits(t *testing.T) {
-	const size = 1000
+	const size = 10 * streaming.MinProfileCap // half of it: 5 floors
+	const k = streaming.MinProfileCap
 	rg := func(off, n int64) streaming.Range { return streaming.Range{Offset: off, Length: n} }
-	got := streaming.FitProfile([]streaming.Range{rg(0, 100), rg(-5, 10), rg(100, -1), rg(200, 0), rg(950, 100), rg(300, 200), rg(600, 300)}, size)
-	want := []streaming.Range{rg(0, 100), rg(300, 200)}
+	got := streaming.FitProfile([]streaming.Range{rg(0, k), rg(-5, 10), rg(k, -1), rg(2*k, 0), rg(size-50, 100), rg(3*k, 2*k), rg(6*k, 3*k)}, size)
+	want := []streaming.Range{rg(0, k), rg(3*k, 2*k)}
 	if !slices.Equal(got, want) {
 		t.Fatalf("FitProfile = %v, want %v (inside the layer, at most half of it)", got, want)
+	}
+	// A small layer's profile may cover it whole, up to the floor.
+	small := []streaming.Range{rg(0, 900)}
+	if got := streaming.FitProfile(small, 1000); !slices.Equal(got, small) {
+		t.Fatalf("FitProfile of a 1000-byte layer = %v, want %v", got, small)
 	}
 }
 

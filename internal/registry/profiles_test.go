@@ -15,7 +15,8 @@ import (
 func TestStartupProfileGoesWithItsBlob(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	layer := put(t, e.reg, "app", make([]byte, 1000))
+	const size = 2*streaming.MinProfileCap + 1000 // above the floor, half the blob is the bound
+	layer := put(t, e.reg, "app", make([]byte, size))
 	if err := e.reg.PutStartupProfile(ctx, "app", layer, []streaming.Range{{Offset: 100, Length: 200}}); err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +24,7 @@ func TestStartupProfileGoesWithItsBlob(t *testing.T) {
 	if err != nil || len(p.Ranges) != 1 || p.Ranges[0] != (streaming.Range{Offset: 100, Length: 200}) || !p.Updated.Equal(e.clock.Now()) {
 		t.Fatalf("stored profile %+v, %v", p, err)
 	}
-	if err := e.reg.PutStartupProfile(ctx, "app", layer, []streaming.Range{{Offset: 0, Length: 600}}); !errors.Is(err, ErrProfileInvalid) {
+	if err := e.reg.PutStartupProfile(ctx, "app", layer, []streaming.Range{{Offset: 0, Length: size/2 + 1}}); !errors.Is(err, ErrProfileInvalid) {
 		t.Fatalf("a profile of more than half the blob: %v", err)
 	}
 
@@ -34,7 +35,7 @@ func TestStartupProfileGoesWithItsBlob(t *testing.T) {
 	if st, err := e.reg.CollectGarbage(ctx); err != nil || st.DeletedBlobs != 1 {
 		t.Fatalf("collection %+v, %v", st, err)
 	}
-	put(t, e.reg, "app", make([]byte, 1000))
+	put(t, e.reg, "app", make([]byte, size))
 	if _, err := e.reg.StartupProfile(ctx, "app", layer); !errors.Is(err, ErrProfileUnknown) {
 		t.Fatalf("the profile outlived its blob: %v", err)
 	}

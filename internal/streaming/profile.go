@@ -16,9 +16,18 @@ const MaxProfileRanges = 65536
 // MaxProfileCap is the most bytes any profile may cover.
 const MaxProfileCap = 512 << 20
 
+// MinProfileCap is what a profile may cover whatever its layer's size: the
+// converter's default chunk for small files. A layer of a few small files
+// (a Dockerfile's COPY of an app) is one such chunk, which half the layer
+// would leave without a profile, and its start without a prefetch.
+const MinProfileCap = 256 << 10
+
 // MaxProfileBytes is how many bytes a profile of a layer of layerSize bytes
-// may cover: half the layer, and MaxProfileCap at most.
-func MaxProfileBytes(layerSize int64) int64 { return min(layerSize/2, MaxProfileCap) }
+// may cover: half the layer, at least MinProfileCap and at most
+// MaxProfileCap.
+func MaxProfileBytes(layerSize int64) int64 {
+	return min(max(layerSize/2, MinProfileCap), MaxProfileCap)
+}
 
 // Inside reports whether the range is at least a byte long and lies inside
 // a blob of size bytes.
