@@ -36,9 +36,9 @@ import (
 
 const (
 	// maxInferredFiles and maxInferredFileBytes bound what is inferred: a
-	// start loads tens of files, and a library of hundreds of MB is not
-	// read whole to start.
-	maxInferredFiles     = 256
+	// start loads tens of files, a Python program's imports hundreds, and
+	// a library of hundreds of MB is not read whole to start.
+	maxInferredFiles     = 2048
 	maxInferredFileBytes = 32 << 20
 	// maxSymlinkHops bounds a path's resolution, as Linux's 40.
 	maxSymlinkHops = 40
@@ -227,6 +227,7 @@ func (j *job) startupFiles(ctx context.Context, img *image, layers []ocispec.Des
 	}
 	s.addELF(ra, resolved, img.platform, env["LD_LIBRARY_PATH"])
 	s.addPython(resolved)
+	s.addPythonImports(resolved, argv[1:], env, img.config.Config.WorkingDir, img.platform)
 	return s, nil
 }
 
