@@ -181,7 +181,7 @@ func (py *pyImporter) load(name string) {
 		for _, suffix := range py.suffixes {
 			if ra, resolved, ok := py.s.addIfNew(dir + suffix); ok {
 				if resolved != "" {
-					py.s.addELF(ra, resolved, py.platform, "")
+					py.s.addELF(ra, resolved, py.platform, "", true)
 				}
 				return
 			}

@@ -148,6 +148,9 @@ type startupSet struct {
 type startupFile struct {
 	layer int
 	e     *streaming.Entry
+	// parts, when set, are the byte ranges [from, to) of the file a start
+	// reads (a large library's loaded parts); otherwise all of it.
+	parts [][2]int64
 }
 
 // add adds the file at an absolute path if the image has it, returning it.
@@ -158,7 +161,7 @@ func (s *startupSet) add(p string) (readerAt, string, bool) {
 	}
 	if !s.seen[resolved] && len(s.files) < maxInferredFiles {
 		s.seen[resolved] = true
-		s.files = append(s.files, startupFile{layer, e})
+		s.files = append(s.files, startupFile{layer: layer, e: e})
 	}
 	return readerAt{s.t, layer, e}, resolved, true
 }
@@ -177,7 +180,7 @@ func (j *job) inferStartup(ctx context.Context, img *image, layers []ocispec.Des
 	}
 	byLayer := map[int][]streaming.Range{}
 	for _, f := range set.files {
-		byLayer[f.layer] = append(byLayer[f.layer], fileChunks(set.t.layers[f.layer], f.e)...)
+		byLayer[f.layer] = append(byLayer[f.layer], fileChunks(set.t.layers[f.layer], f.e, f.parts)...)
 	}
 	for i, ranges := range byLayer {
 		ranges = dedupeRanges(ranges)
@@ -225,7 +228,7 @@ func (j *job) startupFiles(ctx context.Context, img *image, layers []ocispec.Des
 	if !ok {
 		return s, fmt.Errorf("the entrypoint %s is not a file of the image", exe)
 	}
-	s.addELF(ra, resolved, img.platform, env["LD_LIBRARY_PATH"])
+	s.addELF(ra, resolved, img.platform, env["LD_LIBRARY_PATH"], false)
 	s.addPython(resolved)
 	s.addPythonImports(resolved, argv[1:], env, img.config.Config.WorkingDir, img.platform)
 	return s, nil
@@ -304,12 +307,18 @@ var multiarch = map[string]string{
 // DT_RPATH (without DT_RUNPATH), LD_LIBRARY_PATH, DT_RUNPATH, then the
 // system directories (those of /etc/ld.so.conf.d included). The linker's
 // cache is read first whenever a library is searched.
-func (s *startupSet) addELF(exe readerAt, exePath string, p ocispec.Platform, ldLibraryPath string) {
+//
+// A large library (lib: exe is one too) is added as the parts loading it
+// reads (elfLoadedParts), not whole.
+func (s *startupSet) addELF(exe readerAt, exePath string, p ocispec.Platform, ldLibraryPath string, lib bool) {
 	f, err := elf.NewFile(exe)
 	if err != nil {
 		return // a script, or not an executable the converter can read
 	}
 	defer f.Close()
+	if lib {
+		s.setParts(exe.e, elfLoadedParts(f, exe.e.Size))
+	}
 	for _, prog := range f.Progs {
 		if prog.Type == elf.PT_INTERP {
 			b := make([]byte, prog.Filesz)
@@ -343,6 +352,7 @@ func (s *startupSet) addELF(exe readerAt, exePath string, p ocispec.Platform, ld
 				continue
 			}
 			if lf, err := elf.NewFile(found); err == nil {
+				s.setParts(found.e, elfLoadedParts(lf, found.e.Size))
 				queue = append(queue, elfObject{lf, path.Dir("/" + at)})
 			}
 		}
@@ -355,6 +365,16 @@ func (s *startupSet) addELF(exe readerAt, exePath string, p ocispec.Platform, ld
 type elfObject struct {
 	f      *elf.File
 	origin string
+}
+
+// setParts limits what of an added file the profile holds.
+func (s *startupSet) setParts(e *streaming.Entry, parts [][2]int64) {
+	for i := len(s.files) - 1; i >= 0; i-- {
+		if s.files[i].e == e {
+			s.files[i].parts = parts
+			return
+		}
+	}
 }
 
 // addIfNew adds a file, returning its resolved path only the first time.
@@ -519,21 +539,53 @@ func (s *startupSet) filesIn(dir, suffix string) []string {
 }
 
 // fileChunks are the ranges of the blob chunks holding a file's data (at
-// most maxInferredFileBytes of it).
-func fileChunks(r *streaming.Reader, e *streaming.Entry) []streaming.Range {
-	var out []streaming.Range
+// most maxInferredFileBytes of it), or the parts of it given.
+func fileChunks(r *streaming.Reader, e *streaming.Entry, parts [][2]int64) []streaming.Range {
 	if e.Size == 0 {
 		return nil
 	}
+	if parts == nil || e.Sparse != nil {
+		parts = [][2]int64{{0, min(e.Size, maxInferredFileBytes)}}
+	}
+	var out []streaming.Range
 	chunks := r.TOC().Chunks
-	start, end := e.Offset, e.Offset+min(e.Size, maxInferredFileBytes)
-	i := sort.Search(len(chunks), func(i int) bool {
-		return chunks[i].UncompressedOffset+chunks[i].UncompressedSize > start
-	})
-	for ; i < len(chunks) && chunks[i].UncompressedOffset < end; i++ {
-		out = append(out, streaming.Range{Offset: chunks[i].Offset, Length: chunks[i].Size})
+	for _, part := range parts {
+		start, end := e.Offset+part[0], e.Offset+min(part[1], e.Size)
+		i := sort.Search(len(chunks), func(i int) bool {
+			return chunks[i].UncompressedOffset+chunks[i].UncompressedSize > start
+		})
+		for ; i < len(chunks) && chunks[i].UncompressedOffset < end; i++ {
+			out = append(out, streaming.Range{Offset: chunks[i].Offset, Length: chunks[i].Size})
+		}
 	}
 	return out
+}
+
+// elfWholeBytes is the size up to which a library is prefetched whole.
+const elfWholeBytes = 2 << 20
+
+// elfLoadedParts returns the parts of a large shared library that loading
+// it reads, from its section headers: everything the dynamic linker maps
+// that is not code or read-only data (symbols, hashes, versions,
+// relocations, the dynamic section and the data relocations write). Its
+// code and constants are read page by page as they run, far less than the
+// whole of a large library (numpy's OpenBLAS is 36 MB, mostly kernels for
+// other processors); the first recorded start captures those pages. nil,
+// read whole, for a small library or one without section headers.
+func elfLoadedParts(f *elf.File, size int64) [][2]int64 {
+	if size <= elfWholeBytes || len(f.Sections) == 0 {
+		return nil
+	}
+	parts := [][2]int64{{0, min(size, 4096)}} // the ELF and program headers
+	for _, sec := range f.Sections {
+		switch {
+		case sec.Flags&elf.SHF_ALLOC == 0, sec.Type == elf.SHT_NOBITS, sec.Flags&elf.SHF_EXECINSTR != 0,
+			sec.Name == ".rodata" || strings.HasPrefix(sec.Name, ".rodata.") || strings.HasPrefix(sec.Name, ".eh_frame") || sec.Name == ".gcc_except_table":
+			continue
+		}
+		parts = append(parts, [2]int64{int64(sec.Offset), int64(sec.Offset + sec.FileSize)})
+	}
+	return parts
 }
 
 // dedupeRanges keeps the first of equal ranges, in order.

@@ -197,7 +197,7 @@ func inferredCoverage(t *testing.T, e *env, l ocispec.Descriptor) map[string][2]
 		if entry.Type != streaming.TypeReg || entry.Size == 0 {
 			continue
 		}
-		chunks := fileChunks(r, &entry)
+		chunks := fileChunks(r, &entry, nil)
 		covered := 0
 		for _, c := range chunks {
 			if in[c.Offset] {
