@@ -18,6 +18,7 @@ var modeStyle = []struct {
 }{
 	{"full", "full pull (overlayfs)", color.RGBA{R: 0x99, G: 0x99, B: 0x99, A: 0xff}},
 	{"lazy", "lazy, first start (sluice-snapshotter)", color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}},
+	{"noprofile", "lazy, first start without an inferred profile", color.RGBA{R: 0x17, G: 0xbe, B: 0xcf, A: 0xff}},
 	{"profiled", "lazy, later nodes (startup profile)", color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}},
 	{"estargz", "eStargz (stargz-snapshotter)", color.RGBA{R: 0xff, G: 0xbb, B: 0x78, A: 0xff}},
 	{"estargz-opt", "eStargz optimized", color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff}},

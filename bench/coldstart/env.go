@@ -22,6 +22,9 @@ type env struct {
 	// profiles are the startup profiles a first start recorded, by
 	// workload and streamed layer.
 	profiles map[string]map[digest.Digest][]streaming.Range
+	// inferred are those the registry inferred when it converted the
+	// image, before any start.
+	inferred map[string]map[digest.Digest][]streaming.Range
 }
 
 func newEnv(ctx context.Context, bin string, opts testbed.Options) (*env, error) {
@@ -29,7 +32,8 @@ func newEnv(ctx context.Context, bin string, opts testbed.Options) (*env, error)
 	if err != nil {
 		return nil, err
 	}
-	return &env{Registry: r, profiles: map[string]map[digest.Digest][]streaming.Range{}}, nil
+	return &env{Registry: r, profiles: map[string]map[digest.Digest][]streaming.Range{},
+		inferred: map[string]map[digest.Digest][]streaming.Range{}}, nil
 }
 
 // hasProfiles reports whether the registry has a startup profile of every
@@ -75,27 +79,48 @@ func shape(port int, rate string) error {
 
 func unshape() { _ = exec.Command("tc", "qdisc", "del", "dev", "lo", "root").Run() }
 
-// saveProfiles keeps the startup profiles of a workload's image that the
-// registry has now, for restoreProfiles.
-func (e *env) saveProfiles(ctx context.Context, w workload) error {
-	e.profiles[w.Name] = map[digest.Digest][]streaming.Range{}
+// currentProfiles reads the startup profiles the registry has of a
+// workload's image (a layer without one is left out).
+func (e *env) currentProfiles(ctx context.Context, w workload) (map[digest.Digest][]streaming.Range, error) {
+	out := map[digest.Digest][]streaming.Range{}
 	for _, d := range e.Streamed[w.Name] {
 		ranges, err := e.Client.StartupProfile(ctx, w.Name, d)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		e.profiles[w.Name][d] = ranges
+		if ranges != nil {
+			out[d] = ranges
+		}
 	}
-	return nil
+	return out, nil
 }
 
-// restoreProfiles gives the registry back the saved profiles of a
-// workload's image, when a first start's trial made it forget them.
-func (e *env) restoreProfiles(ctx context.Context, w workload) error {
-	if e.hasProfiles(ctx, w) {
-		return nil
+// saveInferred keeps the startup profiles the registry inferred of a
+// workload's image when it converted it, for the first starts' trials.
+func (e *env) saveInferred(ctx context.Context, w workload) error {
+	p, err := e.currentProfiles(ctx, w)
+	e.inferred[w.Name] = p
+	return err
+}
+
+// saveProfiles keeps the startup profiles of a workload's image that the
+// registry has now, for later nodes' trials.
+func (e *env) saveProfiles(ctx context.Context, w workload) error {
+	p, err := e.currentProfiles(ctx, w)
+	e.profiles[w.Name] = p
+	return err
+}
+
+// setProfiles makes the registry's profiles of a workload's image exactly
+// these: those a first start recorded before a later node's trial, those
+// the converter inferred before a first start's. (Given back, an inferred
+// profile is stored as a recorded one: a node prefetches both alike, and
+// only replaces them differently after the trial's first line.)
+func (e *env) setProfiles(ctx context.Context, w workload, profiles map[digest.Digest][]streaming.Range) error {
+	if err := e.deleteProfiles(ctx, w); err != nil {
+		return err
 	}
-	for d, ranges := range e.profiles[w.Name] {
+	for d, ranges := range profiles {
 		if err := e.Client.PutStartupProfile(ctx, w.Name, d, ranges); err != nil {
 			return err
 		}

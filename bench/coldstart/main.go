@@ -56,7 +56,7 @@ func main() {
 	rates := flag.String("rates", "500mbit,100mbit", "registry link rates (tc syntax; unshaped: loopback as it is)")
 	trials := flag.Int("trials", 3, "trials per image, rate and mode (the median is reported)")
 	modes := flag.String("modes", "full,lazy,profiled,estargz,estargz-opt,estargz-opt-async,soci,soci-prefetch",
-		"full (overlayfs, download everything), lazy (sluice-snapshotter, first start anywhere), profiled (sluice-snapshotter, a later node: the registry has the first start's profile), "+
+		"full (overlayfs, download everything), lazy (sluice-snapshotter, first start anywhere: only the registry's inferred profile), noprofile (the same without it), profiled (sluice-snapshotter, a later node: the registry has the first start's profile), "+
 			"estargz, estargz-opt, estargz-opt-async (stargz-snapshotter on eStargz, optimized by its analyzer, and with prefetch_async_size), soci, soci-prefetch (soci-snapshotter on a SOCI index v2, and with a prefetch list)")
 	binDir := flag.String("bin", "bin", "directory of sluiced and sluice-snapshotter")
 	against := flag.String("against", "", "directory of another sluice-snapshotter build: lazy and profiled trials alternate between the two, one row each (both may replace the registry's profile)")
@@ -96,11 +96,14 @@ func main() {
 		if err := env.PushImage(ctx, w); err != nil {
 			log.Fatal(err)
 		}
+		if err := env.saveInferred(ctx, w); err != nil {
+			log.Fatal(err)
+		}
 		wls = append(wls, w)
 	}
 	modeList := strings.Split(*modes, ",")
 	for _, m := range modeList {
-		if _, ok := peerModes[m]; !ok && m != "full" && m != "lazy" && m != "profiled" {
+		if _, ok := peerModes[m]; !ok && m != "full" && m != "lazy" && m != "noprofile" && m != "profiled" {
 			log.Fatalf("unknown mode %q", m)
 		}
 	}
@@ -125,11 +128,9 @@ func main() {
 		}
 		for _, w := range wls {
 			if slices.Contains(modeList, "profiled") {
-				// The first start anywhere records the profile; later
-				// nodes' trials get it back if a lazy trial dropped it.
-				if err := env.deleteProfiles(ctx, w); err != nil {
-					log.Fatal(err)
-				}
+				// A start with no profile records the profile; later
+				// nodes' trials get it back, whatever a first start's
+				// trial left.
 				r, err := env.trial(ctx, w, "record", bin)
 				if err != nil {
 					log.Fatalf("%s %s recording a startup profile: %v", w.Name, rate, err)
@@ -164,11 +165,6 @@ func main() {
 					if _, peer := peerModes[r.mode]; peer {
 						t, err = env.peerTrial(ctx, w, r.mode)
 					} else {
-						if r.mode == "profiled" {
-							if err := env.restoreProfiles(ctx, w); err != nil {
-								log.Fatal(err)
-							}
-						}
 						t, err = env.trial(ctx, w, r.mode, r.sn)
 					}
 					if err != nil {

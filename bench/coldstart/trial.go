@@ -21,19 +21,28 @@ import (
 // trial pulls the workload's image on a fresh node and runs it, timing the
 // first line of its output from the start of the pull. Modes: full (the
 // overlayfs snapshotter downloads everything), lazy (sluice-snapshotter,
-// the first start of the image anywhere: the registry has no startup
-// profile), profiled (sluice-snapshotter on a node after the first: the
-// registry has the profile the first recorded), record (a lazy start that
-// waits for the node to give the registry its profile). snBin is the
-// directory of the sluice-snapshotter to run.
+// the first start of the image anywhere: the registry has only the
+// startup profiles it inferred when it converted the image), noprofile
+// (the same with no profile at all, as for an image whose start the
+// registry cannot infer), profiled (sluice-snapshotter on a node after the
+// first: the registry has the profiles the first recorded), record (a
+// start with no profile that waits for the node to give the registry its
+// recording). snBin is the directory of the sluice-snapshotter to run.
 func (e *env) trial(ctx context.Context, w workload, mode, snBin string) (trialResult, error) {
 	lazy := mode != "full"
 	switch mode {
 	case "lazy":
+		if err := e.setProfiles(ctx, w, e.inferred[w.Name]); err != nil {
+			return trialResult{}, err
+		}
+	case "noprofile", "record":
 		if err := e.deleteProfiles(ctx, w); err != nil {
 			return trialResult{}, err
 		}
 	case "profiled":
+		if err := e.setProfiles(ctx, w, e.profiles[w.Name]); err != nil {
+			return trialResult{}, err
+		}
 		if !e.hasProfiles(ctx, w) {
 			return trialResult{}, fmt.Errorf("the registry has no startup profile of %s", w.Name)
 		}
