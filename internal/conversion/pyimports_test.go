@@ -1,12 +1,16 @@
 package conversion
 
 import (
+	"debug/elf"
 	"math/rand/v2"
+	"os"
 	"reflect"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/sluicehq/sluice/internal/testenv"
 )
 
 func TestPythonImports(t *testing.T) {
@@ -147,5 +151,44 @@ func TestInferredPythonImports(t *testing.T) {
 		if c := got[p]; c[0] > 1 {
 			t.Errorf("%s, imported only later or never: %d of its %d chunks in the profile", p, c[0], c[1])
 		}
+	}
+}
+
+// TestELFLoadedParts: a large library's inferred parts hold what loading
+// it reads (its symbols, its data) and not its code; a small one is whole.
+func TestELFLoadedParts(t *testing.T) {
+	const lib = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
+	f, err := elf.Open(lib)
+	testenv.Need(t, err == nil, "the host's %s (%v)", lib, err)
+	defer f.Close()
+	st, err := os.Stat(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := elfLoadedParts(f, max(st.Size(), elfWholeBytes+1))
+	in := func(sec string) bool {
+		s := f.Section(sec)
+		if s == nil {
+			t.Fatalf("%s has no %s", lib, sec)
+		}
+		for _, p := range parts {
+			if int64(s.Offset) >= p[0] && int64(s.Offset+s.FileSize) <= p[1] {
+				return true
+			}
+		}
+		return false
+	}
+	for _, sec := range []string{".dynsym", ".dynstr", ".gnu.hash", ".rela.dyn", ".data.rel.ro", ".got"} {
+		if !in(sec) {
+			t.Errorf("%s is not in the parts %v", sec, parts)
+		}
+	}
+	for _, sec := range []string{".text", ".rodata", ".eh_frame"} {
+		if in(sec) {
+			t.Errorf("%s is in the parts %v", sec, parts)
+		}
+	}
+	if p := elfLoadedParts(f, elfWholeBytes); p != nil {
+		t.Errorf("a library of %d bytes is not whole: %v", elfWholeBytes, p)
 	}
 }
