@@ -166,7 +166,14 @@ func (e *env) putManifest(repo, tag string, mediaType string, v any) ocispec.Des
 // pushImage pushes an image of the given layers and platform.
 func (e *env) pushImage(repo, tag, os, arch string, layers ...layer) ocispec.Descriptor {
 	e.t.Helper()
-	cfg := ocispec.Image{Platform: ocispec.Platform{OS: os, Architecture: arch}, RootFS: ocispec.RootFS{Type: "layers"}}
+	return e.pushImageConfig(repo, tag, ocispec.Image{Platform: ocispec.Platform{OS: os, Architecture: arch}}, layers...)
+}
+
+// pushImageConfig pushes an image of the given layers with config cfg
+// (its rootfs set from the layers).
+func (e *env) pushImageConfig(repo, tag string, cfg ocispec.Image, layers ...layer) ocispec.Descriptor {
+	e.t.Helper()
+	cfg.RootFS = ocispec.RootFS{Type: "layers"}
 	var descs []ocispec.Descriptor
 	for _, l := range layers {
 		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.diffID)

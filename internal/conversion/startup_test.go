@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sluicehq/sluice/internal/oci"
@@ -146,16 +145,7 @@ func TestInferredStartupProfile(t *testing.T) {
 // it and returns its streaming manifest.
 func convertImage(t *testing.T, e *env, repo string, cfg ocispec.Image, layers ...layer) ocispec.Manifest {
 	t.Helper()
-	var descs []ocispec.Descriptor
-	for _, l := range layers {
-		d := e.putBlob(repo, l.blob)
-		d.MediaType = ocispec.MediaTypeImageLayerGzip
-		descs = append(descs, d)
-	}
-	cfgBytes, _ := json.Marshal(cfg)
-	cd := e.putBlob(repo, cfgBytes)
-	cd.MediaType = ocispec.MediaTypeImageConfig
-	img := e.putManifest(repo, "v1", ocispec.MediaTypeImageManifest, ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cd, Layers: descs})
+	img := e.pushImageConfig(repo, "v1", cfg, layers...)
 	op, err := e.conv.Start(context.Background(), repo, img.Digest, "admin")
 	if err != nil {
 		t.Fatal(err)
