@@ -13,7 +13,9 @@ import (
 // profile of a blob, and refuses profiles that do not fit it.
 func TestStartupProfiles(t *testing.T) {
 	tr := newTestRegistry(t, false, nil)
-	blob := tr.pushBlob("team/app", []byte(strings.Repeat("chunk data ", 1000))) // 11,000 bytes
+	// 660,000 bytes: a profile may cover half of them (more than the 256 KiB
+	// any layer's may).
+	blob := tr.pushBlob("team/app", []byte(strings.Repeat("chunk data ", 60000)))
 	tr.pushBlob("other", []byte("elsewhere"))
 	path := "/acr/v1/team/app/_profiles/" + blob.Digest.String()
 
@@ -33,12 +35,12 @@ func TestStartupProfiles(t *testing.T) {
 
 	for _, tc := range []struct{ name, body, code string }{
 		{"no ranges", `{"ranges":[]}`, "INVALID_REQUEST"},
-		{"past the end", `{"ranges":[[10990,20]]}`, "INVALID_REQUEST"},
+		{"past the end", `{"ranges":[[659990,20]]}`, "INVALID_REQUEST"},
 		{"negative offset", `{"ranges":[[-1,20]]}`, "INVALID_REQUEST"},
 		{"empty range", `{"ranges":[[0,0]]}`, "INVALID_REQUEST"},
 		{"repeated offset", `{"ranges":[[0,10],[0,10]]}`, "INVALID_REQUEST"},
 		{"overlapping", `{"ranges":[[100,50],[0,120]]}`, "INVALID_REQUEST"},
-		{"more than half the blob", `{"ranges":[[0,3000],[3000,3000]]}`, "INVALID_REQUEST"},
+		{"more than half the blob", `{"ranges":[[0,200000],[200000,200000]]}`, "INVALID_REQUEST"},
 		{"not a pair", `{"ranges":[[1,2,3]]}`, "INVALID_REQUEST"},
 		{"unknown field", `{"ranges":[[0,10]],"extra":1}`, "INVALID_REQUEST"},
 	} {
