@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -229,8 +228,10 @@ func (j *job) startupFiles(ctx context.Context, img *image, layers []ocispec.Des
 		return s, fmt.Errorf("the entrypoint %s is not a file of the image", exe)
 	}
 	s.addELF(ra, resolved, img.platform, env["LD_LIBRARY_PATH"], false)
-	s.addPython(resolved)
-	s.addPythonImports(resolved, argv[1:], env, img.config.Config.WorkingDir, img.platform)
+	if py, ok := findCPython(resolved); ok {
+		s.addPython(py)
+		s.addPythonImports(py, argv[1:], env, img.config.Config.WorkingDir, img.platform)
+	}
 	return s, nil
 }
 
@@ -481,45 +482,6 @@ func (s *startupSet) confFiles() []confFile {
 		}
 	}
 	return out
-}
-
-var pythonExe = regexp.MustCompile(`^python(\d)\.(\d+)$`)
-
-// addPython adds what CPython reads before running anything, when the
-// entrypoint is a CPython interpreter: the encodings package's startup
-// modules (compiled where the image has them compiled), the modules
-// versions before 3.11 did not freeze into the interpreter,
-// sitecustomize, and the .pth files of its site directories.
-func (s *startupSet) addPython(exe string) {
-	m := pythonExe.FindStringSubmatch(path.Base(exe))
-	if m == nil {
-		return
-	}
-	major, minor := m[1], m[2]
-	v, _ := strconv.Atoi(minor)
-	tag := "cpython-" + major + minor
-	prefix := path.Dir(path.Dir("/" + exe)) // /usr/bin/python3.11 -> /usr
-	lib := path.Join(prefix, "lib", "python"+major+"."+minor)
-	modules := []string{"encodings/__init__", "encodings/aliases", "encodings/utf_8", "sitecustomize"}
-	if v < 11 {
-		modules = append(modules, "abc", "codecs", "io", "_collections_abc", "_sitebuiltins", "genericpath", "os", "posixpath", "site", "stat")
-	}
-	for _, mod := range modules {
-		dir, name := path.Split(path.Join(lib, mod))
-		if _, _, ok := s.add(path.Join(dir, "__pycache__", name+"."+tag+".pyc")); !ok {
-			s.add(path.Join(dir, name+".py"))
-		}
-	}
-	sites := []string{
-		path.Join(lib, "site-packages"),
-		path.Join(prefix, "local", "lib", "python"+major+"."+minor, "dist-packages"),
-		path.Join(prefix, "lib", "python"+major, "dist-packages"),
-	}
-	for _, site := range sites {
-		for _, p := range s.filesIn(strings.TrimPrefix(site, "/"), ".pth") {
-			s.add("/" + p)
-		}
-	}
 }
 
 // filesIn lists the names ending in suffix directly in a directory of any

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"path"
+	"regexp"
+	"strconv"
 	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -40,11 +42,75 @@ const (
 	maxPythonSourceBytes = 1 << 20
 )
 
+var pythonExe = regexp.MustCompile(`^python(\d)\.(\d+)$`)
+
+// cpython is a CPython installation, found from its interpreter's path.
+type cpython struct {
+	major, minor string // "3", "11"
+	prefix       string // /usr for /usr/bin/python3.11
+	lib          string // its standard library: /usr/lib/python3.11
+}
+
+// findCPython reads a CPython installation from its interpreter's
+// resolved path; false when exe is not named like one.
+func findCPython(exe string) (cpython, bool) {
+	m := pythonExe.FindStringSubmatch(path.Base(exe))
+	if m == nil {
+		return cpython{}, false
+	}
+	prefix := path.Dir(path.Dir("/" + exe))
+	return cpython{major: m[1], minor: m[2], prefix: prefix, lib: path.Join(prefix, "lib", "python"+m[1]+"."+m[2])}, true
+}
+
+// tag is the tag of its compiled files: cpython-311.
+func (c cpython) tag() string { return "cpython-" + c.major + c.minor }
+
+// siteDirs are its site directories, in the order of sys.path (Debian's
+// dist-packages, then upstream's site-packages).
+func (c cpython) siteDirs() []string {
+	ver := c.major + "." + c.minor
+	return []string{
+		path.Join(c.prefix, "local", "lib", "python"+ver, "dist-packages"),
+		path.Join(c.prefix, "lib", "python"+c.major, "dist-packages"),
+		path.Join(c.prefix, "lib", "python"+ver, "dist-packages"),
+		path.Join(c.lib, "site-packages"),
+	}
+}
+
+// addModule adds the file CPython reads for the module whose source is
+// src: its compiled file in __pycache__ where the image has one, the source
+// otherwise.
+func (s *startupSet) addModule(c cpython, src string) {
+	dir, file := path.Split(src)
+	if _, _, ok := s.add(path.Join(dir, "__pycache__", strings.TrimSuffix(file, ".py")+"."+c.tag()+".pyc")); !ok {
+		s.add(src)
+	}
+}
+
+// addPython adds what CPython reads before running anything: the
+// encodings package's startup modules, the modules versions before 3.11
+// did not freeze into the interpreter, sitecustomize, and the .pth files
+// of its site directories.
+func (s *startupSet) addPython(c cpython) {
+	modules := []string{"encodings/__init__", "encodings/aliases", "encodings/utf_8", "sitecustomize"}
+	if v, _ := strconv.Atoi(c.minor); v < 11 {
+		modules = append(modules, "abc", "codecs", "io", "_collections_abc", "_sitebuiltins", "genericpath", "os", "posixpath", "site", "stat")
+	}
+	for _, mod := range modules {
+		s.addModule(c, path.Join(c.lib, mod)+".py")
+	}
+	for _, site := range c.siteDirs() {
+		for _, p := range s.filesIn(strings.TrimPrefix(site, "/"), ".pth") {
+			s.add("/" + p)
+		}
+	}
+}
+
 // pyImporter follows a Python program's imports through an image.
 type pyImporter struct {
 	s        *startupSet
+	c        cpython
 	platform ocispec.Platform
-	tag      string   // the compiled files' tag: cpython-311
 	suffixes []string // extension modules' file suffixes, most specific first
 	path     []string // sys.path
 	done     map[string]bool
@@ -52,18 +118,11 @@ type pyImporter struct {
 }
 
 // addPythonImports adds what the program that args (the interpreter's
-// arguments) run imports at its start, when exe is a CPython interpreter.
-func (s *startupSet) addPythonImports(exe string, args []string, env map[string]string, workDir string, p ocispec.Platform) {
-	m := pythonExe.FindStringSubmatch(path.Base(exe))
-	if m == nil {
-		return
-	}
-	ver, short := m[1]+"."+m[2], m[1]+m[2]
-	prefix := path.Dir(path.Dir("/" + exe))
-	lib := path.Join(prefix, "lib", "python"+ver)
-	py := &pyImporter{s: s, platform: p, tag: "cpython-" + short, done: map[string]bool{}, pkgs: map[string][]string{}}
+// arguments) run imports at its start.
+func (s *startupSet) addPythonImports(c cpython, args []string, env map[string]string, workDir string, p ocispec.Platform) {
+	py := &pyImporter{s: s, c: c, platform: p, done: map[string]bool{}, pkgs: map[string][]string{}}
 	if arch, ok := multiarch[p.Architecture]; ok {
-		py.suffixes = append(py.suffixes, ".cpython-"+short+"-"+arch+".so")
+		py.suffixes = append(py.suffixes, ".cpython-"+c.major+c.minor+"-"+arch+".so")
 	}
 	py.suffixes = append(py.suffixes, ".abi3.so", ".so")
 
@@ -84,11 +143,8 @@ func (s *startupSet) addPythonImports(exe string, args []string, env map[string]
 			py.path = append(py.path, d)
 		}
 	}
-	py.path = append(py.path, lib, path.Join(lib, "lib-dynload"),
-		path.Join(prefix, "local", "lib", "python"+ver, "dist-packages"),
-		path.Join(prefix, "lib", "python"+m[1], "dist-packages"),
-		path.Join(prefix, "lib", "python"+ver, "dist-packages"),
-		path.Join(lib, "site-packages"))
+	py.path = append(py.path, c.lib, path.Join(c.lib, "lib-dynload"))
+	py.path = append(py.path, c.siteDirs()...)
 
 	switch {
 	case code != "":
@@ -169,13 +225,13 @@ func (py *pyImporter) load(name string) {
 	var namespace []string
 	for _, d := range dirs {
 		dir := path.Join(d, base)
-		if py.isFile(path.Join(dir, "__init__.py")) {
+		if ra, ok := py.file(path.Join(dir, "__init__.py")); ok {
 			py.pkgs[name] = []string{dir}
-			py.source(path.Join(dir, "__init__.py"), name)
+			py.source(ra, path.Join(dir, "__init__.py"), name)
 			return
 		}
-		if py.isFile(dir + ".py") {
-			py.source(dir+".py", name[:max(strings.LastIndexByte(name, '.'), 0)])
+		if ra, ok := py.file(dir + ".py"); ok {
+			py.source(ra, dir+".py", name[:max(strings.LastIndexByte(name, '.'), 0)])
 			return
 		}
 		for _, suffix := range py.suffixes {
@@ -195,24 +251,21 @@ func (py *pyImporter) load(name string) {
 	}
 }
 
-// isFile reports whether the image has a regular file at p.
-func (py *pyImporter) isFile(p string) bool {
-	_, e, _, ok := py.s.t.resolve(p)
-	return ok && e.Type == streaming.TypeReg
+// file opens the regular file at p, if the image has one.
+func (py *pyImporter) file(p string) (readerAt, bool) {
+	layer, e, _, ok := py.s.t.resolve(p)
+	if !ok || e.Type != streaming.TypeReg {
+		return readerAt{}, false
+	}
+	return readerAt{py.s.t, layer, e}, true
 }
 
-// source adds the file CPython reads for the module whose source is src
-// (its compiled file where the image has it) and follows the source's
-// imports; pkg is the package relative imports start from.
-func (py *pyImporter) source(src, pkg string) {
-	dir, file := path.Split(src)
-	pyc := path.Join(dir, "__pycache__", strings.TrimSuffix(file, ".py")+"."+py.tag+".pyc")
-	if _, _, ok := py.s.add(pyc); !ok {
-		py.s.add(src)
-	}
-	if layer, e, _, ok := py.s.t.resolve(src); ok {
-		py.follow(readSource(readerAt{py.s.t, layer, e}), pkg)
-	}
+// source adds the file CPython reads for the module whose source, at src,
+// ra reads, and follows the source's imports; pkg is the package relative
+// imports start from.
+func (py *pyImporter) source(ra readerAt, src, pkg string) {
+	py.s.addModule(py.c, src)
+	py.follow(readSource(ra), pkg)
 }
 
 // readSource reads a module's source, at most maxPythonSourceBytes of it.
