@@ -95,22 +95,6 @@ func (e *env) currentProfiles(ctx context.Context, w workload) (map[digest.Diges
 	return out, nil
 }
 
-// saveInferred keeps the startup profiles the registry inferred of a
-// workload's image when it converted it, for the first starts' trials.
-func (e *env) saveInferred(ctx context.Context, w workload) error {
-	p, err := e.currentProfiles(ctx, w)
-	e.inferred[w.Name] = p
-	return err
-}
-
-// saveProfiles keeps the startup profiles of a workload's image that the
-// registry has now, for later nodes' trials.
-func (e *env) saveProfiles(ctx context.Context, w workload) error {
-	p, err := e.currentProfiles(ctx, w)
-	e.profiles[w.Name] = p
-	return err
-}
-
 // setProfiles makes the registry's profiles of a workload's image exactly
 // these: those a first start recorded before a later node's trial, those
 // the converter inferred before a first start's. (Given back, an inferred

@@ -96,7 +96,8 @@ func main() {
 		if err := env.PushImage(ctx, w); err != nil {
 			log.Fatal(err)
 		}
-		if err := env.saveInferred(ctx, w); err != nil {
+		// What the registry inferred at conversion, for first starts.
+		if env.inferred[w.Name], err = env.currentProfiles(ctx, w); err != nil {
 			log.Fatal(err)
 		}
 		wls = append(wls, w)
@@ -137,7 +138,7 @@ func main() {
 				}
 				log.Printf("%-8s %-8s record   : first line after %v, %.1f MB fetched (then %s)", w.Name, rate,
 					r.firstLine.Round(time.Millisecond), float64(r.bytes)/1e6, phases.Flush())
-				if err := env.saveProfiles(ctx, w); err != nil {
+				if env.profiles[w.Name], err = env.currentProfiles(ctx, w); err != nil {
 					log.Fatal(err)
 				}
 			}
