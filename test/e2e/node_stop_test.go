@@ -285,9 +285,9 @@ func testStopForce(t *testing.T, n *nodeEnv, img *nodeImage) {
 	if b, err := readInContainer(pid, "/data/blob.bin"); err == nil {
 		t.Errorf("the container read %d bytes of a streamed file after stop --force", len(b))
 	} else if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.EIO) && !errors.Is(err, syscall.ECONNABORTED) {
-		// ECONNABORTED: a request that meets a FUSE connection aborted
-		// through /sys/fs/fuse/connections fails so, before the unmount
-		// has made the mount ENOTCONN.
+		// ECONNABORTED: the kernel ends so the requests still pending
+		// when the FUSE manager's exit aborts the connection; those
+		// made after it get ENOTCONN.
 		t.Errorf("the container's read after stop --force failed with %v, want ENOTCONN, EIO or ECONNABORTED", err)
 	}
 }
