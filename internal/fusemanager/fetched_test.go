@@ -1,6 +1,8 @@
 package fusemanager
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -80,5 +82,46 @@ func TestFetchedPerMount(t *testing.T) {
 		if got != tc.want || !errors.Is(err, tc.wantErr) {
 			t.Errorf("Fetched(%s) = %d, %v; want %d, %v", tc.mountpoint, got, err, tc.want, tc.wantErr)
 		}
+	}
+}
+
+// A mount counts the bytes of its files that reads returned, and its
+// status says so beside what it fetched.
+func TestStatusCountsReadBytes(t *testing.T) {
+	var tarball bytes.Buffer
+	tw := tar.NewWriter(&tarball)
+	body := bytes.Repeat([]byte("sluice"), 1000)
+	_ = tw.WriteHeader(&tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
+	_, _ = tw.Write(body)
+	_ = tw.Close()
+	var blob bytes.Buffer
+	if _, err := streaming.Convert(context.Background(), &tarball, &blob, streaming.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := streaming.Open(context.Background(), &gatedRanges{blob: blob.Bytes()}, int64(blob.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{Root: t.TempDir(), Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.cache.Close)
+	lm := &mounted{mountpoint: "/mnt/a", read: make(chan struct{}), reader: reader}
+	m.mounts[lm.mountpoint] = lm
+	a, err := reader.Lookup("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &source{m: lm, manager: m}
+	// A read inside the file, then one that runs past its end.
+	for _, off := range []int64{10, int64(len(body)) - 50} {
+		if _, err := src.ReadAt(context.Background(), a, make([]byte, 100), off); err != nil && off == 10 {
+			t.Fatal(err)
+		}
+	}
+	st := m.Statuses()
+	if len(st) != 1 || st[0].Read != 150 {
+		t.Fatalf("statuses %+v: want one mount that read 150 bytes", st)
 	}
 }

@@ -84,6 +84,9 @@ type mounted struct {
 	// fetched counts the bytes of the layer fetched from the registry
 	// for this mount.
 	fetched atomic.Int64
+	// readBytes counts the bytes of its files containers read through the
+	// mount (what the kernel asked for, its read-ahead included).
+	readBytes atomic.Int64
 	// profile records this start and holds the registry's profile; nil
 	// when profiles are off or the mount was restored.
 	profile *profile
@@ -175,6 +178,7 @@ func (s *source) ReadAt(ctx context.Context, e *streaming.Entry, p []byte, off i
 	}
 	n, err := m.reader.ReadAt(withKind(ctx, onDemand), e, p, off)
 	m.lastDemand.Store(time.Now().UnixNano())
+	m.readBytes.Add(int64(n))
 	if errors.Is(err, streaming.ErrChunkVerification) {
 		s.manager.metrics.verifyFailures.Inc()
 		s.manager.log.Error("chunk failed verification: answering EIO", "image", m.ref.ImageRef, "layer", m.ref.Digest, "file", e.Name, "err", err)

@@ -385,6 +385,9 @@ type Status struct {
 	// Fetched is the bytes of the layer this mount fetched from the
 	// registry (TOC, prefetch, on demand, background).
 	Fetched int64 `json:"fetchedBytes"`
+	// Read is the bytes of its files containers read through the mount,
+	// the kernel's read-ahead included: what an ideal fetch would bring.
+	Read int64 `json:"readBytes"`
 }
 
 // Statuses lists the mounts.
@@ -394,7 +397,7 @@ func (m *Manager) Statuses() []Status {
 	out := make([]Status, 0, len(m.mounts))
 	for _, lm := range m.mounts {
 		s := Status{Mountpoint: lm.mountpoint, Layer: lm.ref, MountedAt: lm.mountedAt.UTC().Format(time.RFC3339), Complete: lm.complete.Load(),
-			Fetched: lm.fetched.Load()}
+			Fetched: lm.fetched.Load(), Read: lm.readBytes.Load()}
 		if lm.bad.Load() {
 			s.Bad = fmt.Sprint(lm.badReason.Load())
 		}
