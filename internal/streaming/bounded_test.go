@@ -286,7 +286,7 @@ func TestZstdWindowOverBudget(t *testing.T) {
 	zw.Close()
 	_, err = Convert(t.Context(), bytes.NewReader(buf.Bytes()), io.Discard, Options{})
 	var le *LimitError
-	if !errors.As(err, &le) || le.Limit != LimitConversionMemory || !strings.Contains(err.Error(), "zstd window of more than 33,554,432 bytes") {
+	if !errors.As(err, &le) || le.Limit != LimitConversionMemory || !strings.Contains(err.Error(), "zstd window of more than 67,108,864 bytes") {
 		t.Fatalf("Convert of a layer with a 128 MiB zstd window: %v, want a refusal naming %s", err, LimitConversionMemory)
 	}
 	if _, err := Convert(t.Context(), bytes.NewReader(buf.Bytes()), io.Discard, Options{MemoryBudget: 512 << 20}); err != nil {

@@ -15,7 +15,7 @@ import (
 // Default chunking parameters; doc.go explains how they were chosen.
 const (
 	DefaultChunkSize     = 256 << 10
-	DefaultFileChunkSize = 4 << 20
+	DefaultFileChunkSize = 1 << 20
 	DefaultLevel         = 3
 )
 

@@ -68,12 +68,26 @@
 // A regular file larger than the chunk size starts a chunk of its own, so a
 // small file never shares a chunk with a big neighbour.
 //
-// DefaultFileChunkSize = 4 MiB. Files larger than this are cut every 4 MiB
-// from their start. On the numpy layer (chunk 256 KiB) the output is 1.004
-// of gzip with 1 MiB pieces, 0.986 with 4 MiB and 0.982 with 8 MiB; python3
-// is unaffected (0.992 for all). 4 MiB takes most of the gain while a page
-// fault in a large library still fetches at most one 4 MiB piece
-// (SOCI uses the same span size).
+// DefaultFileChunkSize = 1 MiB. Files larger than this are cut every 1 MiB
+// from their start. What a start reads of a large file is scattered: the
+// pages of an executable or library that the dynamic linker and the
+// program touch, which the kernel's read-ahead widens. Measured with the
+// reads a node served to the benchmark images' first starts (bench/coldstart
+// workloads; 7.7, 37.1 and 33.1 MB read of python3, numpy and webapp), the
+// chunks holding them come to:
+//
+//	split    python3  numpy    webapp   numpy layer/gzip
+//	4 MiB    5.0 MB   26.2 MB  20.2 MB  0.986
+//	1 MiB    5.0 MB   21.9 MB  20.2 MB  1.004
+//	512 KiB  4.8 MB   20.4 MB  19.8 MB  1.009
+//	256 KiB  4.9 MB   20.1 MB  19.6 MB  1.017
+//
+// 1 MiB takes most of what smaller pieces save of a start's bytes (numpy's
+// libraries: python3.11, libcrypto, libopenblas, numpy's and scipy's
+// extension modules) for 1.8% of size on numpy; python3's layer is 0.994
+// of gzip either way. The bytes of those chunks that a start reads are
+// 3.2, 13.0 and 12.5 MB: what is left is small files read whole beside
+// neighbours that are not.
 //
 // DefaultLevel = 3 (zstd's default; klauspost's SpeedDefault). Measured on
 // the python3 tar in 128–512 KiB pieces, level 1 (SpeedFastest) compresses
