@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +18,7 @@ import (
 	"github.com/opencontainers/image-spec/identity"
 
 	"github.com/sluicehq/sluice/bench/internal/testbed"
+	"github.com/sluicehq/sluice/internal/fusemanager"
 	"github.com/sluicehq/sluice/internal/lazypull"
 )
 
@@ -80,33 +78,6 @@ func pullAndView(ctx context.Context, n *testbed.Node, ref, snapshotter string) 
 	return &view{snapshotter: snapshotter, dir: dir}, nil
 }
 
-// managerStatus is what the FUSE manager says of one mounted layer.
-type managerStatus struct {
-	Mountpoint string `json:"mountpoint"`
-	Complete   bool   `json:"complete"`
-	Bad        string `json:"bad"`
-	Fetched    int64  `json:"fetchedBytes"`
-}
-
-// managerStatuses asks a node's FUSE manager about its mounts.
-func managerStatuses(ctx context.Context, n *testbed.Node) ([]managerStatus, error) {
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", n.ManagerSock)
-	}}}
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://fuse-manager/status", nil)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var out []managerStatus
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, fmt.Errorf("the FUSE manager's /status: %w", err)
-	}
-	return out, nil
-}
-
 // waitComplete waits until the FUSE manager has fetched every chunk of
 // each of the layers it mounted (its background completion, which starts
 // once a layer's reads have been quiet for its backgroundDelay, 2 s by
@@ -114,7 +85,7 @@ func managerStatuses(ctx context.Context, n *testbed.Node) ([]managerStatus, err
 func waitComplete(ctx context.Context, n *testbed.Node, layers int, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
-		st, err := managerStatuses(ctx, n)
+		st, err := fusemanager.NewClient(n.ManagerSock).Statuses(ctx)
 		if err != nil {
 			return err
 		}

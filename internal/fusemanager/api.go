@@ -306,6 +306,24 @@ func (c *Client) stopCall(ctx context.Context, method, path string, body any) (S
 	return res, nil
 }
 
+// Statuses lists the manager's mounts, as GET /status answers.
+func (c *Client) Statuses(ctx context.Context) ([]Status, error) {
+	resp, err := c.do(ctx, "GET", "/status", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("FUSE manager at %s: %s: %s", c.socket, resp.Status, bytes.TrimSpace(msg))
+	}
+	var out []Status
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("FUSE manager at %s: /status: %w", c.socket, err)
+	}
+	return out, nil
+}
+
 // Alive reports whether a manager answers on the socket.
 func (c *Client) Alive(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -83,6 +83,10 @@ func TestFetchedPerMount(t *testing.T) {
 			t.Errorf("Fetched(%s) = %d, %v; want %d, %v", tc.mountpoint, got, err, tc.want, tc.wantErr)
 		}
 	}
+	st, err := c.Statuses(ctx)
+	if err != nil || len(st) != 2 || st[0].Mountpoint != "/mnt/a" || st[0].Fetched != 1124 || st[1].Fetched != 7 {
+		t.Errorf("Statuses = %+v, %v; want /mnt/a with 1124 bytes fetched and /mnt/b with 7", st, err)
+	}
 }
 
 // A mount counts the bytes of its files that reads returned, and its
