@@ -111,3 +111,22 @@ func (e *env) setProfiles(ctx context.Context, w workload, profiles map[digest.D
 	}
 	return nil
 }
+
+// rateBits reads a tc rate ("500mbit", "1gbit", "800kbit") as bits per
+// second; "" (unshaped) and byte rates ("10mbps") are errors.
+func rateBits(rate string) (float64, error) {
+	units := []struct {
+		suffix string
+		scale  float64
+	}{{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}, {"bit", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(strings.ToLower(rate), u.suffix); ok {
+			v, err := strconv.ParseFloat(num, 64)
+			if err != nil || v <= 0 {
+				return 0, fmt.Errorf("rate %q: not a positive number of %s", rate, u.suffix)
+			}
+			return v * u.scale, nil
+		}
+	}
+	return 0, fmt.Errorf("rate %q: want a number of bit, kbit, mbit or gbit", rate)
+}

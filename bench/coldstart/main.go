@@ -239,7 +239,12 @@ func modeLabel(mode string, builds []string, k int) string {
 type trialResult struct {
 	firstLine time.Duration
 	pull      time.Duration
-	bytes     int64
+	bytes     int64 // sent by the registry before the first line
+	// read is what the container read of the streamed layers before its
+	// first line (Sluice modes), warm the first line of a second start
+	// on the same node with everything local (profiled).
+	read int64
+	warm time.Duration
 }
 
 type result struct {
@@ -248,6 +253,8 @@ type result struct {
 	min, max          time.Duration
 	pull              time.Duration // median
 	bytes             int64         // median
+	read              int64         // median
+	warm              time.Duration // median
 	trials            []trialResult // in the order run
 }
 
@@ -255,15 +262,26 @@ func summarize(image, rate, mode string, runs []trialResult) result {
 	inOrder := slices.Clone(runs)
 	sort.Slice(runs, func(i, j int) bool { return runs[i].firstLine < runs[j].firstLine })
 	mid := runs[len(runs)/2]
+	reads := slices.Sorted(func(yield func(int64) bool) {
+		for _, r := range runs {
+			yield(r.read)
+		}
+	})
+	warms := slices.Sorted(func(yield func(time.Duration) bool) {
+		for _, r := range runs {
+			yield(r.warm)
+		}
+	})
 	return result{image: image, rate: rate, mode: mode, firstLine: mid.firstLine, min: runs[0].firstLine, max: runs[len(runs)-1].firstLine,
-		pull: mid.pull, bytes: mid.bytes, trials: inOrder}
+		pull: mid.pull, bytes: mid.bytes, read: reads[len(reads)/2], warm: warms[len(warms)/2], trials: inOrder}
 }
 
 func printTable(w *os.File, rs []result) {
-	fmt.Fprintf(w, "%-8s %-8s %-17s %12s %12s %12s %10s\n", "image", "rate", "mode", "first line", "(min..max)", "pull", "MB fetched")
+	fmt.Fprintf(w, "%-8s %-8s %-17s %12s %12s %12s %10s %8s %10s\n", "image", "rate", "mode", "first line", "(min..max)", "pull", "MB fetched", "MB read", "warm start")
 	for _, r := range rs {
-		fmt.Fprintf(w, "%-8s %-8s %-17s %12s %12s %12s %10.1f\n", r.image, r.rate, r.mode, r.firstLine.Round(time.Millisecond),
-			fmt.Sprintf("%v..%v", r.min.Round(10*time.Millisecond), r.max.Round(10*time.Millisecond)), r.pull.Round(time.Millisecond), float64(r.bytes)/1e6)
+		fmt.Fprintf(w, "%-8s %-8s %-17s %12s %12s %12s %10.1f %8.1f %10s\n", r.image, r.rate, r.mode, r.firstLine.Round(time.Millisecond),
+			fmt.Sprintf("%v..%v", r.min.Round(10*time.Millisecond), r.max.Round(10*time.Millisecond)), r.pull.Round(time.Millisecond), float64(r.bytes)/1e6,
+			float64(r.read)/1e6, r.warm.Round(time.Millisecond))
 	}
 }
 
@@ -319,13 +337,25 @@ func writeMarkdown(f *os.File, rs []result, trials int) {
 		}
 		return b
 	}
-	fmt.Fprintf(f, "\n| image | link | lazy / profiled | lazy / estargz-opt | profiled / best eStargz-opt | best Sluice / best SOCI | MB: lazy / estargz-opt |\n|---|---|---:|---:|---:|---:|---:|\n")
+	// The later node against what its link allows: the bytes the
+	// container read, at the link's rate, plus a start with everything
+	// local.
+	ideal := func(k key) string {
+		r, ok := byKey[k]["profiled"]
+		bps, err := rateBits(k.rate)
+		if !ok || err != nil || r.warm == 0 {
+			return "-"
+		}
+		floor := float64(r.read)*8/bps + r.warm.Seconds()
+		return fmt.Sprintf("%.2f (%.1f MB read, warm %.2f s)", r.firstLine.Seconds()/floor, float64(r.read)/1e6, r.warm.Seconds())
+	}
+	fmt.Fprintf(f, "\n| image | link | lazy / profiled | lazy / estargz-opt | profiled / best eStargz-opt | best Sluice / best SOCI | MB: lazy / estargz-opt | profiled / (read ÷ link + warm) |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, k := range keys {
 		bestEs := best(k, "estargz-opt", "estargz-opt-async")
 		bestSoci := best(k, "soci", "soci-prefetch")
 		bestSluice := best(k, "lazy", "profiled")
-		fmt.Fprintf(f, "| %s | %s | %s | %s | %s | %s | %s |\n", k.image, k.rate, ratio(k, "lazy", "profiled", false), ratio(k, "lazy", "estargz-opt", false),
-			ratio(k, "profiled", bestEs, false), ratio(k, bestSluice, bestSoci, false), ratio(k, "lazy", "estargz-opt", true))
+		fmt.Fprintf(f, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", k.image, k.rate, ratio(k, "lazy", "profiled", false), ratio(k, "lazy", "estargz-opt", false),
+			ratio(k, "profiled", bestEs, false), ratio(k, bestSluice, bestSoci, false), ratio(k, "lazy", "estargz-opt", true), ideal(k))
 	}
 }
 
@@ -335,6 +365,8 @@ func writeJSON(path string, rs []result) error {
 		FirstLine float64 `json:"first_line_s"`
 		Pull      float64 `json:"pull_s"`
 		MB        float64 `json:"mb_fetched"`
+		MBRead    float64 `json:"mb_read,omitempty"`
+		Warm      float64 `json:"warm_s,omitempty"`
 	}
 	type row struct {
 		Image     string  `json:"image"`
@@ -344,13 +376,17 @@ func writeJSON(path string, rs []result) error {
 		Min       float64 `json:"min_s"`
 		Max       float64 `json:"max_s"`
 		MBFetched float64 `json:"mb_fetched"`
+		MBRead    float64 `json:"mb_read,omitempty"`
+		Warm      float64 `json:"warm_s,omitempty"`
 		Trials    []trial `json:"trials"`
 	}
 	var out []row
 	for _, r := range rs {
-		o := row{Image: r.image, Rate: r.rate, Mode: r.mode, Median: r.firstLine.Seconds(), Min: r.min.Seconds(), Max: r.max.Seconds(), MBFetched: float64(r.bytes) / 1e6}
+		o := row{Image: r.image, Rate: r.rate, Mode: r.mode, Median: r.firstLine.Seconds(), Min: r.min.Seconds(), Max: r.max.Seconds(), MBFetched: float64(r.bytes) / 1e6,
+			MBRead: float64(r.read) / 1e6, Warm: r.warm.Seconds()}
 		for _, t := range r.trials {
-			o.Trials = append(o.Trials, trial{FirstLine: t.firstLine.Seconds(), Pull: t.pull.Seconds(), MB: float64(t.bytes) / 1e6})
+			o.Trials = append(o.Trials, trial{FirstLine: t.firstLine.Seconds(), Pull: t.pull.Seconds(), MB: float64(t.bytes) / 1e6,
+				MBRead: float64(t.read) / 1e6, Warm: t.warm.Seconds()})
 		}
 		out = append(out, o)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 
 	"github.com/sluicehq/sluice/bench/internal/testbed"
+	"github.com/sluicehq/sluice/internal/fusemanager"
 	"github.com/sluicehq/sluice/internal/lazypull"
 )
 
@@ -81,10 +82,13 @@ func (e *env) trial(ctx context.Context, w workload, mode, snBin string) (trialR
 			}
 		}
 	}
-	var after int64
+	var after, read int64
 	var afterErr error
 	line, at, err := runFirstLine(ctx, n.Sock, ref, snapshotter, w.Args, func() {
 		after, afterErr = e.BytesSent(context.Background())
+		if lazy && afterErr == nil {
+			read, afterErr = readBytes(context.Background(), n)
+		}
 	})
 	if err != nil {
 		return trialResult{}, err
@@ -93,10 +97,11 @@ func (e *env) trial(ctx context.Context, w workload, mode, snBin string) (trialR
 		return trialResult{}, afterErr
 	}
 	first := at.Sub(start)
-	if os.Getenv("COLDSTART_RERUN") != "" {
-		// A second run on the same node, everything now local: the floor
-		// under the first line that fetching cannot lower.
-		if os.Getenv("COLDSTART_RERUN") == "cold" {
+	var warm time.Duration
+	if rerun := os.Getenv("COLDSTART_RERUN"); rerun != "" || mode == "profiled" {
+		// A second start on the same node, everything now local: the
+		// floor under the first line that fetching cannot lower.
+		if rerun == "cold" {
 			// Drop the page cache: the rerun then reads through the
 			// snapshotter again, with every chunk already on the node.
 			_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0)
@@ -106,7 +111,8 @@ func (e *env) trial(ctx context.Context, w workload, mode, snBin string) (trialR
 		if err != nil {
 			return trialResult{}, err
 		}
-		phases.Add("rerun first line", at.Sub(t0))
+		warm = at.Sub(t0)
+		phases.Add("rerun first line", warm)
 	}
 	if !strings.Contains(line, "hello") && !strings.Contains(line, "ready") {
 		return trialResult{}, fmt.Errorf("unexpected first line %q", line)
@@ -117,7 +123,18 @@ func (e *env) trial(ctx context.Context, w workload, mode, snBin string) (trialR
 			return trialResult{}, fmt.Errorf("the node gave no startup profile of %s: %w", w.Name, err)
 		}
 	}
-	return trialResult{firstLine: first, pull: pulled, bytes: after - before}, nil
+	return trialResult{firstLine: first, pull: pulled, bytes: after - before, read: read, warm: warm}, nil
+}
+
+// readBytes is what containers have read from the node's streamed layers,
+// the kernel's read-ahead included.
+func readBytes(ctx context.Context, n *testbed.Node) (int64, error) {
+	st, err := fusemanager.NewClient(n.ManagerSock).Statuses(ctx)
+	var total int64
+	for _, s := range st {
+		total += s.Read
+	}
+	return total, err
 }
 
 // runFirstLine creates and starts a container of ref and returns its first
