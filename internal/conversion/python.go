@@ -2,6 +2,7 @@ package conversion
 
 import (
 	"bytes"
+	"debug/elf"
 	"io"
 	"path"
 	"regexp"
@@ -23,9 +24,10 @@ import (
 // modules, extension modules, namespace packages), adds the file CPython
 // reads for it (the compiled .pyc in __pycache__ where the image has one,
 // the source otherwise; an extension module and the libraries it needs)
-// and reads the module's source for its own imports. Imports inside
-// functions and under `if TYPE_CHECKING:` run later or never, and are left
-// out; conditional and fallback imports are followed, and those the image
+// and reads the module's source for its own imports (or, for an
+// extension module Cython compiled, the module names in its string table).
+// Imports inside functions and under `if TYPE_CHECKING:` run later or
+// never, and are left out; conditional and fallback imports are followed, and those the image
 // cannot satisfy are skipped. What this gets wrong costs bytes or round
 // trips, never correctness: a node verifies every chunk it prefetches, and
 // its first recorded start replaces the inferred profile.
@@ -238,6 +240,7 @@ func (py *pyImporter) load(name string) {
 			if ra, resolved, ok := py.s.addIfNew(dir + suffix); ok {
 				if resolved != "" {
 					py.s.addELF(ra, resolved, py.platform, "", true)
+					py.cythonImports(ra)
 				}
 				return
 			}
@@ -249,6 +252,64 @@ func (py *pyImporter) load(name string) {
 	if namespace != nil {
 		py.pkgs[name] = namespace
 	}
+}
+
+// maxRodataBytes bounds what of an extension module's read-only data is
+// searched for the names it imports.
+const maxRodataBytes = 8 << 20
+
+// cythonImports follows what an extension module that Cython compiled
+// imports when it is initialised: its `import` statements and the modules
+// whose C functions it cimports (scipy.linalg's cython_blas and
+// cython_lapack) are names in its string table, which its read-only data
+// holds as NUL-terminated strings. Every such string that names a module
+// is taken: a dotted name that resolves on the path, or a single name that
+// is a module of the standard library (secrets, for numpy.random, and
+// through it hashlib and libcrypto). A name the module uses for something
+// else costs the files of a module the start does not import, at most.
+func (py *pyImporter) cythonImports(ra readerAt) {
+	f, err := elf.NewFile(ra)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sec := f.Section(".rodata")
+	if sec == nil || sec.Type == elf.SHT_NOBITS || sec.Size > maxRodataBytes {
+		return
+	}
+	data, err := sec.Data()
+	// Cython's modules create a module named cython_runtime.
+	if err != nil || !bytes.Contains(data, []byte("\x00cython_runtime\x00")) {
+		return
+	}
+	for str := range bytes.SplitSeq(data, []byte{0}) {
+		name := string(str)
+		if !moduleName.MatchString(name) {
+			continue
+		}
+		if strings.Contains(name, ".") || py.stdlib(name) {
+			py.load(name)
+		}
+	}
+}
+
+// moduleName is a Python module's full name.
+var moduleName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
+
+// stdlib reports whether a top-level module is in the standard library:
+// a module, package or extension module of its directory or lib-dynload.
+func (py *pyImporter) stdlib(name string) bool {
+	for _, p := range []string{path.Join(py.c.lib, name+".py"), path.Join(py.c.lib, name, "__init__.py")} {
+		if _, ok := py.file(p); ok {
+			return true
+		}
+	}
+	for _, suffix := range py.suffixes {
+		if _, ok := py.file(path.Join(py.c.lib, "lib-dynload", name+suffix)); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // file opens the regular file at p, if the image has one.

@@ -1,7 +1,9 @@
 package conversion
 
 import (
+	"bytes"
 	"debug/elf"
+	"encoding/binary"
 	"math/rand/v2"
 	"os"
 	"reflect"
@@ -117,7 +119,17 @@ func TestInferredPythonImports(t *testing.T) {
 		{name: "usr/lib/python3.11/json/__pycache__/decoder.cpython-311.pyc", data: read(2)},
 		{name: "usr/lib/python3.11/re.py", data: []byte("def compile():\n    import lazy_stdlib\n")},
 		{name: "usr/lib/python3.11/lazy_stdlib.py", data: unread(3)},
-		{name: dist + "pkg/__init__.py", data: []byte("from . import _speedups\nfrom .sub import thing\n")},
+		{name: dist + "pkg/__init__.py", data: []byte("from . import _speedups, _cy\nfrom .sub import thing\n")},
+		// A module Cython compiled: what it imports and cimports are
+		// names in its read-only data.
+		{name: dist + "pkg/_cy.cpython-311-x86_64-linux-gnu.so", data: rodataELF(t, "\x00cython_runtime\x00secrets\x00pkg.capi\x00notstd\x00x.y z\x00")},
+		{name: dist + "pkg/capi.cpython-311-x86_64-linux-gnu.so", data: ext},
+		{name: dist + "notstd.py", data: unread(11)},
+		{name: "usr/lib/python3.11/secrets.py", data: []byte("import base64\n")},
+		{name: "usr/lib/python3.11/__pycache__/secrets.cpython-311.pyc", data: read(12)},
+		// Not Cython's: its strings are not imports.
+		{name: dist + "plain.cpython-311-x86_64-linux-gnu.so", data: rodataELF(t, "\x00notcython\x00json\x00notstd2\x00")},
+		{name: dist + "notstd2.py", data: unread(13)},
 		{name: dist + "pkg/__pycache__/__init__.cpython-311.pyc", data: read(4)},
 		{name: dist + "pkg/sub.py", data: []byte("if TYPE_CHECKING:\n    import typing_only\nTHING = 1\n")},
 		{name: dist + "pkg/_speedups.cpython-311-x86_64-linux-gnu.so", data: ext},
@@ -126,7 +138,7 @@ func TestInferredPythonImports(t *testing.T) {
 		{name: dist + "ns/"},
 		{name: dist + "ns/part.py", data: read(7)},
 		{name: "opt/extra/onpath.py", data: read(8)},
-		{name: "app/main.py", data: []byte("import json, helper\nfrom pkg import tool\nfrom ns import part\nimport onpath\n\ndef later():\n    import lazy_app\n")},
+		{name: "app/main.py", data: []byte("import json, helper, plain\nfrom pkg import tool\nfrom ns import part\nimport onpath\n\ndef later():\n    import lazy_app\n")},
 		{name: "app/helper.py", data: read(9)},
 		{name: "app/lazy_app.py", data: unread(10)},
 	})
@@ -141,12 +153,13 @@ func TestInferredPythonImports(t *testing.T) {
 		dist + "pkg/__pycache__/__init__.cpython-311.pyc", dist + "pkg/tool.py",
 		dist + "pkg/_speedups.cpython-311-x86_64-linux-gnu.so", "usr/lib/x86_64-linux-gnu/libc.so.6",
 		dist + "ns/part.py", "opt/extra/onpath.py",
+		dist + "pkg/capi.cpython-311-x86_64-linux-gnu.so", "usr/lib/python3.11/__pycache__/secrets.cpython-311.pyc",
 	} {
 		if c := got[p]; c[1] == 0 || c[0] != c[1] {
 			t.Errorf("%s: %d of its %d chunks in the profile, want all", p, c[0], c[1])
 		}
 	}
-	for _, p := range []string{"usr/lib/python3.11/lazy_stdlib.py", dist + "typing_only.py", "app/lazy_app.py"} {
+	for _, p := range []string{"usr/lib/python3.11/lazy_stdlib.py", dist + "typing_only.py", "app/lazy_app.py", dist + "notstd.py", dist + "notstd2.py"} {
 		// Its first chunk may be shared with a small file's.
 		if c := got[p]; c[0] > 1 {
 			t.Errorf("%s, imported only later or never: %d of its %d chunks in the profile", p, c[0], c[1])
@@ -191,4 +204,33 @@ func TestELFLoadedParts(t *testing.T) {
 	if p := elfLoadedParts(f, elfWholeBytes); p != nil {
 		t.Errorf("a library of %d bytes is not whole: %v", elfWholeBytes, p)
 	}
+}
+
+// rodataELF is an ELF shared object holding only a .rodata section with
+// the given bytes.
+func rodataELF(t *testing.T, rodata string) []byte {
+	t.Helper()
+	const ehsize, shsize = 64, 64
+	shstrtab := "\x00.rodata\x00.shstrtab\x00"
+	shoff := (ehsize + len(rodata) + len(shstrtab) + 7) &^ 7
+	var b bytes.Buffer
+	hdr := elf.Header64{Type: uint16(elf.ET_DYN), Machine: uint16(elf.EM_X86_64), Version: uint32(elf.EV_CURRENT),
+		Shoff: uint64(shoff), Ehsize: ehsize, Phentsize: 56, Shentsize: shsize, Shnum: 3, Shstrndx: 2}
+	copy(hdr.Ident[:], elf.ELFMAG)
+	hdr.Ident[elf.EI_CLASS], hdr.Ident[elf.EI_DATA], hdr.Ident[elf.EI_VERSION] = byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), byte(elf.EV_CURRENT)
+	sections := []elf.Section64{
+		{},
+		{Name: 1, Type: uint32(elf.SHT_PROGBITS), Flags: uint64(elf.SHF_ALLOC), Off: ehsize, Size: uint64(len(rodata)), Addralign: 1},
+		{Name: 9, Type: uint32(elf.SHT_STRTAB), Off: uint64(ehsize + len(rodata)), Size: uint64(len(shstrtab)), Addralign: 1},
+	}
+	if err := binary.Write(&b, binary.LittleEndian, hdr); err != nil {
+		t.Fatal(err)
+	}
+	b.WriteString(rodata)
+	b.WriteString(shstrtab)
+	b.Write(make([]byte, shoff-b.Len()))
+	if err := binary.Write(&b, binary.LittleEndian, sections); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }

@@ -1,6 +1,7 @@
 package conversion
 
 import (
+	"cmp"
 	"context"
 	"debug/elf"
 	"errors"
@@ -22,11 +23,13 @@ import (
 // An inferred startup profile. The first start of an image anywhere has no
 // recorded profile to prefetch, so each chunk it misses costs a round trip
 // of its own, one after another. What a program loads before its first
-// instruction can be read from the image alone: the entrypoint's
-// executable, its ELF interpreter, the shared libraries it needs
-// (transitively) and the dynamic linker's cache; for CPython, the modules
-// it imports before running anything (the encodings package, sitecustomize
-// and the .pth files of its site directories). The converter stores those
+// instruction can be read from the image alone: the user and group files
+// runc reads, the entrypoint's executable, its ELF interpreter, the shared
+// libraries it needs (transitively) and the dynamic linker's cache; for
+// CPython, the locale and time zone the C library loads for it, the
+// modules it imports before running anything (the encodings package,
+// sitecustomize and the .pth files of its site directories) and those the
+// program imports (python.go). The converter stores those
 // files' chunks as the startup profile of each layer that holds them,
 // marked inferred, where the layer has no profile yet; nodes prefetch it
 // like a recorded one and replace it with the first start they record.
@@ -223,12 +226,17 @@ func (j *job) startupFiles(ctx context.Context, img *image, layers []ocispec.Des
 			return s, fmt.Errorf("the entrypoint %q is not in the image's PATH", argv[0])
 		}
 	}
+	// Before the entrypoint runs, runc looks up the process's user and
+	// groups in the container's own files.
+	s.add("/etc/passwd")
+	s.add("/etc/group")
 	ra, resolved, ok := s.add(exe)
 	if !ok {
 		return s, fmt.Errorf("the entrypoint %s is not a file of the image", exe)
 	}
 	s.addELF(ra, resolved, img.platform, env["LD_LIBRARY_PATH"], false)
 	if py, ok := findCPython(resolved); ok {
+		s.addCLocale(env, img.platform, true)
 		s.addPython(py)
 		s.addPythonImports(py, argv[1:], env, img.config.Config.WorkingDir, img.platform)
 	}
@@ -295,6 +303,51 @@ func (s *startupSet) lookPath(name, pathEnv string) string {
 		}
 	}
 	return ""
+}
+
+// addCLocale adds what the C library reads for a program that sets its
+// character type from the environment, as CPython does first thing: the
+// LC_CTYPE locale LC_ALL, LC_CTYPE or LANG names (C.UTF-8, where they name
+// none or the C locale, when coerce: PEP 538), in the locale archive or
+// its own directory; the gconv modules cache; and the time zone, TZ's or
+// /etc/localtime.
+func (s *startupSet) addCLocale(env map[string]string, p ocispec.Platform, coerce bool) {
+	name := cmp.Or(env["LC_ALL"], env["LC_CTYPE"], env["LANG"])
+	if name == "C" || name == "POSIX" {
+		name = ""
+	}
+	if name == "" && coerce {
+		name = "C.UTF-8"
+	}
+	if name != "" && !strings.Contains(name, "/") {
+		s.add("/usr/lib/locale/locale-archive")
+		// glibc also tries the codeset normalized: C.UTF-8 is C.utf8.
+		lang, codeset, _ := strings.Cut(name, ".")
+		codeset, modifier, _ := strings.Cut(codeset, "@")
+		norm := strings.ToLower(strings.ReplaceAll(codeset, "-", ""))
+		dirs := []string{name}
+		if norm != "" {
+			dirs = append(dirs, lang+"."+norm+strings.TrimSuffix("@"+modifier, "@"))
+		}
+		for _, dir := range dirs {
+			if _, _, ok := s.add(path.Join("/usr/lib/locale", dir, "LC_CTYPE")); ok {
+				break
+			}
+		}
+		if arch, ok := multiarch[p.Architecture]; ok {
+			s.add(path.Join("/usr/lib", arch, "gconv/gconv-modules.cache"))
+		}
+	}
+	switch tz := strings.TrimPrefix(env["TZ"], ":"); {
+	case tz == "":
+		if _, ok := env["TZ"]; !ok {
+			s.add("/etc/localtime")
+		}
+	case path.IsAbs(tz):
+		s.add(tz)
+	case !strings.Contains(tz, ".."):
+		s.add(path.Join("/usr/share/zoneinfo", tz))
+	}
 }
 
 // multiarch is the Debian library directory of an architecture.
