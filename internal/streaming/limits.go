@@ -217,7 +217,7 @@ func (t *TOC) validateEntries(lim Limits) error {
 	if err != nil {
 		return err
 	}
-	p := newPlacer(byName, func(entry int32) string { return t.Entries[entry].LinkName })
+	p := newPlacer(byName, func(entry int32) string { return t.Entries[entry].LinkName }, len(t.Entries))
 	t.implicit = nil
 	p.implicit = func(d ImplicitDir) { t.implicit = append(t.implicit, d) }
 	byPath := make(map[string]int, len(t.Entries))

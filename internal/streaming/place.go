@@ -107,8 +107,10 @@ type placer[K comparable] struct {
 	lastParentNum, lastDirNum uint32
 }
 
-func newPlacer[K comparable](key func(uint32, string) K, linkTarget func(int32) string) *placer[K] {
-	return &placer[K]{key: key, names: map[K]uint32{}, parents: []uint32{0}, linkTarget: linkTarget}
+// newPlacer returns a placer for about entries names (0: unknown), its
+// map sized for them so that it is not rebuilt as it grows.
+func newPlacer[K comparable](key func(uint32, string) K, linkTarget func(int32) string, entries int) *placer[K] {
+	return &placer[K]{key: key, names: make(map[K]uint32, entries), parents: []uint32{0}, linkTarget: linkTarget}
 }
 
 // size is the number of names and directories placed.
@@ -382,7 +384,7 @@ func linkBytes(budget int64) int64 { return budget / 16 }
 
 func newUnpackCheck(maxLinks int64) *unpackCheck {
 	c := &unpackCheck{links: map[int32]string{}, maxLinks: maxLinks}
-	c.p = newPlacer(hashedNames(), func(entry int32) string { return c.links[entry] })
+	c.p = newPlacer(hashedNames(), func(entry int32) string { return c.links[entry] }, 0)
 	return c
 }
 

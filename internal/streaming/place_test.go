@@ -410,7 +410,7 @@ func FuzzPlacers(f *testing.F) {
 			}
 			entries = append(entries, e)
 		}
-		byNames := newPlacer(byName, func(i int32) string { return entries[i].LinkName })
+		byNames := newPlacer(byName, func(i int32) string { return entries[i].LinkName }, len(entries))
 		check := newUnpackCheck(linkBytes(DefaultMemoryBudget))
 		for i := range entries {
 			e := &entries[i]
