@@ -20,8 +20,10 @@ import (
 )
 
 // Handler is the manager's API, served on a unix socket only root can
-// reach: POST /mount, POST /unmount, GET /check, GET /fetched, GET /status,
-// GET /metrics, GET /in-use and POST /stop. GET /fetched?mountpoint= answers
+// reach: POST /mount, POST /unmount, POST /detach, GET /check, GET
+// /fetched, GET /layer, GET /status, GET /metrics, GET /in-use and POST
+// /stop. GET /layer?mountpoint= writes a complete layer's original tar (409
+// until the layer is complete). GET /fetched?mountpoint= answers
 // {"bytes": n}, what the layer mounted there fetched from its registry. A layer found bad answers 410 Gone to /mount
 // and /check; a layer whose TOC is refused answers 422 to /mount, 413 when
 // it is over the node's limits; /stop answers 409 Conflict while layers
@@ -66,6 +68,20 @@ func (m *Manager) Handler() http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	mux.HandleFunc("POST /detach", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Mountpoint string `json:"mountpoint"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || req.Mountpoint == "" {
+			http.Error(w, "body must be {mountpoint}", http.StatusBadRequest)
+			return
+		}
+		if err := m.Detach(r.Context(), req.Mountpoint); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("GET /check", func(w http.ResponseWriter, r *http.Request) {
 		if err := m.Check(r.URL.Query().Get("mountpoint")); err != nil {
 			status := http.StatusServiceUnavailable
@@ -87,6 +103,27 @@ func (m *Manager) Handler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, fetchedResult{Bytes: n})
+	})
+	mux.HandleFunc("GET /layer", func(w http.ResponseWriter, r *http.Request) {
+		// The status is sent with the first bytes; an error after them
+		// cuts the body short, which the client sees as a truncated tar.
+		mp := r.URL.Query().Get("mountpoint")
+		if err := m.layerReady(mp); err != nil {
+			status := http.StatusConflict
+			switch {
+			case errors.Is(err, ErrNotMounted):
+				status = http.StatusNotFound
+			case errors.Is(err, ErrLayerBad):
+				status = http.StatusGone
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-tar")
+		if err := m.WriteLayer(r.Context(), mp, w); err != nil {
+			m.log.Error("writing a complete layer failed", "mountpoint", mp, "err", err)
+			panic(http.ErrAbortHandler) // the client must not take a short tar for the layer
+		}
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -244,6 +281,12 @@ func (c *Client) Unmount(ctx context.Context, mountpoint string) error {
 	return c.call(ctx, "POST", "/unmount", map[string]any{"mountpoint": mountpoint})
 }
 
+// Detach takes a mount off its mountpoint and serves it until the
+// containers that hold it let go.
+func (c *Client) Detach(ctx context.Context, mountpoint string) error {
+	return c.call(ctx, "POST", "/detach", map[string]any{"mountpoint": mountpoint})
+}
+
 // Check asks whether a mount is served and healthy.
 func (c *Client) Check(ctx context.Context, mountpoint string) error {
 	return c.call(ctx, "GET", "/check?mountpoint="+url.QueryEscape(mountpoint), nil)
@@ -304,6 +347,31 @@ func (c *Client) stopCall(ctx context.Context, method, path string, body any) (S
 		return res, ErrInUse
 	}
 	return res, nil
+}
+
+// Layer reads the original tar of a streamed layer complete on the node;
+// ErrNotComplete until it is. The caller checks the tar's DiffID: a body
+// cut short by the manager is an error of the read, never a shorter layer.
+func (c *Client) Layer(ctx context.Context, mountpoint string) (io.ReadCloser, error) {
+	resp, err := c.do(ctx, "GET", "/layer?mountpoint="+url.QueryEscape(mountpoint), nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		err := fmt.Errorf("FUSE manager at %s: %s: %s", c.socket, resp.Status, bytes.TrimSpace(msg))
+		switch resp.StatusCode {
+		case http.StatusNotFound:
+			err = fmt.Errorf("%w: %v", ErrNotMounted, err)
+		case http.StatusConflict:
+			err = fmt.Errorf("%w: %v", ErrNotComplete, err)
+		case http.StatusGone:
+			err = fmt.Errorf("%w: %v", ErrLayerBad, err)
+		}
+		return nil, err
+	}
+	return resp.Body, nil
 }
 
 // Statuses lists the manager's mounts, as GET /status answers.

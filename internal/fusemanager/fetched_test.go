@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -127,5 +128,64 @@ func TestStatusCountsReadBytes(t *testing.T) {
 	st := m.Statuses()
 	if len(st) != 1 || st[0].Read != 150 {
 		t.Fatalf("statuses %+v: want one mount that read 150 bytes", st)
+	}
+}
+
+// The socket writes a complete layer's original tar, checked; a layer not
+// complete, or not mounted, is an error the client can tell.
+func TestLayerWritesCompleteLayer(t *testing.T) {
+	var tarball bytes.Buffer
+	tw := tar.NewWriter(&tarball)
+	body := bytes.Repeat([]byte("sluice"), 100000)
+	_ = tw.WriteHeader(&tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
+	_, _ = tw.Write(body)
+	_ = tw.Close()
+	var blob bytes.Buffer
+	if _, err := streaming.Convert(context.Background(), bytes.NewReader(tarball.Bytes()), &blob, streaming.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := streaming.Open(context.Background(), &gatedRanges{blob: blob.Bytes()}, int64(blob.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{Root: t.TempDir(), Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.cache.Close)
+	lm := &mounted{mountpoint: "/mnt/a", read: make(chan struct{}), reader: reader}
+	m.mounts[lm.mountpoint] = lm
+
+	dir, err := os.MkdirTemp("", "fm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	socket := filepath.Join(dir, "m.sock")
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: m.Handler()}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	c := NewClient(socket)
+	ctx := context.Background()
+
+	if _, err := c.Layer(ctx, "/mnt/a"); !errors.Is(err, ErrNotComplete) {
+		t.Fatalf("Layer of a layer not complete: %v, want ErrNotComplete", err)
+	}
+	if _, err := c.Layer(ctx, "/mnt/none"); !errors.Is(err, ErrNotMounted) {
+		t.Fatalf("Layer of nothing mounted: %v, want ErrNotMounted", err)
+	}
+	lm.complete.Store(true)
+	rc, err := c.Layer(ctx, "/mnt/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, tarball.Bytes()) {
+		t.Fatalf("Layer wrote %d bytes (%v), want the %d of the original tar", len(got), err, tarball.Len())
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -319,6 +320,39 @@ func (m *Manager) Unmount(ctx context.Context, mountpoint string) error {
 	return nil
 }
 
+// Detach takes a mount off its mountpoint, which is then free for a local
+// copy of the layer, and keeps serving the containers that hold it until
+// the last of them lets go (retire); its chunks stay in the cache, whose
+// eviction bounds them. A mountpoint the manager does not serve is only
+// unmounted.
+func (m *Manager) Detach(ctx context.Context, mountpoint string) error {
+	unlock := m.mountpoints.Lock(mountpoint)
+	defer unlock()
+	m.mu.Lock()
+	lm, ok := m.mounts[mountpoint]
+	if ok {
+		delete(m.mounts, mountpoint)
+	}
+	m.mu.Unlock()
+	if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+		if ok {
+			m.mu.Lock()
+			m.mounts[mountpoint] = lm
+			m.mu.Unlock()
+		}
+		return fmt.Errorf("detach %s: %w", mountpoint, err)
+	}
+	if !ok {
+		return nil
+	}
+	go m.retire(lm)
+	if err := m.saveState(); err != nil {
+		m.log.Warn("save state", "err", err)
+	}
+	m.log.Info("layer detached; it is served until its last user lets go", "mountpoint", mountpoint, "layer", lm.ref.SourceDigest)
+	return nil
+}
+
 // dropChunks removes a gone layer's chunks that no mounted layer uses.
 func (m *Manager) dropChunks(gone *mounted) {
 	m.mu.Lock()
@@ -363,6 +397,41 @@ func (m *Manager) Fetched(mountpoint string) (int64, error) {
 		return 0, fmt.Errorf("%s: %w", mountpoint, ErrNotMounted)
 	}
 	return lm.fetched.Load(), nil
+}
+
+// ErrNotComplete answers a request for the whole of a layer not yet
+// fetched and verified.
+var ErrNotComplete = errors.New("streamed layer is not complete yet")
+
+// layerReady reports why a mount's layer cannot be written whole yet.
+func (m *Manager) layerReady(mountpoint string) error {
+	m.mu.Lock()
+	lm, ok := m.mounts[mountpoint]
+	m.mu.Unlock()
+	switch {
+	case !ok:
+		return fmt.Errorf("%s: %w", mountpoint, ErrNotMounted)
+	case lm.bad.Load():
+		return fmt.Errorf("%w: %s: %v", ErrLayerBad, lm.ref.Digest, lm.badReason.Load())
+	case !lm.complete.Load():
+		return fmt.Errorf("%s: %w", mountpoint, ErrNotComplete)
+	}
+	return nil
+}
+
+// WriteLayer writes the original tar of a mount's layer, complete on the
+// node, to w, every chunk checked as it is read and the DiffID at the end.
+func (m *Manager) WriteLayer(ctx context.Context, mountpoint string, w io.Writer) error {
+	if err := m.layerReady(mountpoint); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	lm := m.mounts[mountpoint]
+	m.mu.Unlock()
+	if lm == nil {
+		return fmt.Errorf("%s: %w", mountpoint, ErrNotMounted)
+	}
+	return lm.reader.WriteTo(withKind(ctx, background), w)
 }
 
 // retire lets go of a mount that is no longer at its mountpoint once its
