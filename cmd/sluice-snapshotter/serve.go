@@ -117,6 +117,9 @@ func serve(cmd *cobra.Command, f *flags) error {
 	if cfg.MetricsAddress != "" {
 		go func() { errc <- serveMetrics(ctx, cfg.MetricsAddress, metrics.Registry, layers) }()
 	}
+	if cfg.Unpack() {
+		go sn.UnpackComplete(ctx, unpackInterval)
+	}
 	log.Info("sluice-snapshotter serving", "address", cfg.Address, "root", cfg.Root)
 	select {
 	case err = <-errc:
@@ -125,6 +128,10 @@ func serve(cmd *cobra.Command, f *flags) error {
 	srv.GracefulStop()
 	return err
 }
+
+// unpackInterval is how often the snapshotter looks for streamed layers
+// the FUSE manager has completed.
+const unpackInterval = 2 * time.Second
 
 // serveCRIProxy serves the CRI proxy in front of containerd, adding how
 // an image's layers are served to its verbose ImageStatus; the function it

@@ -36,6 +36,11 @@ type Config struct {
 	// when it has none: later nodes then fetch what a container reads to
 	// start at once instead of read by read.
 	StartupProfiles *bool `yaml:"startupProfiles"`
+	// UnpackComplete (default true) unpacks a streamed layer once the
+	// node holds all of it, verified, in place of its FUSE mount: the
+	// containers created after that read it from the local disk at
+	// overlayfs's speed, and the disk holds it as a download would.
+	UnpackComplete *bool `yaml:"unpackComplete"`
 	// Registries holds per-registry settings: plain HTTP and the node's
 	// credentials (a Sluice token, say). Docker's config.json is consulted
 	// after them.
@@ -206,6 +211,9 @@ func LoadConfig(path string) (Config, error) {
 
 // Profiles says whether startup profiles are on.
 func (c *Config) Profiles() bool { return c.StartupProfiles == nil || *c.StartupProfiles }
+
+// Unpack says whether complete streamed layers are unpacked.
+func (c *Config) Unpack() bool { return c.UnpackComplete == nil || *c.UnpackComplete }
 
 // Background parses BackgroundDelay.
 func (c *Config) Background() (time.Duration, error) {

@@ -13,6 +13,7 @@ type Metrics struct {
 	streamed  prometheus.Counter
 	fallbacks *prometheus.CounterVec
 	replaced  prometheus.Counter
+	unpacked  prometheus.Counter
 	// mountSeconds is how long streamed layers took to mount;
 	// fetchedBeforeStart how much of each the registry had sent when the
 	// first container on it was prepared.
@@ -36,6 +37,10 @@ func NewMetrics() *Metrics {
 			Name: "sluice_snapshotter_bad_layers_replaced_total",
 			Help: "Streamed layers found bad and replaced by the downloaded original layer.",
 		}),
+		unpacked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_snapshotter_complete_layers_unpacked_total",
+			Help: "Streamed layers unpacked from the node's chunk cache once complete, for the containers created after.",
+		}),
 		mountSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "sluice_snapshotter_mount_seconds",
 			Help:    "Time to mount a streamed layer a pull prepares: from the request to the FUSE manager to the mount being ready.",
@@ -47,7 +52,7 @@ func NewMetrics() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(4096, 4, 12),
 		}),
 	}
-	m.Registry.MustRegister(m.streamed, m.fallbacks, m.replaced, m.mountSeconds, m.fetchedBeforeStart)
+	m.Registry.MustRegister(m.streamed, m.fallbacks, m.replaced, m.unpacked, m.mountSeconds, m.fetchedBeforeStart)
 	// Every reason is there from the start, at 0, for rates and alerts.
 	for _, r := range FallbackReasons {
 		m.fallbacks.WithLabelValues(r)

@@ -29,6 +29,35 @@ const LabelDownloaded = "containerd.io/snapshot/sluice.downloaded"
 // container of the image runs on the bytes the image names. The download
 // is checked against the layer's digest and the image config's DiffID.
 func (s *Snapshotter) replaceBad(ctx context.Context, key, id string, ref fusemanager.LayerRef, cause error) error {
+	return s.replaceStreamed(ctx, key, id, ref, replacement{
+		fill: func(ctx context.Context, dir string) error {
+			s.log.Error("a streamed layer is bad; downloading the original layer in its place", "image", ref.ImageRef, "layer", ref.SourceDigest, "streamed", ref.Digest, "cause", cause)
+			return s.download(ctx, ref, dir)
+		},
+		label: LabelDownloaded, value: cause.Error(),
+		done: func(d time.Duration) {
+			s.metrics.replaced.Inc()
+			s.log.Warn("bad streamed layer replaced by the downloaded original", "image", ref.ImageRef, "layer", ref.SourceDigest, "duration", d)
+		},
+	})
+}
+
+// replacement is what takes a streamed layer's place: fill unpacks it into
+// a directory, checked; unmount frees the mountpoint; label and value
+// mark the snapshot once it is in place, and done reports it.
+type replacement struct {
+	fill func(ctx context.Context, dir string) error
+	// unmount takes the FUSE mount off its mountpoint (the layers'
+	// Unmount when nil).
+	unmount      func(ctx context.Context, mountpoint string) error
+	label, value string
+	done         func(time.Duration)
+}
+
+// replaceStreamed puts a local copy of a streamed layer under the
+// snapshot's name, in place of its FUSE mount, and labels the snapshot a
+// local one. Containers that hold the FUSE mount keep it until they end.
+func (s *Snapshotter) replaceStreamed(ctx context.Context, key, id string, ref fusemanager.LayerRef, r replacement) error {
 	unlock := s.replacing.Lock(id)
 	defer unlock()
 	// Another container's start may have replaced it meanwhile.
@@ -45,7 +74,6 @@ func (s *Snapshotter) replaceBad(ctx context.Context, key, id string, ref fusema
 		return nil
 	}
 	start := time.Now()
-	s.log.Error("a streamed layer is bad; downloading the original layer in its place", "image", ref.ImageRef, "layer", ref.SourceDigest, "streamed", ref.Digest, "cause", cause)
 	// The layer is downloaded beside the mountpoint, then renamed onto it,
 	// then the labels say so. A replacement cut short between the rename
 	// and the labels (a failed transaction, a crash) leaves the labels
@@ -61,9 +89,9 @@ func (s *Snapshotter) replaceBad(ctx context.Context, key, id string, ref fusema
 			return err
 		}
 		_ = os.RemoveAll(tmp)
-		if err := s.download(ctx, ref, tmp); err != nil {
+		if err := r.fill(ctx, tmp); err != nil {
 			_ = os.RemoveAll(tmp)
-			return fmt.Errorf("download layer %s in place of its bad streamed twin: %w", ref.SourceDigest, err)
+			return fmt.Errorf("a local copy of layer %s: %w", ref.SourceDigest, err)
 		}
 		if err := atomicfile.WriteFile(done, []byte(ref.SourceDigest.String()+"\n"), 0o600); err != nil {
 			_ = os.RemoveAll(tmp)
@@ -74,8 +102,12 @@ func (s *Snapshotter) replaceBad(ctx context.Context, key, id string, ref fusema
 	// the unpacked layer takes its place under the snapshot's name. A
 	// failure here keeps the checked download for the next attempt.
 	mp := s.fsPath(id)
-	if err := s.layers.Unmount(ctx, mp); err != nil {
-		return fmt.Errorf("unmount the bad streamed layer at %s: %w", mp, err)
+	unmount := r.unmount
+	if unmount == nil {
+		unmount = s.layers.Unmount
+	}
+	if err := unmount(ctx, mp); err != nil {
+		return fmt.Errorf("unmount the streamed layer at %s: %w", mp, err)
 	}
 	if _, err := os.Lstat(tmp); err == nil {
 		if err := os.Remove(mp); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -96,19 +128,18 @@ func (s *Snapshotter) replaceBad(ctx context.Context, key, id string, ref fusema
 		}
 		delete(info.Labels, LabelLayer)
 		delete(info.Labels, LabelRemote)
-		info.Labels[LabelDownloaded] = cause.Error()
+		info.Labels[r.label] = r.value
 		_, err = storage.UpdateInfo(ctx, snapshots.Info{Name: key, Labels: info.Labels},
-			"labels."+LabelLayer, "labels."+LabelRemote, "labels."+LabelDownloaded)
+			"labels."+LabelLayer, "labels."+LabelRemote, "labels."+r.label)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("record the downloaded layer of snapshot %s: %w", key, err)
+		return fmt.Errorf("record the local copy of snapshot %s: %w", key, err)
 	}
 	// The labels say it now; a marker left by a crash here is removed
 	// with the snapshot's directory.
 	_ = os.Remove(done)
-	s.metrics.replaced.Inc()
-	s.log.Warn("bad streamed layer replaced by the downloaded original", "image", ref.ImageRef, "layer", ref.SourceDigest, "duration", time.Since(start))
+	r.done(time.Since(start))
 	return nil
 }
 
@@ -132,6 +163,19 @@ func (s *Snapshotter) download(ctx context.Context, ref fusemanager.LayerRef, di
 		return err
 	}
 	defer tarStream.Close()
+	if err := applyLayer(ctx, dir, tarStream, ref.DiffID); err != nil {
+		return err
+	}
+	// The blob is read to its end, where its digest is checked.
+	_, err = io.Copy(io.Discard, blob)
+	return err
+}
+
+// applyLayer unpacks a layer's tar into dir as overlayfs expects a lower
+// directory (whiteouts as character devices, opaque directories marked),
+// with containerd's own unpack, and checks the tar's DiffID against want
+// (unless empty).
+func applyLayer(ctx context.Context, dir string, tarStream io.Reader, want digest.Digest) error {
 	diffID := digest.Canonical.Digester()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -139,16 +183,12 @@ func (s *Snapshotter) download(ctx context.Context, ref fusemanager.LayerRef, di
 	if _, err := archive.Apply(ctx, dir, io.TeeReader(tarStream, diffID.Hash()), archive.WithConvertWhiteout(archive.OverlayConvertWhiteout)); err != nil {
 		return err
 	}
-	// Apply stops at the tar's end; what follows still counts, and the
-	// blob is read to its end, where its digest is checked.
+	// Apply stops at the tar's end; what follows still counts.
 	if _, err := io.Copy(diffID.Hash(), tarStream); err != nil {
 		return err
 	}
-	if _, err := io.Copy(io.Discard, blob); err != nil {
-		return err
-	}
-	if ref.DiffID != "" && diffID.Digest() != ref.DiffID {
-		return fmt.Errorf("the layer uncompresses to %s, but the image config says %s", diffID.Digest(), ref.DiffID)
+	if want != "" && diffID.Digest() != want {
+		return fmt.Errorf("the layer uncompresses to %s, but the image config says %s", diffID.Digest(), want)
 	}
 	return nil
 }

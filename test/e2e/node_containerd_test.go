@@ -182,12 +182,13 @@ func (n *nodeEnv) removeContainer(id string) {
 // included, while the snapshotter is down; once it is back (finding the
 // FUSE manager it had started), a new container starts and reads every
 // file; no read ever fails.
-func testSnapshotterKilled(t *testing.T, n *nodeEnv, img *nodeImage) {
-	n.pull(img)
+// startReader runs a container that checks the image's files against
+// /data/sums.txt over and over, one file every 50 ms (the first pass takes
+// seconds); readLog returns its lines so far, and waitReads waits until it
+// has read n files, failing the test at the first bad read.
+func startReader(t *testing.T, n *nodeEnv, img *nodeImage, id string) (readLog func() (ok, bad []string), waitReads func(n int, what string)) {
 	out := t.TempDir()
 	reads := filepath.Join(out, "reads.log")
-	// One file every 50 ms: the first pass takes seconds, so the kill
-	// comes while files are still read for the first time.
 	script := `n=0
 while :; do
   while read -r sum f; do
@@ -197,11 +198,10 @@ while :; do
     busybox usleep 50000
   done < /data/sums.txt
 done >> /out/reads.log 2>&1`
-	const id = "e2e-reader"
 	n.ctr("run", "-d", "--snapshotter", "sluice", "--mount", "type=bind,src="+out+",dst=/out,options=rbind:rw",
 		img.ref(n.sn.registry), id, "/bin/busybox", "sh", "-c", script)
 	t.Cleanup(func() { n.removeContainer(id) })
-	readLog := func() (ok, bad []string) {
+	readLog = func() (ok, bad []string) {
 		b, _ := os.ReadFile(reads)
 		// The last line may be half written.
 		lines := strings.Split(string(b), "\n")
@@ -215,16 +215,22 @@ done >> /out/reads.log 2>&1`
 		}
 		return ok, bad
 	}
-	waitReads := func(n int, what string) {
+	waitReads = func(count int, what string) {
 		t.Helper()
-		waitFor(t, time.Minute, fmt.Sprintf("the reader has read %d files %s", n, what), func() bool {
+		waitFor(t, time.Minute, fmt.Sprintf("the reader has read %d files %s", count, what), func() bool {
 			ok, bad := readLog()
 			if len(bad) > 0 {
 				t.Fatalf("a read failed in the reading container:\n%s", strings.Join(bad, "\n"))
 			}
-			return len(ok) >= n
+			return len(ok) >= count
 		})
 	}
+	return readLog, waitReads
+}
+
+func testSnapshotterKilled(t *testing.T, n *nodeEnv, img *nodeImage) {
+	n.pull(img)
+	readLog, waitReads := startReader(t, n, img, "e2e-reader")
 	waitReads(5, "before the kill")
 	managers := n.sn.managerPIDs()
 	if len(managers) != 1 {

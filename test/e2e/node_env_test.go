@@ -90,6 +90,10 @@ type snapshotterOptions struct {
 	backgroundDelay          string
 	// startupProfilesOff writes startupProfiles: false (on by default).
 	startupProfilesOff bool
+	// unpackComplete writes unpackComplete: true (on by default in the
+	// product; off here, so that the tests that read through FUSE mounts
+	// keep them).
+	unpackComplete bool
 	// trust and trustKeys set the registry's trust (registry, the
 	// default, when empty).
 	trust     string
@@ -149,8 +153,8 @@ func (s *snapshotterProc) configure(o snapshotterOptions) {
 	s.t.Helper()
 	s.opts = o
 	var b strings.Builder
-	fmt.Fprintf(&b, "metricsAddress: %q\ncacheMaxBytes: %d\nbackgroundDelay: %q\nstartupProfiles: %v\nregistries:\n",
-		s.metricsAddr, o.cacheMaxBytes, o.backgroundDelay, !o.startupProfilesOff)
+	fmt.Fprintf(&b, "metricsAddress: %q\ncacheMaxBytes: %d\nbackgroundDelay: %q\nstartupProfiles: %v\nunpackComplete: %v\nregistries:\n",
+		s.metricsAddr, o.cacheMaxBytes, o.backgroundDelay, !o.startupProfilesOff, o.unpackComplete)
 	registries := map[string]registryOptions{o.registry: {user: o.user, password: o.password, trust: o.trust, trustKeys: o.trustKeys}}
 	for host, r := range o.others {
 		registries[host] = r

@@ -103,6 +103,12 @@ func TestNode(t *testing.T) {
 				t.Run("CRI", func(t *testing.T) { testCRI(t, n, imgs.main, imgs.sandbox) })
 				t.Run("snapshotter killed under a reading container", func(t *testing.T) { testSnapshotterKilled(t, n, imgs.reader) })
 			})
+			t.Run("unpacked once complete", func(t *testing.T) {
+				o := creds
+				o.cacheMaxBytes, o.backgroundDelay, o.unpackComplete = 1<<30, "1s", true
+				n := startNode(t, f, o, nil)
+				testUnpackedOnceComplete(t, n, imgs.reader)
+			})
 			t.Run("strict", func(t *testing.T) {
 				// No background completion: a container's read is the
 				// first to touch a chunk.
@@ -243,6 +249,43 @@ func testStreamedRun(t *testing.T, n *nodeEnv, img *nodeImage) {
 	waitFor(t, time.Minute, "background completion verifies every layer", func() bool {
 		return n.sn.metrics()["sluice_snapshotter_layers_completed_total"] >= float64(len(img.Layers))
 	})
+}
+
+// testUnpackedOnceComplete: once the FUSE manager has completed and
+// verified a streamed layer, the snapshotter unpacks it in place of its
+// FUSE mount. A container started before keeps reading through the
+// detached mount, and the next one runs on the local copy, with the same
+// bytes.
+func testUnpackedOnceComplete(t *testing.T, n *nodeEnv, img *nodeImage) {
+	res := n.pull(img)
+	for i, l := range res.Layers {
+		if !l.Streamed {
+			t.Fatalf("layer %d %s was not streamed", i, l.Digest)
+		}
+	}
+	readLog, waitReads := startReader(t, n, img, "e2e-before-unpack")
+	waitReads(5, "on the streamed layers")
+	waitFor(t, 2*time.Minute, "the snapshotter unpacks every complete layer", func() bool {
+		return n.sn.metrics()["sluice_snapshotter_complete_layers_unpacked_total"] >= float64(len(img.Layers))
+	})
+	// Without the page cache, the old container's reads reach the
+	// detached mounts' FUSE manager again.
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		t.Fatal(err)
+	}
+	atUnpack, _ := readLog()
+	waitReads(len(atUnpack)+2*len(img.sums), "through the detached FUSE mounts, twice over")
+	if mounts := fuseMountsUnder(t, n.sn.dir); len(mounts) != 0 {
+		t.Errorf("FUSE mounts left at the snapshotter's mountpoints after unpacking: %v", mounts)
+	}
+	if stdout := n.run(img, "e2e-after-unpack", "busybox sha256sum -c /data/sums.txt >/dev/null && echo checked"); stdout != "checked\n" {
+		t.Errorf("a container on the unpacked layers printed\n%s", stdout)
+	}
+	for _, l := range img.Layers {
+		if got := n.sn.logLines("streamed layer complete: unpacked for the containers created from now on", "layer="+l.Digest.String()); len(got) != 1 {
+			t.Errorf("the snapshotter logged %d unpackings of layer %s, want 1", len(got), l.Digest)
+		}
+	}
 }
 
 // testTransferPull pulls an image with containerd 2.x's own `ctr image

@@ -1,0 +1,113 @@
+package snapshotter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/core/snapshots/storage"
+
+	"github.com/sluicehq/sluice/internal/fusemanager"
+)
+
+// LabelLocal marks a snapshot that was streamed and, once the node held all
+// of it, was unpacked to a local directory in place of its FUSE mount.
+const LabelLocal = "containerd.io/snapshot/sluice.local"
+
+// LayerWriter is the side of a LayerMounter that writes a streamed layer
+// complete on the node as its original tar (fusemanager.ErrNotComplete
+// until it is): the FUSE manager's client.
+type LayerWriter interface {
+	Layer(ctx context.Context, mountpoint string) (io.ReadCloser, error)
+	// Detach takes the FUSE mount off its mountpoint; the containers
+	// that hold it keep reading through it until they end.
+	Detach(ctx context.Context, mountpoint string) error
+}
+
+// UnpackComplete runs until ctx ends: every interval, each streamed layer
+// the FUSE manager has completed (every chunk fetched and checked, the
+// DiffID verified) is unpacked from the node's chunk cache, with
+// containerd's unpack and its DiffID checked again, and takes the place of
+// its FUSE mount. Containers created after that read the layer through
+// overlayfs from the local disk, as if it had been downloaded; those that
+// hold the FUSE mount keep it until they end. The node's disk then holds
+// the unpacked layer, as a download would, beside the chunk cache.
+func (s *Snapshotter) UnpackComplete(ctx context.Context, interval time.Duration) {
+	lw, ok := s.layers.(LayerWriter)
+	if !ok {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		s.unpackComplete(ctx, lw)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// unpackComplete unpacks each streamed layer that is complete.
+func (s *Snapshotter) unpackComplete(ctx context.Context, lw LayerWriter) {
+	type streamed struct {
+		key, id string
+		ref     fusemanager.LayerRef
+	}
+	var todo []streamed
+	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
+		return storage.WalkInfo(ctx, func(ctx context.Context, info snapshots.Info) error {
+			raw, ok := info.Labels[LabelLayer]
+			if !ok || info.Kind != snapshots.KindCommitted {
+				return nil
+			}
+			var ref fusemanager.LayerRef
+			if json.Unmarshal([]byte(raw), &ref) != nil {
+				return nil // Restore says so
+			}
+			id, _, _, err := storage.GetInfo(ctx, info.Name)
+			if err != nil {
+				return err
+			}
+			todo = append(todo, streamed{info.Name, id, ref})
+			return nil
+		})
+	})
+	if err != nil {
+		s.log.Warn("listing streamed layers to unpack", "err", err)
+		return
+	}
+	for _, l := range todo {
+		if ctx.Err() != nil {
+			return
+		}
+		mp := s.fsPath(l.id)
+		err := s.replaceStreamed(ctx, l.key, l.id, l.ref, replacement{
+			fill: func(ctx context.Context, dir string) error {
+				tarStream, err := lw.Layer(ctx, mp)
+				if err != nil {
+					return err
+				}
+				defer tarStream.Close()
+				return applyLayer(ctx, dir, tarStream, l.ref.DiffID)
+			},
+			unmount: lw.Detach,
+			label:   LabelLocal, value: "complete",
+			done: func(d time.Duration) {
+				s.metrics.unpacked.Inc()
+				s.log.Info("streamed layer complete: unpacked for the containers created from now on", "image", l.ref.ImageRef, "layer", l.ref.SourceDigest, "duration", d)
+			},
+		})
+		switch {
+		case err == nil, errors.Is(err, fusemanager.ErrNotComplete), errors.Is(err, fusemanager.ErrLayerBad), errors.Is(err, fusemanager.ErrNotMounted):
+			// Done, not yet, or for the bad layer's replacement and the
+			// restore of mounts to deal with.
+		default:
+			s.log.Warn("unpacking a complete streamed layer failed; its FUSE mount stays", "image", l.ref.ImageRef, "layer", l.ref.SourceDigest, "err", err)
+		}
+	}
+}

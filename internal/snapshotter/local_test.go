@@ -1,0 +1,122 @@
+package snapshotter
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/sluicehq/sluice/internal/fusemanager"
+	"github.com/sluicehq/sluice/internal/testenv"
+)
+
+// writingLayers is fakeLayers that also writes a layer's tar once told
+// the layer is complete.
+type writingLayers struct {
+	fakeLayers
+	complete bool
+	tar      []byte
+	detached []string
+}
+
+func (w *writingLayers) Detach(ctx context.Context, mountpoint string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.detached = append(w.detached, mountpoint)
+	return nil
+}
+
+func (w *writingLayers) Layer(ctx context.Context, mountpoint string) (io.ReadCloser, error) {
+	if !w.complete {
+		return nil, fusemanager.ErrNotComplete
+	}
+	return io.NopCloser(bytes.NewReader(w.tar)), nil
+}
+
+// A streamed layer the FUSE manager has completed is unpacked from it, its
+// DiffID checked, in place of the FUSE mount: the containers created after
+// read it from the local disk. A layer not complete, or whose tar does not
+// match the image config, keeps its FUSE mount.
+func TestCompleteLayerIsUnpacked(t *testing.T) {
+	testenv.Root(t, "unpacking a layer with its owners")
+	blob, diffID := gzipTar(t, map[string]string{"app/run.sh": "echo from the local disk", "app/.wh.gone": ""})
+	zr, err := gzip.NewReader(bytes.NewReader(blob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarBytes, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := gzipTar(t, map[string]string{"app/run.sh": "another layer"})
+	zr, _ = gzip.NewReader(bytes.NewReader(other))
+	otherTar, _ := io.ReadAll(zr)
+
+	layers := &writingLayers{}
+	resolver := &fakeResolver{ref: fusemanager.LayerRef{Registry: "r.example", Repository: "app", SourceDigest: digest.FromBytes(blob), DiffID: diffID, ImageRef: "r.example/app:1"}}
+	s, err := New(t.TempDir(), layers, resolver, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	labels := map[string]string{LabelTarget: "layer-1", labelImageRef: "r.example/app:1", labelManifestDigest: digest.FromString("m").String(), labelLayerDigest: resolver.ref.SourceDigest.String()}
+	if _, err := s.Prepare(ctx, "extract-1", "", snapshots.WithLabels(labels)); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("prepare of a streamed layer: %v, want ErrAlreadyExists", err)
+	}
+	streamed := func(why string) {
+		t.Helper()
+		info, err := s.Stat(ctx, "layer-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Labels[LabelLayer] == "" || info.Labels[LabelLocal] != "" || len(layers.detached)+len(layers.unmounted) != 0 {
+			t.Fatalf("%s: labels %v, detached %v; want the layer still streamed", why, info.Labels, layers.detached)
+		}
+	}
+
+	s.unpackComplete(ctx, layers)
+	streamed("not complete")
+	layers.complete, layers.tar = true, otherTar
+	s.unpackComplete(ctx, layers)
+	streamed("a tar that is not the layer's")
+
+	layers.tar = tarBytes
+	s.unpackComplete(ctx, layers)
+	info, err := s.Stat(ctx, "layer-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Labels[LabelLayer] != "" || info.Labels[LabelRemote] != "" || info.Labels[LabelLocal] != "complete" {
+		t.Fatalf("labels after unpacking: %v", info.Labels)
+	}
+	if len(layers.detached) != 1 || len(layers.unmounted) != 0 {
+		t.Fatalf("FUSE mounts detached %v, unmounted %v; want the layer's one detached, for the containers on it", layers.detached, layers.unmounted)
+	}
+	mounts, err := s.Prepare(ctx, "container-1", "layer-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lower := strings.TrimPrefix(mounts[0].Options[len(mounts[0].Options)-1], "lowerdir=")
+	if got, err := os.ReadFile(filepath.Join(lower, "app", "run.sh")); err != nil || string(got) != "echo from the local disk" {
+		t.Fatalf("the unpacked layer reads %q, %v", got, err)
+	}
+	if _, err := os.Lstat(filepath.Join(lower, "app", ".wh.gone")); !os.IsNotExist(err) {
+		t.Fatalf("a whiteout kept its tar name: %v", err)
+	}
+	// Nothing more to do.
+	s.unpackComplete(ctx, layers)
+	if got := testutil.ToFloat64(s.metrics.unpacked); got != 1 {
+		t.Fatalf("layers unpacked: %v, want 1", got)
+	}
+}
