@@ -68,9 +68,15 @@ const (
 // mode is one way a node reads the images: unpacked by overlayfs on a node
 // of containerd alone, or lazily mounted by a build of sluice-snapshotter.
 type mode struct {
-	name        string // overlayfs, lazy, or lazy (DIR) for -against
+	name        string // overlayfs, lazy, unpacked, or lazy (DIR) for -against
 	snapshotter string // containerd's name for it
-	node        *testbed.Node
+	build       string // the directory of its sluice-snapshotter
+	// unpack: the snapshotter unpacks complete layers, and the view is
+	// mounted after it has (a container created then); otherwise the
+	// layers stay on FUSE, as for a container created before they were
+	// complete.
+	unpack bool
+	node   *testbed.Node
 }
 
 func (m *mode) lazy() bool { return m.snapshotter == "sluice" }
@@ -95,6 +101,7 @@ type config struct {
 	smallMax, cacheMemory int64
 	readAhead             int
 	bin, against          string
+	unpacked              bool
 	markdown, perf        string
 }
 
@@ -123,6 +130,7 @@ func parseFlags() config {
 	flag.IntVar(&c.nLarge, "large", 20, "how many of an image's largest files the sequential reads read")
 	flag.Int64Var(&c.smallMax, "small", 64<<10, "the walk reads the regular files smaller than this many bytes")
 	flag.StringVar(&c.bin, "bin", "bin", "directory of sluiced and sluice-snapshotter")
+	flag.BoolVar(&c.unpacked, "unpacked", true, "also read the view a container created after the snapshotter unpacked the complete layers gets (mode unpacked)")
 	flag.StringVar(&c.against, "against", "", "directory of another sluice-snapshotter build, read lazily too in the same rounds")
 	flag.StringVar(&c.markdown, "markdown", "", "write a markdown table to this file")
 	readList := flag.String("reads", "large,walk", "reads to time: large (the largest files, sequentially), walk (every small file)")
@@ -168,19 +176,18 @@ func run(ctx context.Context, reg *testbed.Registry, cfg config) error {
 		}
 		imgs = append(imgs, images[name])
 	}
-	modes := []*mode{{name: "overlayfs", snapshotter: "overlayfs"}, {name: "lazy", snapshotter: "sluice"}}
-	if cfg.against != "" {
-		modes = append(modes, &mode{name: "lazy (" + cfg.against + ")", snapshotter: "sluice"})
+	modes := []*mode{{name: "overlayfs", snapshotter: "overlayfs"}, {name: "lazy", snapshotter: "sluice", build: cfg.bin}}
+	if cfg.unpacked {
+		modes = append(modes, &mode{name: "unpacked", snapshotter: "sluice", build: cfg.bin, unpack: true})
 	}
-	for i, m := range modes {
+	if cfg.against != "" {
+		modes = append(modes, &mode{name: "lazy (" + cfg.against + ")", snapshotter: "sluice", build: cfg.against})
+	}
+	for _, m := range modes {
 		spec := testbed.NodeSpec{}
 		if m.lazy() {
-			build := cfg.bin
-			if i == 2 {
-				build = cfg.against
-			}
 			var err error
-			if spec, err = reg.SluiceNodeWith(build, snapshotterConfig(cfg)); err != nil {
+			if spec, err = reg.SluiceNodeWith(m.build, snapshotterConfig(cfg, m.unpack)); err != nil {
 				return err
 			}
 		}
@@ -219,13 +226,14 @@ func run(ctx context.Context, reg *testbed.Registry, cfg config) error {
 	return nil
 }
 
-// snapshotterConfig is what the flags add to the snapshotter's
-// configuration.
-func snapshotterConfig(cfg config) string {
+// snapshotterConfig is what the flags and the mode add to the
+// snapshotter's configuration.
+func snapshotterConfig(cfg config, unpack bool) string {
+	extra := fmt.Sprintf("unpackComplete: %v\n", unpack)
 	if cfg.cacheMemory > 0 {
-		return fmt.Sprintf("cacheMemoryBytes: %d\n", cfg.cacheMemory)
+		extra += fmt.Sprintf("cacheMemoryBytes: %d\n", cfg.cacheMemory)
 	}
-	return ""
+	return extra
 }
 
 // prepare pulls and mounts each image every way, waits until the lazy
@@ -255,6 +263,22 @@ func prepare(ctx context.Context, reg *testbed.Registry, imgs []testbed.Image, m
 	start := time.Now()
 	for _, m := range modes {
 		if !m.lazy() {
+			continue
+		}
+		if m.unpack {
+			// The view mounted at the pull holds the FUSE mounts; a
+			// view mounted once the layers are unpacked is the root a
+			// container created now gets.
+			if err := waitUnpacked(ctx, m.node, layers, 30*time.Minute); err != nil {
+				return nil, fmt.Errorf("%s: %w", m.name, err)
+			}
+			for _, s := range sets {
+				v, err := newView(ctx, m.node, reg.Host+"/"+s.name+":latest", m.snapshotter)
+				if err != nil {
+					return nil, err
+				}
+				s.views[m.name] = v
+			}
 			continue
 		}
 		if err := waitComplete(ctx, m.node, layers, 30*time.Minute); err != nil {

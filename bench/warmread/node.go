@@ -46,6 +46,12 @@ func pullAndView(ctx context.Context, n *testbed.Node, ref, snapshotter string) 
 			}
 		}
 	}
+	return newView(ctx, n, ref, snapshotter)
+}
+
+// newView mounts a view of a pulled image: the root a container created
+// now would get.
+func newView(ctx context.Context, n *testbed.Node, ref, snapshotter string) (*view, error) {
 	c, err := containerd.New(n.Sock, containerd.WithDefaultNamespace("default"))
 	if err != nil {
 		return nil, err
@@ -76,6 +82,45 @@ func pullAndView(ctx context.Context, n *testbed.Node, ref, snapshotter string) 
 		return nil, fmt.Errorf("mount the view of %s with %s: %w", ref, snapshotter, err)
 	}
 	return &view{snapshotter: snapshotter, dir: dir}, nil
+}
+
+// labelLocal is the label of a streamed snapshot unpacked once complete
+// (snapshotter.LabelLocal; that package would bring the snapshotter's
+// dependencies into this module).
+const labelLocal = "containerd.io/snapshot/sluice.local"
+
+// waitUnpacked waits until the snapshotter has unpacked the given number
+// of complete streamed layers in place of their FUSE mounts.
+func waitUnpacked(ctx context.Context, n *testbed.Node, layers int, d time.Duration) error {
+	c, err := containerd.New(n.Sock, containerd.WithDefaultNamespace("default"))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline := time.Now().Add(d)
+	for {
+		unpacked := 0
+		err := c.SnapshotService("sluice").Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+			if info.Labels[labelLocal] != "" {
+				unpacked++
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if unpacked >= layers {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d layers unpacked after %v", unpacked, layers, d)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // waitComplete waits until the FUSE manager has fetched every chunk of

@@ -103,7 +103,7 @@ func writeMarkdown(w io.Writer, rs []row, sets []*imageSet, modes []*mode, cfg c
 	names := map[string]string{readLarge: "largest files, sequential", readWalk: fmt.Sprintf("walk, every file < %d KiB", cfg.smallMax>>10)}
 	build := ""
 	if len(modes) > 2 {
-		build = " build |"
+		build = " mode |"
 	}
 	fmt.Fprintf(w, "| image | read | page cache |%s overlayfs | lazy mount | lazy / overlayfs (min..max) | FUSE manager CPU a pass | target ≥ %.1f |\n", build, target)
 	fmt.Fprintf(w, "|---|---|---|%s---:|---:|---:|---:|---|\n", map[bool]string{true: "---|", false: ""}[build != ""])
