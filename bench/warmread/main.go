@@ -187,7 +187,9 @@ func run(ctx context.Context, reg *testbed.Registry, cfg config) error {
 		spec := testbed.NodeSpec{}
 		if m.lazy() {
 			var err error
-			if spec, err = reg.SluiceNodeWith(m.build, snapshotterConfig(cfg, m.unpack)); err != nil {
+			// Another build may predate unpackComplete (and never
+			// unpacks); its configuration leaves the key out.
+			if spec, err = reg.SluiceNodeWith(m.build, snapshotterConfig(cfg, m.unpack, m.build == cfg.bin)); err != nil {
 				return err
 			}
 		}
@@ -228,8 +230,11 @@ func run(ctx context.Context, reg *testbed.Registry, cfg config) error {
 
 // snapshotterConfig is what the flags and the mode add to the
 // snapshotter's configuration.
-func snapshotterConfig(cfg config, unpack bool) string {
-	extra := fmt.Sprintf("unpackComplete: %v\n", unpack)
+func snapshotterConfig(cfg config, unpack, knowsUnpack bool) string {
+	extra := ""
+	if knowsUnpack {
+		extra = fmt.Sprintf("unpackComplete: %v\n", unpack)
+	}
 	if cfg.cacheMemory > 0 {
 		extra += fmt.Sprintf("cacheMemoryBytes: %d\n", cfg.cacheMemory)
 	}
