@@ -25,6 +25,8 @@ type LayerWriter interface {
 	// Detach takes the FUSE mount off its mountpoint; the containers
 	// that hold it keep reading through it until they end.
 	Detach(ctx context.Context, mountpoint string) error
+	// Statuses says which mounts are complete.
+	Statuses(ctx context.Context) ([]fusemanager.Status, error)
 }
 
 // UnpackComplete runs until ctx ends: every interval, each streamed layer
@@ -54,12 +56,26 @@ func (s *Snapshotter) UnpackComplete(ctx context.Context, interval time.Duration
 
 // unpackComplete unpacks each streamed layer that is complete.
 func (s *Snapshotter) unpackComplete(ctx context.Context, lw LayerWriter) {
+	statuses, err := lw.Statuses(ctx)
+	if err != nil {
+		s.log.Warn("asking the FUSE manager which layers are complete", "err", err)
+		return
+	}
+	complete := map[string]bool{}
+	for _, st := range statuses {
+		if st.Complete && st.Bad == "" {
+			complete[st.Mountpoint] = true
+		}
+	}
+	if len(complete) == 0 {
+		return
+	}
 	type streamed struct {
 		key, id string
 		ref     fusemanager.LayerRef
 	}
 	var todo []streamed
-	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
+	err = s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
 		return storage.WalkInfo(ctx, func(ctx context.Context, info snapshots.Info) error {
 			raw, ok := info.Labels[LabelLayer]
 			if !ok || info.Kind != snapshots.KindCommitted {
@@ -73,7 +89,9 @@ func (s *Snapshotter) unpackComplete(ctx context.Context, lw LayerWriter) {
 			if err != nil {
 				return err
 			}
-			todo = append(todo, streamed{info.Name, id, ref})
+			if complete[s.fsPath(id)] {
+				todo = append(todo, streamed{info.Name, id, ref})
+			}
 			return nil
 		})
 	})

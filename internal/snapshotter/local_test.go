@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/core/snapshots/storage"
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -24,9 +25,11 @@ import (
 // the layer is complete.
 type writingLayers struct {
 	fakeLayers
-	complete bool
-	tar      []byte
-	detached []string
+	complete   bool
+	mountpoint string // the streamed layer's
+	tar        []byte
+	detached   []string
+	asked      int // Layer calls
 }
 
 func (w *writingLayers) Detach(ctx context.Context, mountpoint string) error {
@@ -36,7 +39,16 @@ func (w *writingLayers) Detach(ctx context.Context, mountpoint string) error {
 	return nil
 }
 
+// Statuses says every mountpoint it was asked to write is complete once
+// told so; the snapshotter asks only for those.
+func (w *writingLayers) Statuses(ctx context.Context) ([]fusemanager.Status, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return []fusemanager.Status{{Mountpoint: w.mountpoint, Complete: w.complete}}, nil
+}
+
 func (w *writingLayers) Layer(ctx context.Context, mountpoint string) (io.ReadCloser, error) {
+	w.asked++
 	if !w.complete {
 		return nil, fusemanager.ErrNotComplete
 	}
@@ -85,8 +97,19 @@ func TestCompleteLayerIsUnpacked(t *testing.T) {
 		}
 	}
 
+	var id string
+	if err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
+		id, _, _, err = storage.GetInfo(ctx, "layer-1")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	layers.mountpoint = s.fsPath(id)
 	s.unpackComplete(ctx, layers)
 	streamed("not complete")
+	if layers.asked != 0 {
+		t.Fatalf("the layer's tar was asked for %d times before the FUSE manager said it was complete", layers.asked)
+	}
 	layers.complete, layers.tar = true, otherTar
 	s.unpackComplete(ctx, layers)
 	streamed("a tar that is not the layer's")
