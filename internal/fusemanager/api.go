@@ -40,58 +40,16 @@ func (m *Manager) Handler() http.Handler {
 			return
 		}
 		if err := m.Mount(r.Context(), req.Mountpoint, req.Layer); err != nil {
-			status := http.StatusBadGateway
-			switch {
-			case errors.Is(err, ErrLayerBad):
-				status = http.StatusGone
-			case errors.Is(err, ErrOverLimit):
-				status = http.StatusRequestEntityTooLarge
-			case errors.Is(err, ErrBadArtifact):
-				status = http.StatusUnprocessableEntity
-			}
-			http.Error(w, err.Error(), status)
+			http.Error(w, err.Error(), errStatus(err, http.StatusBadGateway))
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-	mux.HandleFunc("POST /unmount", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Mountpoint string `json:"mountpoint"`
-		}
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || req.Mountpoint == "" {
-			http.Error(w, "body must be {mountpoint}", http.StatusBadRequest)
-			return
-		}
-		if err := m.Unmount(r.Context(), req.Mountpoint); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("POST /detach", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Mountpoint string `json:"mountpoint"`
-		}
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || req.Mountpoint == "" {
-			http.Error(w, "body must be {mountpoint}", http.StatusBadRequest)
-			return
-		}
-		if err := m.Detach(r.Context(), req.Mountpoint); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
+	mux.HandleFunc("POST /unmount", byMountpoint(m.Unmount))
+	mux.HandleFunc("POST /detach", byMountpoint(m.Detach))
 	mux.HandleFunc("GET /check", func(w http.ResponseWriter, r *http.Request) {
 		if err := m.Check(r.URL.Query().Get("mountpoint")); err != nil {
-			status := http.StatusServiceUnavailable
-			switch {
-			case errors.Is(err, ErrNotMounted):
-				status = http.StatusNotFound
-			case errors.Is(err, ErrLayerBad):
-				status = http.StatusGone
-			}
-			http.Error(w, err.Error(), status)
+			http.Error(w, err.Error(), errStatus(err, http.StatusServiceUnavailable))
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -109,14 +67,7 @@ func (m *Manager) Handler() http.Handler {
 		// cuts the body short, which the client sees as a truncated tar.
 		mp := r.URL.Query().Get("mountpoint")
 		if err := m.layerReady(mp); err != nil {
-			status := http.StatusConflict
-			switch {
-			case errors.Is(err, ErrNotMounted):
-				status = http.StatusNotFound
-			case errors.Is(err, ErrLayerBad):
-				status = http.StatusGone
-			}
-			http.Error(w, err.Error(), status)
+			http.Error(w, err.Error(), errStatus(err, http.StatusConflict))
 			return
 		}
 		w.Header().Set("Content-Type", "application/x-tar")
@@ -458,4 +409,39 @@ func Ensure(ctx context.Context, socket, logFile string, args ...string) (c *Cli
 		}
 	}
 	return nil, false, fmt.Errorf("the FUSE manager did not answer on %s within 30s; see %s", socket, logFile)
+}
+
+// byMountpoint serves a request whose body is {"mountpoint"} with do:
+// 204 when it succeeds.
+func byMountpoint(do func(ctx context.Context, mountpoint string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Mountpoint string `json:"mountpoint"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || req.Mountpoint == "" {
+			http.Error(w, "body must be {mountpoint}", http.StatusBadRequest)
+			return
+		}
+		if err := do(r.Context(), req.Mountpoint); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// errStatus is the HTTP status of a manager's error: what its kind says,
+// otherwise.
+func errStatus(err error, otherwise int) int {
+	switch {
+	case errors.Is(err, ErrNotMounted):
+		return http.StatusNotFound
+	case errors.Is(err, ErrLayerBad):
+		return http.StatusGone
+	case errors.Is(err, ErrOverLimit):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrBadArtifact):
+		return http.StatusUnprocessableEntity
+	}
+	return otherwise
 }

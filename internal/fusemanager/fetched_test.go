@@ -56,20 +56,7 @@ func TestFetchedPerMount(t *testing.T) {
 	}
 	m.mounts[a.mountpoint], m.mounts[b.mountpoint] = a, b
 
-	dir, err := os.MkdirTemp("", "fm-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	socket := filepath.Join(dir, "m.sock")
-	ln, err := net.Listen("unix", socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: m.Handler()}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	c := NewClient(socket)
+	c := serveManager(t, m)
 	for _, tc := range []struct {
 		mountpoint string
 		want       int64
@@ -93,27 +80,9 @@ func TestFetchedPerMount(t *testing.T) {
 // A mount counts the bytes of its files that reads returned, and its
 // status says so beside what it fetched.
 func TestStatusCountsReadBytes(t *testing.T) {
-	var tarball bytes.Buffer
-	tw := tar.NewWriter(&tarball)
 	body := bytes.Repeat([]byte("sluice"), 1000)
-	_ = tw.WriteHeader(&tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
-	_, _ = tw.Write(body)
-	_ = tw.Close()
-	var blob bytes.Buffer
-	if _, err := streaming.Convert(context.Background(), &tarball, &blob, streaming.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	reader, err := streaming.Open(context.Background(), &gatedRanges{blob: blob.Bytes()}, int64(blob.Len()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := New(Config{Root: t.TempDir(), Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.cache.Close)
-	lm := &mounted{mountpoint: "/mnt/a", read: make(chan struct{}), reader: reader}
-	m.mounts[lm.mountpoint] = lm
+	m, lm, _ := managerWithFile(t, body)
+	reader := lm.reader
 	a, err := reader.Lookup("a")
 	if err != nil {
 		t.Fatal(err)
@@ -134,9 +103,55 @@ func TestStatusCountsReadBytes(t *testing.T) {
 // The socket writes a complete layer's original tar, checked; a layer not
 // complete, or not mounted, is an error the client can tell.
 func TestLayerWritesCompleteLayer(t *testing.T) {
+	m, lm, tarball := managerWithFile(t, bytes.Repeat([]byte("sluice"), 100000))
+
+	c := serveManager(t, m)
+	ctx := context.Background()
+
+	if _, err := c.Layer(ctx, "/mnt/a"); !errors.Is(err, ErrNotComplete) {
+		t.Fatalf("Layer of a layer not complete: %v, want ErrNotComplete", err)
+	}
+	if _, err := c.Layer(ctx, "/mnt/none"); !errors.Is(err, ErrNotMounted) {
+		t.Fatalf("Layer of nothing mounted: %v, want ErrNotMounted", err)
+	}
+	lm.complete.Store(true)
+	rc, err := c.Layer(ctx, "/mnt/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, tarball) {
+		t.Fatalf("Layer wrote %d bytes (%v), want the %d of the original tar", len(got), err, len(tarball))
+	}
+}
+
+// serveManager serves the manager's API on a socket of its own and returns
+// a client of it.
+func serveManager(t *testing.T, m *Manager) *Client {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	socket := filepath.Join(dir, "m.sock")
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: m.Handler()}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return NewClient(socket)
+}
+
+// managerWithFile returns a manager serving, at /mnt/a, a layer of one
+// file "a" holding body, and the layer's tar.
+func managerWithFile(t *testing.T, body []byte) (*Manager, *mounted, []byte) {
+	t.Helper()
 	var tarball bytes.Buffer
 	tw := tar.NewWriter(&tarball)
-	body := bytes.Repeat([]byte("sluice"), 100000)
 	_ = tw.WriteHeader(&tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
 	_, _ = tw.Write(body)
 	_ = tw.Close()
@@ -155,37 +170,5 @@ func TestLayerWritesCompleteLayer(t *testing.T) {
 	t.Cleanup(m.cache.Close)
 	lm := &mounted{mountpoint: "/mnt/a", read: make(chan struct{}), reader: reader}
 	m.mounts[lm.mountpoint] = lm
-
-	dir, err := os.MkdirTemp("", "fm-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	socket := filepath.Join(dir, "m.sock")
-	ln, err := net.Listen("unix", socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: m.Handler()}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	c := NewClient(socket)
-	ctx := context.Background()
-
-	if _, err := c.Layer(ctx, "/mnt/a"); !errors.Is(err, ErrNotComplete) {
-		t.Fatalf("Layer of a layer not complete: %v, want ErrNotComplete", err)
-	}
-	if _, err := c.Layer(ctx, "/mnt/none"); !errors.Is(err, ErrNotMounted) {
-		t.Fatalf("Layer of nothing mounted: %v, want ErrNotMounted", err)
-	}
-	lm.complete.Store(true)
-	rc, err := c.Layer(ctx, "/mnt/a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil || !bytes.Equal(got, tarball.Bytes()) {
-		t.Fatalf("Layer wrote %d bytes (%v), want the %d of the original tar", len(got), err, tarball.Len())
-	}
+	return m, lm, tarball.Bytes()
 }

@@ -289,17 +289,24 @@ func (m *Manager) remote(ref LayerRef, fetched *atomic.Int64) *countingRanges {
 	return &countingRanges{inner: m.client(ref).BlobRanges(ref.Repository, ref.Digest, ref.Size), metrics: m.metrics, layer: fetched}
 }
 
+// take removes a mountpoint's mount from those the manager serves, and
+// returns it.
+func (m *Manager) take(mountpoint string) (*mounted, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	lm, ok := m.mounts[mountpoint]
+	if ok {
+		delete(m.mounts, mountpoint)
+	}
+	return lm, ok
+}
+
 // Unmount unmounts a layer and drops its chunks from the cache unless
 // another mounted layer shares them.
 func (m *Manager) Unmount(ctx context.Context, mountpoint string) error {
 	unlock := m.mountpoints.Lock(mountpoint)
 	defer unlock()
-	m.mu.Lock()
-	lm, ok := m.mounts[mountpoint]
-	if ok {
-		delete(m.mounts, mountpoint)
-	}
-	m.mu.Unlock()
+	lm, ok := m.take(mountpoint)
 	if !ok {
 		// Not ours (or already gone): make sure nothing stays mounted.
 		_ = syscall.Unmount(mountpoint, syscall.MNT_DETACH)
@@ -328,12 +335,7 @@ func (m *Manager) Unmount(ctx context.Context, mountpoint string) error {
 func (m *Manager) Detach(ctx context.Context, mountpoint string) error {
 	unlock := m.mountpoints.Lock(mountpoint)
 	defer unlock()
-	m.mu.Lock()
-	lm, ok := m.mounts[mountpoint]
-	if ok {
-		delete(m.mounts, mountpoint)
-	}
-	m.mu.Unlock()
+	lm, ok := m.take(mountpoint)
 	if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
 		if ok {
 			m.mu.Lock()

@@ -5,15 +5,11 @@ import (
 	"compress/gzip"
 	"context"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/containerd/containerd/v2/core/snapshots"
-	"github.com/containerd/containerd/v2/core/snapshots/storage"
-	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -76,16 +72,8 @@ func TestCompleteLayerIsUnpacked(t *testing.T) {
 
 	layers := &writingLayers{}
 	resolver := &fakeResolver{ref: fusemanager.LayerRef{Registry: "r.example", Repository: "app", SourceDigest: digest.FromBytes(blob), DiffID: diffID, ImageRef: "r.example/app:1"}}
-	s, err := New(t.TempDir(), layers, resolver, nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := streamedSnapshotter(t, layers, resolver)
 	ctx := context.Background()
-	labels := map[string]string{LabelTarget: "layer-1", labelImageRef: "r.example/app:1", labelManifestDigest: digest.FromString("m").String(), labelLayerDigest: resolver.ref.SourceDigest.String()}
-	if _, err := s.Prepare(ctx, "extract-1", "", snapshots.WithLabels(labels)); !errdefs.IsAlreadyExists(err) {
-		t.Fatalf("prepare of a streamed layer: %v, want ErrAlreadyExists", err)
-	}
 	streamed := func(why string) {
 		t.Helper()
 		info, err := s.Stat(ctx, "layer-1")
@@ -97,14 +85,7 @@ func TestCompleteLayerIsUnpacked(t *testing.T) {
 		}
 	}
 
-	var id string
-	if err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
-		id, _, _, err = storage.GetInfo(ctx, "layer-1")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	layers.mountpoint = s.fsPath(id)
+	layers.mountpoint = s.fsPath(snapshotID(t, s, "layer-1"))
 	s.unpackComplete(ctx, layers)
 	streamed("not complete")
 	if layers.asked != 0 {

@@ -107,16 +107,8 @@ func TestBadLayerIsReplacedByTheOriginal(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			layers.bad = false
 			resolver.ref.DiffID = tc.diffID
-			s, err := New(t.TempDir(), layers, resolver, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			s := streamedSnapshotter(t, layers, resolver)
 			ctx := context.Background()
-			labels := map[string]string{LabelTarget: "layer-1", labelImageRef: "r.example/app:1", labelManifestDigest: digest.FromString("m").String(), labelLayerDigest: resolver.ref.SourceDigest.String()}
-			if _, err := s.Prepare(ctx, "extract-1", "", snapshots.WithLabels(labels)); !errdefs.IsAlreadyExists(err) {
-				t.Fatalf("prepare of a streamed layer: %v, want ErrAlreadyExists", err)
-			}
 			if _, err := s.Prepare(ctx, "container-1", "layer-1"); err != nil {
 				t.Fatalf("a container on the healthy streamed layer: %v", err)
 			}
@@ -186,23 +178,9 @@ func TestInterruptedReplacementRecovers(t *testing.T) {
 			// second download would fail: the test passes only if the
 			// marked one is used.
 			resolver := &fakeResolver{original: blob, ref: fusemanager.LayerRef{Registry: "r.example", Repository: "app", SourceDigest: digest.FromBytes(blob), DiffID: digest.FromString("not this layer"), ImageRef: "r.example/app:1"}}
-			s, err := New(t.TempDir(), layers, resolver, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			s := streamedSnapshotter(t, layers, resolver)
 			ctx := context.Background()
-			labels := map[string]string{LabelTarget: "layer-1", labelImageRef: "r.example/app:1", labelManifestDigest: digest.FromString("m").String(), labelLayerDigest: resolver.ref.SourceDigest.String()}
-			if _, err := s.Prepare(ctx, "extract-1", "", snapshots.WithLabels(labels)); !errdefs.IsAlreadyExists(err) {
-				t.Fatalf("prepare of a streamed layer: %v, want ErrAlreadyExists", err)
-			}
-			var id string
-			if err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
-				id, _, _, err = storage.GetInfo(ctx, "layer-1")
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
+			id := snapshotID(t, s, "layer-1")
 
 			// What the interrupted replacement left: the checked layer
 			// (at the mountpoint, or still beside it), its marker, and
@@ -245,4 +223,33 @@ func TestInterruptedReplacementRecovers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// streamedSnapshotter returns a snapshotter on layers and resolver that
+// has prepared "layer-1", a streamed layer of resolver's image.
+func streamedSnapshotter(t *testing.T, layers LayerMounter, resolver *fakeResolver) *Snapshotter {
+	t.Helper()
+	s, err := New(t.TempDir(), layers, resolver, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	labels := map[string]string{LabelTarget: "layer-1", labelImageRef: "r.example/app:1", labelManifestDigest: digest.FromString("m").String(), labelLayerDigest: resolver.ref.SourceDigest.String()}
+	if _, err := s.Prepare(context.Background(), "extract-1", "", snapshots.WithLabels(labels)); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("prepare of a streamed layer: %v, want ErrAlreadyExists", err)
+	}
+	return s
+}
+
+// snapshotID is the directory number of a snapshot.
+func snapshotID(t *testing.T, s *Snapshotter, key string) string {
+	t.Helper()
+	var id string
+	if err := s.ms.WithTransaction(context.Background(), false, func(ctx context.Context) (err error) {
+		id, _, _, err = storage.GetInfo(ctx, key)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
