@@ -54,6 +54,19 @@ func (s *Snapshotter) UnpackComplete(ctx context.Context, interval time.Duration
 	}
 }
 
+// unpackRetry is when a layer whose unpacking failed is tried again: each
+// failure doubles the wait, from a minute to an hour, so that a full disk
+// does not have the whole layer read from the cache every tick.
+type unpackRetry struct {
+	at   time.Time
+	wait time.Duration
+}
+
+const (
+	unpackRetryMin = time.Minute
+	unpackRetryMax = time.Hour
+)
+
 // unpackComplete unpacks each streamed layer that is complete.
 func (s *Snapshotter) unpackComplete(ctx context.Context, lw LayerWriter) {
 	statuses, err := lw.Statuses(ctx)
@@ -99,9 +112,16 @@ func (s *Snapshotter) unpackComplete(ctx context.Context, lw LayerWriter) {
 		s.log.Warn("listing streamed layers to unpack", "err", err)
 		return
 	}
+	if s.unpackRetries == nil {
+		s.unpackRetries = map[string]unpackRetry{}
+	}
 	for _, l := range todo {
 		if ctx.Err() != nil {
 			return
+		}
+		retry, failed := s.unpackRetries[l.id]
+		if failed && time.Now().Before(retry.at) {
+			continue
 		}
 		mp := s.fsPath(l.id)
 		err := s.replaceStreamed(ctx, l.key, l.id, l.ref, replacement{
@@ -121,11 +141,16 @@ func (s *Snapshotter) unpackComplete(ctx context.Context, lw LayerWriter) {
 			},
 		})
 		switch {
-		case err == nil, errors.Is(err, fusemanager.ErrNotComplete), errors.Is(err, fusemanager.ErrLayerBad), errors.Is(err, fusemanager.ErrNotMounted):
-			// Done, not yet, or for the bad layer's replacement and the
+		case err == nil:
+			delete(s.unpackRetries, l.id)
+		case errors.Is(err, fusemanager.ErrNotComplete), errors.Is(err, fusemanager.ErrLayerBad), errors.Is(err, fusemanager.ErrNotMounted):
+			// Not yet, or for the bad layer's replacement and the
 			// restore of mounts to deal with.
 		default:
-			s.log.Warn("unpacking a complete streamed layer failed; its FUSE mount stays", "image", l.ref.ImageRef, "layer", l.ref.SourceDigest, "err", err)
+			retry.wait = min(max(2*retry.wait, unpackRetryMin), unpackRetryMax)
+			retry.at = time.Now().Add(retry.wait)
+			s.unpackRetries[l.id] = retry
+			s.log.Warn("unpacking a complete streamed layer failed; its FUSE mount stays", "image", l.ref.ImageRef, "layer", l.ref.SourceDigest, "retry in", retry.wait, "err", err)
 		}
 	}
 }

@@ -94,6 +94,15 @@ func TestCompleteLayerIsUnpacked(t *testing.T) {
 	layers.complete, layers.tar = true, otherTar
 	s.unpackComplete(ctx, layers)
 	streamed("a tar that is not the layer's")
+	// A failure waits before the layer is read again.
+	s.unpackComplete(ctx, layers)
+	if layers.asked != 1 {
+		t.Fatalf("the layer was read %d times, want once: a failed unpacking is retried only after a wait", layers.asked)
+	}
+	if r := s.unpackRetries[snapshotID(t, s, "layer-1")]; r.wait != unpackRetryMin {
+		t.Fatalf("retry %+v after one failure, want a wait of %v", r, unpackRetryMin)
+	}
+	s.unpackRetries = nil // the wait is over
 
 	layers.tar = tarBytes
 	s.unpackComplete(ctx, layers)

@@ -72,6 +72,9 @@ type Snapshotter struct {
 	status *nodestatus.Log
 	// replacing serialises the replacement of a bad layer per snapshot.
 	replacing keyedmutex.Mutex
+	// unpackRetries holds, by snapshot ID, when a complete layer whose
+	// unpacking failed is tried again (UnpackComplete's goroutine only).
+	unpackRetries map[string]unpackRetry
 }
 
 var _ snapshots.Snapshotter = (*Snapshotter)(nil)
