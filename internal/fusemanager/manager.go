@@ -72,6 +72,9 @@ type Manager struct {
 
 	mu     sync.Mutex
 	mounts map[string]*mounted
+	// retiring are mounts off their mountpoints (detached, or replaced
+	// by a new mount) still served for the containers that hold them.
+	retiring map[*mounted]struct{}
 	// bad holds the streamed layers found bad, with why: never mounted
 	// again.
 	bad map[digest.Digest]string
@@ -105,7 +108,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, log: cfg.Log, cache: cache, tails: &tailStore{dir: filepath.Join(cfg.Root, "tocs")},
-		mounts: map[string]*mounted{}, bad: map[digest.Digest]string{}, clients: map[string]*client.Client{}, stopped: make(chan struct{})}
+		mounts: map[string]*mounted{}, retiring: map[*mounted]struct{}{}, bad: map[digest.Digest]string{}, clients: map[string]*client.Client{}, stopped: make(chan struct{})}
 	m.metrics = newMetrics(m)
 	return m, nil
 }
@@ -173,7 +176,7 @@ func (m *Manager) mount(ctx context.Context, mountpoint string, ref LayerRef, pr
 		m.mu.Lock()
 		delete(m.mounts, mountpoint)
 		m.mu.Unlock()
-		go m.retire(cur)
+		m.retire(cur)
 		m.log.Warn("a layer is no longer mounted where the manager mounted it; mounting it again", "mountpoint", mountpoint, "layer", cur.ref.SourceDigest, "reason", err)
 	}
 
@@ -347,7 +350,7 @@ func (m *Manager) Detach(ctx context.Context, mountpoint string) error {
 	if !ok {
 		return nil
 	}
-	go m.retire(lm)
+	m.retire(lm)
 	if err := m.saveState(); err != nil {
 		m.log.Warn("save state", "err", err)
 	}
@@ -441,9 +444,17 @@ func (m *Manager) WriteLayer(ctx context.Context, mountpoint string, w io.Writer
 // Its chunks stay in the cache: the layer is being mounted again, and the
 // cache's eviction bounds what it holds.
 func (m *Manager) retire(lm *mounted) {
-	<-lm.gone
-	lm.shutdown()
-	lm.reader.Close()
+	m.mu.Lock()
+	m.retiring[lm] = struct{}{}
+	m.mu.Unlock()
+	go func() {
+		<-lm.gone
+		lm.shutdown()
+		lm.reader.Close()
+		m.mu.Lock()
+		delete(m.retiring, lm)
+		m.mu.Unlock()
+	}()
 }
 
 // Status describes a mount, for the status endpoint.

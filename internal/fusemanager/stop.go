@@ -33,7 +33,19 @@ type InUse struct {
 
 // InUse lists the mounted layers that something uses.
 func (m *Manager) InUse() ([]InUse, error) {
-	return inUse(m.mountList())
+	return inUse(append(m.mountList(), m.retiringList()...))
+}
+
+// retiringList lists the mounts off their mountpoints still served.
+func (m *Manager) retiringList() []*mounted {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*mounted, 0, len(m.retiring))
+	for lm := range m.retiring {
+		out = append(out, lm)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].mountpoint < out[j].mountpoint })
+	return out
 }
 
 // mountList lists the mounts, by mountpoint.
@@ -65,8 +77,9 @@ func (m *Manager) Stop(force bool) (unmounted int, busy []InUse, err error) {
 	}
 	m.stopping = true
 	m.mu.Unlock()
+	// Mounts off their mountpoints count too: containers hold them.
 	mounts := m.mountList()
-	if busy, err = inUse(mounts); err == nil && len(busy) > 0 && !force {
+	if busy, err = inUse(append(mounts, m.retiringList()...)); err == nil && len(busy) > 0 && !force {
 		err = ErrInUse
 	}
 	if err == nil {

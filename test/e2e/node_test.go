@@ -278,6 +278,10 @@ func testUnpackedOnceComplete(t *testing.T, n *nodeEnv, img *nodeImage) {
 	if mounts := fuseMountsUnder(t, n.sn.dir); len(mounts) != 0 {
 		t.Errorf("FUSE mounts left at the snapshotter's mountpoints after unpacking: %v", mounts)
 	}
+	// The detached mounts still serve a container: stop refuses.
+	if _, stderr, err := n.stop(); err == nil || !strings.Contains(stderr, "in use") || !strings.Contains(stderr, "e2e-before-unpack") {
+		t.Errorf("stop while a container reads detached mounts: %v\n%s\nwant a refusal naming the container", err, stderr)
+	}
 	if stdout := n.run(img, "e2e-after-unpack", "busybox sha256sum -c /data/sums.txt >/dev/null && echo checked"); stdout != "checked\n" {
 		t.Errorf("a container on the unpacked layers printed\n%s", stdout)
 	}
