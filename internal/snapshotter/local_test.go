@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -26,6 +27,17 @@ type writingLayers struct {
 	tar        []byte
 	detached   []string
 	asked      int // Layer calls
+}
+
+// Check says a detached mountpoint is no longer served.
+func (w *writingLayers) Check(ctx context.Context, mountpoint string) error {
+	w.mu.Lock()
+	detached := slices.Contains(w.detached, mountpoint)
+	w.mu.Unlock()
+	if detached {
+		return fusemanager.ErrNotMounted
+	}
+	return w.fakeLayers.Check(ctx, mountpoint)
 }
 
 func (w *writingLayers) Detach(ctx context.Context, mountpoint string) error {
@@ -126,6 +138,12 @@ func TestCompleteLayerIsUnpacked(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(lower, "app", ".wh.gone")); !os.IsNotExist(err) {
 		t.Fatalf("a whiteout kept its tar name: %v", err)
+	}
+	// A container's check of its parents that read the labels before the
+	// unpacking does not mount the layer again over its local copy.
+	mountCalls := len(layers.mounted)
+	if err := s.ensureMounted(ctx, "layer-1", snapshotID(t, s, "layer-1"), resolver.ref); err != nil || len(layers.mounted) != mountCalls {
+		t.Fatalf("a late check of the unpacked layer: %v, mounts %v", err, layers.mounted)
 	}
 	// Nothing more to do.
 	s.unpackComplete(ctx, layers)

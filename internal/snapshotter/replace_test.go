@@ -32,10 +32,14 @@ import (
 type fakeLayers struct {
 	mu        sync.Mutex
 	bad       bool
+	mounted   []string
 	unmounted []string
 }
 
 func (f *fakeLayers) Mount(ctx context.Context, mountpoint string, ref fusemanager.LayerRef) error {
+	f.mu.Lock()
+	f.mounted = append(f.mounted, mountpoint)
+	f.mu.Unlock()
 	return f.Check(ctx, mountpoint)
 }
 

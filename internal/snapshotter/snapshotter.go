@@ -457,15 +457,9 @@ func (s *Snapshotter) checkParents(ctx context.Context, key string) error {
 	}
 	for _, r := range remotes {
 		mp := s.fsPath(r.id)
-		err := s.layers.Check(ctx, mp)
+		err := s.ensureMounted(ctx, r.key, r.id, r.ref)
 		if err == nil {
 			continue
-		}
-		if !errors.Is(err, fusemanager.ErrLayerBad) {
-			err = s.layers.Mount(ctx, mp, r.ref)
-			if err == nil {
-				err = s.layers.Check(ctx, mp)
-			}
 		}
 		if errors.Is(err, fusemanager.ErrLayerBad) {
 			err = s.replaceBad(ctx, r.key, r.id, r.ref, err)
@@ -475,6 +469,33 @@ func (s *Snapshotter) checkParents(ctx context.Context, key string) error {
 		}
 	}
 	return nil
+}
+
+// ensureMounted checks that a streamed layer is served and mounts it again
+// if it is not, unless it stopped being streamed meanwhile (unpacked, or
+// replaced): mounting over its local copy would hide it. The replacement
+// lock keeps the two apart.
+func (s *Snapshotter) ensureMounted(ctx context.Context, key, id string, ref fusemanager.LayerRef) error {
+	unlock := s.replacing.Lock(id)
+	defer unlock()
+	streamed := false
+	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
+		_, info, _, err := storage.GetInfo(ctx, key)
+		_, streamed = info.Labels[LabelLayer]
+		return err
+	})
+	if err != nil || !streamed {
+		return err
+	}
+	mp := s.fsPath(id)
+	err = s.layers.Check(ctx, mp)
+	if err == nil || errors.Is(err, fusemanager.ErrLayerBad) {
+		return err
+	}
+	if err := s.layers.Mount(ctx, mp, ref); err != nil {
+		return err
+	}
+	return s.layers.Check(ctx, mp)
 }
 
 // Restore makes sure every streamed layer is mounted, after the snapshotter
