@@ -66,12 +66,14 @@ func (m *Manager) Handler() http.Handler {
 		// The status is sent with the first bytes; an error after them
 		// cuts the body short, which the client sees as a truncated tar.
 		mp := r.URL.Query().Get("mountpoint")
-		if err := m.layerReady(mp); err != nil {
+		lm, err := m.completeMount(mp)
+		if err != nil {
 			http.Error(w, err.Error(), errStatus(err, http.StatusConflict))
 			return
 		}
 		w.Header().Set("Content-Type", "application/x-tar")
-		if err := m.WriteLayer(r.Context(), mp, w); err != nil {
+		// Every chunk is checked as it is read, the DiffID at the end.
+		if err := lm.reader.WriteTo(withKind(r.Context(), background), w); err != nil {
 			m.log.Error("writing a complete layer failed", "mountpoint", mp, "err", err)
 			panic(http.ErrAbortHandler) // the client must not take a short tar for the layer
 		}
@@ -206,20 +208,27 @@ func (c *Client) call(ctx context.Context, method, path string, body any) error 
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		err := errors.New(string(bytes.TrimSpace(msg)))
-		switch resp.StatusCode {
-		case http.StatusNotFound:
-			err = fmt.Errorf("%w: %v", ErrNotMounted, err)
-		case http.StatusGone:
-			err = fmt.Errorf("%w: %v", ErrLayerBad, err)
-		case http.StatusRequestEntityTooLarge:
-			err = &Refusal{Kind: ErrOverLimit, Err: err}
-		case http.StatusUnprocessableEntity:
-			err = &Refusal{Kind: ErrBadArtifact, Err: err}
-		}
-		return err
+		return errorOfStatus(resp.StatusCode, errors.New(string(bytes.TrimSpace(msg))))
 	}
 	return nil
+}
+
+// errorOfStatus wraps err in the kind of error a status of the manager's
+// answers says (errStatus's inverse).
+func errorOfStatus(status int, err error) error {
+	switch status {
+	case http.StatusNotFound:
+		return fmt.Errorf("%w: %v", ErrNotMounted, err)
+	case http.StatusConflict:
+		return fmt.Errorf("%w: %v", ErrNotComplete, err)
+	case http.StatusGone:
+		return fmt.Errorf("%w: %v", ErrLayerBad, err)
+	case http.StatusRequestEntityTooLarge:
+		return &Refusal{Kind: ErrOverLimit, Err: err}
+	case http.StatusUnprocessableEntity:
+		return &Refusal{Kind: ErrBadArtifact, Err: err}
+	}
+	return err
 }
 
 // Mount asks the manager to mount a layer.
@@ -253,12 +262,7 @@ func (c *Client) Fetched(ctx context.Context, mountpoint string) (int64, error) 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		err := fmt.Errorf("FUSE manager at %s: %s: %s", c.socket, resp.Status, bytes.TrimSpace(msg))
-		if resp.StatusCode == http.StatusNotFound {
-			err = fmt.Errorf("%w: %v", ErrNotMounted, err)
-		}
-		return 0, err
+		return 0, c.answerError(resp)
 	}
 	var res fetchedResult
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&res); err != nil {
@@ -310,17 +314,7 @@ func (c *Client) Layer(ctx context.Context, mountpoint string) (io.ReadCloser, e
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		err := fmt.Errorf("FUSE manager at %s: %s: %s", c.socket, resp.Status, bytes.TrimSpace(msg))
-		switch resp.StatusCode {
-		case http.StatusNotFound:
-			err = fmt.Errorf("%w: %v", ErrNotMounted, err)
-		case http.StatusConflict:
-			err = fmt.Errorf("%w: %v", ErrNotComplete, err)
-		case http.StatusGone:
-			err = fmt.Errorf("%w: %v", ErrLayerBad, err)
-		}
-		return nil, err
+		return nil, c.answerError(resp)
 	}
 	return resp.Body, nil
 }
@@ -333,8 +327,7 @@ func (c *Client) Statuses(ctx context.Context) ([]Status, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("FUSE manager at %s: %s: %s", c.socket, resp.Status, bytes.TrimSpace(msg))
+		return nil, c.answerError(resp)
 	}
 	var out []Status
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
@@ -444,4 +437,11 @@ func errStatus(err error, otherwise int) int {
 		return http.StatusUnprocessableEntity
 	}
 	return otherwise
+}
+
+// answerError is the error of an answer that is not 200: the manager's
+// message with the socket and status, of the kind the status says.
+func (c *Client) answerError(resp *http.Response) error {
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return errorOfStatus(resp.StatusCode, fmt.Errorf("FUSE manager at %s: %s: %s", c.socket, resp.Status, bytes.TrimSpace(msg)))
 }

@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -408,35 +407,21 @@ func (m *Manager) Fetched(mountpoint string) (int64, error) {
 // fetched and verified.
 var ErrNotComplete = errors.New("streamed layer is not complete yet")
 
-// layerReady reports why a mount's layer cannot be written whole yet.
-func (m *Manager) layerReady(mountpoint string) error {
+// completeMount returns the mount at mountpoint if its layer is complete
+// on the node, or why it is not.
+func (m *Manager) completeMount(mountpoint string) (*mounted, error) {
 	m.mu.Lock()
 	lm, ok := m.mounts[mountpoint]
 	m.mu.Unlock()
 	switch {
 	case !ok:
-		return fmt.Errorf("%s: %w", mountpoint, ErrNotMounted)
+		return nil, fmt.Errorf("%s: %w", mountpoint, ErrNotMounted)
 	case lm.bad.Load():
-		return fmt.Errorf("%w: %s: %v", ErrLayerBad, lm.ref.Digest, lm.badReason.Load())
+		return nil, fmt.Errorf("%w: %s: %v", ErrLayerBad, lm.ref.Digest, lm.badReason.Load())
 	case !lm.complete.Load():
-		return fmt.Errorf("%s: %w", mountpoint, ErrNotComplete)
+		return nil, fmt.Errorf("%s: %w", mountpoint, ErrNotComplete)
 	}
-	return nil
-}
-
-// WriteLayer writes the original tar of a mount's layer, complete on the
-// node, to w, every chunk checked as it is read and the DiffID at the end.
-func (m *Manager) WriteLayer(ctx context.Context, mountpoint string, w io.Writer) error {
-	if err := m.layerReady(mountpoint); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	lm := m.mounts[mountpoint]
-	m.mu.Unlock()
-	if lm == nil {
-		return fmt.Errorf("%s: %w", mountpoint, ErrNotMounted)
-	}
-	return lm.reader.WriteTo(withKind(ctx, background), w)
+	return lm, nil
 }
 
 // retire lets go of a mount that is no longer at its mountpoint once its

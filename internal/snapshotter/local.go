@@ -2,13 +2,9 @@ package snapshotter
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"time"
-
-	"github.com/containerd/containerd/v2/core/snapshots"
-	"github.com/containerd/containerd/v2/core/snapshots/storage"
 
 	"github.com/sluicehq/sluice/internal/fusemanager"
 )
@@ -83,31 +79,7 @@ func (s *Snapshotter) unpackComplete(ctx context.Context, lw LayerWriter) {
 	if len(complete) == 0 {
 		return
 	}
-	type streamed struct {
-		key, id string
-		ref     fusemanager.LayerRef
-	}
-	var todo []streamed
-	err = s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
-		return storage.WalkInfo(ctx, func(ctx context.Context, info snapshots.Info) error {
-			raw, ok := info.Labels[LabelLayer]
-			if !ok || info.Kind != snapshots.KindCommitted {
-				return nil
-			}
-			var ref fusemanager.LayerRef
-			if json.Unmarshal([]byte(raw), &ref) != nil {
-				return nil // Restore says so
-			}
-			id, _, _, err := storage.GetInfo(ctx, info.Name)
-			if err != nil {
-				return err
-			}
-			if complete[s.fsPath(id)] {
-				todo = append(todo, streamed{info.Name, id, ref})
-			}
-			return nil
-		})
-	})
+	layers, _, err := s.streamedLayers(ctx) // Restore reports unreadable labels
 	if err != nil {
 		s.log.Warn("listing streamed layers to unpack", "err", err)
 		return
@@ -115,15 +87,18 @@ func (s *Snapshotter) unpackComplete(ctx context.Context, lw LayerWriter) {
 	if s.unpackRetries == nil {
 		s.unpackRetries = map[string]unpackRetry{}
 	}
-	for _, l := range todo {
+	for _, l := range layers {
 		if ctx.Err() != nil {
 			return
+		}
+		mp := s.fsPath(l.id)
+		if !complete[mp] {
+			continue
 		}
 		retry, failed := s.unpackRetries[l.id]
 		if failed && time.Now().Before(retry.at) {
 			continue
 		}
-		mp := s.fsPath(l.id)
 		err := s.replaceStreamed(ctx, l.key, l.id, l.ref, replacement{
 			fill: func(ctx context.Context, dir string) error {
 				tarStream, err := lw.Layer(ctx, mp)

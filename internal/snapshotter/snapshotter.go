@@ -498,41 +498,52 @@ func (s *Snapshotter) ensureMounted(ctx context.Context, key, id string, ref fus
 	return s.layers.Check(ctx, mp)
 }
 
+// streamedLayer is a snapshot whose layer is streamed: its name, its
+// directory number and where the layer comes from.
+type streamedLayer struct {
+	key, id string
+	ref     fusemanager.LayerRef
+}
+
+// streamedLayers lists the streamed layers, and the snapshots whose layer
+// label cannot be read.
+func (s *Snapshotter) streamedLayers(ctx context.Context) (out []streamedLayer, unreadable []string, err error) {
+	err = s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
+		return storage.WalkInfo(ctx, func(ctx context.Context, info snapshots.Info) error {
+			raw, ok := info.Labels[LabelLayer]
+			if !ok {
+				return nil
+			}
+			var ref fusemanager.LayerRef
+			if json.Unmarshal([]byte(raw), &ref) != nil {
+				unreadable = append(unreadable, info.Name)
+				return nil
+			}
+			id, _, _, err := storage.GetInfo(ctx, info.Name)
+			if err != nil {
+				return err
+			}
+			out = append(out, streamedLayer{info.Name, id, ref})
+			return nil
+		})
+	})
+	if err != nil && !errdefs.IsNotFound(err) {
+		return nil, nil, err
+	}
+	return out, unreadable, nil
+}
+
 // Restore makes sure every streamed layer is mounted, after the snapshotter
 // or the FUSE manager started. Mounts that are alive are left alone, so a
 // restart never disturbs running containers; the FUSE manager mounts the
 // others from its local TOC store, without the registry.
 func (s *Snapshotter) Restore(ctx context.Context) error {
-	var todo []struct {
-		id  string
-		ref fusemanager.LayerRef
-	}
-	err := s.Walk(ctx, func(ctx context.Context, info snapshots.Info) error {
-		raw, ok := info.Labels[LabelLayer]
-		if !ok {
-			return nil
-		}
-		var ref fusemanager.LayerRef
-		if err := json.Unmarshal([]byte(raw), &ref); err != nil {
-			s.log.Error("snapshot with an unreadable layer label", "snapshot", info.Name, "err", err)
-			return nil
-		}
-		var id string
-		err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
-			id, _, _, err = storage.GetInfo(ctx, info.Name)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		todo = append(todo, struct {
-			id  string
-			ref fusemanager.LayerRef
-		}{id, ref})
-		return nil
-	})
-	if err != nil && !errdefs.IsNotFound(err) {
+	todo, unreadable, err := s.streamedLayers(ctx)
+	if err != nil {
 		return err
+	}
+	for _, name := range unreadable {
+		s.log.Error("snapshot with an unreadable layer label", "snapshot", name)
 	}
 	var errs []error
 	for _, t := range todo {
