@@ -32,11 +32,8 @@ type chunkWriter struct {
 	bufs    sync.Pool
 
 	// Owned by the writer goroutine until done is closed.
-	out     io.Writer
-	outN    int64
-	blob    hash.Hash
+	sink    frameSink
 	diff    hash.Hash
-	chunks  []chunkRecord
 	err     error
 	errOnce sync.Once
 	failed  chan struct{} // closed on the first error
@@ -65,12 +62,12 @@ type chunkJob struct {
 
 func newChunkWriter(ctx context.Context, out io.Writer, workers int, level zstd.EncoderLevel, hardMax int) (*chunkWriter, error) {
 	cw := &chunkWriter{
-		ctx: ctx, out: out, hardMax: hardMax,
+		ctx: ctx, sink: frameSink{out: out, blob: sha256.New()}, hardMax: hardMax,
 		jobs:    make(chan *chunkJob, workers),
 		ordered: make(chan *chunkJob, 2*workers),
 		done:    make(chan struct{}),
 		failed:  make(chan struct{}),
-		blob:    sha256.New(), diff: sha256.New(),
+		diff:    sha256.New(),
 	}
 	for range workers {
 		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1),
@@ -112,17 +109,32 @@ func (cw *chunkWriter) writeFrame(j *chunkJob) {
 		cw.fail(err)
 		return
 	}
-	if _, err := cw.out.Write(j.frame); err != nil {
-		cw.fail(fmt.Errorf("writing converted layer: %w", err))
+	if err := cw.sink.put(j.frame, j.uoff, int64(len(j.data)), j.sum); err != nil {
+		cw.fail(err)
 		return
 	}
-	cw.blob.Write(j.frame)
 	cw.diff.Write(j.data)
-	cw.chunks = append(cw.chunks, chunkRecord{
-		offset: cw.outN, size: int64(len(j.frame)),
-		uoffset: j.uoff, usize: int64(len(j.data)), sum: j.sum,
-	})
-	cw.outN += int64(len(j.frame))
+}
+
+// frameSink writes a layer's data frames in order, hashing the blob and
+// recording each frame's chunk for the TOC.
+type frameSink struct {
+	out    io.Writer
+	outN   int64
+	blob   hash.Hash
+	chunks []chunkRecord
+}
+
+// put writes one frame holding the usize uncompressed bytes at uoff, whose
+// sha256 is sum.
+func (s *frameSink) put(frame []byte, uoff, usize int64, sum [sha256.Size]byte) error {
+	if _, err := s.out.Write(frame); err != nil {
+		return fmt.Errorf("writing converted layer: %w", err)
+	}
+	s.blob.Write(frame)
+	s.chunks = append(s.chunks, chunkRecord{offset: s.outN, size: int64(len(frame)), uoffset: uoff, usize: usize, sum: sum})
+	s.outN += int64(len(frame))
+	return nil
 }
 
 func (cw *chunkWriter) fail(err error) {

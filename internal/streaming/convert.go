@@ -151,11 +151,11 @@ func Convert(ctx context.Context, src io.Reader, dst io.Writer, opts Options) (*
 		SourceDigest:      digest.NewDigestFromBytes(digest.SHA256, source.sum.Sum(nil)),
 		SourceSize:        source.n,
 		SourceCompression: comp,
-		Chunks:            len(cw.chunks),
+		Chunks:            len(cw.sink.chunks),
 		Entries:           sc.entries,
 		UnsafeNames:       sc.unsafeNames,
 	}
-	if err := writeTrailer(cw, toc, res); err != nil {
+	if err := writeTrailer(&cw.sink, toc, res); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -163,25 +163,25 @@ func Convert(ctx context.Context, src io.Reader, dst io.Writer, opts Options) (*
 
 // writeTrailer finishes the TOC and writes its frame and the footer after
 // the data frames.
-func writeTrailer(cw *chunkWriter, toc *tocWriter, res *Result) error {
-	frame, err := toc.finish(cw.chunks, res.DiffID, res.UncompressedSize)
+func writeTrailer(s *frameSink, toc *tocWriter, res *Result) error {
+	frame, err := toc.finish(s.chunks, res.DiffID, res.UncompressedSize)
 	if err != nil {
 		return err
 	}
-	sum, err := frame.writeTo(io.MultiWriter(cw.out, cw.blob))
+	sum, err := frame.writeTo(io.MultiWriter(s.out, s.blob))
 	if err != nil {
 		return fmt.Errorf("writing converted layer: %w", err)
 	}
-	f := Footer{TOCOffset: cw.outN, TOCSize: frame.size, TOCUncompressedSize: frame.jsonSize,
+	f := Footer{TOCOffset: s.outN, TOCSize: frame.size, TOCUncompressedSize: frame.jsonSize,
 		TOCDigest: sum, Major: formatMajor, Minor: formatMinor}
 	footer, _ := f.MarshalBinary()
-	if _, err := cw.out.Write(footer); err != nil {
+	if _, err := s.out.Write(footer); err != nil {
 		return fmt.Errorf("writing converted layer: %w", err)
 	}
-	cw.blob.Write(footer)
+	s.blob.Write(footer)
 	res.TOCDigest = digest.NewDigestFromBytes(digest.SHA256, f.TOCDigest[:])
 	res.TOCOffset, res.TOCSize = f.TOCOffset, f.TOCSize
-	res.Size = cw.outN + frame.size + FooterSize
-	res.Digest = digest.NewDigestFromBytes(digest.SHA256, cw.blob.Sum(nil))
+	res.Size = s.outN + frame.size + FooterSize
+	res.Digest = digest.NewDigestFromBytes(digest.SHA256, s.blob.Sum(nil))
 	return nil
 }

@@ -149,6 +149,23 @@ func checkContent(t *testing.T, ctx context.Context, r *Reader, e *Entry, want [
 	}
 }
 
+// checkLayer checks a converted layer against the tar it holds: as a zstd
+// stream, entry by entry through a reader (which it returns), and whole.
+func checkLayer(t *testing.T, blob []byte, res *Result, raw []byte, seed uint64) *Reader {
+	t.Helper()
+	checkDecompress(t, blob, bytes.NewReader(raw))
+	if out, ok := zstdCLI(t, blob); ok && !bytes.Equal(out, raw) {
+		t.Fatalf("zstd -d output differs from the original tar")
+	}
+	r, _ := openBytes(t, blob, res)
+	checkEntries(t, r, bytes.NewReader(raw), seed)
+	var whole bytes.Buffer
+	if err := r.WriteTo(context.Background(), &whole); err != nil || !bytes.Equal(whole.Bytes(), raw) {
+		t.Fatalf("WriteTo: %v, equal %v", err, bytes.Equal(whole.Bytes(), raw))
+	}
+	return r
+}
+
 func TestRoundTrip(t *testing.T) {
 	layers := map[string][]testEntry{
 		"every-entry-type": everyEntryType(),
@@ -167,16 +184,7 @@ func TestRoundTrip(t *testing.T) {
 					if res.Digest != digest.FromBytes(blob) {
 						t.Fatalf("result digest %s, blob is %s", res.Digest, digest.FromBytes(blob))
 					}
-					checkDecompress(t, blob, bytes.NewReader(raw))
-					if out, ok := zstdCLI(t, blob); ok && !bytes.Equal(out, raw) {
-						t.Fatalf("zstd -d output differs from the original tar")
-					}
-					r, _ := openBytes(t, blob, res)
-					checkEntries(t, r, bytes.NewReader(raw), 1)
-					var whole bytes.Buffer
-					if err := r.WriteTo(context.Background(), &whole); err != nil || !bytes.Equal(whole.Bytes(), raw) {
-						t.Fatalf("WriteTo: %v, equal %v", err, bytes.Equal(whole.Bytes(), raw))
-					}
+					checkLayer(t, blob, res, raw, 1)
 				})
 			}
 		}
