@@ -3,7 +3,10 @@
 // for the Debian python3 and numpy images of bench/images/build.sh, and the
 // throughput of four conversions queued at once (four distinct layers:
 // the python3 layer compressed four ways, so that none is reused from the
-// converted-layer cache), with one worker and with two.
+// converted-layer cache), with one worker and with two. Each image's config
+// names the command bench/coldstart runs in it, so a conversion also
+// infers its startup profile and splits its layer's chunks for it, as it
+// does for a real image.
 package main
 
 import (
@@ -38,9 +41,18 @@ func main() {
 	reporoot.Chdir()
 	bin := flag.String("sluiced", "bin/sluiced", "sluiced binary")
 	images := flag.String("images", "python3,numpy", "images for the push-to-Succeeded runs")
-	queued := flag.Int("queued", 4, "conversions queued at once in the throughput runs")
+	queued := flag.Int("queued", 4, "conversions queued at once in the throughput runs (0: no throughput runs)")
 	markdown := flag.String("markdown", "", "also write the tables as markdown to this file")
+	logTo := flag.String("log", "", "append sluiced's log to this file (each conversion's steps and their times)")
 	flag.Parse()
+	if *logTo != "" {
+		f, err := os.OpenFile(*logTo, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer f.Close()
+		sluicedLog = f
+	}
 	abs, err := filepath.Abs(*bin)
 	if err != nil {
 		log.Fatal(err)
@@ -50,20 +62,25 @@ func main() {
 	for _, name := range strings.Split(*images, ",") {
 		r := newRegistry(abs, 1)
 		gz, tarSize, diffID := layer(name)
-		start, done := r.pushAndWait(name, [][]byte{gz}, []digest.Digest{diffID})
+		start, done := r.pushAndWait(name, gz, diffID, commands[name])
 		d := done.Sub(start)
 		fmt.Fprintf(&out, "| %s | %.0f MB | %.1f s | %.0f |\n", name, float64(len(gz))/1e6, d.Seconds(), float64(tarSize)/1e6/d.Seconds())
 		r.close()
 	}
-	fmt.Fprintf(&out, "\n| workers | conversions queued | total tar | all Succeeded after | throughput (MB/s of tar) |\n|---:|---:|---:|---:|---:|\n")
 	py, tarSize, diffID := layer("python3")
 	variants := recompress(py, *queued)
+	if len(variants) > 0 {
+		fmt.Fprintf(&out, "\n| workers | conversions queued | total tar | all Succeeded after | throughput (MB/s of tar) |\n|---:|---:|---:|---:|---:|\n")
+	}
 	for _, workers := range []int{1, 2} {
+		if len(variants) == 0 {
+			break
+		}
 		r := newRegistry(abs, workers)
 		start := time.Now()
 		ops := make([]func() time.Time, 0, len(variants))
 		for i, v := range variants {
-			ops = append(ops, r.pushAsync(fmt.Sprintf("queued%d", i), v, diffID))
+			ops = append(ops, r.pushAsync(fmt.Sprintf("queued%d", i), v, diffID, commands["python3"]))
 		}
 		var last time.Time
 		for _, wait := range ops {
@@ -156,6 +173,9 @@ func newRegistry(bin string, workers int) *registry {
 	cmd := exec.Command(bin, "serve", "--listen", host, "--data", dir)
 	cmd.Env = append(os.Environ(), "SLUICE_ADMIN_PASSWORD="+password, "SLUICE_LOG_ACCESS=false", "SLUICE_GC_INTERVAL=0",
 		fmt.Sprintf("SLUICE_STREAMING_WORKERS=%d", workers))
+	if sluicedLog != nil {
+		cmd.Stdout, cmd.Stderr = sluicedLog, sluicedLog
+	}
 	if err := cmd.Start(); err != nil {
 		log.Fatal(err)
 	}
@@ -197,13 +217,23 @@ func (r *registry) do(method, path string, body []byte, contentType string, want
 	return b
 }
 
-// pushAsync pushes a one-layer image into a streaming repository and
-// returns a function waiting for its streaming artifact.
-func (r *registry) pushAsync(repo string, gz []byte, diffID digest.Digest) func() time.Time {
+// sluicedLog, when set, receives the log of every sluiced started.
+var sluicedLog *os.File
+
+// commands are the images' commands, those bench/coldstart runs.
+var commands = map[string][]string{
+	"python3": {"python3", "-c", "print('hello from python3')"},
+	"numpy":   {"python3", "-c", "import numpy, scipy.linalg; print('numpy and scipy ready')"},
+}
+
+// pushAsync pushes a one-layer image running cmd into a streaming
+// repository and returns a function waiting for its streaming artifact.
+func (r *registry) pushAsync(repo string, gz []byte, diffID digest.Digest, cmd []string) func() time.Time {
 	r.do("POST", "/acr/v1/"+repo+"/_streaming", []byte(`{"convertPushedImages":true}`), "application/json", 202)
 	ld := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(gz), Size: int64(len(gz))}
 	r.do("POST", "/v2/"+repo+"/blobs/uploads/?digest="+ld.Digest.String(), gz, "", 201)
-	cfg, _ := json.Marshal(ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}, RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}}})
+	cfg, _ := json.Marshal(ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}, RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
+		Config: ocispec.ImageConfig{Cmd: cmd, Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}})
 	cd := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromBytes(cfg), Size: int64(len(cfg))}
 	r.do("POST", "/v2/"+repo+"/blobs/uploads/?digest="+cd.Digest.String(), cfg, "", 201)
 	m, _ := json.Marshal(ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cd, Layers: []ocispec.Descriptor{ld}})
@@ -220,8 +250,8 @@ func (r *registry) pushAsync(repo string, gz []byte, diffID digest.Digest) func(
 	}
 }
 
-func (r *registry) pushAndWait(repo string, gzs [][]byte, diffIDs []digest.Digest) (pushed, done time.Time) {
-	wait := r.pushAsync(repo, gzs[0], diffIDs[0])
+func (r *registry) pushAndWait(repo string, gz []byte, diffID digest.Digest, cmd []string) (pushed, done time.Time) {
+	wait := r.pushAsync(repo, gz, diffID, cmd)
 	pushed = time.Now()
 	return pushed, wait()
 }

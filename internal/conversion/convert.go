@@ -256,74 +256,103 @@ func (j *job) convertLayer(ctx context.Context, src ocispec.Descriptor, diffID d
 	if res.DiffID != diffID {
 		return ocispec.Descriptor{}, fmt.Errorf("layer %s uncompresses to %s but the image config says %s", src.Digest, res.DiffID, diffID)
 	}
+	res.SourceDigest = src.Digest
 	d := res.Descriptor()
-	d.Annotations[streaming.AnnotationSourceDigest] = src.Digest.String()
-	ann, _ := json.Marshal(d.Annotations)
-	err = j.s.store.PutConvertedLayer(ctx, &metadata.ConvertedLayer{SourceDigest: src.Digest.String(), FormatVersion: streaming.FormatVersion,
-		Digest: d.Digest.String(), Size: d.Size, MediaType: d.MediaType, Annotations: string(ann)})
-	if err != nil {
+	if err := j.rememberConverted(ctx, d); err != nil {
 		return ocispec.Descriptor{}, err
 	}
 	return d, nil
 }
 
-// convertAndPush streams the converter's output into an upload session of
-// the repository, so the converted blob is stored, verified and linked like
-// any pushed blob. On any failure the session and its parts are dropped.
+// rememberConverted records d as the converted twin of the source layer its
+// annotations name, for the next image with that layer.
+func (j *job) rememberConverted(ctx context.Context, d ocispec.Descriptor) error {
+	ann, _ := json.Marshal(d.Annotations)
+	return j.s.store.PutConvertedLayer(ctx, &metadata.ConvertedLayer{SourceDigest: d.Annotations[streaming.AnnotationSourceDigest],
+		FormatVersion: streaming.FormatVersion, Digest: d.Digest.String(), Size: d.Size, MediaType: d.MediaType, Annotations: string(ann)})
+}
+
+// convertAndPush converts a layer into an upload session of the
+// repository, so the converted blob is stored, verified and linked like any
+// pushed blob. On any failure the session and its parts are dropped.
 func (j *job) convertAndPush(ctx context.Context, src ocispec.Descriptor) (*streaming.Result, error) {
-	repo := j.op.Repository
 	opts := j.s.opts.Streaming
 	if err := j.s.memory.Acquire(ctx, opts.MemoryBudget); err != nil {
 		return nil, err
 	}
 	defer j.s.memory.Release(opts.MemoryBudget)
-	in, err := j.s.reg.OpenBlob(ctx, repo, src.Digest)
+	in, err := j.s.reg.OpenBlob(ctx, j.op.Repository, src.Digest)
 	if err != nil {
 		return nil, fmt.Errorf("open layer %s: %w", src.Digest, err)
 	}
 	defer in.Close()
-	up, err := j.s.reg.StartOwnedUpload(ctx, repo, uploadOwner(j.op))
-	if err != nil {
-		return nil, err
-	}
-	pr, pw := io.Pipe()
 	base := j.p.done.Load()
 	opts.Progress = func(consumed int64) { j.p.done.Store(base + consumed) }
+	var source io.Reader = in
+	if j.s.sourceHook != nil {
+		source = j.s.sourceHook(source)
+	}
+	res, err := j.pushStream(ctx, func(w io.Writer) (*streaming.Result, error) {
+		return streaming.Convert(ctx, source, w, opts)
+	})
+	var store *storeError
+	switch {
+	case errors.As(err, &store):
+		return nil, fmt.Errorf("store converted layer of %s: %w", src.Digest, store.err)
+	case err != nil:
+		return nil, layerError(src, err)
+	}
+	j.p.done.Store(base + src.Size)
+	return res, nil
+}
+
+// pushStream stores what write writes as a blob of the repository, through
+// an upload session of the job's own. It returns write's error as it is,
+// and a failure to store as a *storeError; either way the session and its
+// parts are dropped.
+func (j *job) pushStream(ctx context.Context, write func(io.Writer) (*streaming.Result, error)) (*streaming.Result, error) {
+	repo := j.op.Repository
+	up, err := j.s.reg.StartOwnedUpload(ctx, repo, uploadOwner(j.op))
+	if err != nil {
+		return nil, &storeError{err}
+	}
+	pr, pw := io.Pipe()
 	type outcome struct {
 		res *streaming.Result
 		err error
 	}
 	done := make(chan outcome, 1)
-	var source io.Reader = in
-	if j.s.sourceHook != nil {
-		source = j.s.sourceHook(source)
-	}
 	go func() {
-		res, err := streaming.Convert(ctx, source, pw, opts)
+		res, err := write(pw)
 		pw.CloseWithError(err)
 		done <- outcome{res, err}
 	}()
 	_, werr := j.s.reg.WriteChunk(ctx, repo, up.ID, registry.Chunk{Start: 0, Length: -1, Body: pr})
-	// The converter's next write fails with errUploadEnded: an upload that
-	// stopped early (the store full) is the cause, not the converter.
+	// The writer's next write fails with errUploadEnded: an upload that
+	// stopped early (the store full) is the cause, not the writer.
 	pr.CloseWithError(errUploadEnded)
 	out := <-done
 	cleanup := context.WithoutCancel(ctx)
 	if out.err != nil || werr != nil {
 		_ = j.s.reg.CancelUpload(cleanup, repo, up.ID)
 		if out.err != nil && !errors.Is(out.err, errUploadEnded) {
-			return nil, layerError(src, out.err)
+			return nil, out.err
 		}
-		return nil, fmt.Errorf("store converted layer of %s: %w", src.Digest, cmp.Or(werr, out.err))
+		return nil, &storeError{cmp.Or(werr, out.err)}
 	}
 	if _, err := j.s.reg.CompleteUpload(ctx, repo, up.ID, out.res.Digest, registry.Chunk{Start: -1, Length: -1, Body: http0{}}); err != nil {
 		_ = j.s.reg.CancelUpload(cleanup, repo, up.ID)
-		return nil, fmt.Errorf("store converted layer of %s: %w", src.Digest, err)
+		return nil, &storeError{err}
 	}
 	j.blobs = append(j.blobs, out.res.Digest)
-	j.p.done.Store(base + src.Size)
 	return out.res, nil
 }
+
+// storeError is a failure to store a converted blob.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
 
 // errUploadEnded is what the converter meets when the upload of its output
 // stopped before it finished writing.
