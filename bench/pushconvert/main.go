@@ -41,7 +41,7 @@ func main() {
 	reporoot.Chdir()
 	bin := flag.String("sluiced", "bin/sluiced", "sluiced binary")
 	images := flag.String("images", "python3,numpy", "images for the push-to-Succeeded runs")
-	queued := flag.Int("queued", 4, "conversions queued at once in the throughput runs (0: no throughput runs)")
+	queued := flag.Int("queued", 4, "conversions queued at once in the throughput runs (0 or less: no throughput runs)")
 	markdown := flag.String("markdown", "", "also write the tables as markdown to this file")
 	logTo := flag.String("log", "", "append sluiced's log to this file (each conversion's steps and their times)")
 	flag.Parse()
@@ -67,30 +67,8 @@ func main() {
 		fmt.Fprintf(&out, "| %s | %.0f MB | %.1f s | %.0f |\n", name, float64(len(gz))/1e6, d.Seconds(), float64(tarSize)/1e6/d.Seconds())
 		r.close()
 	}
-	py, tarSize, diffID := layer("python3")
-	variants := recompress(py, *queued)
-	if len(variants) > 0 {
-		fmt.Fprintf(&out, "\n| workers | conversions queued | total tar | all Succeeded after | throughput (MB/s of tar) |\n|---:|---:|---:|---:|---:|\n")
-	}
-	for _, workers := range []int{1, 2} {
-		if len(variants) == 0 {
-			break
-		}
-		r := newRegistry(abs, workers)
-		start := time.Now()
-		ops := make([]func() time.Time, 0, len(variants))
-		for i, v := range variants {
-			ops = append(ops, r.pushAsync(fmt.Sprintf("queued%d", i), v, diffID, commands["python3"]))
-		}
-		var last time.Time
-		for _, wait := range ops {
-			if t := wait(); t.After(last) {
-				last = t
-			}
-		}
-		total := float64(tarSize) * float64(len(variants))
-		fmt.Fprintf(&out, "| %d | %d | %.0f MB | %.1f s | %.0f |\n", workers, len(variants), total/1e6, last.Sub(start).Seconds(), total/1e6/last.Sub(start).Seconds())
-		r.close()
+	if *queued > 0 {
+		throughput(&out, abs, *queued)
 	}
 	fmt.Print(out.String())
 	if *markdown != "" {
@@ -127,6 +105,31 @@ func layer(name string) ([]byte, int64, digest.Digest) {
 		log.Fatal(err)
 	}
 	return gz, n, h.Digest()
+}
+
+// throughput converts the python3 layer compressed n ways at once, with
+// one worker and with two, and adds the table to out.
+func throughput(out *strings.Builder, bin string, n int) {
+	py, tarSize, diffID := layer("python3")
+	variants := recompress(py, n)
+	fmt.Fprintf(out, "\n| workers | conversions queued | total tar | all Succeeded after | throughput (MB/s of tar) |\n|---:|---:|---:|---:|---:|\n")
+	for _, workers := range []int{1, 2} {
+		r := newRegistry(bin, workers)
+		start := time.Now()
+		ops := make([]func() time.Time, 0, len(variants))
+		for i, v := range variants {
+			ops = append(ops, r.pushAsync(fmt.Sprintf("queued%d", i), v, diffID, commands["python3"]))
+		}
+		var last time.Time
+		for _, wait := range ops {
+			if t := wait(); t.After(last) {
+				last = t
+			}
+		}
+		total := float64(tarSize) * float64(len(variants))
+		fmt.Fprintf(out, "| %d | %d | %.0f MB | %.1f s | %.0f |\n", workers, len(variants), total/1e6, last.Sub(start).Seconds(), total/1e6/last.Sub(start).Seconds())
+		r.close()
+	}
 }
 
 // recompress makes n distinct gzip encodings of the same tar: different

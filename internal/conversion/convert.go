@@ -29,6 +29,9 @@ type job struct {
 	p        *progress
 	blobs    []digest.Digest // converted layers (and a signature's empty config) this job stored
 	referrer []digest.Digest // streaming manifests and signatures this job stored
+	// fresh holds the layers this job converted, by source digest, in
+	// their latest form (split for a start).
+	fresh map[digest.Digest]ocispec.Descriptor
 }
 
 // convert runs a conversion operation and returns its result JSON. It
@@ -36,7 +39,7 @@ type job struct {
 // that needs no streaming/write grant.
 func (s *Service) convert(ctx context.Context, op *metadata.Operation, p *progress) (string, error) {
 	ctx = registry.AllowStreamingWrites(ctx)
-	j := &job{s: s, op: op, p: p}
+	j := &job{s: s, op: op, p: p, fresh: map[digest.Digest]ocispec.Descriptor{}}
 	// An earlier attempt that died (a crash, a lost lease) may have left
 	// a converted layer half uploaded: drop it before starting again.
 	if err := s.reg.DropOwnedUploads(ctx, op.Repository, uploadOwner(op)); err != nil {
@@ -261,6 +264,7 @@ func (j *job) convertLayer(ctx context.Context, src ocispec.Descriptor, diffID d
 	if err := j.rememberConverted(ctx, d); err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	j.fresh[src.Digest] = d
 	return d, nil
 }
 

@@ -108,6 +108,8 @@ func TestInferredStartupProfile(t *testing.T) {
 		{name: "usr/lib/python3.11/encodings/__pycache__/aliases.cpython-311.pyc", data: []byte("pyc: aliases")},
 		{name: "usr/lib/python3.11/encodings/__pycache__/utf_8.cpython-311.pyc", data: []byte("pyc: utf_8")},
 		{name: "usr/lib/python3.11/encodings/cp1252.py", data: []byte("not read at start")},
+		{name: "usr/lib/python3.11/keyword.py", data: []byte("not read at start either")},
+		{name: "usr/lib/python3.11/token.py", data: []byte("nor this")},
 		{name: "usr/lib/python3.11/sitecustomize.py", data: []byte("# Debian's")},
 		{name: "usr/lib/python3/dist-packages/distutils-precedence.pth", data: []byte("import _distutils_hack")},
 	})
@@ -169,13 +171,31 @@ func TestInferredStartupProfile(t *testing.T) {
 	if res.Digest == m.Layers[0].Digest {
 		t.Fatal("the base layer was not split for its start")
 	}
+	// No manifest names the unsplit form: the garbage collector takes it.
+	if _, err := e.reg.StatBlob(ctx, "py", res.Digest); err != nil {
+		t.Fatalf("the base layer's unsplit form: %v", err)
+	}
+	if _, err := e.meta.UnlinkUnreferencedBlobs(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := e.reg.StatBlob(ctx, "py", res.Digest); err == nil {
-		t.Error("the base layer's unsplit form is still in the repository")
+		t.Error("the base layer's unsplit form is still in the repository after a collection")
+	}
+	if _, err := e.reg.StatBlob(ctx, "py", m.Layers[0].Digest); err != nil {
+		t.Errorf("the split base layer after a collection: %v", err)
 	}
 	// Another repository's conversion of the image reuses the split
 	// layers as they are: the same artifact layers.
 	if m2 := convertImage(t, e, "py2", cfg, base, app); m2.Layers[0].Digest != m.Layers[0].Digest || m2.Layers[1].Digest != m.Layers[1].Digest {
 		t.Errorf("a second conversion made layers %s, %s; the first %s, %s", m2.Layers[0].Digest, m2.Layers[1].Digest, m.Layers[0].Digest, m.Layers[1].Digest)
+	}
+	// So does an image on the same layers with another start (one that
+	// imports keyword but not token beside it): a layer shared by many
+	// images is not stored again split for each one's start.
+	other := cfg
+	other.Config.Cmd = []string{"python3", "-c", "import keyword"}
+	if m3 := convertImage(t, e, "py3", other, base, app); m3.Layers[0].Digest != m.Layers[0].Digest {
+		t.Errorf("an image with another start got base layer %s, the first %s", m3.Layers[0].Digest, m.Layers[0].Digest)
 	}
 
 	// A node's recording replaces it; a later conversion does not put the

@@ -109,30 +109,26 @@ func splitChunk(r *Reader, i int, frame []byte, cuts *[]int64, enc *zstd.Encoder
 }
 
 // splitCuts lists, ascending, the entry boundaries in the tar where a kept
-// file's data follows a file's that is not kept, or the reverse, and no
-// chunk starts already: the end of the earlier file's data blocks, so the
-// headers between (the later file's, directories', links') go with the
-// later file.
+// file's data follows, in the same chunk, a file's that is not kept, or
+// the reverse: the end of the earlier file's data blocks, so the headers
+// between (the later file's, directories', links') go with the later file.
 func splitCuts(r *Reader, keep []*Entry) []int64 {
 	kept := make(map[int]bool, len(keep))
 	for _, e := range keep {
 		kept[r.DataEntry(e).index] = true
 	}
-	starts := make(map[int64]bool, len(r.toc.Chunks))
-	for _, c := range r.toc.Chunks {
-		starts[c.UncompressedOffset] = true
-	}
 	var cuts []int64
-	end, prev := int64(-1), false // the previous data's end, and whether it is kept
+	last, prev := int64(-1), false // the previous data's last byte, and whether it is kept
 	for i := range r.toc.Entries {
 		e := &r.toc.Entries[i]
-		if e.Type != TypeReg || e.physicalSize() == 0 {
+		n := e.physicalSize()
+		if e.Type != TypeReg || n == 0 {
 			continue
 		}
-		if at := min(end, e.Offset); end >= 0 && kept[i] != prev && !starts[at] {
-			cuts = append(cuts, at)
+		if last >= 0 && kept[i] != prev && r.chunkAt(last) == r.chunkAt(e.Offset) {
+			cuts = append(cuts, min(alignBlock(last+1), e.Offset)) // tar data starts on a block
 		}
-		end, prev = e.Offset+alignBlock(e.physicalSize()), kept[i]
+		last, prev = e.Offset+n-1, kept[i]
 	}
 	slices.Sort(cuts)
 	return slices.Compact(cuts)

@@ -1,10 +1,12 @@
 package streaming
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -147,6 +149,26 @@ func TestSplitNothingToCut(t *testing.T) {
 		if !bytes.Equal(out, blob) {
 			t.Errorf("keeping %s: Split of a layer that needs no cut made another blob", name)
 		}
+	}
+}
+
+// A kept file in chunks of its own needs no cut, even when a directory's
+// header lies between it and the file before.
+func TestSplitNoCutBetweenChunks(t *testing.T) {
+	mt := time.Unix(1700000000, 0)
+	raw := buildTar(t, []testEntry{
+		{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "u", Mode: 0o644, ModTime: mt}, data: textData(3000)},
+		{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "d/", Mode: 0o755, ModTime: mt}},
+		{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "d/k", Mode: 0o644, ModTime: mt}, data: randomData(3, 40<<10)},
+	})
+	blob, res := convertBytes(t, raw, smallOpts)
+	r, _ := openBytes(t, blob, res)
+	k, err := r.Lookup("d/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if NeedsSplit(r, []*Entry{k}) {
+		t.Fatalf("a split is asked for chunks %+v, where no chunk holds both files", r.TOC().Chunks)
 	}
 }
 
