@@ -91,10 +91,12 @@
 //
 // Those neighbours are what Split (split.go) takes out. Once an image is
 // converted, the registry infers the files its start reads, and cuts the
-// chunks that hold data of such a file and of another one where the tar
-// passes from one to the other. What the benchmark images' first starts
-// fetch went from 5.2, 23.2 and 21.0 MB to 4.7, 20.0 and 16.9 MB (python3,
-// numpy, webapp; docs/benchmarks.md), for about 0.1% more layer.
+// chunks (of the layers it converted for that image) that hold data of
+// such a file and of another one where the tar passes from one to the
+// other. What the benchmark images' first starts fetch went from 5.2,
+// 23.2 and 21.0 MB to 4.7, 20.0 and 19.0 MB (python3, numpy, webapp;
+// docs/benchmarks.md, "The bytes a start fetches"), for 0.01 to 0.7% more
+// layer.
 //
 // DefaultLevel = 3 (zstd's default; klauspost's SpeedDefault). Measured on
 // the python3 tar in 128–512 KiB pieces, level 1 (SpeedFastest) compresses
