@@ -11,7 +11,7 @@ import (
 )
 
 // Split rewrites the converted layer r reads so that the data of the files
-// keep names (a start's files, say) shares no chunk with the data of other
+// keep names (entries of r: a start's files, say) shares no chunk with the data of other
 // files: a chunk that holds both is cut where the tar passes from one to
 // the other, and its pieces compressed again; every other chunk's frame is
 // copied as it is. A node that prefetches the kept files then fetches
@@ -33,6 +33,7 @@ func Split(ctx context.Context, r *Reader, dst io.Writer, keep []*Entry, opts Op
 	defer enc.Close()
 	sink := &frameSink{out: dst, blob: sha256.New()}
 	chunks := r.toc.Chunks
+	var buf []byte // one batch of frames, reused
 	for start := 0; start < len(chunks); {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -43,13 +44,16 @@ func Split(ctx context.Context, r *Reader, dst io.Writer, keep []*Entry, opts Op
 			n += chunks[end].Size
 			end++
 		}
-		buf := make([]byte, n)
-		if err := r.rr.ReadRange(ctx, buf, chunks[start].Offset); err != nil {
+		if int64(cap(buf)) < n {
+			buf = make([]byte, n)
+		}
+		batch := buf[:n]
+		if err := r.rr.ReadRange(ctx, batch, chunks[start].Offset); err != nil {
 			return nil, fmt.Errorf("reading chunks at %d (+%d): %w", chunks[start].Offset, n, err)
 		}
 		for i := start; i < end; i++ {
 			c := &chunks[i]
-			frame := buf[c.Offset-chunks[start].Offset:][:c.Size]
+			frame := batch[c.Offset-chunks[start].Offset:][:c.Size]
 			if err := splitChunk(r, i, frame, &cuts, enc, sink); err != nil {
 				return nil, err
 			}
