@@ -248,6 +248,9 @@ func (j *job) convertLayer(ctx context.Context, src ocispec.Descriptor, diffID d
 			j.p.done.Add(src.Size)
 			var ann map[string]string
 			if err := json.Unmarshal([]byte(cached.Annotations), &ann); err == nil {
+				// Taken from the cache, even one this job converted
+				// for another image of an index: shared as it is.
+				delete(j.fresh, src.Digest)
 				return ocispec.Descriptor{MediaType: cached.MediaType, Digest: digest.Digest(cached.Digest), Size: cached.Size, Annotations: ann}, nil
 			}
 		}

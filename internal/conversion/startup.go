@@ -188,6 +188,9 @@ func (j *job) inferStartup(ctx context.Context, img *image, layers []ocispec.Des
 		keep[f.layer] = append(keep[f.layer], f.e)
 	}
 	for i, files := range keep {
+		if ctx.Err() != nil {
+			return // the job ends: nothing is stored for it
+		}
 		d, r, c, err := j.splitForStart(ctx, layers[i], set.t.layers[i], files)
 		if err != nil {
 			j.s.log.Warn("could not split a layer's chunks for its start", "repository", j.op.Repository, "layer", layers[i].Digest, "err", err)
@@ -630,16 +633,25 @@ func (s *startupSet) filesIn(dir, suffix string) []string {
 // fileChunks are the ranges of the blob chunks holding a file's data (at
 // most maxInferredFileBytes of it), or the parts of it given.
 func fileChunks(r *streaming.Reader, e *streaming.Entry, parts [][2]int64) []streaming.Range {
-	if e.Size == 0 {
+	// A sparse file's data, its fragments back to back, is shorter than
+	// the file.
+	size := e.Size
+	if e.Sparse != nil {
+		size = 0
+		for _, f := range e.Sparse {
+			size += f.Length
+		}
+	}
+	if size == 0 {
 		return nil
 	}
 	if parts == nil || e.Sparse != nil {
-		parts = [][2]int64{{0, min(e.Size, maxInferredFileBytes)}}
+		parts = [][2]int64{{0, min(size, maxInferredFileBytes)}}
 	}
 	var out []streaming.Range
 	chunks := r.TOC().Chunks
 	for _, part := range parts {
-		start, end := e.Offset+part[0], e.Offset+min(part[1], e.Size)
+		start, end := e.Offset+part[0], e.Offset+min(part[1], size)
 		i := sort.Search(len(chunks), func(i int) bool {
 			return chunks[i].UncompressedOffset+chunks[i].UncompressedSize > start
 		})

@@ -8,13 +8,17 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/sluicehq/sluice/internal/metadata"
 	"github.com/sluicehq/sluice/internal/oci"
 	"github.com/sluicehq/sluice/internal/streaming"
 	"github.com/sluicehq/sluice/internal/testenv"
@@ -285,4 +289,104 @@ func openLayer(t *testing.T, e *env, l ocispec.Descriptor) *streaming.Reader {
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
+}
+
+// TestIndexSplitsASharedLayerOnce converts an index of two images on one
+// layer whose starts differ: the layer is split for the first image's
+// start, and the second image shares that form instead of a copy split
+// for its own.
+func TestIndexSplitsASharedLayerOnce(t *testing.T) {
+	shared := treeLayer(t, []treeEntry{
+		{name: "bin/"},
+		{name: "bin/a", data: []byte("#!/bin/sh\necho a\n")},
+		{name: "bin/b", data: []byte("#!/bin/sh\necho b\n")},
+		{name: "bin/c", data: []byte("#!/bin/sh\necho c, which no start runs\n")},
+		{name: "etc/"},
+		{name: "etc/group", data: []byte("root:x:0:\n")},
+		{name: "etc/hosts", data: []byte("127.0.0.1 localhost\n")},
+		{name: "etc/passwd", data: []byte("root:x:0:0:root:/root:/bin/sh\n")},
+	})
+	e := newEnv(t, true)
+	ctx := context.Background()
+	var images []ocispec.Descriptor
+	for _, p := range []struct{ arch, cmd string }{{"amd64", "/bin/a"}, {"arm64", "/bin/b"}} {
+		cfg := ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: p.arch}, Config: ocispec.ImageConfig{Cmd: []string{p.cmd}}}
+		d := e.pushImageConfig("idx", "", cfg, shared)
+		d.Platform = &cfg.Platform
+		images = append(images, d)
+	}
+	idx := e.putManifest("idx", "latest", ocispec.MediaTypeImageIndex, ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: ocispec.MediaTypeImageIndex, Manifests: images})
+	op, err := e.conv.Start(ctx, "idx", idx.Digest, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done := e.wait("idx", op.ID); done.Status != metadata.StatusSucceeded {
+		t.Fatalf("conversion %s: %s", done.Status, done.ErrorMessage)
+	}
+	layers := map[digest.Digest]bool{}
+	for _, ref := range e.streamingReferrers("idx", idx.Digest) {
+		sm, err := e.reg.GetManifest(ctx, "idx", oci.Reference{Digest: ref.Digest.String()}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m ocispec.Manifest
+		if err := json.Unmarshal(sm.Payload, &m); err != nil {
+			t.Fatal(err)
+		}
+		layers[m.Layers[0].Digest] = true
+	}
+	var plain bytes.Buffer
+	res, err := streaming.Convert(ctx, bytes.NewReader(shared.blob), &plain, e.conv.opts.Streaming)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(layers) != 1 || layers[res.Digest] {
+		t.Fatalf("the two images stream layers %v (unsplit %s), want one split form", layers, res.Digest)
+	}
+}
+
+// TestFileChunksOfASparseFile checks that a sparse file's chunks are those
+// of its data (its fragments, back to back in the tar), not of as many
+// bytes as the file is long, which would take in the files after it.
+func TestFileChunksOfASparseFile(t *testing.T) {
+	_, err := exec.LookPath("tar")
+	testenv.Need(t, err == nil, "GNU tar not installed: cannot make sparse tar entries")
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, "a-sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(bytes.Repeat([]byte("data "), 1600))
+	f.Truncate(4 << 20)
+	f.Close()
+	rng := rand.New(rand.NewPCG(1, 1))
+	big := make([]byte, 2<<20)
+	for i := range big {
+		big[i] = byte(rng.IntN(256))
+	}
+	if err := os.WriteFile(filepath.Join(dir, "b-after"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tarBytes, err := exec.Command("tar", "--sparse", "--format=pax", "-C", dir, "-cf", "-", "a-sparse", "b-after").Output()
+	if err != nil {
+		t.Fatalf("tar --sparse: %v", err)
+	}
+	var blob bytes.Buffer
+	res, err := streaming.Convert(context.Background(), bytes.NewReader(tarBytes), &blob, streaming.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := streaming.Open(context.Background(), streaming.ReaderAtRanges(bytes.NewReader(blob.Bytes())), res.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	e, err := r.Lookup("a-sparse")
+	if err != nil || e.Sparse == nil {
+		t.Fatalf("a-sparse: %v, sparse map %v", err, e.Sparse)
+	}
+	if got := fileChunks(r, e, nil); len(got) != 1 {
+		t.Fatalf("a sparse file with 8 KB of data is in %d chunks: %v", len(got), got)
+	}
 }

@@ -194,3 +194,25 @@ func TestSplitRefusesACorruptChunk(t *testing.T) {
 		t.Fatalf("Split of a corrupt layer: %v, want %v", err, ErrChunkVerification)
 	}
 }
+
+// TestSplitManyBatches splits a layer whose frames take several of the
+// batches Split reads at once, its buffer reused from one to the next.
+func TestSplitManyBatches(t *testing.T) {
+	mt := time.Unix(1700000000, 0)
+	var entries []testEntry
+	for i := range 1500 { // 12 MB that does not compress
+		entries = append(entries, testEntry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "f/" + itoa(i), Mode: 0o644, ModTime: mt},
+			data: randomData(uint64(i), 8<<10)})
+	}
+	raw := buildTar(t, entries)
+	blob, res := convertBytes(t, raw, smallOpts)
+	if res.Size <= fetchAllBatchBytes {
+		t.Fatalf("a layer of %d bytes fits in one batch", res.Size)
+	}
+	r, _ := openBytes(t, blob, res)
+	split, sres, changed := splitBytes(t, r, func(name string) bool { return name[len(name)-1]%3 == 0 })
+	if !changed {
+		t.Fatal("nothing to cut")
+	}
+	checkLayer(t, split, sres, raw, 3)
+}
