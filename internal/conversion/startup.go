@@ -236,11 +236,17 @@ func (j *job) inferStartup(ctx context.Context, img *image, layers []ocispec.Des
 // bytes). The split form replaces the first in the cache of converted
 // layers; the first, referenced by no manifest, goes with the garbage
 // collector's next pass (not at once: a conversion of another image may
-// have taken it from the cache meanwhile). A layer from that cache is left
-// as it is: it is shared with the images converted before (a base image's layer
-// under hundreds of images), and a copy split for each one's start would
-// multiply its storage. It returns the layer to use and its reader and
-// blob, or no reader when the layer is left as it is.
+// have taken it from the cache meanwhile).
+//
+// A layer from that cache is left as it is: it is shared with the images
+// converted before (a base image's layer under hundreds of images), and a
+// copy split for each one's start would multiply its storage. So a job
+// that dies between a layer's conversion and its split leaves the unsplit
+// form cached, and its retry streams that: a valid layer, fetched as
+// before splits existed.
+//
+// It returns the layer to use and its reader and blob, or no reader when
+// the layer is left as it is.
 func (j *job) splitForStart(ctx context.Context, l ocispec.Descriptor, r *streaming.Reader, keep []*streaming.Entry) (ocispec.Descriptor, *streaming.Reader, io.Closer, error) {
 	src := digest.Digest(l.Annotations[streaming.AnnotationSourceDigest])
 	if f, ok := j.fresh[src]; !ok || f.Digest != l.Digest || !streaming.NeedsSplit(r, keep) {
