@@ -639,15 +639,7 @@ func (s *startupSet) filesIn(dir, suffix string) []string {
 // fileChunks are the ranges of the blob chunks holding a file's data (at
 // most maxInferredFileBytes of it), or the parts of it given.
 func fileChunks(r *streaming.Reader, e *streaming.Entry, parts [][2]int64) []streaming.Range {
-	// A sparse file's data, its fragments back to back, is shorter than
-	// the file.
-	size := e.Size
-	if e.Sparse != nil {
-		size = 0
-		for _, f := range e.Sparse {
-			size += f.Length
-		}
-	}
+	size := e.DataSize() // a sparse file's is shorter than the file
 	if size == 0 {
 		return nil
 	}

@@ -318,7 +318,7 @@ func (t *TOC) validateEntry(e *Entry) error {
 	if err := validateSparse(e); err != nil {
 		return err
 	}
-	if n := e.physicalSize(); n > 0 && (e.Offset > t.UncompressedSize || n > t.UncompressedSize-e.Offset) {
+	if n := e.DataSize(); n > 0 && (e.Offset > t.UncompressedSize || n > t.UncompressedSize-e.Offset) {
 		return invalid("data at offset %d size %d beyond the %d-byte tar", e.Offset, n, t.UncompressedSize)
 	}
 	return nil

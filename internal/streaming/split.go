@@ -125,7 +125,7 @@ func splitCuts(r *Reader, keep []*Entry) []int64 {
 	last, prev := int64(-1), false // the previous data's last byte, and whether it is kept
 	for i := range r.toc.Entries {
 		e := &r.toc.Entries[i]
-		n := e.physicalSize()
+		n := e.DataSize()
 		if e.Type != TypeReg || n == 0 {
 			continue
 		}

@@ -79,8 +79,8 @@ func TestSplitKeepsTheLayerAndSeparatesKeptFiles(t *testing.T) {
 		var holds []bool
 		for i := range sr.Entries() {
 			e := &sr.Entries()[i]
-			if e.Type == TypeReg && e.physicalSize() > 0 && e.Offset < c.UncompressedOffset+c.UncompressedSize &&
-				e.Offset+e.physicalSize() > c.UncompressedOffset {
+			if e.Type == TypeReg && e.DataSize() > 0 && e.Offset < c.UncompressedOffset+c.UncompressedSize &&
+				e.Offset+e.DataSize() > c.UncompressedOffset {
 				holds = append(holds, kept[i])
 			}
 		}
@@ -95,8 +95,8 @@ func TestSplitKeepsTheLayerAndSeparatesKeptFiles(t *testing.T) {
 	// headers start there.
 	boundary, oldStart := map[int64]bool{}, map[int64]bool{}
 	for i := range r.Entries() {
-		if e := &r.Entries()[i]; e.Type == TypeReg && e.physicalSize() > 0 {
-			boundary[e.Offset+alignBlock(e.physicalSize())] = true
+		if e := &r.Entries()[i]; e.Type == TypeReg && e.DataSize() > 0 {
+			boundary[e.Offset+alignBlock(e.DataSize())] = true
 		}
 	}
 	for _, c := range r.TOC().Chunks {

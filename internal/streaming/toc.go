@@ -226,8 +226,9 @@ func (e *Entry) Attributes() *Entry {
 	return e
 }
 
-// physicalSize is the number of data bytes the entry has in the tar.
-func (e *Entry) physicalSize() int64 {
+// DataSize is the number of data bytes the entry has in the tar, from
+// Offset: its size, or for a sparse file its fragments' lengths.
+func (e *Entry) DataSize() int64 {
 	if e.Sparse == nil {
 		return e.Size
 	}
