@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluicehq/sluice/internal/streaming"
 )
 
 // Handler is the manager's API, served on a unix socket only root can
@@ -75,6 +77,10 @@ func (m *Manager) Handler() http.Handler {
 		// Every chunk is checked as it is read, the DiffID at the end.
 		if err := lm.reader.WriteTo(withKind(r.Context(), background), w); err != nil {
 			m.log.Error("writing a complete layer failed", "mountpoint", mp, "err", err)
+			if errors.Is(err, streaming.ErrDiffIDMismatch) || errors.Is(err, streaming.ErrChunkVerification) {
+				m.metrics.verifyFailures.Inc()
+				m.markBad(lm, err) // as a FUSE read of the same bytes would
+			}
 			panic(http.ErrAbortHandler) // the client must not take a short tar for the layer
 		}
 	})

@@ -3,6 +3,7 @@ package snapshotter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -103,10 +104,13 @@ func (s *Snapshotter) unpackComplete(ctx context.Context, lw LayerWriter) {
 			fill: func(ctx context.Context, dir string) error {
 				tarStream, err := lw.Layer(ctx, mp)
 				if err != nil {
-					return err
+					return fmt.Errorf("read the complete layer from the FUSE manager: %w", err)
 				}
 				defer tarStream.Close()
-				return applyLayer(ctx, dir, tarStream, l.ref.DiffID)
+				if err := applyLayer(ctx, dir, tarStream, l.ref.DiffID); err != nil {
+					return fmt.Errorf("unpack the layer from the node's chunk cache: %w", err)
+				}
+				return nil
 			},
 			unmount: lw.Detach,
 			label:   LabelLocal, value: "complete",
@@ -125,7 +129,7 @@ func (s *Snapshotter) unpackComplete(ctx context.Context, lw LayerWriter) {
 			retry.wait = min(max(2*retry.wait, unpackRetryMin), unpackRetryMax)
 			retry.at = time.Now().Add(retry.wait)
 			s.unpackRetries[l.id] = retry
-			s.log.Warn("unpacking a complete streamed layer failed; its FUSE mount stays", "image", l.ref.ImageRef, "layer", l.ref.SourceDigest, "retry in", retry.wait, "err", err)
+			s.log.Warn("unpacking a complete streamed layer failed; containers keep it streamed until a later attempt", "image", l.ref.ImageRef, "layer", l.ref.SourceDigest, "retry in", retry.wait, "err", err)
 		}
 	}
 }

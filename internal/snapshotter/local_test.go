@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -98,6 +99,21 @@ func TestCompleteLayerIsUnpacked(t *testing.T) {
 	}
 
 	layers.mountpoint = s.fsPath(snapshotID(t, s, "layer-1"))
+	// A container's start on a layer whose mount serves does not wait for
+	// a replacement under way (an unpack holds the lock for as long as it
+	// reads the layer).
+	unlock := s.replacing.Lock(snapshotID(t, s, "layer-1"))
+	checked := make(chan error, 1)
+	go func() { checked <- s.ensureMounted(ctx, "layer-1", snapshotID(t, s, "layer-1"), resolver.ref) }()
+	select {
+	case err := <-checked:
+		if err != nil {
+			t.Fatalf("checking a served layer: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("checking a served layer waited for the replacement lock")
+	}
+	unlock()
 	s.unpackComplete(ctx, layers)
 	streamed("not complete")
 	if layers.asked != 0 {

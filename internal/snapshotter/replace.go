@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -32,7 +33,10 @@ func (s *Snapshotter) replaceBad(ctx context.Context, key, id string, ref fusema
 	return s.replaceStreamed(ctx, key, id, ref, replacement{
 		fill: func(ctx context.Context, dir string) error {
 			s.log.Error("a streamed layer is bad; downloading the original layer in its place", "image", ref.ImageRef, "layer", ref.SourceDigest, "streamed", ref.Digest, "cause", cause)
-			return s.download(ctx, ref, dir)
+			if err := s.download(ctx, ref, dir); err != nil {
+				return fmt.Errorf("download the original layer: %w", err)
+			}
+			return nil
 		},
 		label: LabelDownloaded, value: cause.Error(),
 		done: func(d time.Duration) {
@@ -91,11 +95,11 @@ func (s *Snapshotter) replaceStreamed(ctx context.Context, key, id string, ref f
 		_ = os.RemoveAll(tmp)
 		if err := r.fill(ctx, tmp); err != nil {
 			_ = os.RemoveAll(tmp)
-			return fmt.Errorf("a local copy of layer %s: %w", ref.SourceDigest, err)
+			return fmt.Errorf("layer %s: %w", ref.SourceDigest, err)
 		}
 		if err := atomicfile.WriteFile(done, []byte(ref.SourceDigest.String()+"\n"), 0o600); err != nil {
 			_ = os.RemoveAll(tmp)
-			return fmt.Errorf("mark the downloaded layer %s: %w", ref.SourceDigest, err)
+			return fmt.Errorf("mark the local copy of layer %s as complete: %w", ref.SourceDigest, err)
 		}
 	}
 	// The FUSE mount goes (detached, if containers still hold it), and
@@ -110,11 +114,11 @@ func (s *Snapshotter) replaceStreamed(ctx context.Context, key, id string, ref f
 		return fmt.Errorf("unmount the streamed layer at %s: %w", mp, err)
 	}
 	if _, err := os.Lstat(tmp); err == nil {
-		if err := os.Remove(mp); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("clear %s: %w", mp, err)
-		}
-		if err := os.Rename(tmp, mp); err != nil {
-			return fmt.Errorf("put the downloaded layer at %s: %w", mp, err)
+		// rename(2) replaces the empty mountpoint at once: no moment
+		// without a directory there for a container's overlay. (os.Rename
+		// refuses a directory as the target.)
+		if err := syscall.Rename(tmp, mp); err != nil {
+			return fmt.Errorf("put the local copy of the layer at %s: %w", mp, &os.LinkError{Op: "rename", Old: tmp, New: mp, Err: err})
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err

@@ -473,13 +473,19 @@ func (s *Snapshotter) checkParents(ctx context.Context, key string) error {
 
 // ensureMounted checks that a streamed layer is served and mounts it again
 // if it is not, unless it stopped being streamed meanwhile (unpacked, or
-// replaced): mounting over its local copy would hide it. The replacement
-// lock keeps the two apart.
+// replaced): mounting over its local copy would hide it. Only a remount
+// takes the replacement lock, which keeps the two apart: a container's
+// start does not wait for a layer being unpacked while its mount serves.
 func (s *Snapshotter) ensureMounted(ctx context.Context, key, id string, ref fusemanager.LayerRef) error {
+	mp := s.fsPath(id)
+	err := s.layers.Check(ctx, mp)
+	if err == nil || errors.Is(err, fusemanager.ErrLayerBad) {
+		return err
+	}
 	unlock := s.replacing.Lock(id)
 	defer unlock()
 	streamed := false
-	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
+	err = s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
 		_, info, _, err := storage.GetInfo(ctx, key)
 		_, streamed = info.Labels[LabelLayer]
 		return err
@@ -487,7 +493,6 @@ func (s *Snapshotter) ensureMounted(ctx context.Context, key, id string, ref fus
 	if err != nil || !streamed {
 		return err
 	}
-	mp := s.fsPath(id)
 	err = s.layers.Check(ctx, mp)
 	if err == nil || errors.Is(err, fusemanager.ErrLayerBad) {
 		return err
